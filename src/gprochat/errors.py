@@ -1,0 +1,245 @@
+"""Every exception gprochat raises, under one root.
+
+::
+
+    GPROChatError
+    ├── ModelNotSupportedError      (also ValueError)  unknown model name
+    ├── ProtocolError               (also ValueError)  a request or answer breaks the wire contract
+    ├── TransportError                                 the HTTP exchange itself failed
+    │   ├── ConnectError            (also ConnectionError)  refused, unknown host, proxy down
+    │   │   └── ProxyError                             the proxy refused or failed
+    │   ├── TimeoutError            (also builtins.TimeoutError)  connect / read / total limit
+    │   └── IncompleteResponseError                    the body was cut before its end
+    ├── APIStatusError                                 the server answered 4xx/5xx
+    │   ├── BadRequestError              400
+    │   ├── AuthenticationError          401
+    │   │   ├── InvalidPasswordError     401 "Invalid password."
+    │   │   └── InvalidSignatureError    401 "Invalid signature."
+    │   ├── NotFoundError                404
+    │   ├── PayloadTooLargeError         413
+    │   ├── RateLimitError               429
+    │   └── ServerError                  5xx
+    │       └── ServiceUnavailableError  503
+    └── BackendError                                   (server side) the model backend failed
+
+Lower-level exceptions (aiohttp's, the backend's) are translated at one boundary each,
+with ``raise ... from exc``, so callers only ever need to catch these.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "GPROChatError",
+    "ModelNotSupportedError",
+    "ProtocolError",
+    "TransportError",
+    "ConnectError",
+    "ProxyError",
+    "TimeoutError",
+    "IncompleteResponseError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "InvalidPasswordError",
+    "InvalidSignatureError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "BackendError",
+    "status_error",
+]
+
+
+class GPROChatError(Exception):
+    """The root: ``except gprochat.GPROChatError`` catches everything this package raises."""
+
+
+class ModelNotSupportedError(GPROChatError, ValueError):
+    """The model name is neither a supported model nor an alias of one."""
+
+    def __init__(self, model: str, provider: str, supported: list[str]) -> None:
+        self.model = model
+        self.provider = provider
+        self.supported = supported
+        super().__init__(
+            f"Model {model!r} is not supported by {provider}; "
+            f"use one of: {', '.join(supported)} (or pass model='' for the default)"
+        )
+
+
+class ProtocolError(GPROChatError, ValueError):
+    """A request or an answer does not follow the GPROChat wire contract."""
+
+
+class TransportError(GPROChatError):
+    """The HTTP exchange failed before a complete answer arrived."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ConnectError(TransportError, ConnectionError):
+    """No connection could be made: refused port, unknown host, unreachable proxy."""
+
+
+class ProxyError(ConnectError):
+    """The proxy refused the request or could not reach the server."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A time limit fired. ``limit`` names which: ``"connect"``, ``"read"`` or ``"total"``."""
+
+    def __init__(
+        self, message: str, *, url: str | None = None, limit: str = "total", seconds: float = 0
+    ) -> None:
+        super().__init__(message, url=url)
+        self.limit = limit
+        self.seconds = seconds
+
+
+class IncompleteResponseError(TransportError):
+    """The answer's body ended before its proper end: the text received is only part of it.
+
+    ``partial_text`` holds what had arrived (and was already yielded to the caller).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, partial_text: str = "") -> None:
+        super().__init__(message, url=url)
+        self.partial_text = partial_text
+
+
+class APIStatusError(GPROChatError):
+    """The server answered with an HTTP error status.
+
+    Carries ``status_code``, the server's ``message`` and ``code`` (from its
+    ``{"error": {...}}`` body), the raw ``body`` text, the ``url`` and, for 429/503,
+    ``retry_after`` in seconds when the server sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        server_message: str | None = None,
+        code: Any = None,
+        body: str = "",
+        url: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+        self.code = code
+        self.body = body
+        self.url = url
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: wrong password or wrong signature (secret key)."""
+
+
+class InvalidPasswordError(AuthenticationError):
+    """401 "Invalid password.": the deployment has a site password and ours is not one of them."""
+
+
+class InvalidSignatureError(AuthenticationError):
+    """401 "Invalid signature.": the deployment's secret key differs from ours, or our clock is off."""
+
+
+class NotFoundError(APIStatusError):
+    """404: wrong base URL or endpoint."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the conversation is larger than the server accepts."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; ``retry_after`` says how long to wait."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the server or its model backend failed."""
+
+
+class ServiceUnavailableError(ServerError):
+    """503: the server is overloaded or shutting down; ``retry_after`` says when to come back."""
+
+
+class BackendError(GPROChatError):
+    """Server side: the model backend failed. ``status`` is what the server answers with.
+
+    ``retry_after`` is passed on to the client when the upstream gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status: int = 502, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+_HINTS = {
+    "Invalid password.": "pass the deployment's site password with password=..., "
+    "--password or GPROCHAT_PASSWORD",
+    "Invalid signature.": "the deployment's secret key differs from ours (or the clock is "
+    "off); pass secret_key=..., --secret-key or set GPROCHAT_SECRET_KEY",
+}
+
+_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    429: RateLimitError,
+    503: ServiceUnavailableError,
+}
+
+
+def status_error(
+    status_code: int,
+    *,
+    server_message: str | None,
+    code: Any = None,
+    body: str = "",
+    url: str | None = None,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """Map an HTTP error status and the server's message to the matching exception."""
+    cls: type[APIStatusError]
+    if status_code == 401 and server_message == "Invalid password.":
+        cls = InvalidPasswordError
+    elif status_code == 401 and server_message == "Invalid signature.":
+        cls = InvalidSignatureError
+    else:
+        cls = _CLASSES.get(status_code) or (ServerError if status_code >= 500 else APIStatusError)
+    said = server_message or (body.strip()[:200] if body.strip() else "no error message")
+    message = f"{url or 'server'} answered {status_code}: {said}"
+    hint = _HINTS.get(server_message or "")
+    if hint:
+        message += f" ({hint})"
+    if retry_after is not None:
+        message += f" (retry after {retry_after:g}s)"
+    return cls(
+        message,
+        status_code=status_code,
+        server_message=server_message,
+        code=code,
+        body=body,
+        url=url,
+        retry_after=retry_after,
+    )

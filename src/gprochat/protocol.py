@@ -1,0 +1,205 @@
+"""The GPROChat wire contract, shared by the client and the server.
+
+Nothing else in the package knows how a request is signed, what a request body looks
+like, or how an error body is written. See PROTOCOL.md in the project's shared notes::
+
+    POST {base}/api/generate
+    {"messages": [{"role": "user", "parts": [{"text": "Hi"}]}],
+     "time": 1693631200000, "pass": null,
+     "sign": sha256_hex(f"{time}:{last message text}:{secret}")}
+
+The answer is ``text/plain; charset=utf-8``, streamed with no framing; errors are
+``{"error": {"message": ..., "code"?: ...}}`` whatever their content type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from .errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_SECRET_KEY",
+    "GENERATE_PATH",
+    "AUTH_PATH",
+    "INVALID_HISTORY",
+    "INVALID_PASSWORD",
+    "INVALID_SIGNATURE",
+    "Part",
+    "WireMessage",
+    "GenerateRequest",
+    "InvalidRequest",
+    "generate_signature",
+    "verify_signature",
+    "build_generate_request",
+    "parse_generate_request",
+    "error_body",
+    "parse_error_body",
+    "password_matches",
+]
+
+DEFAULT_BASE_URL = "https://gprochat.com"
+DEFAULT_SECRET_KEY = "2BC120D4-BB36-1B60-26DE-DB630472A3D8"
+GENERATE_PATH = "/api/generate"
+AUTH_PATH = "/api/auth"
+
+INVALID_HISTORY = "Invalid message history: The last message must be from user role."
+INVALID_PASSWORD = "Invalid password."
+INVALID_SIGNATURE = "Invalid signature."
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr
+
+
+class WireMessage(BaseModel):
+    """One turn as Gemini names it: ``{"role": "user"|"model", "parts": [{"text": ...}]}``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user", "model"]
+    parts: list[Part]
+
+    @property
+    def text(self) -> str:
+        """The parts' texts joined with no separator, as the signature covers them."""
+        return "".join(part.text for part in self.parts)
+
+
+class GenerateRequest(BaseModel):
+    """The body of ``POST /api/generate``."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    messages: list[WireMessage] = Field(min_length=1)
+    time: StrictInt
+    password: Optional[StrictStr] = Field(default=None, alias="pass")
+    sign: StrictStr
+
+    @property
+    def history(self) -> list[WireMessage]:
+        """Every message but the last."""
+        return self.messages[:-1]
+
+    @property
+    def text(self) -> str:
+        """The new user message's text, the one the signature covers."""
+        return self.messages[-1].text
+
+
+class InvalidRequest(ProtocolError):
+    """A request body the server must refuse with 400; ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def generate_signature(timestamp: int, message: str, secret_key: str = DEFAULT_SECRET_KEY) -> str:
+    """``sha256_hex(f"{timestamp}:{message}:{secret_key}")`` over UTF-8.
+
+    >>> generate_signature(1693631200000, "Hello, world!")[:8]
+    '1973b490'
+    """
+    return hashlib.sha256(f"{timestamp}:{message}:{secret_key}".encode()).hexdigest()
+
+
+def verify_signature(request: GenerateRequest, secret_key: str) -> bool:
+    """Check ``request.sign`` in constant time."""
+    expected = generate_signature(request.time, request.text, secret_key)
+    return hmac.compare_digest(expected.encode(), request.sign.lower().encode("utf-8", "replace"))
+
+
+def password_matches(given: str | None, passwords: Iterable[str]) -> bool:
+    """True when ``given`` equals one of ``passwords``; every comparison is constant-time."""
+    candidate = (given or "").encode()
+    matched = False
+    for password in passwords:
+        # No early exit: the time taken does not say which password came close.
+        matched |= hmac.compare_digest(candidate, password.encode())
+    return matched
+
+
+def build_generate_request(
+    messages: Sequence[dict[str, Any]],
+    *,
+    timestamp: int,
+    secret_key: str,
+    password: str | None = None,
+) -> dict[str, Any]:
+    """A signed request body from wire messages (``{"role", "parts"}`` dicts)."""
+    if not messages or messages[-1].get("role") != "user":
+        raise ProtocolError(INVALID_HISTORY)
+    text = "".join(part["text"] for part in messages[-1]["parts"])
+    return {
+        "messages": list(messages),
+        "time": timestamp,
+        "pass": password,
+        "sign": generate_signature(timestamp, text, secret_key),
+    }
+
+
+def parse_generate_request(body: bytes) -> GenerateRequest:
+    """Validate a request body, in the reference server's order, naming what is wrong.
+
+    Raises ``InvalidRequest`` for anything a server must answer 400 to.
+    """
+    if not body.strip():
+        raise InvalidRequest("Empty request body: send a JSON object with messages, time, pass and sign.")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"Request body is not UTF-8: {exc.reason}.") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"Request body must be a JSON object, not {type(data).__name__}.")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(INVALID_HISTORY, field="messages")
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        raise InvalidRequest(INVALID_HISTORY, field="messages")
+    try:
+        return GenerateRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise InvalidRequest(f"Invalid field {field!r}: {error['msg']}.", field=field) from exc
+
+
+def error_body(message: str, code: Any = None, **extra: Any) -> bytes:
+    """The JSON error body: ``{"error": {"message": ...}}``, with ``code`` when given."""
+    error: dict[str, Any] = {"message": message}
+    if code is not None:
+        error["code"] = code
+    error.update(extra)
+    return json.dumps({"error": error}, ensure_ascii=False).encode()
+
+
+def parse_error_body(text: str) -> tuple[str | None, Any]:
+    """``(message, code)`` from an error body; the raw text when it is not the JSON shape."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return (text.strip() or None), None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+            return (str(message) if message is not None else None), error.get("code")
+        if isinstance(error, str):
+            return error, None
+        if "message" in data:
+            return str(data["message"]), data.get("code")
+    return (text.strip() or None), None

@@ -1,0 +1,28 @@
+"""Model backends the server can put behind ``/api/generate``.
+
+``create_backend(name, **options)`` builds one by name; ``BACKENDS`` lists the names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import Backend, Conversation, Turn
+from .echo import EchoBackend
+
+__all__ = ["Backend", "Conversation", "Turn", "EchoBackend", "BACKENDS", "create_backend"]
+
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "echo": EchoBackend,
+}
+
+
+def create_backend(name: str, **options: Any) -> Backend:
+    """Build the backend called ``name`` with its options (unknown names raise ValueError)."""
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}"
+        ) from None
+    return factory(**options)

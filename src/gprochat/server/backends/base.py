@@ -1,0 +1,59 @@
+"""The backend interface: a conversation in, an async iterator of text out."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+__all__ = ["Turn", "Conversation", "Backend"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier turn of the conversation, in Gemini's role names."""
+
+    role: Literal["user", "model"]
+    text: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What a backend is asked to continue.
+
+    ``history`` holds the earlier turns (oldest first), ``message`` the new user
+    message, ``system`` the server's system prompt, if any. ``model``,
+    ``temperature`` and ``max_tokens`` are requests a backend honours when it can
+    (the OpenAI gateway fills them in; ``/api/generate`` has no field for them).
+    """
+
+    message: str
+    history: tuple[Turn, ...] = ()
+    system: Optional[str] = None
+    model: Optional[str] = None
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = None
+    stop: tuple[str, ...] = field(default=())
+
+
+class Backend(abc.ABC):
+    """A source of model text for the server.
+
+    Subclasses implement ``stream``; raise ``gprochat.errors.BackendError`` for
+    failures (with the HTTP status the server should answer) rather than letting
+    library exceptions escape. ``aclose`` releases connections on shutdown.
+    """
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        """Yield the answer's text as it is produced."""
+
+    def models(self) -> list[str]:
+        """The model names this backend answers to (the first is its default)."""
+        return [self.name]
+
+    async def aclose(self) -> None:
+        """Release resources (HTTP sessions); called once when the server stops."""
