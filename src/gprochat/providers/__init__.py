@@ -1,0 +1,13 @@
+"""Providers: the g4f-shaped framework and the GPROChat provider."""
+
+from .base import AsyncGeneratorProvider, BaseProvider, ProviderModelMixin
+from .gprochat import GPROChat
+from .helper import format_prompt
+
+__all__ = [
+    "AsyncGeneratorProvider",
+    "BaseProvider",
+    "ProviderModelMixin",
+    "GPROChat",
+    "format_prompt",
+]

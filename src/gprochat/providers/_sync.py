@@ -1,0 +1,93 @@
+"""Run async generators from synchronous code, with or without a running event loop.
+
+Every synchronous call goes to one long-lived event loop in a daemon thread. That
+works from plain scripts and from a thread whose loop is already running (a Jupyter
+cell), and lets pooled connections be reused across synchronous calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from typing import Optional, TypeVar
+
+__all__ = ["iterate_in_background", "run_in_background", "register_shutdown"]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: Optional[asyncio.AbstractEventLoop] = None
+_shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="gprochat-sync", daemon=True
+            )
+            thread.start()
+            _loop = loop
+            atexit.register(_stop_background_loop)
+        return _loop
+
+
+def _stop_background_loop() -> None:
+    global _loop
+    loop, _loop = _loop, None
+    if loop is None or loop.is_closed():
+        return
+
+    async def close_all() -> None:
+        for hook in _shutdown_hooks:
+            await hook()
+
+    try:
+        asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=5)
+    except Exception:  # noqa: BLE001 - exiting: nothing useful to do with the error
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def register_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
+    """Await ``hook()`` on the background loop when the interpreter exits."""
+    _shutdown_hooks.append(hook)
+
+
+def run_in_background(awaitable: Awaitable[T]) -> T:
+    """Run a coroutine on the background loop and wait for its result."""
+
+    async def wrapper() -> T:
+        return await awaitable
+
+    return asyncio.run_coroutine_threadsafe(wrapper(), _background_loop()).result()
+
+
+def iterate_in_background(agen: AsyncIterator[T]) -> Iterator[T]:
+    """Iterate an async iterator from synchronous code, one item at a time.
+
+    Closing the returned generator (or leaving a ``for`` loop early) closes the
+    async generator on its loop, so its connection is released at once.
+    """
+    loop = _background_loop()
+    try:
+        while True:
+            future: Future[T] = asyncio.run_coroutine_threadsafe(_next(agen), loop)
+            try:
+                item = future.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            asyncio.run_coroutine_threadsafe(aclose(), loop).result()
+
+
+async def _next(agen: AsyncIterator[T]) -> T:
+    return await agen.__anext__()
