@@ -1,0 +1,125 @@
+"""A scripted HTTP/1.1 server on loopback, for faults our own server never makes.
+
+Each test gives a ``script(request, writer)`` coroutine that writes whatever bytes
+it likes: a split UTF-8 character, a cut chunked body, an error status, a stall.
+The server records every request and counts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    connection: int
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Script = Callable[[RecordedRequest, asyncio.StreamWriter], Awaitable[None]]
+
+
+def head(status: int = 200, headers: Optional[dict[str, str]] = None, *, chunked: bool = True) -> bytes:
+    """A status line and headers; chunked transfer encoding unless told otherwise."""
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests",
+              500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Status")
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    all_headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if chunked:
+        all_headers["Transfer-Encoding"] = "chunked"
+    all_headers.update(headers or {})
+    lines += [f"{name}: {value}" for name, value in all_headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def full_response(status: int, body: bytes, headers: Optional[dict[str, str]] = None) -> bytes:
+    """A complete response with Content-Length."""
+    all_headers = {"Content-Length": str(len(body))}
+    all_headers.update(headers or {})
+    return head(status, all_headers, chunked=False) + body
+
+
+@dataclass
+class ScriptedServer:
+    """``async with ScriptedServer(script) as server:`` then talk to ``server.base_url``."""
+
+    script: Script
+    requests: list[RecordedRequest] = field(default_factory=list)
+    connections: int = 0
+    disconnects: int = 0
+    _server: Optional[asyncio.base_events.Server] = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aenter__(self) -> "ScriptedServer":
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        number = self.connections
+        try:
+            while not writer.is_closing():
+                request = await _read_request(reader, number)
+                if request is None:
+                    break
+                self.requests.append(request)
+                await self.script(request, writer)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.disconnects += 1
+            writer.close()
+            self._tasks.discard(task)
+
+
+async def _read_request(reader: asyncio.StreamReader, connection: int) -> Optional[RecordedRequest]:
+    try:
+        head_bytes = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head_bytes.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    body = await reader.readexactly(length) if length else b""
+    return RecordedRequest(method, path, headers, body, connection)
