@@ -18,7 +18,7 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,7 +29,13 @@ from gprochat.errors import BackendError
 from ._sse import ServerSentEvent, SSEDecoder, SSEError
 from .base import Backend
 
-__all__ = ["StreamingHTTPBackend", "ended_early", "parse_retry_after", "status_error"]
+__all__ = [
+    "StreamingHTTPBackend",
+    "drain",
+    "ended_early",
+    "parse_retry_after",
+    "status_error",
+]
 
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -124,6 +130,24 @@ class StreamingHTTPBackend(Backend):
         if isinstance(exc, SSEError):
             return BackendError(f"{self.upstream} sent a malformed event stream: {exc}")
         return BackendError(f"request to {self.upstream} at {where} failed: {exc!r}")
+
+
+async def drain(events: AsyncIterator[ServerSentEvent], timeout: float = 1.0) -> None:
+    """Read what follows an answer's end marker, so the connection goes back to the pool.
+
+    Releasing a response before its body has ended closes the connection. Servers end
+    the body right after the marker; one that does not only costs us the connection:
+    the answer is already complete, so neither a timeout nor an error here matters.
+    """
+
+    async def read_rest() -> None:
+        async for _ in events:
+            pass
+
+    try:
+        await asyncio.wait_for(read_rest(), timeout)
+    except (asyncio.TimeoutError, BackendError):
+        pass
 
 
 def ended_early(upstream: str, detail: str) -> BackendError:

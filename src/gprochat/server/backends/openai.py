@@ -9,7 +9,7 @@ from typing import Any
 
 from gprochat.errors import BackendError
 
-from ._http import StreamingHTTPBackend, ended_early
+from ._http import StreamingHTTPBackend, drain, ended_early
 from .base import Conversation
 
 __all__ = ["OpenAIBackend"]
@@ -98,6 +98,7 @@ class OpenAIBackend(StreamingHTTPBackend):
         async with aclosing(events):
             async for event in events:
                 if event.data.strip() == "[DONE]":
+                    await drain(events)
                     return
                 for text in _chunk_texts(event.data, self.upstream):
                     yield text
