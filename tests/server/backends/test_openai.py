@@ -198,6 +198,14 @@ async def test_error_event_mid_stream(upstream, backend):
     assert texts == ["a"] and "model overloaded" in error.message
 
 
+async def test_content_filter_is_reported(upstream, backend):
+    upstream.respond_events([*answer("a")[:2], chunk({}, "content_filter"), b"data: [DONE]\n\n"])
+
+    texts, error = await collect_until_error(backend)
+
+    assert texts == ["a"] and "content_filter" in error.message
+
+
 async def test_refused_port_is_a_502(refused_url, closing):
     backend = closing(OpenAIBackend(base_url=refused_url + "/v1", model="m"))
 

@@ -114,11 +114,13 @@ class StreamingHTTPBackend(Backend):
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts subclass it
             limit = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
             seconds = self.timeout.connect if limit == "connect" else self.timeout.sock_read
+            after = f" {seconds:g}s" if seconds else ""
             return BackendError(
-                f"{self.upstream} at {where} timed out ({limit} timeout {seconds:g}s)", status=504
+                f"{self.upstream} at {where} timed out ({limit} timeout{after})", status=504
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return BackendError(f"cannot reach upstream URL {where}: {exc.os_error or exc}")
+            reason = str(exc.os_error) or str(exc)
+            return BackendError(f"cannot reach upstream URL {where}: {reason}")
         if isinstance(exc, aiohttp.ClientPayloadError) or (
             answered and isinstance(exc, aiohttp.ServerDisconnectedError)
         ):

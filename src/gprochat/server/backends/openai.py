@@ -120,7 +120,12 @@ def _chunk_texts(data: str, upstream: str) -> list[str]:
         raise BackendError(f"{upstream} failed mid-answer: {message!r}")
     texts = []
     for choice in chunk.get("choices") or ():
-        content = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+        if not isinstance(choice, dict):
+            continue
+        content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str) and content:
             texts.append(content)
+        if choice.get("finish_reason") == "content_filter":
+            # Azure and others cut a filtered answer short; don't pass it off as complete.
+            raise BackendError(f"{upstream} blocked the answer: finish_reason content_filter")
     return texts
