@@ -166,6 +166,15 @@ async def test_blocked_prompt(upstream, backend):
     assert "blocked the prompt" in error.message and "PROHIBITED_CONTENT" in error.message
 
 
+async def test_error_event_mid_stream(upstream, backend):
+    overloaded = {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}
+    upstream.respond_events([text_event("a"), event(error=overloaded)])
+
+    texts, error = await collect_until_error(backend)
+
+    assert texts == ["a"] and "The model is overloaded." in error.message
+
+
 async def test_invalid_key_is_a_configuration_error(upstream, backend):
     # What the real API answers for a bad key: 400, not 401.
     upstream.respond_error(

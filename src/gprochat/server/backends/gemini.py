@@ -183,6 +183,10 @@ def _candidates(data: str) -> list[dict[str, Any]]:
         feedback = response.get("promptFeedback") or {}
     except (ValueError, AttributeError) as exc:
         raise BackendError(f"Gemini API sent an unexpected event: {data[:200]!r}") from exc
+    if isinstance(response.get("error"), dict):
+        # Google reports a failure after the 200 (e.g. 503 overloaded) as an error event.
+        error = response["error"]
+        raise BackendError(f"Gemini API failed mid-answer: {error.get('message', error)!r}")
     if not candidates and feedback.get("blockReason"):
         raise BackendError(f"Gemini blocked the prompt: blockReason {feedback['blockReason']}")
     return [c for c in candidates if isinstance(c, dict)]
