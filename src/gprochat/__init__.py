@@ -7,11 +7,12 @@
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (
     APIStatusError,
     AuthenticationError,
-    BadRequestError,
     BackendError,
+    BadRequestError,
+    ConfigurationError,
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
@@ -28,14 +29,15 @@ from .errors import (  # noqa: E402
     TimeoutError,
     TransportError,
 )
-from .providers import (  # noqa: E402
+from .providers import (
     AsyncGeneratorProvider,
     BaseProvider,
     GPROChat,
     ProviderModelMixin,
+    Timeout,
     format_prompt,
 )
-from .typing import AsyncResult, CreateResult, Messages  # noqa: E402
+from .typing import AsyncResult, CreateResult, Messages
 
 __all__ = [
     "__version__",
@@ -44,11 +46,13 @@ __all__ = [
     "BaseProvider",
     "ProviderModelMixin",
     "format_prompt",
+    "Timeout",
     "Messages",
     "AsyncResult",
     "CreateResult",
     "GPROChatError",
     "ModelNotSupportedError",
+    "ConfigurationError",
     "ProtocolError",
     "TransportError",
     "ConnectError",

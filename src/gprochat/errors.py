@@ -4,6 +4,7 @@
 
     GPROChatError
     ├── ModelNotSupportedError      (also ValueError)  unknown model name
+    ├── ConfigurationError          (also ValueError)  a bad keyword argument or GPROCHAT_* variable
     ├── ProtocolError               (also ValueError)  a request or answer breaks the wire contract
     ├── TransportError                                 the HTTP exchange itself failed
     │   ├── ConnectError            (also ConnectionError)  refused, unknown host, proxy down
@@ -34,6 +35,7 @@ from typing import Any
 __all__ = [
     "GPROChatError",
     "ModelNotSupportedError",
+    "ConfigurationError",
     "ProtocolError",
     "TransportError",
     "ConnectError",
@@ -56,7 +58,12 @@ __all__ = [
 
 
 class GPROChatError(Exception):
-    """The root: ``except gprochat.GPROChatError`` catches everything this package raises."""
+    """The root: ``except gprochat.GPROChatError`` catches everything this package raises.
+
+    ``attempts`` is how many requests the client made before giving up (1 unless retried).
+    """
+
+    attempts: int = 1
 
 
 class ModelNotSupportedError(GPROChatError, ValueError):
@@ -70,6 +77,11 @@ class ModelNotSupportedError(GPROChatError, ValueError):
             f"Model {model!r} is not supported by {provider}; "
             f"use one of: {', '.join(supported)} (or pass model='' for the default)"
         )
+
+
+class ConfigurationError(GPROChatError, ValueError):
+    """A setting is invalid: a keyword argument (``timeout=``, ``proxy=``, ``history=``...)
+    or a ``GPROCHAT_*`` environment variable. The message names the setting and what it accepts."""
 
 
 class ProtocolError(GPROChatError, ValueError):

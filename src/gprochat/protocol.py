@@ -39,6 +39,7 @@ __all__ = [
     "generate_signature",
     "verify_signature",
     "build_generate_request",
+    "native_messages",
     "parse_generate_request",
     "error_body",
     "parse_error_body",
@@ -147,6 +148,79 @@ def build_generate_request(
         "pass": password,
         "sign": generate_signature(timestamp, text, secret_key),
     }
+
+
+_WIRE_ROLES = {"user": "user", "assistant": "model", "model": "model"}
+
+
+def native_messages(
+    messages: Sequence[dict[str, Any]], max_history: int | None = None
+) -> list[dict[str, Any]]:
+    """Chat messages (``{"role", "content"}``) as the web app's ``user``/``model`` turns.
+
+    ``assistant`` becomes ``model``; consecutive messages of one role are merged
+    (joined by a blank line); at most ``max_history`` turns are kept before the last
+    one, starting with a ``user`` turn; system messages go in front of the first user
+    turn that remains, so a cap never drops the instructions.
+
+    >>> native_messages([{"role": "system", "content": "Be brief."},
+    ...                  {"role": "user", "content": "Hi"}])
+    [{'role': 'user', 'parts': [{'text': 'Be brief.\\n\\nHi'}]}]
+    """
+    if max_history is not None and max_history < 0:
+        raise ProtocolError(f"max_history must be 0 or more, not {max_history}")
+    system: list[str] = []
+    turns: list[tuple[str, list[str]]] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        text = _content_text(message.get("content"), index)
+        if role == "system":
+            system.append(text)
+            continue
+        if role not in _WIRE_ROLES:
+            raise ProtocolError(
+                f"messages[{index}] has role {role!r}: use 'system', 'user' or 'assistant'"
+            )
+        wire_role = _WIRE_ROLES[role]
+        if turns and turns[-1][0] == wire_role:
+            turns[-1][1].append(text)
+        else:
+            turns.append((wire_role, [text]))
+    if not turns or turns[-1][0] != "user":
+        last = turns[-1][0] if turns else "system"
+        raise ProtocolError(
+            f"The conversation must end with a user message (the last one is {last!r}): "
+            "add the user's new message at the end"
+        )
+    if max_history is not None:
+        history = turns[:-1][-max_history:] if max_history else []
+        while history and history[0][0] != "user":
+            history.pop(0)  # Gemini wants the history to open with a user turn
+        turns = [*history, turns[-1]]
+    if system:
+        first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
+        turns[first_user][1][:0] = system
+    return [{"role": role, "parts": [{"text": "\n\n".join(texts)}]} for role, texts in turns]
+
+
+def _content_text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        # OpenAI's content parts: keep the text ones; anything else cannot be sent.
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ProtocolError(
+                    f"messages[{index}] has a {kind!r} content part: GPROChat takes text only"
+                )
+        return "".join(texts)
+    raise ProtocolError(
+        f"messages[{index}] content must be a string, not {type(content).__name__}"
+    )
 
 
 def parse_generate_request(body: bytes) -> GenerateRequest:

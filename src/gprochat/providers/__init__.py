@@ -1,5 +1,6 @@
 """Providers: the g4f-shaped framework and the GPROChat provider."""
 
+from ._timeouts import Timeout
 from .base import AsyncGeneratorProvider, BaseProvider, ProviderModelMixin
 from .gprochat import GPROChat
 from .helper import format_prompt
@@ -9,5 +10,6 @@ __all__ = [
     "BaseProvider",
     "ProviderModelMixin",
     "GPROChat",
+    "Timeout",
     "format_prompt",
 ]

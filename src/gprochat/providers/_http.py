@@ -1,12 +1,18 @@
 """The client's one HTTP boundary: post a signed body, stream decoded text back.
 
-aiohttp's exceptions are translated into gprochat's here and nowhere else.
+aiohttp's (and aiohttp-socks') exceptions are translated into gprochat's here and
+nowhere else, in ``_translated``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
-from collections.abc import AsyncIterator, Mapping
+import datetime
+import email.utils
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Optional
 
 import aiohttp
@@ -22,48 +28,124 @@ from ..errors import (
     status_error,
 )
 from ..protocol import parse_error_body
+from ._proxy import Proxy
+from ._timeouts import Timeout
 
-__all__ = ["stream_text"]
+__all__ = ["TextStream", "open_text_stream", "parse_retry_after", "translate_error"]
 
 _MAX_ERROR_BODY = 64 * 1024
 
+try:  # aiohttp-socks raises python-socks' exceptions for SOCKS failures
+    from python_socks import ProxyError as _SocksError
+    from python_socks import ProxyTimeoutError as _SocksTimeout
+except ImportError:  # pragma: no cover - aiohttp-socks is a dependency
+    _SocksError = _SocksTimeout = type("_NoSocks", (Exception,), {})  # type: ignore[assignment,misc]
 
-async def stream_text(
+
+class TextStream:
+    """An open answer: ``next_text()`` gives decoded text until ``None`` (the end).
+
+    A character split across two network chunks comes out whole. A body that ends
+    before its proper end (chunked terminator or Content-Length) raises
+    ``IncompleteResponseError``. ``close()`` before the end aborts the connection, so
+    the server sees the disconnect at once and the socket is never reused half-read.
+    """
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, url: str, timeout: Timeout, proxy: Optional[Proxy]
+    ) -> None:
+        self._response = response
+        self._url = url
+        self._timeout = timeout
+        self._proxy = proxy
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._received: list[str] = []
+        self.finished = False
+
+    @property
+    def text_so_far(self) -> str:
+        return "".join(self._received)
+
+    async def next_text(self) -> Optional[str]:
+        """The next piece of text, or ``None`` once the body has ended properly."""
+        if self.finished:
+            return None
+        with _translated(self._url, self._timeout, self._proxy, self._received):
+            while True:
+                chunk = await self._response.content.readany()
+                if not chunk:
+                    self.finished = True
+                    tail = self._decoder.decode(b"", final=True)
+                    return self._keep(tail) if tail else None
+                text = self._decoder.decode(chunk)
+                if text:
+                    return self._keep(text)
+
+    def _keep(self, text: str) -> str:
+        self._received.append(text)
+        return text
+
+    def close(self) -> None:
+        """Release the connection: back to the pool when complete, else cut it."""
+        if self.finished:
+            self._response.release()
+        else:
+            self._response.close()
+
+
+async def open_text_stream(
     session: aiohttp.ClientSession,
     url: str,
     body: bytes,
     *,
     headers: Mapping[str, str],
-    proxy: Optional[str] = None,
-) -> AsyncIterator[str]:
-    """POST ``body`` to ``url`` and yield the answer's text as it arrives.
+    proxy: Optional[Proxy],
+    timeout: Timeout,
+    remaining: Optional[float],
+) -> TextStream:
+    """POST ``body`` to ``url``; the answer's stream, or the error its status means.
 
-    The bytes are decoded incrementally, so a character split across two network
-    chunks comes out whole. A body that ends before its proper end (chunked
-    terminator or Content-Length) raises ``IncompleteResponseError``.
+    ``remaining`` is what is left of the call's total time limit.
     """
-    received: list[str] = []
+    proxy_url, proxy_auth = proxy.http_settings() if proxy else (None, None)
+    with _translated(url, timeout, proxy, []):
+        response = await session.post(
+            url,
+            data=body,
+            headers=headers,
+            proxy=proxy_url,
+            proxy_auth=proxy_auth,
+            timeout=timeout.for_attempt(remaining),
+        )
+    if response.status < 400:
+        return TextStream(response, url, timeout, proxy)
     try:
-        async with session.post(url, data=body, headers=headers, proxy=proxy) as response:
-            if response.status >= 400:
-                raise await _error_from(response, url)
-            decoder = codecs.getincrementaldecoder("utf-8")()
-            async for chunk in response.content.iter_any():
-                text = decoder.decode(chunk)
-                if text:
-                    received.append(text)
-                    yield text
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                yield tail
+        if response.status == 407 and proxy is not None:
+            raise ProxyError(
+                f"The proxy {proxy.display} refused to forward the request to {url} "
+                "(407 Proxy Authentication Required): check the user and password in the proxy URL",
+                url=url,
+            )
+        with _translated(url, timeout, proxy, []):
+            raise await _error_from(response, url)
+    finally:
+        response.close()
+
+
+@contextmanager
+def _translated(
+    url: str, timeout: Timeout, proxy: Optional[Proxy], received: list[str]
+) -> Iterator[None]:
+    try:
+        yield
     except GPROChatError:
         raise
     except UnicodeDecodeError as exc:
         raise ProtocolError(
             f"{url} sent an answer that is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise translate_error(exc, url, "".join(received)) from exc
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, _SocksError) as exc:
+        raise translate_error(exc, url, "".join(received), timeout=timeout, proxy=proxy) from exc
 
 
 async def _error_from(response: aiohttp.ClientResponse, url: str) -> GPROChatError:
@@ -80,20 +162,48 @@ async def _error_from(response: aiohttp.ClientResponse, url: str) -> GPROChatErr
     )
 
 
-def parse_retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header given as seconds (HTTP dates: see issue 3)."""
-    if not value:
+def parse_retry_after(value: Optional[str], *, now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date.
+
+    >>> parse_retry_after("3")
+    3.0
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    """
+    if not value or not value.strip():
         return None
+    value = value.strip()
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # an HTTP date is always GMT, even when it fails to say so
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def translate_error(exc: BaseException, url: str, partial_text: str = "") -> TransportError:
-    """The gprochat exception for an aiohttp / socket failure."""
-    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
-        return ProxyError(f"Proxy failed for {url}: {exc}", url=url)
+def translate_error(
+    exc: BaseException,
+    url: str,
+    partial_text: str = "",
+    *,
+    timeout: Optional[Timeout] = None,
+    proxy: Optional[Proxy] = None,
+) -> TransportError:
+    """The gprochat exception for an aiohttp / socket / proxy failure."""
+    via = f" through the proxy {proxy.display}" if proxy else ""
+    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)) or (
+        isinstance(exc, _SocksError) and not isinstance(exc, _SocksTimeout)
+    ):
+        return ProxyError(f"Proxy failed for {url}{via}: {exc}", url=url)
+    if proxy and proxy.is_socks and isinstance(exc, OSError) and not isinstance(
+        exc, (asyncio.TimeoutError, aiohttp.ClientError)
+    ):
+        return ProxyError(f"Cannot reach the proxy {proxy.display} for {url}: {exc}", url=url)
     if isinstance(exc, aiohttp.ClientPayloadError) or (
         partial_text and isinstance(exc, aiohttp.ServerDisconnectedError)
     ):
@@ -103,11 +213,11 @@ def translate_error(exc: BaseException, url: str, partial_text: str = "") -> Tra
             url=url,
             partial_text=partial_text,
         )
-    if isinstance(exc, aiohttp.ServerTimeoutError) or isinstance(exc, TimeoutError):
-        return TimeoutError(f"Timed out talking to {url}", url=url)
+    if isinstance(exc, (asyncio.TimeoutError, _SocksTimeout)):
+        return _timeout_error(exc, url, partial_text, timeout or Timeout(), via)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return ConnectError(
-            f"Cannot connect to {url}: {exc.os_error.strerror or exc} "
+            f"Cannot connect to {url}{via}: {exc.os_error.strerror or exc} "
             "(is the server running and the base URL right?)",
             url=url,
         )
@@ -116,3 +226,35 @@ def translate_error(exc: BaseException, url: str, partial_text: str = "") -> Tra
     if isinstance(exc, aiohttp.InvalidURL):
         return ConnectError(f"Invalid URL {url!r}: pass a base URL like http://host:port", url=url)
     return TransportError(f"Request to {url} failed: {exc!r}", url=url)
+
+
+def _timeout_error(
+    exc: BaseException, url: str, partial_text: str, timeout: Timeout, via: str
+) -> TimeoutError:
+    if isinstance(exc, (aiohttp.ConnectionTimeoutError, _SocksTimeout)):
+        seconds = timeout.connect or 0.0
+        return TimeoutError(
+            f"connect timeout: could not connect to {url}{via} within {seconds:g}s "
+            "(raise timeout= or GPROCHAT_CONNECT_TIMEOUT if the network is slow)",
+            url=url,
+            limit="connect",
+            seconds=seconds,
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        seconds = timeout.read or 0.0
+        after = f" after {len(partial_text)} characters" if partial_text else ""
+        return TimeoutError(
+            f"read timeout: no data for {seconds:g}s from {url}{after} "
+            "(raise timeout= or GPROCHAT_READ_TIMEOUT if the model is slow)",
+            url=url,
+            limit="read",
+            seconds=seconds,
+        )
+    seconds = timeout.total or 0.0
+    return TimeoutError(
+        f"total timeout: the call to {url} took longer than {seconds:g}s "
+        "(raise timeout=Timeout(total=...) or GPROCHAT_TOTAL_TIMEOUT)",
+        url=url,
+        limit="total",
+        seconds=seconds,
+    )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from concurrent.futures import Future
 from typing import Optional, TypeVar
 
-__all__ = ["iterate_in_background", "run_in_background", "register_shutdown"]
+__all__ = ["iterate_in_background", "run_in_background", "run_if_started", "register_shutdown"]
 
 T = TypeVar("T")
 
@@ -29,12 +30,20 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
-                target=loop.run_forever, name="gprochat-sync", daemon=True
+                target=_run_forever, args=(loop,), name="gprochat-sync", daemon=True
             )
             thread.start()
             _loop = loop
             atexit.register(_stop_background_loop)
         return _loop
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
 
 
 def _stop_background_loop() -> None:
@@ -47,11 +56,13 @@ def _stop_background_loop() -> None:
         for hook in _shutdown_hooks:
             await hook()
 
-    try:
+    # Exiting: a hook that fails or hangs must not keep the interpreter from ending.
+    with contextlib.suppress(Exception):
         asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=5)
-    except Exception:  # noqa: BLE001 - exiting: nothing useful to do with the error
-        pass
     loop.call_soon_threadsafe(loop.stop)
+    for thread in threading.enumerate():
+        if thread.name == "gprochat-sync" and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
 
 def register_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
@@ -68,7 +79,19 @@ def run_in_background(awaitable: Awaitable[T]) -> T:
     return asyncio.run_coroutine_threadsafe(wrapper(), _background_loop()).result()
 
 
-def iterate_in_background(agen: AsyncIterator[T]) -> Iterator[T]:
+def run_if_started(awaitable: Awaitable[None]) -> None:
+    """Run a coroutine on the background loop if there is one; otherwise just drop it."""
+    with _lock:
+        loop = _loop
+    if loop is None or loop.is_closed():
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()  # never awaited on purpose: nothing to close
+        return
+    run_in_background(awaitable)
+
+
+def iterate_in_background(agen: AsyncIterator[T]) -> Generator[T, None, None]:
     """Iterate an async iterator from synchronous code, one item at a time.
 
     Closing the returned generator (or leaving a ``for`` loop early) closes the

@@ -7,14 +7,17 @@ import os
 import time
 from typing import Any, ClassVar, Optional
 
-import aiohttp
-
 from .. import protocol
 from ..errors import ProtocolError
 from ..typing import AsyncResult, Messages
-from ._http import stream_text
+from ._history import wire_messages
+from ._http import TextStream, open_text_stream
+from ._proxy import resolve_proxy
+from ._retry import resolve_max_retries, with_retries
+from ._session import pool
+from ._sync import register_shutdown, run_if_started
+from ._timeouts import resolve_timeout
 from .base import AsyncGeneratorProvider, ProviderModelMixin
-from .helper import format_prompt
 
 __all__ = ["GPROChat"]
 
@@ -70,28 +73,84 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         """Send ``messages`` and yield the answer's text chunks as they arrive.
 
         Keyword arguments: ``base_url``, ``secret_key``, ``password`` (see the class
-        docstring). Raises the exceptions in ``gprochat.errors``.
+        docstring); ``timeout`` (a ``gprochat.Timeout`` or seconds), ``max_retries``,
+        ``history`` (``"flatten"`` or ``"native"``) and ``max_history``. ``proxy`` takes
+        ``http://``, ``https://`` and ``socks5://`` URLs. Raises the exceptions in
+        ``gprochat.errors``.
         """
         cls.get_model(model)
         if not messages:
             raise ProtocolError("messages is empty: pass at least one user message")
         endpoint = cls._endpoint(kwargs.get("base_url"))
-        prompt = format_prompt(messages)
-        body = protocol.build_generate_request(
-            [{"role": "user", "parts": [{"text": prompt}]}],
-            timestamp=int(time.time() * 1000),
-            secret_key=cls._secret_key(kwargs.get("secret_key")),
-            password=cls._password(kwargs.get("password")),
-        )
-        async with aiohttp.ClientSession() as session:
-            async for text in stream_text(
+        wire = wire_messages(messages, kwargs.get("history"), kwargs.get("max_history"))
+        secret_key = cls._secret_key(kwargs.get("secret_key"))
+        password = cls._password(kwargs.get("password"))
+        timeout = resolve_timeout(kwargs.get("timeout"))
+        max_retries = resolve_max_retries(kwargs.get("max_retries"))
+        via = resolve_proxy(proxy)
+        headers = cls._headers(endpoint)
+        deadline = time.monotonic() + timeout.total if timeout.total else None
+        session = await pool.session(via)
+
+        async def open_answer() -> tuple[TextStream, Optional[str]]:
+            # Signed afresh on every attempt: the timestamp is part of the signature.
+            body = protocol.build_generate_request(
+                wire, timestamp=int(time.time() * 1000), secret_key=secret_key, password=password
+            )
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            stream = await open_text_stream(
                 session,
                 endpoint,
                 json.dumps(body, ensure_ascii=False).encode(),
-                headers=cls._headers(endpoint),
-                proxy=proxy,
-            ):
+                headers=headers,
+                proxy=via,
+                timeout=timeout,
+                remaining=remaining,
+            )
+            try:
+                return stream, await stream.next_text()
+            except BaseException:
+                stream.close()
+                raise
+
+        # Retries cover the request up to its first text; what follows is never retried.
+        stream, text = await with_retries(open_answer, max_retries=max_retries, deadline=deadline)
+        try:
+            while text is not None:
                 yield text
+                text = await stream.next_text()
+        finally:
+            # Also on break, aclose() and cancellation: an unfinished answer's
+            # connection is cut, so the server stops generating at once.
+            stream.close()
+
+    # -- pooled connections -------------------------------------------------------------
+
+    @classmethod
+    async def aclose(cls) -> None:
+        """Close the pooled connections of the running event loop.
+
+        Optional: ``asyncio.run`` closes them by itself when it ends. Later calls open
+        new ones.
+        """
+        await pool.aclose()
+
+    @classmethod
+    def close(cls) -> None:
+        """Close the pooled connections the synchronous methods use."""
+        run_if_started(pool.aclose())
+
+    async def __aenter__(self) -> GPROChat:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> GPROChat:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- where a call's settings come from: keyword, environment, class ----------------
 
@@ -125,3 +184,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
             "user-agent": USER_AGENT,
             "content-type": "text/plain;charset=UTF-8",
         }
+
+
+# The synchronous methods' loop closes its sessions when the interpreter exits.
+register_shutdown(pool.aclose)
