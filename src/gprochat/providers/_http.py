@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from typing import Optional
 
 import aiohttp
+import aiohttp_socks
+import python_socks
 
 from ..errors import (
     ConnectError,
@@ -35,11 +37,18 @@ __all__ = ["TextStream", "open_text_stream", "parse_retry_after", "translate_err
 
 _MAX_ERROR_BODY = 64 * 1024
 
-try:  # aiohttp-socks raises python-socks' exceptions for SOCKS failures
-    from python_socks import ProxyError as _SocksError
-    from python_socks import ProxyTimeoutError as _SocksTimeout
-except ImportError:  # pragma: no cover - aiohttp-socks is a dependency
-    _SocksError = _SocksTimeout = type("_NoSocks", (Exception,), {})  # type: ignore[assignment,misc]
+# SOCKS failures come as aiohttp-socks' exceptions (older versions: python-socks').
+_SocksTimeout: tuple[type[BaseException], ...] = (
+    aiohttp_socks.ProxyTimeoutError,
+    python_socks.ProxyTimeoutError,
+)
+_SocksError: tuple[type[BaseException], ...] = (
+    aiohttp_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    python_socks.ProxyError,
+    python_socks.ProxyConnectionError,
+    *_SocksTimeout,
+)
 
 
 class TextStream:
@@ -108,13 +117,18 @@ async def open_text_stream(
     ``remaining`` is what is left of the call's total time limit.
     """
     proxy_url, proxy_auth = proxy.http_settings() if proxy else (None, None)
+    proxy_headers = None
+    if proxy_auth and url.startswith("https:"):
+        proxy_headers = proxy_auth  # sent on the CONNECT, never inside the tunnel
+    elif proxy_auth:
+        headers = {**headers, **proxy_auth}  # a plain-HTTP proxy reads the request itself
     with _translated(url, timeout, proxy, []):
         response = await session.post(
             url,
             data=body,
             headers=headers,
             proxy=proxy_url,
-            proxy_auth=proxy_auth,
+            proxy_headers=proxy_headers,
             timeout=timeout.for_attempt(remaining),
         )
     if response.status < 400:
@@ -144,7 +158,7 @@ def _translated(
         raise ProtocolError(
             f"{url} sent an answer that is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, _SocksError) as exc:
+    except (aiohttp.ClientError, OSError, EOFError, asyncio.TimeoutError, *_SocksError) as exc:
         raise translate_error(exc, url, "".join(received), timeout=timeout, proxy=proxy) from exc
 
 
@@ -200,6 +214,12 @@ def translate_error(
         isinstance(exc, _SocksError) and not isinstance(exc, _SocksTimeout)
     ):
         return ProxyError(f"Proxy failed for {url}{via}: {exc}", url=url)
+    if proxy and proxy.is_socks and isinstance(exc, EOFError):
+        return ProxyError(
+            f"The proxy {proxy.display} hung up during the SOCKS handshake for {url} "
+            "(wrong user or password in the proxy URL?)",
+            url=url,
+        )
     if proxy and proxy.is_socks and isinstance(exc, OSError) and not isinstance(
         exc, (asyncio.TimeoutError, aiohttp.ClientError)
     ):

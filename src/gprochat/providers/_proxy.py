@@ -6,6 +6,7 @@ SOCKS proxies need a connector of their own, from aiohttp-socks.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -33,17 +34,20 @@ class Proxy:
     def is_socks(self) -> bool:
         return self.scheme in _SOCKS_SCHEMES
 
-    def http_settings(self) -> tuple[Optional[str], Optional[aiohttp.BasicAuth]]:
-        """``(proxy, proxy_auth)`` for an aiohttp request (both None for SOCKS)."""
+    def http_settings(self) -> tuple[Optional[str], Optional[dict[str, str]]]:
+        """``(proxy, proxy_headers)`` for an aiohttp request (both None for SOCKS).
+
+        Credentials go in a ``Proxy-Authorization`` header we write ourselves:
+        aiohttp is deprecating ``BasicAuth``.
+        """
         if self.is_socks:
             return None, None
         parts = urlsplit(self.url)
-        auth = (
-            aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-            if parts.username
-            else None
-        )
-        return _without_credentials(self.url), auth
+        if not parts.username:
+            return self.url, None
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        header = "Basic " + base64.b64encode(pair).decode("ascii")
+        return _without_credentials(self.url), {"Proxy-Authorization": header}
 
     def connector(self) -> aiohttp.BaseConnector:
         """The connector a session through this proxy uses."""
