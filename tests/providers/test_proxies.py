@@ -35,7 +35,8 @@ class Proxies:
 
     def relayed(self, scheme: str, server: BackgroundServer) -> list[str]:
         """Log lines of connections the proxy relayed to ``server`` over ``scheme``."""
-        return [line for line in self.log if line.startswith(scheme + " ") and line.endswith(f":{server.port}")]
+        prefix, suffix = scheme + " ", f":{server.port}"
+        return [line for line in self.log if line.startswith(prefix) and line.endswith(suffix)]
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ async def test_gprochat_proxy_sets_the_default(
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 async def test_proxy_that_is_down_raises_proxy_error(scheme: str, echo_server: BackgroundServer) -> None:
     proxy = f"{scheme}://127.0.0.1:{free_port()}"
-    with pytest.raises(ProxyError, match="127.0.0.1"):
+    with pytest.raises(ProxyError, match=r"127\.0\.0\.1"):
         await GPROChat.create_async("", HELLO, base_url=echo_server.base_url, proxy=proxy, max_retries=0)
 
 

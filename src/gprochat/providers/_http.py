@@ -49,6 +49,13 @@ _SocksError: tuple[type[BaseException], ...] = (
     python_socks.ProxyConnectionError,
     *_SocksTimeout,
 )
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    OSError,
+    EOFError,  # asyncio.IncompleteReadError: a SOCKS proxy hanging up mid-handshake
+    asyncio.TimeoutError,
+    *_SocksError,
+)
 
 
 class TextStream:
@@ -158,7 +165,7 @@ def _translated(
         raise ProtocolError(
             f"{url} sent an answer that is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
-    except (aiohttp.ClientError, OSError, EOFError, asyncio.TimeoutError, *_SocksError) as exc:
+    except _TRANSPORT_ERRORS as exc:
         raise translate_error(exc, url, "".join(received), timeout=timeout, proxy=proxy) from exc
 
 
