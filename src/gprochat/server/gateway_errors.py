@@ -102,7 +102,11 @@ def from_validation_error(exc: RequestValidationError) -> GatewayError:
             400, "The request body must be a JSON object (Content-Type: application/json) "
             "with model and messages"
         )
-    return GatewayError(400, f"Invalid value for {param!r}: {error.get('msg')}", param=param)
+    given = error.get("input")
+    shown = f" {given!r}" if isinstance(given, (str, int, float, bool)) else ""
+    return GatewayError(
+        400, f"Invalid value{shown} for {param!r}: {error.get('msg')}", param=param
+    )
 
 
 def _dotted(loc: list[str]) -> str:
