@@ -43,6 +43,8 @@ class CompletionUsage(_OpenAIObject):
     completion_tokens: int
     prompt_tokens: int
     total_tokens: int
+    completion_tokens_details: Optional[Any] = None
+    prompt_tokens_details: Optional[Any] = None
 
 
 class ChatCompletionMessage(_OpenAIObject):
@@ -51,6 +53,8 @@ class ChatCompletionMessage(_OpenAIObject):
     content: Optional[str] = None
     refusal: Optional[str] = None
     role: Literal["assistant"] = "assistant"
+    annotations: Optional[list[Any]] = None
+    audio: Optional[Any] = None
     function_call: Optional[Any] = None
     tool_calls: Optional[list[Any]] = None
 
@@ -72,6 +76,8 @@ class ChatCompletion(_OpenAIObject):
     created: int
     model: str
     object: Literal["chat.completion"] = "chat.completion"
+    metadata: Optional[dict[str, str]] = None
+    moderation: Optional[Any] = None
     service_tier: Optional[str] = None
     system_fingerprint: Optional[str] = None
     usage: Optional[CompletionUsage] = None
@@ -80,6 +86,7 @@ class ChatCompletion(_OpenAIObject):
 class ChoiceDelta(_OpenAIObject):
     """What one chunk adds: the role (first chunk) or some content."""
 
+    audio: Optional[Any] = None
     content: Optional[str] = None
     function_call: Optional[Any] = None
     refusal: Optional[str] = None
@@ -108,6 +115,8 @@ class ChatCompletionChunk(_OpenAIObject):
     created: int
     model: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    moderation: Optional[Any] = None
+    obfuscation: Optional[str] = None
     service_tier: Optional[str] = None
     system_fingerprint: Optional[str] = None
     usage: Optional[CompletionUsage] = None
@@ -120,6 +129,7 @@ class Model(_OpenAIObject):
     created: int
     object: Literal["model"] = "model"
     owned_by: str
+    shutdown_date: Optional[str] = None
 
 
 class SyncPage(_OpenAIObject, Generic[T]):
