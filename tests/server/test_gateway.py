@@ -167,7 +167,7 @@ async def test_conversation_reaches_backend(make_server: ServerFactory) -> None:
         ({"model": "echo", "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://x"}}]}]},
          "messages[0].content", "image_url"),
-        ({"model": "echo", "messages": HELLO + [{"role": "assistant", "content": "x"}]},
+        ({"model": "echo", "messages": [*HELLO, {"role": "assistant", "content": "x"}]},
          "messages", "last message must be from the user"),
     ],
 )

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import Any, Literal, Optional, Union, overload
 
@@ -120,7 +120,9 @@ class Stream:
 
     def __init__(self, chunks: AsyncIterator[ChatCompletionChunk]) -> None:
         self._chunks = chunks
-        self._iterator = iterate_in_background(chunks)
+        self._iterator: Generator[ChatCompletionChunk, None, None] = iterate_in_background(
+            chunks
+        )  # type: ignore[assignment]
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -133,7 +135,7 @@ class Stream:
         # An iterator never started has no ``finally`` to run: close the source too.
         run_in_background(_aclose(self._chunks))
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Stream:
         return self
 
     def __exit__(
@@ -149,7 +151,7 @@ class AsyncStream:
     def __init__(self, chunks: AsyncIterator[ChatCompletionChunk]) -> None:
         self._chunks = chunks
 
-    def __aiter__(self) -> "AsyncStream":
+    def __aiter__(self) -> AsyncStream:
         return self
 
     async def __anext__(self) -> ChatCompletionChunk:
@@ -158,7 +160,7 @@ class AsyncStream:
     async def close(self) -> None:
         await _aclose(self._chunks)
 
-    async def __aenter__(self) -> "AsyncStream":
+    async def __aenter__(self) -> AsyncStream:
         return self
 
     async def __aexit__(

@@ -70,11 +70,11 @@ def _is_noop(name: str, value: Any) -> bool:
     if value is None:
         return True
     if name == "n":
-        return value == 1
+        return bool(value == 1)
     if name in ("tools", "functions"):
-        return value == []
+        return bool(value == [])
     if name in ("tool_choice", "function_call"):
-        return value == "none"
+        return bool(value == "none")
     if name == "response_format":
         return isinstance(value, Mapping) and value.get("type") == "text"
     if name in ("logprobs", "top_logprobs"):
