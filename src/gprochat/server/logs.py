@@ -16,7 +16,9 @@ __all__ = ["JsonFormatter", "configure_logging", "ExpectedAbortFilter", "access_
 
 access_logger = logging.getLogger("gprochat.access")
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "color_message",  # uvicorn's copy with terminal colours
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,7 +82,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's loggers propagate to ours (uvicorn runs with log_config=None).
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    # uvicorn's loggers propagate to ours (uvicorn runs with log_config=None); its
+    # access log is replaced by gprochat.access, which has the route and the timings.
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .guard import Network, client_address_of_scope
@@ -34,7 +33,6 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        route = _route_of(scope)
         status = 0
         sent = 0
         first_byte: float | None = None
@@ -57,6 +55,8 @@ class ObserveMiddleware:
             outcome = "aborted"
             raise
         finally:
+            # The router records the matched route in the scope (shared, mutated in place).
+            route = str(getattr(scope.get("route"), "path", None) or "other")
             self._record(scope, route, status, sent, first_byte, started, outcome)
 
     def _record(
@@ -82,12 +82,3 @@ class ObserveMiddleware:
             extra["ttfb_ms"] = round(first_byte * 1000, 1)
         access_logger.info("%s %s %s", method, route, status or "-", extra=extra)
 
-
-def _route_of(scope: Scope) -> str:
-    """The matching route's path template, so metrics do not grow a label per URL."""
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "other"
