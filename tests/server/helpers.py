@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 
@@ -15,8 +15,8 @@ def signed(
     text: str = "Hi",
     *,
     secret: str = DEFAULT_SECRET_KEY,
-    timestamp: Optional[int] = None,
-    history: Optional[list[dict[str, Any]]] = None,
+    timestamp: int | None = None,
+    history: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """A valid request body for ``text``, signed now (or at ``timestamp`` ms)."""
@@ -29,13 +29,12 @@ async def post(
     base_url: str,
     body: bytes | dict[str, Any],
     path: str = "/api/generate",
-    headers: Optional[dict[str, str]] = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent = {"Content-Type": "text/plain;charset=UTF-8", **(headers or {})}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(base_url + path, data=data, headers=sent) as response:
-            return response.status, dict(response.headers), await response.read()
+    async with aiohttp.ClientSession() as session, session.post(base_url + path, data=data, headers=sent) as response:
+        return response.status, dict(response.headers), await response.read()
 
 
 def error_message(raw: bytes) -> str:

@@ -123,10 +123,9 @@ async def test_chunked_body_over_the_limit_gets_413(make_server: ServerFactory) 
         for _ in range(100):  # no Content-Length: the server counts as it reads
             yield b"x" * 1_000
 
-    async with aiohttp.ClientSession() as session:
-        async with session.post(server.base_url + "/api/generate", data=chunks()) as response:
-            assert response.status == 413
-            assert "at most 10000" in error_message(await response.read())
+    async with aiohttp.ClientSession() as session, session.post(server.base_url + "/api/generate", data=chunks()) as response:
+        assert response.status == 413
+        assert "at most 10000" in error_message(await response.read())
     assert (await post(server.base_url, signed()))[0] == 200
 
 
@@ -144,9 +143,8 @@ async def test_flood_gets_429_with_retry_after_per_client(make_server: ServerFac
     other = {"X-Forwarded-For": "203.0.113.9"}
     assert (await post(server.base_url, signed("other client"), headers=other))[0] == 200
     # The server keeps serving everything else.
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.base_url + "/healthz") as response:
-            assert response.status == 200
+    async with aiohttp.ClientSession() as session, session.get(server.base_url + "/healthz") as response:
+        assert response.status == 200
 
 
 async def test_forwarded_for_is_ignored_from_an_untrusted_peer(make_server: ServerFactory) -> None:

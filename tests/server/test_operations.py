@@ -36,9 +36,8 @@ class ScriptedBackend(Backend):
 
 
 async def _get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 def _sample(metrics: str, name: str, **labels: str) -> float:

@@ -32,9 +32,8 @@ async def test_two_processes_share_replay_and_rate_limit_state(redis_server: Red
 
 
 async def _healthz(base_url: str) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(base_url + "/healthz") as response:
-            return response.status, await response.json()
+    async with aiohttp.ClientSession() as session, session.get(base_url + "/healthz") as response:
+        return response.status, await response.json()
 
 
 async def test_redis_down_fail_closed_answers_503_and_says_why(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +29,7 @@ from .stores import SharedState
 __all__ = ["create_app"]
 
 
-def create_app(config: Optional[ServerConfig] = None, backend: Optional[Backend] = None) -> FastAPI:
+def create_app(config: ServerConfig | None = None, backend: Backend | None = None) -> FastAPI:
     """A GeminiProChat-compatible server.
 
     ``backend`` overrides the one ``config.backend`` names (tests pass scripted ones).

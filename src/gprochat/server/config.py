@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from ..protocol import DEFAULT_SECRET_KEY
 
-__all__ = ["ServerConfig", "CONFIG_ENV_VAR"]
+__all__ = ["CONFIG_ENV_VAR", "ServerConfig"]
 
 #: The environment variable that carries a serialized ``ServerConfig`` to worker
 #: processes started by ``gprochat serve --workers N``.
@@ -44,21 +44,21 @@ class ServerConfig:
     check_signature: bool = True
     backend: str = "echo"
     backend_options: dict[str, Any] = field(default_factory=dict)
-    system_prompt: Optional[str] = None
+    system_prompt: str | None = None
 
     timestamp_window: float = 300.0
     max_body_bytes: int = 1_048_576
     max_messages: int = 200
     max_message_chars: int = 100_000
-    rate_limit: Optional[str] = "60/minute"
+    rate_limit: str | None = "60/minute"
     trusted_proxies: tuple[str, ...] = ()
     max_streams: int = 64
     busy_retry_after: int = 1
 
-    redis_url: Optional[str] = None
+    redis_url: str | None = None
     redis_failure: Literal["open", "closed"] = "closed"
 
-    shutdown_timeout: Optional[float] = 10.0
+    shutdown_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
         if self.redis_failure not in ("open", "closed"):
@@ -72,7 +72,7 @@ class ServerConfig:
         self.trusted_proxies = tuple(self.trusted_proxies)
 
     @staticmethod
-    def split_passwords(value: Optional[str]) -> tuple[str, ...]:
+    def split_passwords(value: str | None) -> tuple[str, ...]:
         """``"a, b"`` -> ``("a", "b")``: the comma-separated list GeminiProChat accepts."""
         if not value:
             return ()
@@ -83,7 +83,7 @@ class ServerConfig:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServerConfig":
+    def from_json(cls, text: str) -> ServerConfig:
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})

@@ -18,9 +18,9 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Literal, Optional, Union
+from typing import Literal
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -32,26 +32,26 @@ from ..errors import SharedStateError
 from .stores import SharedState, translate_rate_storage_error
 
 __all__ = [
-    "Rejected",
     "FailurePolicy",
+    "Network",
     "RateLimiter",
-    "StreamLimiter",
+    "Rejected",
     "RequestGuard",
+    "StreamLimiter",
     "client_address",
     "client_address_of_scope",
-    "Network",
     "parse_networks",
 ]
 
 logger = logging.getLogger("gprochat.server.guard")
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Rejected(Exception):
     """A request the server refuses: ``status``, a ``message`` saying what to do, ``headers``."""
 
-    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -142,12 +142,12 @@ class RateLimiter:
 
     def __init__(
         self,
-        limit: Optional[str],
+        limit: str | None,
         state: SharedState,
         policy: FailurePolicy,
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
-        self.item: Optional[RateLimitItem] = parse(limit) if limit else None
+        self.item: RateLimitItem | None = parse(limit) if limit else None
         self._strategy = MovingWindowRateLimiter(state.rate_storage)
         self._policy = policy
         self.trusted_proxies = trusted_proxies
@@ -191,7 +191,7 @@ class StreamLimiter:
 
     def __init__(
         self, limit: int, *, retry_after: int = 1,
-        on_change: Optional[Callable[[int], None]] = None,
+        on_change: Callable[[int], None] | None = None,
     ) -> None:
         self.limit = limit
         self.retry_after = retry_after

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure_logging", "ExpectedAbortFilter", "access_logger"]
+__all__ = ["ExpectedAbortFilter", "JsonFormatter", "access_logger", "configure_logging"]
 
 access_logger = logging.getLogger("gprochat.access")
 

@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["ServerMetrics", "MULTIPROC_ENV_VAR"]
+__all__ = ["MULTIPROC_ENV_VAR", "ServerMetrics"]
 
 MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -68,6 +68,6 @@ class ServerMetrics:
         """The exposition text: this process's, or every worker's in multiprocess mode."""
         if os.environ.get(MULTIPROC_ENV_VAR):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

@@ -10,13 +10,13 @@ request can neither probe the server's clock nor fill the replay store.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import SharedStateError
 from .guard import FailurePolicy, Rejected
 from .stores import ReplayStore
 
-__all__ = ["ReplayGuard", "SIGNATURE_ALREADY_USED", "REPLAY_STATUS"]
+__all__ = ["REPLAY_STATUS", "SIGNATURE_ALREADY_USED", "ReplayGuard"]
 
 #: 409 Conflict: the request is well-formed and authentic, but its signature was
 #: spent. A distinct status from 401 so a client does not blame its secret key.

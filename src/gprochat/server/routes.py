@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,7 +20,7 @@ from .guard import Rejected, RequestGuard
 from .metrics import ServerMetrics
 from .replay import ReplayGuard
 
-__all__ = ["router", "error_response", "start_stream", "StreamAborted", "GuardedStreamingResponse"]
+__all__ = ["GuardedStreamingResponse", "StreamAborted", "error_response", "router", "start_stream"]
 
 logger = logging.getLogger("gprochat.server")
 

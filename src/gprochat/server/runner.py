@@ -20,10 +20,9 @@ import socket
 import tempfile
 import threading
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any
 
 import uvicorn
-
 from fastapi import FastAPI
 
 from .app import create_app
@@ -31,7 +30,7 @@ from .config import CONFIG_ENV_VAR, ServerConfig
 from .logs import configure_logging
 from .metrics import MULTIPROC_ENV_VAR
 
-__all__ = ["BackgroundServer", "serve", "app_from_environment"]
+__all__ = ["BackgroundServer", "app_from_environment", "serve"]
 
 _LOGGING_ENV_VAR = "GPROCHAT_SERVER_LOGGING_JSON"
 
@@ -104,7 +103,7 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, config: Optional[ServerConfig] = None, *, app: Any = None, host: str = "127.0.0.1"
+        self, config: ServerConfig | None = None, *, app: Any = None, host: str = "127.0.0.1"
     ) -> None:
         self.app = app if app is not None else create_app(config or ServerConfig())
         self.host = host
@@ -113,11 +112,11 @@ class BackgroundServer:
         self._socket.bind((host, 0))
         self.port: int = self._socket.getsockname()[1]
         config = getattr(getattr(self.app, "state", None), "config", None)
-        self.shutdown_timeout: Optional[float] = getattr(config, "shutdown_timeout", None)
+        self.shutdown_timeout: float | None = getattr(config, "shutdown_timeout", None)
         self._server = uvicorn.Server(
             _uvicorn_config(self.app, timeout_graceful_shutdown=self.shutdown_timeout)
         )
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="gprochat-server", daemon=True)
 
     @property
@@ -127,7 +126,7 @@ class BackgroundServer:
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._socket]))
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
@@ -140,13 +139,13 @@ class BackgroundServer:
         self._thread.join(timeout=10 + (self.shutdown_timeout or 0))
         self._socket.close()
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -7,10 +7,9 @@ boundary, into ``SharedStateError``; the guard decides whether to fail open or c
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -22,11 +21,11 @@ from redis.exceptions import RedisError
 from ..errors import SharedStateError
 
 __all__ = [
-    "ReplayStore",
+    "REDIS_TIMEOUT",
     "MemoryReplayStore",
     "RedisReplayStore",
+    "ReplayStore",
     "SharedState",
-    "REDIS_TIMEOUT",
 ]
 
 #: Seconds a Redis command may take before the server treats Redis as unreachable:
@@ -48,7 +47,6 @@ class MemoryReplayStore:
         # key -> expiry (monotonic). Entries are purged from the oldest; with one ttl
         # for all (the guard's), insertion order is expiry order.
         self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = asyncio.Lock()
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = time.monotonic()
@@ -57,8 +55,8 @@ class MemoryReplayStore:
             if expiry > now:
                 break
             del self._seen[oldest]
-        expiry = self._seen.get(key)
-        if expiry is not None and expiry > now:
+        previous = self._seen.get(key)
+        if previous is not None and previous > now:
             return False
         self._seen[key] = now + ttl
         self._seen.move_to_end(key)
@@ -71,7 +69,7 @@ class MemoryReplayStore:
 class RedisReplayStore:
     """Used signatures in Redis: ``SET key 1 NX PX ttl`` is atomic across processes."""
 
-    def __init__(self, client: "aioredis.Redis") -> None:
+    def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
 
     async def claim(self, key: str, ttl: float) -> bool:
@@ -92,9 +90,9 @@ class SharedState:
     limiter. ``ping()`` says whether Redis answers (``None`` without Redis).
     """
 
-    def __init__(self, redis_url: Optional[str] = None) -> None:
+    def __init__(self, redis_url: str | None = None) -> None:
         self.redis_url = redis_url
-        self._client: Optional[aioredis.Redis] = None
+        self._client: aioredis.Redis | None = None
         self.rate_storage: Storage
         self.replay: ReplayStore
         if redis_url is None:
@@ -121,7 +119,7 @@ class SharedState:
     def backend_name(self) -> str:
         return "redis" if self.redis_url else "memory"
 
-    async def ping(self) -> Optional[bool]:
+    async def ping(self) -> bool | None:
         """True when Redis answers, False when it does not, None without Redis."""
         if self._client is None:
             return None
@@ -135,7 +133,7 @@ class SharedState:
             await self._client.aclose()
 
 
-def translate_rate_storage_error(exc: BaseException) -> Optional[SharedStateError]:
+def translate_rate_storage_error(exc: BaseException) -> SharedStateError | None:
     """A ``SharedStateError`` for a rate-limit storage failure, else ``None``."""
     if isinstance(exc, (StorageError, RedisError, OSError)):
         cause = exc.storage_error if isinstance(exc, StorageError) else exc
