@@ -12,6 +12,7 @@ from .errors import (  # noqa: E402
     AuthenticationError,
     BadRequestError,
     BackendError,
+    SharedStateError,
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
@@ -66,4 +67,5 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "BackendError",
+    "SharedStateError",
 ]
