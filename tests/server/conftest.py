@@ -33,9 +33,9 @@ class RedisProcess:
                 try:
                     client.ping()
                     return
-                except redis.ConnectionError:
+                except redis.ConnectionError as exc:
                     if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on port {self.port}")
+                        raise RuntimeError(f"redis-server did not start on port {self.port}") from exc
                     time.sleep(0.05)
         finally:
             client.close()

@@ -33,7 +33,10 @@ async def post(
 ) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent = {"Content-Type": "text/plain;charset=UTF-8", **(headers or {})}
-    async with aiohttp.ClientSession() as session, session.post(base_url + path, data=data, headers=sent) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(base_url + path, data=data, headers=sent) as response,
+    ):
         return response.status, dict(response.headers), await response.read()
 
 

@@ -123,7 +123,8 @@ async def test_chunked_body_over_the_limit_gets_413(make_server: ServerFactory) 
         for _ in range(100):  # no Content-Length: the server counts as it reads
             yield b"x" * 1_000
 
-    async with aiohttp.ClientSession() as session, session.post(server.base_url + "/api/generate", data=chunks()) as response:
+    url = server.base_url + "/api/generate"
+    async with aiohttp.ClientSession() as session, session.post(url, data=chunks()) as response:
         assert response.status == 413
         assert "at most 10000" in error_message(await response.read())
     assert (await post(server.base_url, signed()))[0] == 200
