@@ -13,6 +13,7 @@ from .errors import (  # noqa: E402
     AuthenticationError,
     BadRequestError,
     BackendError,
+    SharedStateError,
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
@@ -73,4 +74,5 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "BackendError",
+    "SharedStateError",
 ]

@@ -22,7 +22,8 @@
     │   ├── RateLimitError               429
     │   └── ServerError                  5xx
     │       └── ServiceUnavailableError  503
-    └── BackendError                                   (server side) the model backend failed
+    ├── BackendError                                   (server side) the model backend failed
+    └── SharedStateError                               (server side) Redis (replay/rate state) unreachable
 
 Lower-level exceptions (aiohttp's, the backend's) are translated at one boundary each,
 with ``raise ... from exc``, so callers only ever need to catch these.
@@ -55,6 +56,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "BackendError",
+    "SharedStateError",
     "status_error",
 ]
 
@@ -208,6 +210,17 @@ class BackendError(GPROChatError):
         self.message = message
         self.status = status
         self.retry_after = retry_after
+
+
+class SharedStateError(GPROChatError):
+    """Server side: the store shared by server processes (Redis) cannot be reached.
+
+    ``operation`` says what the server was doing (``"rate limit"``, ``"replay check"``).
+    """
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
 
 
 _HINTS = {
