@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic.json_schema import models_json_schema
@@ -29,10 +29,11 @@ from ..client.builder import CompletionBuilder, estimate_usage, stream_chunks
 from ..client.params import check_parameters, normalize_messages
 from ..client.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..errors import InvalidParameterError
-from .gateway_errors import GatewayError, from_upstream_error, from_validation_error
+from .gateway_errors import GatewayError, from_rejection, from_upstream_error, from_validation_error
 from .gateway_upstream import Upstream, create_upstream
 from .openai_models import ChatCompletionRequest, ErrorResponse
-from .routes import STREAM_HEADERS, StreamAborted
+from .guard import Rejected, RequestGuard
+from .routes import STREAM_HEADERS, GuardedStreamingResponse, StreamAborted
 
 __all__ = ["router", "install_gateway"]
 
@@ -60,11 +61,16 @@ class _OpenAIRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 _check_api_key(request)
+                guard: RequestGuard = request.app.state.guard
+                guard.check_declared_size(request)
+                await guard.rate_limiter.check(request, scope="gateway")
                 return await handler(request)
             except RequestValidationError as exc:
                 return from_validation_error(exc).response()
             except GatewayError as exc:
                 return exc.response()
+            except Rejected as exc:
+                return from_rejection(exc.status, exc.message, exc.headers).response()
 
         return route
 
@@ -147,14 +153,19 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         raise GatewayError(400, exc.message, param=exc.param) from exc
     upstream = _upstream(request)
     model = upstream.resolve(body.model)
+    guard: RequestGuard = request.app.state.guard
+    release = guard.streams.try_acquire()
     texts = upstream.stream(model, messages, body).__aiter__()
     builder = CompletionBuilder(model)
     # Wait for the first text before answering, so an upstream that fails at once
     # gets a proper error status instead of a 200 with an error inside.
     try:
         first = await _first_text(texts)
-    except Exception as exc:
+    except BaseException as exc:
+        release()
         await _aclose(texts)
+        if not isinstance(exc, Exception):
+            raise
         raise from_upstream_error(exc, relay=upstream.relay) from exc
 
     if not body.stream:
@@ -164,6 +175,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         except Exception as exc:
             raise from_upstream_error(exc, relay=upstream.relay) from exc
         finally:
+            release()
             await _aclose(texts)
         answer = "".join(parts)
         completion = builder.completion(answer, estimate_usage(messages, answer))
@@ -173,8 +185,14 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     chunks = stream_chunks(
         builder, _prepend(first, texts), messages=messages if include_usage else None
     )
-    return StreamingResponse(
+
+    async def on_close() -> None:
+        release()
+        await _aclose(chunks)
+
+    return GuardedStreamingResponse(
         _server_sent_events(chunks, relay=upstream.relay),
+        on_close=on_close,
         media_type="text/event-stream",
         headers=STREAM_HEADERS,
     )

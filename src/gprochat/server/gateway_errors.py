@@ -32,7 +32,7 @@ from ..errors import (
     TransportError,
 )
 
-__all__ = ["GatewayError", "from_validation_error", "from_upstream_error"]
+__all__ = ["GatewayError", "from_rejection", "from_validation_error", "from_upstream_error"]
 
 logger = logging.getLogger("gprochat.server.gateway")
 
@@ -160,3 +160,20 @@ def _from_status(status: int, message: str, retry_after: Optional[float]) -> Gat
         return GatewayError(status, message, type="server_error", code="upstream_error",
                             retry_after=retry_after if status == 503 else None)
     return GatewayError(status, message)
+
+
+_REJECTION_KINDS = {
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("requests", "rate_limit_exceeded"),
+    503: ("server_error", "server_busy"),
+}
+
+
+def from_rejection(status: int, message: str, headers: dict[str, str]) -> GatewayError:
+    """The server guard's refusal (size, rate, busy) in OpenAI's shape."""
+    type_, code = _REJECTION_KINDS.get(status, ("invalid_request_error", None))
+    retry_after = headers.get("Retry-After")
+    return GatewayError(
+        status, message, type=type_, code=code,
+        retry_after=float(retry_after) if retry_after else None,
+    )
