@@ -7,15 +7,18 @@
 
 __version__ = "0.1.0"
 
-from .errors import (
+from .client import AsyncClient, Client  # noqa: E402
+from .errors import (  # noqa: E402
     APIStatusError,
     AuthenticationError,
     BackendError,
     BadRequestError,
     ConfigurationError,
+    SharedStateError,
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
+    InvalidParameterError,
     InvalidPasswordError,
     InvalidSignatureError,
     ModelNotSupportedError,
@@ -28,8 +31,9 @@ from .errors import (
     ServiceUnavailableError,
     TimeoutError,
     TransportError,
+    UnsupportedParameterError,
 )
-from .providers import (
+from .providers import (  # noqa: E402
     AsyncGeneratorProvider,
     BaseProvider,
     GPROChat,
@@ -42,6 +46,8 @@ from .typing import AsyncResult, CreateResult, Messages
 __all__ = [
     "__version__",
     "GPROChat",
+    "Client",
+    "AsyncClient",
     "AsyncGeneratorProvider",
     "BaseProvider",
     "ProviderModelMixin",
@@ -54,6 +60,8 @@ __all__ = [
     "ModelNotSupportedError",
     "ConfigurationError",
     "ProtocolError",
+    "InvalidParameterError",
+    "UnsupportedParameterError",
     "TransportError",
     "ConnectError",
     "ProxyError",
@@ -70,4 +78,5 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "BackendError",
+    "SharedStateError",
 ]

@@ -6,6 +6,7 @@ Answers go to stdout as they stream; errors are one line on stderr and a non-zer
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from contextlib import ExitStack
 from typing import Any, Optional
@@ -128,7 +129,93 @@ async def _stream_to_stdout(
     envvar="GPROCHAT_ECHO_DELAY",
     help="echo backend: seconds between chunks.",
 )
+@click.option(
+    "--timestamp-window",
+    default=300.0,
+    type=click.FloatRange(min=0),
+    envvar="GPROCHAT_TIMESTAMP_WINDOW",
+    show_default=True,
+    help="Seconds a request's time may differ from the server's clock; each signature is "
+    "accepted once within it. 0 turns the window and replay protection off.",
+)
+@click.option(
+    "--max-body-bytes", default=1_048_576, type=click.IntRange(min=0),
+    envvar="GPROCHAT_MAX_BODY_BYTES", show_default=True,
+    help="Largest request body accepted (413 beyond; 0: no limit).",
+)
+@click.option(
+    "--max-messages", default=200, type=click.IntRange(min=0),
+    envvar="GPROCHAT_MAX_MESSAGES", show_default=True,
+    help="Most messages in one conversation (413 beyond; 0: no limit).",
+)
+@click.option(
+    "--max-message-chars", default=100_000, type=click.IntRange(min=0),
+    envvar="GPROCHAT_MAX_MESSAGE_CHARS", show_default=True,
+    help="Longest message text, in characters (413 beyond; 0: no limit).",
+)
+@click.option(
+    "--rate-limit", default="60/minute", envvar="GPROCHAT_RATE_LIMIT", show_default=True,
+    help='Requests per client address, e.g. "60/minute", "5/second", "1000/day"; "off" disables.',
+)
+@click.option(
+    "--trusted-proxy", "trusted_proxies", multiple=True, envvar="GPROCHAT_TRUSTED_PROXIES",
+    help="Address or network (CIDR) of a reverse proxy whose X-Forwarded-For is believed; "
+    "repeat, or comma-separate in the environment variable.",
+)
+@click.option(
+    "--max-streams", default=64, type=click.IntRange(min=0),
+    envvar="GPROCHAT_MAX_STREAMS", show_default=True,
+    help="Concurrent answers per process (503 beyond; 0: no limit).",
+)
+@click.option(
+    "--redis-url", envvar="GPROCHAT_REDIS_URL",
+    help="Keep replay and rate-limit state in Redis (redis://host:6379/0), shared by every "
+    "server process; default: in this process's memory.",
+)
+@click.option(
+    "--redis-failure", type=click.Choice(["open", "closed"]), default="closed",
+    envvar="GPROCHAT_REDIS_FAILURE", show_default=True,
+    help="When Redis is unreachable: closed refuses requests with 503, open serves without "
+    "rate limit and replay checks.",
+)
+@click.option(
+    "--workers", default=1, type=click.IntRange(min=1), envvar="GPROCHAT_WORKERS",
+    show_default=True, help="Server processes sharing the port (use --redis-url with > 1).",
+)
+@click.option(
+    "--shutdown-timeout", default=10.0, type=click.FloatRange(min=0),
+    envvar="GPROCHAT_SHUTDOWN_TIMEOUT", show_default=True,
+    help="On SIGTERM, seconds in-flight answers may finish before they are cut.",
+)
 @click.option("--log-level", default="info", envvar="GPROCHAT_LOG_LEVEL", show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["json", "text"]), default="json",
+    envvar="GPROCHAT_LOG_FORMAT", show_default=True,
+    help="Log lines as JSON objects or as plain text.",
+)
+@click.option(
+    "--gateway/--no-gateway",
+    default=True,
+    envvar="GPROCHAT_GATEWAY",
+    show_default=True,
+    help="Serve the OpenAI-compatible gateway at /v1.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="Gateway API key clients must send as 'Authorization: Bearer KEY' (repeatable; "
+    "env GPROCHAT_API_KEYS, comma-separated). Default: no key needed.",
+)
+@click.option(
+    "--relay-url",
+    envvar="GPROCHAT_RELAY_URL",
+    help="Gateway answers come from this GeminiProChat deployment instead of --backend.",
+)
+@click.option("--relay-secret-key", envvar="GPROCHAT_RELAY_SECRET_KEY",
+              help="The relayed deployment's secret key (default: gprochat.com's).")
+@click.option("--relay-password", envvar="GPROCHAT_RELAY_PASSWORD",
+              help="The relayed deployment's site password.")
 def serve(
     host: str,
     port: int,
@@ -137,15 +224,45 @@ def serve(
     password: Optional[str],
     system_prompt: Optional[str],
     echo_delay: float,
+    timestamp_window: float,
+    max_body_bytes: int,
+    max_messages: int,
+    max_message_chars: int,
+    rate_limit: str,
+    trusted_proxies: tuple[str, ...],
+    max_streams: int,
+    redis_url: Optional[str],
+    redis_failure: str,
+    workers: int,
+    shutdown_timeout: float,
     log_level: str,
+    log_format: str,
+    gateway: bool,
+    api_keys: tuple[str, ...],
+    relay_url: Optional[str],
+    relay_secret_key: Optional[str],
+    relay_password: Optional[str],
 ) -> None:
     """Run a GeminiProChat-compatible server."""
+    from limits import parse as parse_rate_limit
+
     from .server import ServerConfig
     from .server import serve as run_server
     from .server.backends import BACKENDS
+    from .server.guard import parse_networks
 
     if backend not in BACKENDS:
         _fail(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}", 2)
+    limit: Optional[str] = None if rate_limit.strip().lower() in ("off", "0", "") else rate_limit
+    proxies = tuple(p.strip() for value in trusted_proxies for p in value.split(",") if p.strip())
+    try:
+        if limit:
+            parse_rate_limit(limit)
+        parse_networks(proxies)
+    except ValueError as exc:
+        _fail(f"{exc} (--rate-limit takes e.g. 60/minute; --trusted-proxy an IP or CIDR)", 2)
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        _fail(f"--redis-url must start with redis://, rediss:// or unix://, not {redis_url!r}", 2)
     options: dict[str, Any] = {}
     if backend == "echo":
         options["delay"] = echo_delay
@@ -155,10 +272,34 @@ def serve(
         backend=backend,
         backend_options=options,
         system_prompt=system_prompt,
+        gateway=gateway,
+        api_keys=api_keys or ServerConfig.split_passwords(os.environ.get("GPROCHAT_API_KEYS")),
+        relay_url=relay_url,
+        relay_secret_key=relay_secret_key,
+        relay_password=relay_password,
+        timestamp_window=timestamp_window,
+        max_body_bytes=max_body_bytes,
+        max_messages=max_messages,
+        max_message_chars=max_message_chars,
+        rate_limit=limit,
+        trusted_proxies=proxies,
+        max_streams=max_streams,
+        redis_url=redis_url,
+        redis_failure="open" if redis_failure == "open" else "closed",
+        shutdown_timeout=shutdown_timeout,
     )
-    click.echo(f"gprochat {__version__}: serving on http://{host}:{port} ({backend} backend)", err=True)
+    if workers > 1 and not redis_url:
+        click.echo("Warning: --workers without --redis-url: each process keeps its own rate "
+                   "limits and used signatures.", err=True)
+    click.echo(
+        f"gprochat {__version__}: serving on http://{host}:{port} ({backend} backend, "
+        f"{workers} worker{'s' if workers > 1 else ''}, state in "
+        f"{'redis' if redis_url else 'memory'})",
+        err=True,
+    )
     try:
-        run_server(config, host=host, port=port, log_level=log_level)
+        run_server(config, host=host, port=port, workers=workers, log_level=log_level,
+                   log_format=log_format)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

@@ -6,6 +6,8 @@
     ├── ModelNotSupportedError      (also ValueError)  unknown model name
     ├── ConfigurationError          (also ValueError)  a bad keyword argument or GPROCHAT_* variable
     ├── ProtocolError               (also ValueError)  a request or answer breaks the wire contract
+    ├── InvalidParameterError       (also ValueError)  an OpenAI-style parameter is wrong
+    │   └── UnsupportedParameterError                  ... or valid, but cannot be honoured (n>1, tools)
     ├── TransportError                                 the HTTP exchange itself failed
     │   ├── ConnectError            (also ConnectionError)  refused, unknown host, proxy down
     │   │   └── ProxyError                             the proxy refused or failed
@@ -21,7 +23,8 @@
     │   ├── RateLimitError               429
     │   └── ServerError                  5xx
     │       └── ServiceUnavailableError  503
-    └── BackendError                                   (server side) the model backend failed
+    ├── BackendError                                   (server side) the model backend failed
+    └── SharedStateError                               (server side) Redis (replay/rate state) unreachable
 
 Lower-level exceptions (aiohttp's, the backend's) are translated at one boundary each,
 with ``raise ... from exc``, so callers only ever need to catch these.
@@ -37,6 +40,8 @@ __all__ = [
     "ModelNotSupportedError",
     "ConfigurationError",
     "ProtocolError",
+    "InvalidParameterError",
+    "UnsupportedParameterError",
     "TransportError",
     "ConnectError",
     "ProxyError",
@@ -53,6 +58,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "BackendError",
+    "SharedStateError",
     "status_error",
 ]
 
@@ -86,6 +92,19 @@ class ConfigurationError(GPROChatError, ValueError):
 
 class ProtocolError(GPROChatError, ValueError):
     """A request or an answer does not follow the GPROChat wire contract."""
+
+
+class InvalidParameterError(GPROChatError, ValueError):
+    """An OpenAI-style request parameter is invalid; ``param`` names it (``"messages[1].role"``)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class UnsupportedParameterError(InvalidParameterError):
+    """A parameter OpenAI accepts but GPROChat cannot honour (``n > 1``, ``tools``, ``logprobs``)."""
 
 
 class TransportError(GPROChatError):
@@ -203,6 +222,17 @@ class BackendError(GPROChatError):
         self.message = message
         self.status = status
         self.retry_after = retry_after
+
+
+class SharedStateError(GPROChatError):
+    """Server side: the store shared by server processes (Redis) cannot be reached.
+
+    ``operation`` says what the server was doing (``"rate limit"``, ``"replay check"``).
+    """
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
 
 
 _HINTS = {

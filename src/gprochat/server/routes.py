@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .. import protocol
 from ..errors import BackendError
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
+from .guard import Rejected, RequestGuard
+from .metrics import ServerMetrics
+from .replay import ReplayGuard
 
-__all__ = ["router", "error_response"]
+__all__ = ["GuardedStreamingResponse", "StreamAborted", "error_response", "router", "start_stream"]
 
 logger = logging.getLogger("gprochat.server")
 
@@ -45,44 +51,133 @@ def error_response(
 
 @router.post("/api/generate", include_in_schema=False)
 async def generate(request: Request) -> Response:
-    config: ServerConfig = request.app.state.config
-    backend: Backend = request.app.state.backend
+    """The guard's checks in order, then the backend's answer, streamed.
+
+    413 size, 429 rate, 400 body/history, 413 conversation limits, 401 password,
+    401 signature, 401 timestamp window, 409 replay, 503 concurrent streams.
+    """
+    state = request.app.state
+    config: ServerConfig = state.config
+    guard: RequestGuard = state.guard
+    guard.check_declared_size(request)
+    await guard.rate_limiter.check(request)
     try:
-        generate_request = protocol.parse_generate_request(await request.body())
+        generate_request = protocol.parse_generate_request(await guard.read_body(request))
     except protocol.InvalidRequest as exc:
-        return error_response(400, exc.message)
+        raise Rejected(400, exc.message) from exc
+    check_conversation_limits(generate_request, config)
     if config.passwords and not protocol.password_matches(
         generate_request.password, config.passwords
     ):
-        return error_response(401, protocol.INVALID_PASSWORD)
-    if config.check_signature and not protocol.verify_signature(
-        generate_request, config.secret_key
-    ):
-        return error_response(401, protocol.INVALID_SIGNATURE)
+        raise Rejected(401, protocol.INVALID_PASSWORD)
+    if config.check_signature:
+        if not protocol.verify_signature(generate_request, config.secret_key):
+            raise Rejected(401, protocol.INVALID_SIGNATURE)
+        replay: ReplayGuard = state.replay
+        await replay.check(generate_request.time, generate_request.sign)
 
+    release = guard.streams.try_acquire()
     conversation = Conversation(
         message=generate_request.text,
         history=tuple(Turn(m.role, m.text) for m in generate_request.history),
         system=config.system_prompt,
     )
+    return await start_stream(request, conversation, release)
+
+
+def check_conversation_limits(generate_request: protocol.GenerateRequest, config: ServerConfig) -> None:
+    """413 for too many messages or a message too long, naming which."""
+    count = len(generate_request.messages)
+    if config.max_messages and count > config.max_messages:
+        raise Rejected(
+            413,
+            f"Too many messages: {count}; this server accepts at most {config.max_messages}. "
+            "Drop the oldest turns of the conversation.",
+        )
+    if config.max_message_chars:
+        for index, message in enumerate(generate_request.messages):
+            length = len(message.text)
+            if length > config.max_message_chars:
+                raise Rejected(
+                    413,
+                    f"Message too long: messages.{index} has {length} characters; this server "
+                    f"accepts at most {config.max_message_chars} per message.",
+                )
+
+
+async def start_stream(
+    request: Request, conversation: Conversation, release: Callable[[], None]
+) -> Response:
+    """Wait for the backend's first text, then stream the rest; ``release`` frees the slot.
+
+    Waiting for the first text lets a backend that fails at once get a proper error
+    status instead of an empty 200.
+    """
+    backend: Backend = request.app.state.backend
+    metrics: ServerMetrics = request.app.state.metrics
     chunks = backend.stream(conversation).__aiter__()
-    # Wait for the first text before answering, so a backend that fails at once
-    # gets a proper error status instead of an empty 200.
     try:
         first = await anext_text(chunks)
-    except BackendError as exc:
+    except BaseException as exc:
+        release()
         await _close(chunks)
-        headers = {"Retry-After": f"{exc.retry_after:.0f}"} if exc.retry_after else None
-        return error_response(exc.status, exc.message, "Error", headers)
-    except Exception as exc:  # noqa: BLE001 - a broken backend must not crash the route
+        if not isinstance(exc, Exception):
+            raise
+        metrics.backend_errors.labels(backend.name, "before_text").inc()
+        return backend_error_response(exc, backend.name)
+
+    async def on_close() -> None:
+        release()
         await _close(chunks)
-        logger.exception("backend %s failed before any text", backend.name)
-        return error_response(500, f"The model backend failed: {exc}", "Error")
-    return StreamingResponse(
-        _stream(first, chunks, backend.name),
+
+    return GuardedStreamingResponse(
+        _stream(first, chunks, backend.name, metrics),
+        on_close=on_close,
         media_type="text/plain; charset=utf-8",
         headers=STREAM_HEADERS,
     )
+
+
+def backend_error_response(exc: Exception, backend_name: str) -> Response:
+    """The status a backend failure is answered with (before any text was sent)."""
+    if not isinstance(exc, BackendError):
+        logger.error("backend %s failed before any text: %r", backend_name, exc, exc_info=exc)
+        return error_response(500, f"The model backend failed: {exc}", "Error")
+    status = exc.status if 400 <= exc.status <= 599 else 502
+    if status in (401, 403, 407):
+        # The upstream refused *our* credentials: that is the operator's problem, and a
+        # 401 would make the client believe its own password or signature is wrong.
+        logger.error("backend %s refused the server's credentials: %s", backend_name, exc.message)
+        return error_response(
+            502,
+            f"The server's model backend refused its credentials (a server configuration "
+            f"error; tell the operator): {exc.message}",
+            "Error",
+        )
+    logger.warning("backend %s failed before any text (%s): %s", backend_name, status, exc.message)
+    headers = {"Retry-After": f"{math.ceil(exc.retry_after)}"} if exc.retry_after else None
+    return error_response(status, exc.message, "Error", headers)
+
+
+class GuardedStreamingResponse(StreamingResponse):
+    """A ``StreamingResponse`` that always runs ``on_close``, even if never iterated.
+
+    (A generator that never started does not run its ``finally``: a client that
+    disconnects at once would otherwise leak its stream slot.)
+    """
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
 
 
 async def anext_text(chunks: AsyncIterator[str]) -> str:
@@ -93,7 +188,9 @@ async def anext_text(chunks: AsyncIterator[str]) -> str:
     return ""
 
 
-async def _stream(first: str, chunks: AsyncIterator[str], backend_name: str) -> AsyncIterator[bytes]:
+async def _stream(
+    first: str, chunks: AsyncIterator[str], backend_name: str, metrics: ServerMetrics
+) -> AsyncIterator[bytes]:
     try:
         if first:
             yield first.encode()
@@ -101,6 +198,7 @@ async def _stream(first: str, chunks: AsyncIterator[str], backend_name: str) -> 
             if chunk:
                 yield chunk.encode()
     except Exception as exc:
+        metrics.backend_errors.labels(backend_name, "mid_stream").inc()
         logger.warning(
             "backend %s failed mid-answer (%s); cutting the connection so the client "
             "sees an incomplete body",
@@ -121,8 +219,11 @@ async def _close(chunks: AsyncIterator[str]) -> None:
 @router.post("/api/auth", include_in_schema=False)
 async def auth(request: Request) -> Response:
     config: ServerConfig = request.app.state.config
+    guard: RequestGuard = request.app.state.guard
+    # Rate-limited like /api/generate: it answers whether a password is right.
+    await guard.rate_limiter.check(request, scope="auth")
     try:
-        data = json.loads(await request.body() or b"{}")
+        data = json.loads(await guard.read_body(request) or b"{}")
     except ValueError:
         return error_response(400, "Request body is not valid JSON: send {\"pass\": \"...\"}.")
     given = data.get("pass") if isinstance(data, dict) else None

@@ -1,33 +1,97 @@
 """Run the server: in the foreground (``gprochat serve``) or in a background thread.
 
+``serve`` runs uvicorn in this process, or with ``workers > 1`` as several
+processes sharing the port; those build their app with ``app_from_environment``
+from the serialized config in ``GPROCHAT_SERVER_CONFIG_JSON``.
 ``BackgroundServer`` binds 127.0.0.1 on a free port and serves from a thread of
 this process: ``gprochat chat --local`` and the tests use it.
+
+On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight answers finish for up to
+``config.shutdown_timeout`` seconds, then cancels them (the client sees a cut body).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import socket
+import tempfile
 import threading
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from .app import create_app
-from .config import ServerConfig
+from .config import CONFIG_ENV_VAR, ServerConfig
+from .logs import configure_logging
+from .metrics import MULTIPROC_ENV_VAR
 
-__all__ = ["BackgroundServer", "serve"]
+__all__ = ["BackgroundServer", "app_from_environment", "serve"]
+
+_LOGGING_ENV_VAR = "GPROCHAT_SERVER_LOGGING_JSON"
 
 
 def _uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
     options.setdefault("log_level", "warning")
-    return uvicorn.Config(app, lifespan="on", access_log=False, **options)
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
+    # the guard decides whom to believe (--trusted-proxy).
+    return uvicorn.Config(app, lifespan="on", access_log=False, proxy_headers=False, **options)
 
 
-def serve(config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-    """Serve in the foreground until interrupted."""
-    uvicorn.Server(_uvicorn_config(create_app(config), host=host, port=port, **options)).run()
+def serve(
+    config: ServerConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "info",
+    log_format: str = "json",
+    **options: Any,
+) -> None:
+    """Serve in the foreground until interrupted; ``workers > 1`` forks that many processes."""
+    configure_logging(log_level, log_format)
+    options.update(
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=None,  # our configure_logging, not uvicorn's dictConfig
+        timeout_graceful_shutdown=config.shutdown_timeout,
+    )
+    if workers <= 1:
+        uvicorn.Server(_uvicorn_config(create_app(config), **options)).run()
+        return
+    os.environ[CONFIG_ENV_VAR] = config.to_json()
+    os.environ[_LOGGING_ENV_VAR] = json.dumps({"level": log_level, "format": log_format})
+    own_metrics_dir = None
+    if not os.environ.get(MULTIPROC_ENV_VAR):
+        # Each worker writes its metric values there; /metrics on any worker sums them.
+        own_metrics_dir = tempfile.mkdtemp(prefix="gprochat-metrics-")
+        os.environ[MULTIPROC_ENV_VAR] = own_metrics_dir
+    try:
+        uvicorn.run(
+            "gprochat.server.runner:app_from_environment",
+            factory=True,
+            workers=workers,
+            lifespan="on",
+            access_log=False,
+            proxy_headers=False,
+            **options,
+        )
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def app_from_environment() -> FastAPI:
+    """The app a worker process serves: config and logging from environment variables."""
+    logging_options = json.loads(os.environ.get(_LOGGING_ENV_VAR, "{}"))
+    configure_logging(logging_options.get("level", "info"), logging_options.get("format", "json"))
+    text = os.environ.get(CONFIG_ENV_VAR)
+    return create_app(ServerConfig.from_json(text) if text else ServerConfig())
 
 
 class BackgroundServer:
@@ -39,7 +103,7 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, config: Optional[ServerConfig] = None, *, app: Any = None, host: str = "127.0.0.1"
+        self, config: ServerConfig | None = None, *, app: Any = None, host: str = "127.0.0.1"
     ) -> None:
         self.app = app if app is not None else create_app(config or ServerConfig())
         self.host = host
@@ -47,8 +111,12 @@ class BackgroundServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
         self.port: int = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(_uvicorn_config(self.app))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        config = getattr(getattr(self.app, "state", None), "config", None)
+        self.shutdown_timeout: float | None = getattr(config, "shutdown_timeout", None)
+        self._server = uvicorn.Server(
+            _uvicorn_config(self.app, timeout_graceful_shutdown=self.shutdown_timeout)
+        )
+        self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="gprochat-server", daemon=True)
 
     @property
@@ -58,7 +126,7 @@ class BackgroundServer:
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._socket]))
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
@@ -68,16 +136,16 @@ class BackgroundServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=10 + (self.shutdown_timeout or 0))
         self._socket.close()
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

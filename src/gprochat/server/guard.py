@@ -1,0 +1,269 @@
+"""The abuse guard shared by every route: body size, rate limit, concurrent streams.
+
+Each check raises ``Rejected`` (status, message, headers), which the app turns into
+the protocol's ``{"error": {"message": ...}}`` body. The objects live on
+``app.state`` so that any router (``/api/generate``, an OpenAI-style gateway) uses
+the same limits::
+
+    guard: RequestGuard = request.app.state.guard
+    await guard.rate_limiter.check(request)          # 429 + Retry-After
+    body = await guard.read_body(request)            # 413
+    with guard.streams.acquire():                    # 503 + Retry-After
+        ...
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Scope
+
+from ..errors import SharedStateError
+from .stores import SharedState, translate_rate_storage_error
+
+__all__ = [
+    "FailurePolicy",
+    "Network",
+    "RateLimiter",
+    "Rejected",
+    "RequestGuard",
+    "StreamLimiter",
+    "client_address",
+    "client_address_of_scope",
+    "parse_networks",
+]
+
+logger = logging.getLogger("gprochat.server.guard")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Rejected(Exception):
+    """A request the server refuses: ``status``, a ``message`` saying what to do, ``headers``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class FailurePolicy:
+    """What to do when the shared store (Redis) fails: serve anyway, or refuse with 503.
+
+    Either way the log says which, and why (at most once every ``log_every`` seconds,
+    so that a dead Redis does not flood the log).
+    """
+
+    RETRY_AFTER = 5
+
+    def __init__(self, mode: Literal["open", "closed"], *, log_every: float = 10.0) -> None:
+        self.mode = mode
+        self.log_every = log_every
+        self._last_log = -math.inf
+
+    def handle(self, exc: SharedStateError) -> None:
+        """Return to serve without the check (fail open) or raise ``Rejected`` (closed)."""
+        now = time.monotonic()
+        if now - self._last_log >= self.log_every:
+            self._last_log = now
+            action = ("serving without it (fail-open)" if self.mode == "open"
+                      else "refusing requests with 503 (fail-closed)")
+            logger.error("shared state unreachable during the %s: %s; %s",
+                         exc.operation, exc, action)
+        if self.mode == "closed":
+            raise Rejected(
+                503,
+                "The server cannot reach its shared state store (Redis) to check rate "
+                "limits and replays, and refuses requests until it can (fail-closed). "
+                f"Retry in {self.RETRY_AFTER} seconds; if this persists, tell the operator.",
+                {"Retry-After": str(self.RETRY_AFTER)},
+            ) from exc
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """``("10.0.0.1", "192.168.0.0/16")`` -> networks; a bad entry raises ValueError."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"trusted proxy {value!r} is not an IP address or network") from exc
+    return tuple(networks)
+
+
+def client_address(request: Request, trusted_proxies: tuple[Network, ...] = ()) -> str:
+    """The client's address: the peer's, or from ``X-Forwarded-For`` when the peer is trusted.
+
+    The header is read right to left, skipping trusted proxies, so a client cannot
+    pick its own address by sending a forged ``X-Forwarded-For`` through the proxy.
+    """
+    return client_address_of_scope(request.scope, trusted_proxies)
+
+
+def client_address_of_scope(scope: Scope, trusted_proxies: tuple[Network, ...] = ()) -> str:
+    """``client_address`` for an ASGI scope (middleware has no ``Request``)."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    if not trusted_proxies or not _is_trusted(peer, trusted_proxies):
+        return peer
+    forwarded = ",".join(Headers(scope=scope).getlist("x-forwarded-for"))
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted_proxies):
+            return hop
+    return peer
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+class RateLimiter:
+    """Requests per window per client address (``limits``' moving window), 429 beyond it.
+
+    ``limit`` is a ``limits`` string (``"60/minute"``, ``"5/second"``); ``None``
+    disables the limiter.
+    """
+
+    def __init__(
+        self,
+        limit: str | None,
+        state: SharedState,
+        policy: FailurePolicy,
+        trusted_proxies: tuple[Network, ...] = (),
+    ) -> None:
+        self.item: RateLimitItem | None = parse(limit) if limit else None
+        self._strategy = MovingWindowRateLimiter(state.rate_storage)
+        self._policy = policy
+        self.trusted_proxies = trusted_proxies
+
+    async def check(self, request: Request, scope: str = "generate") -> None:
+        """Count this request against its client; raise ``Rejected(429)`` over the limit."""
+        if self.item is None:
+            return
+        key = client_address(request, self.trusted_proxies)
+        try:
+            if await self._strategy.hit(self.item, scope, key):
+                return
+            stats = await self._strategy.get_window_stats(self.item, scope, key)
+        except Exception as exc:
+            translated = translate_rate_storage_error(exc)
+            if translated is None:
+                raise
+            self._policy.handle(translated)
+            return
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise Rejected(
+            429,
+            f"Too many requests: this server allows {self.item.amount} per "
+            f"{_window_text(self.item)} from one client. Retry after {retry_after} seconds.",
+            {"Retry-After": str(retry_after)},
+        )
+
+
+def _window_text(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    return unit if item.multiples == 1 else f"{item.multiples} {unit}s"
+
+
+class StreamLimiter:
+    """At most ``limit`` answers streaming at once in this process (0: no bound).
+
+    ``acquire()`` is a context manager that raises ``Rejected(503)`` when full;
+    ``try_acquire()`` returns a release callable (idempotent) or raises, for
+    streams that outlive the route function.
+    """
+
+    def __init__(
+        self, limit: int, *, retry_after: int = 1,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        self.in_flight = 0
+        self._on_change = on_change
+
+    def try_acquire(self) -> Callable[[], None]:
+        if self.limit and self.in_flight >= self.limit:
+            raise Rejected(
+                503,
+                f"The server is busy: {self.in_flight} answers are streaming, its limit. "
+                f"Retry after {self.retry_after} seconds.",
+                {"Retry-After": str(self.retry_after)},
+            )
+        self._change(+1)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._change(-1)
+
+        return release
+
+    @contextmanager
+    def acquire(self) -> Iterator[None]:
+        release = self.try_acquire()
+        try:
+            yield
+        finally:
+            release()
+
+    def _change(self, delta: int) -> None:
+        self.in_flight += delta
+        if self._on_change is not None:
+            self._on_change(delta)
+
+
+class RequestGuard:
+    """The guard's objects for one app: ``rate_limiter``, ``streams``, ``read_body``."""
+
+    def __init__(
+        self, *, rate_limiter: RateLimiter, streams: StreamLimiter, max_body_bytes: int
+    ) -> None:
+        self.rate_limiter = rate_limiter
+        self.streams = streams
+        self.max_body_bytes = max_body_bytes
+
+    def check_declared_size(self, request: Request) -> None:
+        """413 at once when ``Content-Length`` already says the body is too large."""
+        declared = request.headers.get("content-length", "")
+        if self.max_body_bytes and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise Rejected(413, self._too_large(int(declared)))
+
+    async def read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it passes ``max_body_bytes``."""
+        self.check_declared_size(request)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if self.max_body_bytes and size > self.max_body_bytes:
+                    raise Rejected(413, self._too_large(size, at_least=True))
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            raise Rejected(400, "The client disconnected before sending the whole body.") from exc
+        return b"".join(chunks)
+
+    def _too_large(self, size: int, at_least: bool = False) -> str:
+        return (
+            f"Request body too large: {'at least ' if at_least else ''}{size} bytes; this server "
+            f"accepts at most {self.max_body_bytes}. Send a shorter conversation."
+        )

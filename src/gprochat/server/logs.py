@@ -1,0 +1,90 @@
+"""Structured logs: one JSON object per line, no secrets.
+
+The access log (logger ``gprochat.access``) records method, route, status, duration,
+bytes and the client's address; never bodies, passwords, signatures or message texts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["ExpectedAbortFilter", "JsonFormatter", "access_logger", "configure_logging"]
+
+access_logger = logging.getLogger("gprochat.access")
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "color_message",  # uvicorn's copy with terminal colours
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts": ..., "level": ..., "logger": ..., "message": ..., **extra}`` per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class ExpectedAbortFilter(logging.Filter):
+    """Drops uvicorn's traceback for a stream cut on purpose (``StreamAborted``).
+
+    Cutting the connection is how the protocol tells a client that an answer is
+    incomplete; the route has already logged one line about it.
+    """
+
+    def __init__(self, *exception_types: type[BaseException]) -> None:
+        super().__init__()
+        self.exception_types = exception_types
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and _contains(exc, self.exception_types))
+
+
+def _contains(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(exc, types):
+        return True
+    grouped = getattr(exc, "exceptions", None)  # an ExceptionGroup from anyio's task group
+    if isinstance(grouped, (list, tuple)):
+        return any(_contains(inner, types) for inner in grouped)
+    return False
+
+
+def install_abort_filter(*exception_types: type[BaseException]) -> None:
+    """Add ``ExpectedAbortFilter`` to uvicorn's error logger (once)."""
+    target = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ExpectedAbortFilter) for f in target.filters):
+        target.addFilter(ExpectedAbortFilter(*exception_types))
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    """Root logging to stderr, as JSON lines (``fmt="json"``) or plain text."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's loggers propagate to ours (uvicorn runs with log_config=None); its
+    # access log is replaced by gprochat.access, which has the route and the timings.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True

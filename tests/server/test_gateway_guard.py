@@ -1,0 +1,54 @@
+"""The server guard's limits apply to the gateway too, answered in OpenAI's error shape."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from gprochat.server import ServerConfig
+from gprochat.server.backends import EchoBackend
+
+from ..conftest import ServerFactory
+from .test_gateway import HELLO, post
+
+
+async def test_rate_limit_is_429_in_openai_shape(make_server: ServerFactory) -> None:
+    server = make_server(ServerConfig(rate_limit="2/minute"))
+    body = {"model": "echo", "messages": HELLO}
+    assert (await post(server, body))[0] == 200
+    assert (await post(server, body))[0] == 200
+    status, error, headers = await post(server, body)
+    assert status == 429
+    assert error["error"]["code"] == "rate_limit_exceeded"
+    assert error["error"]["type"] == "requests"
+    assert int(headers["Retry-After"]) >= 1
+
+
+async def test_declared_body_too_large_is_413(make_server: ServerFactory) -> None:
+    server = make_server(ServerConfig(max_body_bytes=1000))
+    body = {"model": "echo", "messages": [{"role": "user", "content": "x" * 5000}]}
+    status, error, _ = await post(server, body)
+    assert status == 413
+    assert error["error"]["code"] == "request_too_large"
+
+
+async def test_concurrent_streams_beyond_the_limit_get_503(make_server: ServerFactory) -> None:
+    server = make_server(ServerConfig(max_streams=1), backend=EchoBackend(delay=0.1, words_per_chunk=1))
+    body = {"model": "echo", "messages": HELLO, "stream": True}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{server.base_url}/v1/chat/completions", json=body) as first:
+            assert first.status == 200
+            await first.content.readline()  # the first stream is open
+            status, error, headers = await post(server, body)
+            assert status == 503
+            assert error["error"]["type"] == "server_error"
+            assert headers["Retry-After"] == "1"
+            await first.read()
+    # The slot is free again once the stream has ended.
+    for _ in range(50):
+        status, _, _ = await post(server, {**body, "stream": False})
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200

@@ -1,0 +1,126 @@
+"""``gprochat serve`` as a process: graceful shutdown on SIGTERM, and what its log says."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+import aiohttp
+import pytest
+
+from ..processes import GPROCHAT, clean_env, free_port
+from .helpers import signed
+
+LONG_TEXT = " ".join(f"word{i}" for i in range(20))  # ~15 chunks of two words
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: IO[bytes]
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode()
+
+
+@contextmanager
+def serve_process(*args: str) -> Iterator[ServeProcess]:
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [*GPROCHAT, "serve", "--port", str(port), *args],
+            env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, f"gprochat serve exited: {log.seek(0)} {log.read()!r}"
+                try:
+                    urllib.request.urlopen(base_url + "/healthz", timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "gprochat serve did not start"
+                    time.sleep(0.05)
+            yield ServeProcess(process, base_url, log)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+async def _stream_through_shutdown(server: ServeProcess) -> tuple[str, bool, float]:
+    """Start a slow answer, SIGTERM the server after its first chunk; (text, complete, secs)."""
+    received: list[bytes] = []
+    complete = False
+    async with aiohttp.ClientSession() as session:
+        data = json.dumps(signed(LONG_TEXT)).encode()
+        async with session.post(server.base_url + "/api/generate", data=data) as response:
+            assert response.status == 200
+            received.append(await response.content.readany())
+            server.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            # Shutting down: new connections are refused while this answer goes on.
+            await asyncio.sleep(0.5)
+            with pytest.raises(aiohttp.ClientConnectionError):
+                async with session.get(server.base_url + "/healthz") as refused:
+                    await refused.read()
+            try:
+                async for chunk in response.content.iter_any():
+                    received.append(chunk)
+                complete = True
+            except aiohttp.ClientPayloadError:
+                complete = False
+    took = time.monotonic() - started
+    return b"".join(received).decode(), complete, took
+
+
+async def test_in_flight_stream_finishes_within_the_shutdown_timeout() -> None:
+    with serve_process("--echo-delay", "0.15", "--shutdown-timeout", "20") as server:
+        text, complete, _ = await _stream_through_shutdown(server)
+        assert complete and text.endswith(LONG_TEXT)
+        # uvicorn re-raises the SIGTERM it handled once it is done: exit "by signal".
+        assert await asyncio.to_thread(server.process.wait, 20) in (0, -signal.SIGTERM)
+        assert "timeout graceful shutdown exceeded" not in server.output()
+
+
+async def test_in_flight_stream_is_cut_past_the_shutdown_timeout() -> None:
+    with serve_process("--echo-delay", "0.5", "--shutdown-timeout", "1") as server:
+        text, complete, took = await _stream_through_shutdown(server)
+        assert not complete, "a cut answer must not end like a complete one"
+        assert 0 < len(text) < len(LONG_TEXT)
+        assert took < 6  # cut at the deadline, not after the whole 7-second answer
+        await asyncio.to_thread(server.process.wait, 20)
+        assert "timeout graceful shutdown exceeded" in server.output()
+
+
+async def test_access_log_is_json_without_secrets_or_texts() -> None:
+    secret_text = "my very private question"
+    with serve_process("--password", "hunter2pw", "--secret-key", "k3y-s3cret") as server:
+        body = signed(secret_text, secret="k3y-s3cret", password="hunter2pw")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(server.base_url + "/api/generate", data=json.dumps(body)) as r:
+                assert r.status == 200
+                await r.read()
+            async with session.post(server.base_url + "/api/generate", data=b"{bad") as r:
+                assert r.status == 400
+        server.process.terminate()
+        await asyncio.to_thread(server.process.wait, 20)
+        output = server.output()
+    entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    access = [e for e in entries if e["logger"] == "gprochat.access" and e["route"] == "/api/generate"]
+    assert [(e["method"], e["status"]) for e in access] == [("POST", 200), ("POST", 400)]
+    assert access[0]["bytes"] > 0 and access[0]["client"] == "127.0.0.1" and "ttfb_ms" in access[0]
+    for leaked in (secret_text, "hunter2pw", "k3y-s3cret", body["sign"]):
+        assert leaked not in output
