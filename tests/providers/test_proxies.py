@@ -39,12 +39,20 @@ class Proxies:
         return [line for line in self.log if line.startswith(prefix) and line.endswith(suffix)]
 
 
+PPROXY_WITHOUT_UVLOOP = (
+    "import sys, asyncio; sys.modules['uvloop'] = None; "
+    "asyncio.set_event_loop(asyncio.new_event_loop()); "
+    "sys.argv[0] = 'pproxy'; from pproxy.server import main; main()"
+)
+
+
 @pytest.fixture
 def proxies() -> Iterator[Proxies]:
     found = Proxies(http_port=free_port(), socks_port=free_port())
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "pproxy", "-v", "--auth", "0",  # check credentials every time
+            # pproxy breaks on uvloop (installed with uvicorn's extras): keep it on asyncio's loop.
+            sys.executable, "-c", PPROXY_WITHOUT_UVLOOP, "-v", "--auth", "0",  # check credentials every time
             "-l", f"http://127.0.0.1:{found.http_port}#user:secret",
             "-l", f"socks5://127.0.0.1:{found.socks_port}#user:secret",
         ],

@@ -267,7 +267,7 @@ class _BaseClient:
         proxy: Optional[str] = None,
         timeout: Optional[Any] = None,
         max_retries: Optional[int] = None,
-        history: Optional[Literal["flatten", "native"]] = None,
+        history: Optional[Literal["flatten", "native"]] = "native",
         provider: type[GPROChat] = GPROChat,
     ) -> None:
         self.base_url = base_url
@@ -294,7 +294,9 @@ class Client(_BaseClient):
     ``client.models.list()``. Settings left ``None`` fall back to the provider's
     (environment variables ``GPROCHAT_BASE_URL``, ``GPROCHAT_SECRET_KEY``,
     ``GPROCHAT_PASSWORD``, then gprochat.com). Works in scripts and inside a thread
-    whose event loop is running (Jupyter).
+    whose event loop is running (Jupyter). Conversations go as real turns
+    (``history="native"``, as the GeminiProChat web app sends them); pass
+    ``history="flatten"`` for g4f's single flattened prompt.
     """
 
     def _setup(self, settings: _Settings) -> None:
