@@ -28,6 +28,8 @@ HELLO = [{"role": "user", "content": "Hello!"}]
 
 
 async def collect(model: str = "", messages: object = HELLO, **kwargs: object) -> list[str]:
+    # No retries: each test here is about one exchange (retries: test_retries.py).
+    kwargs.setdefault("max_retries", 0)
     return [c async for c in GPROChat.create_async_generator(model, messages, **kwargs)]  # type: ignore[arg-type]
 
 

@@ -20,6 +20,8 @@ MESSAGES = [
 
 
 async def ask(base_url: str, **kwargs: object) -> list[str]:
+    # No retries: each test here is about one answer (retries are tested on their own).
+    kwargs.setdefault("max_retries", 0)
     return [c async for c in GPROChat.create_async_generator("", MESSAGES, base_url=base_url, **kwargs)]
 
 
