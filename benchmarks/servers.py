@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import socket
 import sys
 from typing import Any
@@ -120,6 +121,9 @@ async def _serve_bytes(fd: int, options: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    # Load generators hang up at the end of a round, mid-answer; asyncio's per-write
+    # "socket.send() raised exception." warnings would flood the terminal.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     kind, fd_text, options_json = sys.argv[1:4]
     fd, options = int(fd_text), json.loads(options_json)
     raise_nofile_limit()
