@@ -9,11 +9,24 @@ from typing import Any, Callable
 
 from .base import Backend, Conversation, Turn
 from .echo import EchoBackend
+from .gemini import GeminiBackend
+from .openai import OpenAIBackend
 
-__all__ = ["Backend", "Conversation", "Turn", "EchoBackend", "BACKENDS", "create_backend"]
+__all__ = [
+    "Backend",
+    "Conversation",
+    "Turn",
+    "EchoBackend",
+    "GeminiBackend",
+    "OpenAIBackend",
+    "BACKENDS",
+    "create_backend",
+]
 
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "echo": EchoBackend,
+    "gemini": GeminiBackend,
+    "openai": OpenAIBackend,
 }
 
 
