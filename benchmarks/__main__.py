@@ -23,7 +23,11 @@ def server_config() -> dict[str, Any]:
     B3 measures), none is refused. Keys this ServerConfig lacks are dropped, with a
     note, by ``benchmarks.servers``.
     """
-    return {}
+    return {
+        "rate_limit": "1000000/second",  # checked on every request, never reached
+        "max_streams": 4096,  # B4 holds 1,000 answers open at once
+        "api_keys": ["bench-key"],  # the gateway checks a key, as deployed
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

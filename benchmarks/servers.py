@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -34,6 +35,11 @@ TEXT_UNIT = "Grüße, naïve café — 日本語のテキスト ✓ streaming te
 def _run_uvicorn(app: Any, fd: int) -> None:
     import uvicorn
 
+    if os.environ.get("GPROCHAT_BENCH_GC_FREEZE"):
+        import gc
+
+        gc.collect()
+        gc.freeze()
     sock = socket.socket(fileno=fd)
     config = uvicorn.Config(app, lifespan="on", access_log=False, log_level="warning")
     server = uvicorn.Server(config)
@@ -120,6 +126,23 @@ async def _serve_bytes(fd: int, options: dict[str, Any]) -> None:
         await server.serve_forever()
 
 
+def _log_gc_pauses() -> None:
+    """Diagnostics: print every garbage collection over 5 ms to stderr."""
+    import gc
+    import time
+
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (pause := time.perf_counter() - started[0]) > 0.005:
+            print(f"gc gen{info['generation']}: {pause * 1000:.1f} ms, {len(gc.get_objects())} objects, "
+                  f"{info['collected']} collected", file=sys.stderr)
+
+    gc.callbacks.append(callback)
+
+
 def main() -> None:
     # Load generators hang up at the end of a round, mid-answer; asyncio's per-write
     # "socket.send() raised exception." warnings would flood the terminal.
@@ -127,6 +150,8 @@ def main() -> None:
     kind, fd_text, options_json = sys.argv[1:4]
     fd, options = int(fd_text), json.loads(options_json)
     raise_nofile_limit()
+    if os.environ.get("GPROCHAT_BENCH_GC_LOG"):
+        _log_gc_pauses()
     if kind == "gprochat":
         _run_uvicorn(gprochat_app(options), fd)
     elif kind == "bare":
