@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset, e.g. B1,B3")
     parser.add_argument("--json", help="also write every number to this JSON file")
     parser.add_argument("--chart", help="write B4's chart (PNG) here, e.g. docs/b4.png")
-    parser.add_argument("--install-peers", action="store_true",
-                        help=f"put {peers.G4F_REQUIREMENT} in its own venv (.bench-peers/g4f) first")
+    parser.add_argument(
+        "--install-peers",
+        action="store_true",
+        help=f"put {peers.G4F_REQUIREMENT} in its own venv (.bench-peers/g4f) first",
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip().upper() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ALL))
@@ -90,8 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\nnotes:\n" + "\n".join(notes))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"machine": machine, "quick": args.quick,
-                       "rows": [row.as_dict() for row in rows], **extra}, handle, indent=1)
+            json.dump(
+                {
+                    "machine": machine,
+                    "quick": args.quick,
+                    "rows": [row.as_dict() for row in rows],
+                    **extra,
+                },
+                handle,
+                indent=1,
+            )
     return 0
 
 

@@ -57,7 +57,7 @@ class ServerProcess:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> ServerProcess:
         fd = self._socket.fileno()
         self.process = subprocess.Popen(
             python_cmd("benchmarks.servers", self.kind, str(fd), json.dumps(self.options)),
@@ -90,7 +90,7 @@ class ServerProcess:
                 self.process.wait()
         self._socket.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(

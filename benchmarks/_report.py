@@ -7,15 +7,16 @@ import platform
 import shutil
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 __all__ = ["Row", "paired_ratio", "format_table", "machine_description", "percentile"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0–100), nearest-rank, of a non-empty sequence."""
+    """The ``q``-th percentile (0-100), nearest-rank, of a non-empty sequence."""
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
@@ -26,7 +27,7 @@ class Row:
     """One line of the table: ours vs a baseline on one metric, and its target.
 
     ``ratios`` are per-round ratios (ours / baseline) from interleaved pairs; the
-    table shows their median and min–max. ``better`` says which way is good.
+    table shows their median and min-max. ``better`` says which way is good.
     ``target`` is the bound on the median ratio (or on ``value`` when the row
     compares against an absolute bound, as B2's memory and B4's errors do).
     """
@@ -62,12 +63,12 @@ class Row:
 
 def paired_ratio(ours: Sequence[float], baseline: Sequence[float]) -> list[float]:
     """Round-by-round ``ours[i] / baseline[i]``."""
-    return [a / b for a, b in zip(ours, baseline) if b]
+    return [a / b for a, b in zip(ours, baseline, strict=False) if b]
 
 
 def _num(value: float) -> str:
     if value != value:  # nan
-        return "–"
+        return "-"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -76,20 +77,19 @@ def _num(value: float) -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """A Markdown table: medians, ratio median (min–max), target, verdict."""
+    """A Markdown table: medians, ratio median (min-max), target, verdict."""
     lines = [
-        "| bench | metric | ours | baseline | ratio (min–max) | target | met |",
+        "| bench | metric | ours | baseline | ratio (min-max) | target | met |",
         "|---|---|---:|---:|---|---|---|",
     ]
     for row in rows:
-        if row.ratios:
-            spread = f"{row.ratio:.2f}x ({min(row.ratios):.2f}–{max(row.ratios):.2f})"
-        else:
-            spread = "–"
-        verdict = {None: "–", True: "yes", False: "**no**"}[row.met]
+        spread = (
+            f"{row.ratio:.2f}x ({min(row.ratios):.2f}-{max(row.ratios):.2f})" if row.ratios else "-"
+        )
+        verdict = {None: "-", True: "yes", False: "**no**"}[row.met]
         lines.append(
             f"| {row.bench} | {row.metric} | {_num(row.ours)} {row.unit} | "
-            f"{_num(row.baseline)} {row.unit} | {spread} | {row.target_text or '–'} | {verdict} |"
+            f"{_num(row.baseline)} {row.unit} | {spread} | {row.target_text or '-'} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -138,7 +138,16 @@ def machine_description() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "packages": ", ".join(
             f"{name} {_version(name)}"
-            for name in ("gprochat", "aiohttp", "uvicorn", "fastapi", "h11", "httptools", "uvloop", "g4f")
+            for name in (
+                "gprochat",
+                "aiohttp",
+                "uvicorn",
+                "fastapi",
+                "h11",
+                "httptools",
+                "uvloop",
+                "g4f",
+            )
         ),
         "load generator": "wrk (" + wrk + ")" if wrk else "aiohttp (wrk not found)",
         "commit": _git_commit(),

@@ -69,13 +69,18 @@ def client(kind: str, base_url: str) -> None:
     chars = asyncio.run(_ours(base_url) if kind == "ours" else _floor(base_url))
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"chars": chars, "seconds": seconds, "peak_kib": peak, "start_kib": rss_start}))
+    print(
+        json.dumps({"chars": chars, "seconds": seconds, "peak_kib": peak, "start_kib": rss_start})
+    )
 
 
 def _one(kind: str, base_url: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.b2_stream", kind, base_url],
-        capture_output=True, text=True, env=child_env(), timeout=300,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=300,
     )
     if out.returncode != 0:
         raise RuntimeError(f"B2 {kind} client failed:\n{out.stderr}")
@@ -87,13 +92,13 @@ def run(quick: bool) -> list[Row]:
     results: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
     with ServerProcess("bytes", size=SIZE, chunk=65536) as server:
         for index in range(rounds):
-            for kind in (("ours", "floor") if index % 2 == 0 else ("floor", "ours")):
+            for kind in ("ours", "floor") if index % 2 == 0 else ("floor", "ours"):
                 results[kind].append(_one(kind, server.base_url))
     chars = {r["chars"] for rs in results.values() for r in rs}
     mb_s = {k: [SIZE / r["seconds"] / 1e6 for r in rs] for k, rs in results.items()}
     peak = {k: [r["peak_kib"] / 1024 for r in rs] for k, rs in results.items()}
     growth = {k: [(r["peak_kib"] - r["start_kib"]) / 1024 for r in rs] for k, rs in results.items()}
-    extra = [a - b for a, b in zip(peak["ours"], peak["floor"])]
+    extra = [a - b for a, b in zip(peak["ours"], peak["floor"], strict=False)]
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
@@ -103,12 +108,32 @@ def run(quick: bool) -> list[Row]:
         f"stream: ours {median(growth['ours']):.1f} MiB, floor {median(growth['floor']):.1f} MiB"
     )
     return [
-        Row("B2", "throughput, 50 MB stream", median(mb_s["ours"]), median(mb_s["floor"]), "MB/s",
-            paired_ratio(mb_s["ours"], mb_s["floor"]), 0.8, "higher", ">= 0.8x", note=note),
-        Row("B2", "peak RSS (process)", median(peak["ours"]), median(peak["floor"]), "MiB",
-            paired_ratio(peak["ours"], peak["floor"]), 16.0, "lower", "<= floor + 16 MiB",
-            value=median(extra), note=f"ours - floor per pair: median {median(extra):+.1f} MiB "
-            f"(min {min(extra):+.1f}, max {max(extra):+.1f})"),
+        Row(
+            "B2",
+            "throughput, 50 MB stream",
+            median(mb_s["ours"]),
+            median(mb_s["floor"]),
+            "MB/s",
+            paired_ratio(mb_s["ours"], mb_s["floor"]),
+            0.8,
+            "higher",
+            ">= 0.8x",
+            note=note,
+        ),
+        Row(
+            "B2",
+            "peak RSS (process)",
+            median(peak["ours"]),
+            median(peak["floor"]),
+            "MiB",
+            paired_ratio(peak["ours"], peak["floor"]),
+            16.0,
+            "lower",
+            "<= floor + 16 MiB",
+            value=median(extra),
+            note=f"ours - floor per pair: median {median(extra):+.1f} MiB "
+            f"(min {min(extra):+.1f}, max {max(extra):+.1f})",
+        ),
     ]
 
 

@@ -39,8 +39,12 @@ def signed_body(message: str) -> str:
     timestamp = int(time.time() * 1000)
     sign = hashlib.sha256(f"{timestamp}:{message}:{SECRET}".encode()).hexdigest()
     return json.dumps(
-        {"messages": [{"role": "user", "parts": [{"text": message}]}],
-         "time": timestamp, "pass": None, "sign": sign}
+        {
+            "messages": [{"role": "user", "parts": [{"text": message}]}],
+            "time": timestamp,
+            "pass": None,
+            "sign": sign,
+        }
     )
 
 
@@ -50,9 +54,21 @@ def _wrk(base_url: str, seconds: float, tag: str, count: int) -> dict[str, Any]:
             bodies.write(signed_body(f"ping {tag}-{index:06d}") + "\n")
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:.0f}s", "--latency", "-s", LUA,
-             base_url + "/api/generate", "--", bodies.name],
-            capture_output=True, text=True, timeout=seconds + 60,
+            [
+                "wrk",
+                "-t1",
+                f"-c{CONNECTIONS}",
+                f"-d{seconds:.0f}s",
+                "--latency",
+                "-s",
+                LUA,
+                base_url + "/api/generate",
+                "--",
+                bodies.name,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
         )
     finally:
         os.unlink(bodies.name)
@@ -80,7 +96,9 @@ async def _aiohttp_load(base_url: str, seconds: float, tag: str) -> dict[str, An
         while time.perf_counter() < deadline:
             index += 1
             try:
-                async with session.post(url, data=signed_body(f"ping {tag}-{lane}-{index}"), headers=headers) as r:
+                async with session.post(
+                    url, data=signed_body(f"ping {tag}-{lane}-{index}"), headers=headers
+                ) as r:
                     await r.read()
                     status_errors += r.status >= 400
             except aiohttp.ClientError:
@@ -91,14 +109,21 @@ async def _aiohttp_load(base_url: str, seconds: float, tag: str) -> dict[str, An
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await asyncio.gather(*(one_connection(session, lane) for lane in range(CONNECTIONS)))
     elapsed = time.perf_counter() - started
-    return {"requests": done, "rps": done / elapsed, "status_errors": status_errors,
-            "socket_errors": socket_errors}
+    return {
+        "requests": done,
+        "rps": done / elapsed,
+        "status_errors": status_errors,
+        "socket_errors": socket_errors,
+    }
 
 
 def _aiohttp(base_url: str, seconds: float, tag: str) -> dict[str, Any]:
     out = subprocess.run(
         python_cmd("benchmarks.b3_server", base_url, str(seconds), tag),
-        capture_output=True, text=True, env=child_env(), timeout=seconds + 60,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=seconds + 60,
     )
     if out.returncode != 0:
         raise RuntimeError(f"B3 aiohttp load generator failed:\n{out.stderr}")
@@ -110,11 +135,13 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
     use_wrk = shutil.which("wrk") is not None
     sample = PREFIX + "ping r0-000000"
     results: dict[str, list[dict[str, Any]]] = {"ours": [], "bare": []}
-    with ServerProcess("gprochat", config=server_config) as ours, \
-            ServerProcess("bare", body=sample) as bare:
+    with (
+        ServerProcess("gprochat", config=server_config) as ours,
+        ServerProcess("bare", body=sample) as bare,
+    ):
         servers = {"ours": ours, "bare": bare}
         for index in range(rounds):
-            for kind in (("ours", "bare") if index % 2 == 0 else ("bare", "ours")):
+            for kind in ("ours", "bare") if index % 2 == 0 else ("bare", "ours"):
                 tag = f"r{index}{kind[0]}"
                 if use_wrk:
                     result = _wrk(servers[kind].base_url, seconds, tag, count=int(seconds * 12000))
@@ -122,22 +149,36 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
                     result = _aiohttp(servers[kind].base_url, seconds, tag)
                 results[kind].append(result)
     rps = {k: [r["rps"] for r in rs] for k, rs in results.items()}
-    errors = {k: sum(r["status_errors"] + r["socket_errors"] for r in rs) for k, rs in results.items()}
+    errors = {
+        k: sum(r["status_errors"] + r["socket_errors"] for r in rs) for k, rs in results.items()
+    }
     replayed = sum(r.get("replayed", 0) for r in results["ours"])
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
 
     generator = f"wrk -t1 -c{CONNECTIONS}" if use_wrk else f"aiohttp, {CONNECTIONS} connections"
-    note = (f"{rounds} pairs x {seconds:.0f} s, {generator}; non-2xx/socket errors: "
-            f"ours {errors['ours']}, bare {errors['bare']}"
-            + (f"; {replayed} requests reused a body (replays)" if replayed else ""))
+    note = (
+        f"{rounds} pairs x {seconds:.0f} s, {generator}; non-2xx/socket errors: "
+        f"ours {errors['ours']}, bare {errors['bare']}"
+        + (f"; {replayed} requests reused a body (replays)" if replayed else "")
+    )
     if use_wrk:
         p99 = {k: median([r["p99_us"] / 1000 for r in rs]) for k, rs in results.items()}
         note += f"; p99 latency ours {p99['ours']:.1f} ms, bare {p99['bare']:.1f} ms"
     return [
-        Row("B3", "server req/s, guarded vs bare", median(rps["ours"]), median(rps["bare"]), "req/s",
-            paired_ratio(rps["ours"], rps["bare"]), 0.6, "higher", ">= 0.6x", note=note),
+        Row(
+            "B3",
+            "server req/s, guarded vs bare",
+            median(rps["ours"]),
+            median(rps["bare"]),
+            "req/s",
+            paired_ratio(rps["ours"], rps["bare"]),
+            0.6,
+            "higher",
+            ">= 0.6x",
+            note=note,
+        ),
     ]
 
 

@@ -10,7 +10,6 @@ Skipped, saying so, when the server has no gateway yet.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from typing import Any, Optional
@@ -24,7 +23,9 @@ PREFIX_WORDS = 10  # "Echo from the built-in echo backend (no model behind it): 
 API_KEY = os.environ.get("GPROCHAT_BENCH_GATEWAY_KEY", "bench-key")
 
 
-async def _measure(base_url: str, rounds: int, per_round: int, words: int) -> Optional[dict[str, list[float]]]:
+async def _measure(
+    base_url: str, rounds: int, per_round: int, words: int
+) -> Optional[dict[str, list[float]]]:
     import aiohttp
 
     from .b3_server import signed_body
@@ -35,17 +36,26 @@ async def _measure(base_url: str, rounds: int, per_round: int, words: int) -> Op
     async with aiohttp.ClientSession() as session:
 
         async def gateway(tag: str) -> bytes:
-            payload = {"model": "echo", "stream": True,
-                       "messages": [{"role": "user", "content": f"{tag} {body_words}"}]}
-            async with session.post(base_url + "/v1/chat/completions", json=payload,
-                                    headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+            payload = {
+                "model": "echo",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"{tag} {body_words}"}],
+            }
+            async with session.post(
+                base_url + "/v1/chat/completions",
+                json=payload,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as r:
                 if r.status != 200:
                     raise LookupError(f"HTTP {r.status}: {(await r.text())[:300]}")
                 return b"".join([chunk async for chunk in r.content.iter_any()])
 
         async def generate(tag: str) -> bytes:
-            async with session.post(base_url + "/api/generate", data=signed_body(f"{tag} {body_words}"),
-                                    headers={"Content-Type": "text/plain;charset=UTF-8"}) as r:
+            async with session.post(
+                base_url + "/api/generate",
+                data=signed_body(f"{tag} {body_words}"),
+                headers={"Content-Type": "text/plain;charset=UTF-8"},
+            ) as r:
                 r.raise_for_status()
                 return b"".join([chunk async for chunk in r.content.iter_any()])
 
@@ -74,15 +84,33 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
     with ServerProcess("gprochat", config=server_config, echo={"words_per_chunk": 1}) as server:
         times = asyncio.run(_measure(server.base_url, rounds, per_round, words))
     if times is None:
-        return [Row("B5", "time/chunk, gateway vs /api/generate (SKIPPED: no gateway)",
-                    float("nan"), float("nan"), "µs", [], None, target_text="<= 1.3x")]
+        return [
+            Row(
+                "B5",
+                "time/chunk, gateway vs /api/generate (SKIPPED: no gateway)",
+                float("nan"),
+                float("nan"),
+                "µs",
+                [],
+                None,
+                target_text="<= 1.3x",
+            )
+        ]
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
 
     return [
-        Row("B5", "time/chunk, gateway vs /api/generate", median(times["gateway"]),
-            median(times["generate"]), "µs", paired_ratio(times["gateway"], times["generate"]),
-            1.3, "lower", "<= 1.3x",
-            note=f"{rounds} pairs x {per_round} answers of {PREFIX_WORDS + words} chunks"),
+        Row(
+            "B5",
+            "time/chunk, gateway vs /api/generate",
+            median(times["gateway"]),
+            median(times["generate"]),
+            "µs",
+            paired_ratio(times["gateway"], times["generate"]),
+            1.3,
+            "lower",
+            "<= 1.3x",
+            note=f"{rounds} pairs x {per_round} answers of {PREFIX_WORDS + words} chunks",
+        ),
     ]

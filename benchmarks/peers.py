@@ -38,7 +38,7 @@ def locate_g4f() -> tuple[Optional[str], str]:
         if python and Path(python).exists():
             version = _g4f_version(python)
             if version:
-                note = "" if version == "0.4.0.0" else f" (WARNING: wanted 0.4.0.0)"
+                note = "" if version == "0.4.0.0" else " (WARNING: wanted 0.4.0.0)"
                 return python, f"g4f {version} in {python}{note}"
     return None, (
         f"g4f is missing: `pip install -e '.[bench]'` (which pins {G4F_REQUIREMENT}) or "

@@ -17,6 +17,7 @@ socket FD:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -80,7 +81,7 @@ def _chunked_payload(size: int, chunk: int) -> list[bytes]:
     unit = TEXT_UNIT.encode()
     data = (unit * (size // len(unit) + 1))[:size]
     # Cut back to a whole character so the answer as a whole is valid UTF-8.
-    while data and (data[-1] & 0xC0) == 0x80 or (data and data[-1] >= 0xC0):
+    while (data and (data[-1] & 0xC0) == 0x80) or (data and data[-1] >= 0xC0):
         data = data[:-1]
     frames = []
     for start in range(0, len(data), chunk):
@@ -137,8 +138,11 @@ def _log_gc_pauses() -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         elif (pause := time.perf_counter() - started[0]) > 0.005:
-            print(f"gc gen{info['generation']}: {pause * 1000:.1f} ms, {len(gc.get_objects())} objects, "
-                  f"{info['collected']} collected", file=sys.stderr)
+            print(
+                f"gc gen{info['generation']}: {pause * 1000:.1f} ms, {len(gc.get_objects())} objects, "
+                f"{info['collected']} collected",
+                file=sys.stderr,
+            )
 
     gc.callbacks.append(callback)
 
@@ -157,10 +161,8 @@ def main() -> None:
     elif kind == "bare":
         _run_uvicorn(bare_app(options), fd)
     elif kind == "bytes":
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_bytes(fd, options))
-        except KeyboardInterrupt:
-            pass
     else:
         raise SystemExit(f"unknown server kind {kind!r}: gprochat, bare or bytes")
 
