@@ -7,6 +7,7 @@
 
 __version__ = "0.1.0"
 
+from .client import AsyncClient, Client  # noqa: E402
 from .errors import (  # noqa: E402
     APIStatusError,
     AuthenticationError,
@@ -15,6 +16,7 @@ from .errors import (  # noqa: E402
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
+    InvalidParameterError,
     InvalidPasswordError,
     InvalidSignatureError,
     ModelNotSupportedError,
@@ -27,6 +29,7 @@ from .errors import (  # noqa: E402
     ServiceUnavailableError,
     TimeoutError,
     TransportError,
+    UnsupportedParameterError,
 )
 from .providers import (  # noqa: E402
     AsyncGeneratorProvider,
@@ -40,6 +43,8 @@ from .typing import AsyncResult, CreateResult, Messages  # noqa: E402
 __all__ = [
     "__version__",
     "GPROChat",
+    "Client",
+    "AsyncClient",
     "AsyncGeneratorProvider",
     "BaseProvider",
     "ProviderModelMixin",
@@ -50,6 +55,8 @@ __all__ = [
     "GPROChatError",
     "ModelNotSupportedError",
     "ProtocolError",
+    "InvalidParameterError",
+    "UnsupportedParameterError",
     "TransportError",
     "ConnectError",
     "ProxyError",

@@ -6,6 +6,7 @@ Answers go to stdout as they stream; errors are one line on stderr and a non-zer
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from contextlib import ExitStack
 from typing import Any, Optional
@@ -129,6 +130,29 @@ async def _stream_to_stdout(
     help="echo backend: seconds between chunks.",
 )
 @click.option("--log-level", default="info", envvar="GPROCHAT_LOG_LEVEL", show_default=True)
+@click.option(
+    "--gateway/--no-gateway",
+    default=True,
+    envvar="GPROCHAT_GATEWAY",
+    show_default=True,
+    help="Serve the OpenAI-compatible gateway at /v1.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="Gateway API key clients must send as 'Authorization: Bearer KEY' (repeatable; "
+    "env GPROCHAT_API_KEYS, comma-separated). Default: no key needed.",
+)
+@click.option(
+    "--relay-url",
+    envvar="GPROCHAT_RELAY_URL",
+    help="Gateway answers come from this GeminiProChat deployment instead of --backend.",
+)
+@click.option("--relay-secret-key", envvar="GPROCHAT_RELAY_SECRET_KEY",
+              help="The relayed deployment's secret key (default: gprochat.com's).")
+@click.option("--relay-password", envvar="GPROCHAT_RELAY_PASSWORD",
+              help="The relayed deployment's site password.")
 def serve(
     host: str,
     port: int,
@@ -138,6 +162,11 @@ def serve(
     system_prompt: Optional[str],
     echo_delay: float,
     log_level: str,
+    gateway: bool,
+    api_keys: tuple[str, ...],
+    relay_url: Optional[str],
+    relay_secret_key: Optional[str],
+    relay_password: Optional[str],
 ) -> None:
     """Run a GeminiProChat-compatible server."""
     from .server import ServerConfig
@@ -155,6 +184,11 @@ def serve(
         backend=backend,
         backend_options=options,
         system_prompt=system_prompt,
+        gateway=gateway,
+        api_keys=api_keys or ServerConfig.split_passwords(os.environ.get("GPROCHAT_API_KEYS")),
+        relay_url=relay_url,
+        relay_secret_key=relay_secret_key,
+        relay_password=relay_password,
     )
     click.echo(f"gprochat {__version__}: serving on http://{host}:{port} ({backend} backend)", err=True)
     try:

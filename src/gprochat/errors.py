@@ -5,6 +5,8 @@
     GPROChatError
     ├── ModelNotSupportedError      (also ValueError)  unknown model name
     ├── ProtocolError               (also ValueError)  a request or answer breaks the wire contract
+    ├── InvalidParameterError       (also ValueError)  an OpenAI-style parameter is wrong
+    │   └── UnsupportedParameterError                  ... or valid, but cannot be honoured (n>1, tools)
     ├── TransportError                                 the HTTP exchange itself failed
     │   ├── ConnectError            (also ConnectionError)  refused, unknown host, proxy down
     │   │   └── ProxyError                             the proxy refused or failed
@@ -35,6 +37,8 @@ __all__ = [
     "GPROChatError",
     "ModelNotSupportedError",
     "ProtocolError",
+    "InvalidParameterError",
+    "UnsupportedParameterError",
     "TransportError",
     "ConnectError",
     "ProxyError",
@@ -74,6 +78,19 @@ class ModelNotSupportedError(GPROChatError, ValueError):
 
 class ProtocolError(GPROChatError, ValueError):
     """A request or an answer does not follow the GPROChat wire contract."""
+
+
+class InvalidParameterError(GPROChatError, ValueError):
+    """An OpenAI-style request parameter is invalid; ``param`` names it (``"messages[1].role"``)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class UnsupportedParameterError(InvalidParameterError):
+    """A parameter OpenAI accepts but GPROChat cannot honour (``n > 1``, ``tools``, ``logprobs``)."""
 
 
 class TransportError(GPROChatError):

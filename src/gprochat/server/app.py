@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from .backends import Backend, create_backend
 from .config import ServerConfig
+from .gateway import install_gateway
 from .routes import router
 
 __all__ = ["create_app"]
@@ -42,6 +43,7 @@ def create_app(config: Optional[ServerConfig] = None, backend: Optional[Backend]
     app.state.config = config
     app.state.backend = backend
     app.include_router(router)
+    install_gateway(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

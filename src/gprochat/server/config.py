@@ -25,6 +25,14 @@ class ServerConfig:
     backend: str = "echo"
     backend_options: dict[str, Any] = field(default_factory=dict)
     system_prompt: Optional[str] = None
+    # The OpenAI-compatible gateway (/v1): on by default. ``api_keys`` empty means open;
+    # ``relay_url`` set means answers come from that GeminiProChat deployment instead
+    # of ``backend``, signed with ``relay_secret_key`` and ``relay_password``.
+    gateway: bool = True
+    api_keys: tuple[str, ...] = ()
+    relay_url: Optional[str] = None
+    relay_secret_key: Optional[str] = None
+    relay_password: Optional[str] = None
 
     @staticmethod
     def split_passwords(value: Optional[str]) -> tuple[str, ...]:

@@ -1,0 +1,310 @@
+"""``Client`` and ``AsyncClient``: the OpenAI SDK's shape over the GPROChat provider.
+
+>>> client = Client(base_url="http://127.0.0.1:8000")
+>>> answer = client.chat.completions.create(model="", messages=[{"role": "user", "content": "Hi"}])
+>>> answer.choices[0].message.content
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator, Iterator
+from types import TracebackType
+from typing import Any, Literal, Optional, Union, overload
+
+from ..errors import UnsupportedParameterError
+from ..providers import GPROChat
+from ..providers._sync import iterate_in_background, run_in_background
+from ..typing import Messages
+from .builder import CompletionBuilder, estimate_usage, stream_chunks
+from .params import (
+    IGNORED_PARAMETERS,
+    PASSED_PARAMETERS,
+    REFUSED_PARAMETERS,
+    check_parameters,
+    normalize_messages,
+)
+from .types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
+
+__all__ = ["Client", "AsyncClient", "Stream", "AsyncStream"]
+
+# The OpenAI SDK's per-request transport options: accepted, and ``timeout`` is used.
+_REQUEST_OPTIONS = frozenset({"timeout", "extra_headers", "extra_query", "extra_body"})
+
+
+class _Settings:
+    """What a client was built with; turned into provider keyword arguments per call."""
+
+    def __init__(self, provider: type[GPROChat], **options: Any) -> None:
+        self.provider = provider
+        self.options = options
+
+    def provider_kwargs(self, timeout: Any) -> dict[str, Any]:
+        options = dict(self.options)
+        if timeout is not None:
+            options["timeout"] = timeout
+        # Only what was set: a provider without timeouts / retries / history modes
+        # (older versions) still works, and its own defaults apply otherwise.
+        return {name: value for name, value in options.items() if value is not None}
+
+
+class _Request:
+    """One ``create`` call, checked: refuse what cannot be honoured before any network."""
+
+    def __init__(self, settings: _Settings, model: str, messages: Messages, params: dict[str, Any]):
+        unknown = sorted(
+            set(params)
+            - PASSED_PARAMETERS
+            - IGNORED_PARAMETERS
+            - _REQUEST_OPTIONS
+            - REFUSED_PARAMETERS
+            - {"stream_options"}
+        )
+        if unknown:
+            raise UnsupportedParameterError(
+                f"unknown parameter(s) {', '.join(unknown)}: chat.completions.create accepts "
+                "OpenAI's chat parameters only", param=unknown[0]
+            )
+        check_parameters(params)
+        self.messages = normalize_messages(messages)
+        self.model = settings.provider.get_model(model)
+        options = params.get("stream_options") or {}
+        self.include_usage = bool(options.get("include_usage"))
+        self.provider = settings.provider
+        self.kwargs = settings.provider_kwargs(params.get("timeout"))
+
+    def texts(self) -> AsyncIterator[str]:
+        return self.provider.create_async_generator(self.model, list(self.messages), **self.kwargs)
+
+    async def completion(self) -> ChatCompletion:
+        builder = CompletionBuilder(self.model)
+        text = "".join([chunk async for chunk in self.texts()])
+        return builder.completion(text, estimate_usage(self.messages, text))
+
+    async def open_stream(self) -> AsyncIterator[ChatCompletionChunk]:
+        """The chunk stream, after the first text arrived, so errors raise at ``create``."""
+        texts = self.texts()
+        try:
+            first = await texts.__anext__()
+        except StopAsyncIteration:
+            first = ""
+        except BaseException:
+            await _aclose(texts)
+            raise
+        return stream_chunks(
+            CompletionBuilder(self.model),
+            _prepend(first, texts),
+            messages=self.messages if self.include_usage else None,
+        )
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    try:
+        yield first
+        async for text in rest:
+            yield text
+    finally:
+        await _aclose(rest)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class Stream:
+    """A streamed answer for synchronous code: iterate it for ``ChatCompletionChunk``s.
+
+    Leaving the loop early, ``close()`` or ``with`` releases the connection.
+    """
+
+    def __init__(self, chunks: AsyncIterator[ChatCompletionChunk]) -> None:
+        self._chunks = chunks
+        self._iterator: Generator[ChatCompletionChunk, None, None] = iterate_in_background(
+            chunks
+        )  # type: ignore[assignment]
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        self._iterator.close()
+        # An iterator never started has no ``finally`` to run: close the source too.
+        run_in_background(_aclose(self._chunks))
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+class AsyncStream:
+    """A streamed answer: ``async for chunk in stream``; ``await stream.close()`` to stop early."""
+
+    def __init__(self, chunks: AsyncIterator[ChatCompletionChunk]) -> None:
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._chunks.__anext__()
+
+    async def close(self) -> None:
+        await _aclose(self._chunks)
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+
+class _Models:
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+
+    def _page(self) -> SyncPage[Model]:
+        return SyncPage[Model](
+            data=[Model(id=name, created=0, owned_by="gprochat")
+                  for name in self._settings.provider.get_models()]
+        )
+
+    def _retrieve(self, model: str) -> Model:
+        return Model(id=self._settings.provider.get_model(model), created=0, owned_by="gprochat")
+
+
+class Models(_Models):
+    """``client.models``: the model names the provider answers to (no network)."""
+
+    def list(self) -> SyncPage[Model]:
+        return self._page()
+
+    def retrieve(self, model: str) -> Model:
+        """The model ``model`` names (aliases resolve); ``ModelNotSupportedError`` if none."""
+        return self._retrieve(model)
+
+
+class AsyncModels(_Models):
+    """``client.models`` for ``AsyncClient``."""
+
+    async def list(self) -> SyncPage[Model]:
+        return self._page()
+
+    async def retrieve(self, model: str) -> Model:
+        return self._retrieve(model)
+
+
+class Completions:
+    """``client.chat.completions``."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+
+    @overload
+    def create(self, *, model: str, messages: Messages, stream: Literal[False] = False,
+               **params: Any) -> ChatCompletion: ...
+    @overload
+    def create(self, *, model: str, messages: Messages, stream: Literal[True],
+               **params: Any) -> Stream: ...
+    def create(
+        self, *, model: str = "", messages: Messages, stream: bool = False, **params: Any
+    ) -> Union[ChatCompletion, Stream]:
+        """A ``ChatCompletion``, or with ``stream=True`` a ``Stream`` of chunks.
+
+        Errors (connection, status, bad parameters) raise here, before iteration.
+        """
+        request = _Request(self._settings, model, messages, params)
+        if stream:
+            return Stream(run_in_background(request.open_stream()))
+        return run_in_background(request.completion())
+
+
+class AsyncCompletions:
+    """``client.chat.completions`` for ``AsyncClient``."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+
+    @overload
+    async def create(self, *, model: str, messages: Messages, stream: Literal[False] = False,
+                     **params: Any) -> ChatCompletion: ...
+    @overload
+    async def create(self, *, model: str, messages: Messages, stream: Literal[True],
+                     **params: Any) -> AsyncStream: ...
+    async def create(
+        self, *, model: str = "", messages: Messages, stream: bool = False, **params: Any
+    ) -> Union[ChatCompletion, AsyncStream]:
+        """A ``ChatCompletion``, or with ``stream=True`` an ``AsyncStream`` of chunks."""
+        request = _Request(self._settings, model, messages, params)
+        if stream:
+            return AsyncStream(await request.open_stream())
+        return await request.completion()
+
+
+class _Chat:
+    def __init__(self, completions: Any) -> None:
+        self.completions = completions
+
+
+class _BaseClient:
+    def __init__(
+        self,
+        *,
+        base_url: Optional[str] = None,
+        secret_key: Optional[str] = None,
+        password: Optional[str] = None,
+        proxy: Optional[str] = None,
+        timeout: Optional[Any] = None,
+        max_retries: Optional[int] = None,
+        history: Optional[Literal["flatten", "native"]] = None,
+        provider: type[GPROChat] = GPROChat,
+    ) -> None:
+        self.base_url = base_url
+        self._settings = _Settings(
+            provider,
+            base_url=base_url,
+            secret_key=secret_key,
+            password=password,
+            proxy=proxy,
+            timeout=timeout,
+            max_retries=max_retries,
+            history=history,
+        )
+        self._setup(self._settings)
+
+    def _setup(self, settings: _Settings) -> None:
+        raise NotImplementedError
+
+
+class Client(_BaseClient):
+    """An OpenAI-style client for a GPROChat deployment, for synchronous code.
+
+    ``client.chat.completions.create(model=..., messages=[...], stream=False|True)`` and
+    ``client.models.list()``. Settings left ``None`` fall back to the provider's
+    (environment variables ``GPROCHAT_BASE_URL``, ``GPROCHAT_SECRET_KEY``,
+    ``GPROCHAT_PASSWORD``, then gprochat.com). Works in scripts and inside a thread
+    whose event loop is running (Jupyter).
+    """
+
+    def _setup(self, settings: _Settings) -> None:
+        self.chat = _Chat(Completions(settings))
+        self.models = Models(settings)
+
+
+class AsyncClient(_BaseClient):
+    """``Client``'s asynchronous twin: ``await client.chat.completions.create(...)``."""
+
+    def _setup(self, settings: _Settings) -> None:
+        self.chat = _Chat(AsyncCompletions(settings))
+        self.models = AsyncModels(settings)

@@ -1,0 +1,120 @@
+"""The real OpenAI SDK and LangChain's ChatOpenAI against ``gprochat serve``'s gateway."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from langchain_openai import ChatOpenAI
+
+from gprochat.errors import BackendError
+from gprochat.server import BackgroundServer
+
+from ..conftest import ServerFactory
+from .test_gateway import ScriptedBackend
+
+KEY = "sk-test-gateway"
+HELLO = [{"role": "user", "content": "Hello SDK"}]
+
+
+@pytest.fixture
+def gateway(make_server: ServerFactory) -> BackgroundServer:
+    return make_server(api_keys=(KEY,))
+
+
+def sdk(server: BackgroundServer, key: str = KEY) -> openai.OpenAI:
+    # No retries: a test must see the first answer, not a retried one.
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def test_sdk_non_streamed(gateway: BackgroundServer) -> None:
+    completion = sdk(gateway).chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content.endswith("Hello SDK")  # type: ignore[union-attr]
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.total_tokens > 0
+
+
+def test_sdk_streamed(gateway: BackgroundServer) -> None:
+    with sdk(gateway).chat.completions.create(
+        model="echo", messages=HELLO, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+    ) as stream:
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.endswith("Hello SDK")
+    assert len(chunks) > 3
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+async def test_async_sdk_streamed(gateway: BackgroundServer) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{gateway.base_url}/v1", api_key=KEY, max_retries=0)
+    async with client:
+        stream = await client.chat.completions.create(model="echo", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    assert text.endswith("Hello SDK")
+
+
+def test_sdk_lists_and_retrieves_models(gateway: BackgroundServer) -> None:
+    client = sdk(gateway)
+    assert [m.id for m in client.models.list()] == ["echo"]
+    assert client.models.retrieve("echo").owned_by == "gprochat"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+
+def test_sdk_wrong_key_is_authentication_error(gateway: BackgroundServer) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        sdk(gateway, key="sk-wrong").chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"messages": []},
+        {"messages": HELLO, "n": 2},
+        {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"messages": HELLO, "extra_body": {"not_a_param": True}},
+        {"messages": [{"role": "assistant", "content": "no user turn"}]},
+    ],
+)
+def test_sdk_malformed_request_is_bad_request(gateway: BackgroundServer, kwargs: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(gateway).chat.completions.create(model="echo", **kwargs)
+    assert caught.value.status_code == 400
+    assert caught.value.param is not None
+
+
+def test_sdk_unknown_model_is_not_found(gateway: BackgroundServer) -> None:
+    with pytest.raises(openai.NotFoundError):
+        sdk(gateway).chat.completions.create(model="gpt-4o", messages=HELLO)  # type: ignore[arg-type]
+
+
+def test_sdk_rate_limit(make_server: ServerFactory) -> None:
+    server = make_server(backend=ScriptedBackend([], BackendError("busy", status=429, retry_after=3)))
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk(server).chat.completions.create(model="scripted", messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.response.headers["retry-after"] == "3"
+
+
+def test_sdk_sees_mid_stream_failure(make_server: ServerFactory) -> None:
+    server = make_server(backend=ScriptedBackend(["some ", "text "], RuntimeError("backend died")))
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in sdk(server).chat.completions.create(model="scripted", messages=HELLO, stream=True):  # type: ignore[arg-type]
+            received.append(chunk.choices[0].delta.content or "")
+    assert "backend died" in caught.value.message
+    assert "".join(received) == "some text "
+
+
+def test_langchain_chat_openai_streams(gateway: BackgroundServer) -> None:
+    llm = ChatOpenAI(
+        model="echo", base_url=f"{gateway.base_url}/v1", api_key=KEY, max_retries=0, timeout=30  # type: ignore[arg-type]
+    )
+    chunks = [chunk.content for chunk in llm.stream("Hello LangChain")]
+    assert len([c for c in chunks if c]) > 1
+    assert "".join(str(c) for c in chunks).endswith("Hello LangChain")
+    assert llm.invoke("Once more").content.endswith("Once more")  # type: ignore[union-attr]
