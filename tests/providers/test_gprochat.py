@@ -19,7 +19,7 @@ from gprochat import (
     ServerError,
 )
 from gprochat.protocol import generate_signature
-from gprochat.server import BackgroundServer
+from gprochat.server.backends import EchoBackend
 
 from ..conftest import ServerFactory
 from ..scripted import LAST_CHUNK, RecordedRequest, ScriptedServer, chunk, full_response, head
@@ -31,8 +31,9 @@ async def collect(model: str = "", messages: object = HELLO, **kwargs: object) -
     return [c async for c in GPROChat.create_async_generator(model, messages, **kwargs)]  # type: ignore[arg-type]
 
 
-async def test_streams_several_chunks_from_our_server(echo_server: BackgroundServer) -> None:
-    chunks = await collect(base_url=echo_server.base_url)
+async def test_streams_several_chunks_from_our_server(make_server: ServerFactory) -> None:
+    server = make_server(backend=EchoBackend(delay=0.01))
+    chunks = await collect(base_url=server.base_url)
     assert len(chunks) > 2
     assert "".join(chunks).endswith("Hello!")
 
