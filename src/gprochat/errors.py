@@ -137,7 +137,9 @@ class TimeoutError(TransportError, builtins.TimeoutError):
 class IncompleteResponseError(TransportError):
     """The answer's body ended before its proper end: the text received is only part of it.
 
-    ``partial_text`` holds what had arrived (and was already yielded to the caller).
+    ``partial_text`` holds what had arrived: all of it from ``create_async`` /
+    ``create``; from a stream, whose caller already has every chunk, the last 64 Ki
+    characters (keeping all of a long answer would make memory grow with it).
     """
 
     def __init__(self, message: str, *, url: str | None = None, partial_text: str = "") -> None:

@@ -11,6 +11,7 @@ import codecs
 import datetime
 import email.utils
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Optional
@@ -36,6 +37,32 @@ from ._timeouts import Timeout
 __all__ = ["TextStream", "open_text_stream", "parse_retry_after", "translate_error"]
 
 _MAX_ERROR_BODY = 64 * 1024
+# How much of a streamed answer is kept for IncompleteResponseError.partial_text.
+# Keeping all of it made memory grow with the answer (benchmark B2: +72 MiB for a
+# 50 MB answer); a streaming caller already holds every chunk, and create_async
+# puts the whole text back (see base.py).
+_PARTIAL_TAIL_CHARS = 64 * 1024
+
+
+class _TextTail:
+    """The last ``limit`` characters received (at least the last chunk), and a count of all."""
+
+    def __init__(self, limit: int = _PARTIAL_TAIL_CHARS) -> None:
+        self.limit = limit
+        self.total = 0
+        self._chunks: deque[str] = deque()
+        self._kept = 0
+
+    def add(self, text: str) -> None:
+        self.total += len(text)
+        self._chunks.append(text)
+        self._kept += len(text)
+        while self._kept - len(self._chunks[0]) >= self.limit:
+            self._kept -= len(self._chunks.popleft())
+
+    @property
+    def text(self) -> str:
+        return "".join(self._chunks)[-self.limit :]
 
 # SOCKS failures come as aiohttp-socks' exceptions (older versions: python-socks').
 _SocksTimeout: tuple[type[BaseException], ...] = (
@@ -75,12 +102,8 @@ class TextStream:
         self._timeout = timeout
         self._proxy = proxy
         self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._received: list[str] = []
+        self._received = _TextTail()
         self.finished = False
-
-    @property
-    def text_so_far(self) -> str:
-        return "".join(self._received)
 
     async def next_text(self) -> Optional[str]:
         """The next piece of text, or ``None`` once the body has ended properly."""
@@ -98,7 +121,7 @@ class TextStream:
                     return self._keep(text)
 
     def _keep(self, text: str) -> str:
-        self._received.append(text)
+        self._received.add(text)
         return text
 
     def close(self) -> None:
@@ -147,7 +170,7 @@ async def open_text_stream(
                 "(407 Proxy Authentication Required): check the user and password in the proxy URL",
                 url=url,
             )
-        with _translated(url, timeout, proxy, []):
+        with _translated(url, timeout, proxy, None):
             raise await _error_from(response, url)
     finally:
         response.close()
@@ -155,7 +178,7 @@ async def open_text_stream(
 
 @contextmanager
 def _translated(
-    url: str, timeout: Timeout, proxy: Optional[Proxy], received: list[str]
+    url: str, timeout: Timeout, proxy: Optional[Proxy], received: Optional[_TextTail]
 ) -> Iterator[None]:
     try:
         yield
@@ -166,7 +189,14 @@ def _translated(
             f"{url} sent an answer that is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
     except _TRANSPORT_ERRORS as exc:
-        raise translate_error(exc, url, "".join(received), timeout=timeout, proxy=proxy) from exc
+        raise translate_error(
+            exc,
+            url,
+            received.text if received else "",
+            received_chars=received.total if received else None,
+            timeout=timeout,
+            proxy=proxy,
+        ) from exc
 
 
 async def _error_from(response: aiohttp.ClientResponse, url: str) -> GPROChatError:
@@ -212,10 +242,15 @@ def translate_error(
     url: str,
     partial_text: str = "",
     *,
+    received_chars: Optional[int] = None,
     timeout: Optional[Timeout] = None,
     proxy: Optional[Proxy] = None,
 ) -> TransportError:
-    """The gprochat exception for an aiohttp / socket / proxy failure."""
+    """The gprochat exception for an aiohttp / socket / proxy failure.
+
+    ``partial_text`` is (the tail of) the text received; ``received_chars`` counts all of it.
+    """
+    received = len(partial_text) if received_chars is None else received_chars
     via = f" through the proxy {proxy.display}" if proxy else ""
     if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)) or (
         isinstance(exc, _SocksError) and not isinstance(exc, _SocksTimeout)
@@ -235,13 +270,13 @@ def translate_error(
         partial_text and isinstance(exc, aiohttp.ServerDisconnectedError)
     ):
         return IncompleteResponseError(
-            f"The answer from {url} was cut off after {len(partial_text)} characters "
+            f"The answer from {url} was cut off after {received} characters "
             f"(the connection ended before the body's proper end); the text is incomplete",
             url=url,
             partial_text=partial_text,
         )
     if isinstance(exc, (asyncio.TimeoutError, _SocksTimeout)):
-        return _timeout_error(exc, url, partial_text, timeout or Timeout(), via)
+        return _timeout_error(exc, url, received, timeout or Timeout(), via)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return ConnectError(
             f"Cannot connect to {url}{via}: {exc.os_error.strerror or exc} "
@@ -256,7 +291,7 @@ def translate_error(
 
 
 def _timeout_error(
-    exc: BaseException, url: str, partial_text: str, timeout: Timeout, via: str
+    exc: BaseException, url: str, received: int, timeout: Timeout, via: str
 ) -> TimeoutError:
     if isinstance(exc, (aiohttp.ConnectionTimeoutError, _SocksTimeout)):
         seconds = timeout.connect or 0.0
@@ -269,7 +304,7 @@ def _timeout_error(
         )
     if isinstance(exc, aiohttp.ServerTimeoutError):
         seconds = timeout.read or 0.0
-        after = f" after {len(partial_text)} characters" if partial_text else ""
+        after = f" after {received} characters" if received else ""
         return TimeoutError(
             f"read timeout: no data for {seconds:g}s from {url}{after} "
             "(raise timeout= or GPROCHAT_READ_TIMEOUT if the model is slow)",

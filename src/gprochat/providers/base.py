@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar, Optional
 
-from ..errors import ModelNotSupportedError
+from ..errors import IncompleteResponseError, ModelNotSupportedError
 from ..typing import AsyncResult, CreateResult, Messages
 from ._sync import iterate_in_background, run_in_background
 
@@ -65,11 +65,18 @@ class AsyncGeneratorProvider(BaseProvider, abc.ABC):
     async def create_async(
         cls, model: str, messages: Messages, proxy: Optional[str] = None, **kwargs: Any
     ) -> str:
-        """The whole answer as one string."""
-        chunks = [
-            chunk
-            async for chunk in cls.create_async_generator(model, messages, proxy=proxy, **kwargs)
-        ]
+        """The whole answer as one string.
+
+        If the answer is cut off, the ``IncompleteResponseError`` carries all of the
+        text received in ``partial_text`` (a stream keeps only its tail).
+        """
+        chunks: list[str] = []
+        try:
+            async for chunk in cls.create_async_generator(model, messages, proxy=proxy, **kwargs):
+                chunks.append(chunk)
+        except IncompleteResponseError as exc:
+            exc.partial_text = "".join(chunks)
+            raise
         return "".join(chunks)
 
     @classmethod

@@ -1,0 +1,116 @@
+"""Processes: start a benchmark server on a loopback socket we own, wait for it, stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from types import TracebackType
+from typing import Any, Optional
+
+__all__ = ["ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "REPO_ROOT"]
+
+
+def raise_nofile_limit(wanted: int = 16384) -> int:
+    """Lift RLIMIT_NOFILE's soft limit towards ``wanted`` (B4 opens a socket per stream)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def python_cmd(module: str, *args: str) -> list[str]:
+    """``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+class ServerProcess:
+    """``python -m benchmarks.servers KIND`` on a listening socket handed down as an fd.
+
+    The harness binds 127.0.0.1:0 itself, so there is no race for the port, and the
+    child serves on that inherited socket. ``options`` go to the child as JSON.
+    """
+
+    def __init__(self, kind: str, **options: Any) -> None:
+        self.kind = kind
+        self.options = options
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(4096)
+        self.port: int = self._socket.getsockname()[1]
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        fd = self._socket.fileno()
+        self.process = subprocess.Popen(
+            python_cmd("benchmarks.servers", self.kind, str(fd), json.dumps(self.options)),
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"benchmark server {self.kind!r} exited at start; see above")
+            try:
+                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"benchmark server {self.kind!r} did not answer /healthz")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._socket.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child processes: ``benchmarks`` importable, warnings quiet.
+
+    (g4f 0.4.0.0 subclasses aiohttp's ClientSession, which warns on import.)
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env

@@ -1,0 +1,116 @@
+"""B5, gateway overhead: the same streamed answer via ``/v1/chat/completions`` vs ``/api/generate``.
+
+One server process (echo backend, one word per chunk, no delay, ~2,000 chunks per
+answer) serves both routes; the client (this process) reads each answer to its end
+with raw aiohttp, alternating routes round by round. Time per chunk = the answer's
+wall time / its chunk count (the same for both: one backend event, one chunk).
+Skipped, saying so, when the server has no gateway yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Optional
+
+from ._proc import ServerProcess
+from ._report import Row, paired_ratio
+
+__all__ = ["run"]
+
+PREFIX_WORDS = 10  # "Echo from the built-in echo backend (no model behind it): "
+API_KEY = os.environ.get("GPROCHAT_BENCH_GATEWAY_KEY", "bench-key")
+
+
+async def _measure(
+    base_url: str, rounds: int, per_round: int, words: int
+) -> Optional[dict[str, list[float]]]:
+    import aiohttp
+
+    from .b3_server import signed_body
+
+    body_words = " ".join(f"w{index}" for index in range(words))
+    chunks = PREFIX_WORDS + words
+    times: dict[str, list[float]] = {"gateway": [], "generate": []}
+    async with aiohttp.ClientSession() as session:
+
+        async def gateway(tag: str) -> bytes:
+            payload = {
+                "model": "echo",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"{tag} {body_words}"}],
+            }
+            async with session.post(
+                base_url + "/v1/chat/completions",
+                json=payload,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as r:
+                if r.status != 200:
+                    raise LookupError(f"HTTP {r.status}: {(await r.text())[:300]}")
+                return b"".join([chunk async for chunk in r.content.iter_any()])
+
+        async def generate(tag: str) -> bytes:
+            async with session.post(
+                base_url + "/api/generate",
+                data=signed_body(f"{tag} {body_words}"),
+                headers={"Content-Type": "text/plain;charset=UTF-8"},
+            ) as r:
+                r.raise_for_status()
+                return b"".join([chunk async for chunk in r.content.iter_any()])
+
+        try:
+            await gateway("probe")
+        except LookupError as exc:
+            print(f"B5: the gateway is not there or refused us ({exc}); skipped")
+            return None
+        routes = {"gateway": gateway, "generate": generate}
+        for index in range(rounds):
+            order = ("gateway", "generate") if index % 2 == 0 else ("generate", "gateway")
+            for name in order:
+                started = time.perf_counter()
+                for repeat in range(per_round):
+                    answer = await routes[name](f"r{index}-{repeat}")
+                    if name == "gateway" and b"[DONE]" not in answer[-64:]:
+                        raise RuntimeError("B5: the gateway's stream did not end with data: [DONE]")
+                elapsed = time.perf_counter() - started
+                times[name].append(elapsed / per_round / chunks * 1e6)
+    return times
+
+
+def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
+    rounds, per_round = (4, 3) if quick else (10, 5)
+    words = 2000
+    with ServerProcess("gprochat", config=server_config, echo={"words_per_chunk": 1}) as server:
+        times = asyncio.run(_measure(server.base_url, rounds, per_round, words))
+    if times is None:
+        return [
+            Row(
+                "B5",
+                "time/chunk, gateway vs /api/generate (SKIPPED: no gateway)",
+                float("nan"),
+                float("nan"),
+                "µs",
+                [],
+                None,
+                target_text="<= 1.3x",
+            )
+        ]
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    return [
+        Row(
+            "B5",
+            "time/chunk, gateway vs /api/generate",
+            median(times["gateway"]),
+            median(times["generate"]),
+            "µs",
+            paired_ratio(times["gateway"], times["generate"]),
+            1.3,
+            "lower",
+            "<= 1.3x",
+            note=f"{rounds} pairs x {per_round} answers of {PREFIX_WORDS + words} chunks",
+        ),
+    ]
