@@ -104,10 +104,24 @@ async def with_retries(
     No retry starts if its wait would pass ``deadline`` (a ``time.monotonic()`` value).
     The error that ends it says how many attempts were made.
     """
-    attempts = 0
+    # Fast path: the first attempt runs bare. Setting up tenacity's machinery costs
+    # about as much CPU as a short request itself (benchmark B1), and nearly every
+    # call succeeds at once. Only a retryable first failure enters tenacity.
+    try:
+        return await attempt()
+    except Exception as exc:
+        if max_retries <= 0 or not is_retryable(exc):
+            raise
+        first_failure: Optional[Exception] = exc
+    attempts = 1
 
     async def counted() -> T:
-        nonlocal attempts
+        nonlocal attempts, first_failure
+        if first_failure is not None:
+            # Tenacity's attempt 1 is the failure already seen: it decides the
+            # wait (Retry-After or backoff) and the stop exactly as if it had run it.
+            failure, first_failure = first_failure, None
+            raise failure
         attempts += 1
         return await attempt()
 
