@@ -31,6 +31,11 @@ class _LoopSessions:
         self.sessions: dict[Optional[str], aiohttp.ClientSession] = {}
         self._keeper: Optional[AsyncGenerator[None, None]] = None
 
+    @property
+    def started(self) -> bool:
+        """Whether the keeper is parked (so the sessions will be closed with the loop)."""
+        return self._keeper is not None
+
     async def start_keeper(self) -> None:
         if self._keeper is None:
             keeper = self._keep()
@@ -63,13 +68,22 @@ class SessionPool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loops: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopSessions]] = {}
+        # The last loop served and its sessions: sequential calls on one loop skip
+        # the lock and the dead-loop sweep (one attribute read; safe across threads).
+        self._last: Optional[tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopSessions]] = None
 
     async def session(self, proxy: Optional[Proxy]) -> aiohttp.ClientSession:
         """The pooled session of the running loop for ``proxy`` (made on first use)."""
         loop = asyncio.get_running_loop()
-        entry = self._entry(loop, create=True)
-        assert entry is not None
-        await entry.start_keeper()
+        last = self._last
+        if last is not None and last[0]() is loop and last[1].started:
+            entry = last[1]
+        else:
+            found = self._entry(loop, create=True)
+            assert found is not None
+            entry = found
+            await entry.start_keeper()
+            self._last = (weakref.ref(loop), entry)
         key = proxy.url if proxy else None
         session = entry.sessions.get(key)
         if session is None or session.closed:
@@ -83,6 +97,7 @@ class SessionPool:
         loop = asyncio.get_running_loop()
         with self._lock:
             item = self._loops.pop(id(loop), None)
+            self._last = None
         if item is not None and item[0]() is loop:
             await item[1].aclose()
 

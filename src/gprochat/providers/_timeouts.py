@@ -6,6 +6,7 @@ as in httpx and openai-python) or ``None`` (the environment, then the defaults).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from typing import Optional, Union
@@ -54,6 +55,8 @@ class Timeout:
 
     def for_attempt(self, remaining: Optional[float]) -> aiohttp.ClientTimeout:
         """aiohttp's limits for one request, ``remaining`` seconds being left of the total."""
+        if remaining is None:
+            return self._without_total
         return aiohttp.ClientTimeout(
             total=remaining,
             connect=self.connect,
@@ -61,20 +64,38 @@ class Timeout:
             sock_read=self.read,
         )
 
+    @functools.cached_property
+    def _without_total(self) -> aiohttp.ClientTimeout:
+        # Made once per Timeout (frozen, so it never changes): most calls have no total.
+        return aiohttp.ClientTimeout(
+            total=None, connect=self.connect, sock_connect=self.connect, sock_read=self.read
+        )
+
 
 DEFAULT_TIMEOUT = Timeout()
 
 TimeoutSetting = Union[Timeout, float, int, None]
+
+# The Timeout each combination of the three environment variables' raw values gives.
+_from_environment: dict[tuple[Optional[str], Optional[str], Optional[str]], Timeout] = {}
 
 
 def resolve_timeout(value: TimeoutSetting) -> Timeout:
     """The ``Timeout`` a call uses, from its ``timeout=`` and the environment."""
     if isinstance(value, Timeout):
         return value
-    base = replace(
-        DEFAULT_TIMEOUT,
-        **{limit: _from_env(name, getattr(DEFAULT_TIMEOUT, limit)) for limit, name in _ENV.items()},
-    )
+    # The environment is read on every call (it may change between calls); only
+    # the parsing of the values seen is remembered.
+    environ = os.environ
+    raw = (environ.get(_ENV["connect"]), environ.get(_ENV["read"]), environ.get(_ENV["total"]))
+    base = _from_environment.get(raw)
+    if base is None:
+        base = replace(
+            DEFAULT_TIMEOUT,
+            **{limit: _from_env(name, getattr(DEFAULT_TIMEOUT, limit)) for limit, name in _ENV.items()},
+        )
+        if len(_from_environment) < 64:
+            _from_environment[raw] = base
     if value is None:
         return base
     if isinstance(value, bool) or not isinstance(value, (int, float)):
