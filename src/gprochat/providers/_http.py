@@ -42,6 +42,7 @@ _MAX_ERROR_BODY = 64 * 1024
 # 50 MB answer); a streaming caller already holds every chunk, and create_async
 # puts the whole text back (see base.py).
 _PARTIAL_TAIL_CHARS = 64 * 1024
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")  # looked up once, not per answer
 
 
 class _TextTail:
@@ -101,7 +102,7 @@ class TextStream:
         self._url = url
         self._timeout = timeout
         self._proxy = proxy
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._decoder = _Utf8Decoder()
         self._received = _TextTail()
         self.finished = False
 
@@ -158,7 +159,7 @@ async def open_text_stream(
         proxy_headers = proxy_auth  # sent on the CONNECT, never inside the tunnel
     elif proxy_auth:
         headers = {**headers, **proxy_auth}  # a plain-HTTP proxy reads the request itself
-    with _translated(url, timeout, proxy, None):
+    try:  # not ``with _translated(...)``: a plain try costs nothing on every request
         response = await session.post(
             url,
             data=body,
@@ -167,6 +168,10 @@ async def open_text_stream(
             proxy_headers=proxy_headers,
             timeout=timeout.for_attempt(remaining),
         )
+    except GPROChatError:
+        raise
+    except (UnicodeDecodeError, *_TRANSPORT_ERRORS) as exc:
+        raise _translation(exc, url, timeout, proxy, None) from exc
     if response.status < 400:
         return TextStream(response, url, timeout, proxy)
     try:
