@@ -84,6 +84,8 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     *_SocksError,
 )
+# What ``_translation`` turns into gprochat's exceptions.
+_TRANSLATED: tuple[type[BaseException], ...] = (UnicodeDecodeError, *_TRANSPORT_ERRORS)
 
 
 class TextStream:
@@ -128,7 +130,7 @@ class TextStream:
                 return text
         except GPROChatError:
             raise
-        except (UnicodeDecodeError, *_TRANSPORT_ERRORS) as exc:
+        except _TRANSLATED as exc:
             raise _translation(exc, self._url, self._timeout, self._proxy, self._received) from exc
 
     def close(self) -> None:
@@ -170,7 +172,7 @@ async def open_text_stream(
         )
     except GPROChatError:
         raise
-    except (UnicodeDecodeError, *_TRANSPORT_ERRORS) as exc:
+    except _TRANSLATED as exc:
         raise _translation(exc, url, timeout, proxy, None) from exc
     if response.status < 400:
         return TextStream(response, url, timeout, proxy)
@@ -195,7 +197,7 @@ def _translated(
         yield
     except GPROChatError:
         raise
-    except (UnicodeDecodeError, *_TRANSPORT_ERRORS) as exc:
+    except _TRANSLATED as exc:
         raise _translation(exc, url, timeout, proxy, received) from exc
 
 

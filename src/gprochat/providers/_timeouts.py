@@ -7,13 +7,13 @@ as in httpx and openai-python) or ``None`` (the environment, then the defaults).
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 import aiohttp
 
 from ..errors import ConfigurationError
+from ._environ import getenv
 
 __all__ = ["Timeout", "TimeoutSetting", "resolve_timeout", "DEFAULT_TIMEOUT"]
 
@@ -86,8 +86,7 @@ def resolve_timeout(value: TimeoutSetting) -> Timeout:
         return value
     # The environment is read on every call (it may change between calls); only
     # the parsing of the values seen is remembered.
-    environ = os.environ
-    raw = (environ.get(_ENV["connect"]), environ.get(_ENV["read"]), environ.get(_ENV["total"]))
+    raw = (getenv(_ENV["connect"]), getenv(_ENV["read"]), getenv(_ENV["total"]))
     base = _from_environment.get(raw)
     if base is None:
         base = replace(
@@ -107,7 +106,7 @@ def resolve_timeout(value: TimeoutSetting) -> Timeout:
 
 
 def _from_env(name: str, default: Optional[float]) -> Optional[float]:
-    raw = os.environ.get(name)
+    raw = getenv(name)
     if raw is None:
         return default
     if raw.strip().lower() in _DISABLED:
