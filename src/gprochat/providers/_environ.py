@@ -28,7 +28,7 @@ def getenv(name: str) -> Optional[str]:
         return cast(Optional[str], environ.get(name))
     key = _KEYS.get(name)
     if key is None:
-        key = _KEYS[name] = environ.encodekey(name)
+        key = _KEYS[name] = cast(bytes, environ.encodekey(name))  # bytes on POSIX
     raw = data.get(key)
     if raw is None:
         return None
