@@ -19,6 +19,7 @@ from gprochat import (
     ServerError,
 )
 from gprochat.protocol import generate_signature
+from gprochat.typing import AsyncResult
 from gprochat.server.backends import EchoBackend
 
 from ..conftest import ServerFactory
@@ -215,3 +216,26 @@ async def test_empty_messages_are_refused() -> None:
 def test_every_status_error_is_an_api_status_error() -> None:
     for exception in (BadRequestError, InvalidPasswordError, InvalidSignatureError, ServerError):
         assert issubclass(exception, APIStatusError)
+
+
+async def test_create_async_is_the_generators_text(make_server: ServerFactory) -> None:
+    # create_async reads the stream directly (a fast path); it must give what the generator gives.
+    server = make_server(backend=EchoBackend(delay=0.01))
+    chunks = await collect(base_url=server.base_url)
+    text = await GPROChat.create_async("", HELLO, base_url=server.base_url, max_retries=0)
+    assert text == "".join(chunks)
+    assert text.endswith("Hello!")
+
+
+async def test_create_async_goes_through_a_subclass_generator(make_server: ServerFactory) -> None:
+    class Shouting(GPROChat):
+        @classmethod
+        async def create_async_generator(  # type: ignore[override]
+            cls, model: str, messages: object, proxy: object = None, **kwargs: object
+        ) -> AsyncResult:
+            async for piece in super().create_async_generator(model, messages, proxy, **kwargs):  # type: ignore[arg-type]
+                yield piece.upper()
+
+    server = make_server(backend=EchoBackend())
+    text = await Shouting.create_async("", HELLO, base_url=server.base_url, max_retries=0)
+    assert text.endswith("HELLO!")
