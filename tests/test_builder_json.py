@@ -70,18 +70,23 @@ def _fields_set(model: Any) -> Any:
 def test_content_chunk_json_equals_model_dump(text: str) -> None:
     builder = CompletionBuilder("gemini-pro")
     dumped = builder.content_chunk(text).model_dump_json().encode()
-    assert ContentChunkJSON(builder)(text) == dumped
+    assert ContentChunkJSON(builder).encode(text) == dumped
     assert _reference(builder, ChoiceDelta(content=text)).model_dump_json().encode() == dumped
-    framed = ContentChunkJSON(builder, prefix=b"data: ", suffix=b"\n\n")(text)
+    framed = ContentChunkJSON(builder, prefix=b"data: ", suffix=b"\n\n").encode(text)
     assert framed == b"data: " + dumped + b"\n\n"
 
 
-def test_content_chunk_json_with_odd_model_names() -> None:
-    # The model name and id are in the template: quotes or the sentinel's look-alikes
-    # there must not confuse the split.
-    builder = CompletionBuilder('we"ird\\model\x00gprochat', completion_id='id-"\u2028')
+@pytest.mark.parametrize(
+    "model", ['we"ird\\model\x00gprochat', "has the sentinel \x00gprochat-content\x00 in it"]
+)
+def test_content_chunk_json_with_odd_model_names(model: str) -> None:
+    # The model name and id are in the template: quotes, or the sentinel itself (then
+    # there is no safe split and the model path is used), must not change the bytes.
+    builder = CompletionBuilder(model, completion_id='id-"\u2028')
+    encoder = ContentChunkJSON(builder, prefix=b"<", suffix=b">")
     for text in TRICKY:
-        assert ContentChunkJSON(builder)(text) == builder.content_chunk(text).model_dump_json().encode()
+        expected = b"<" + builder.content_chunk(text).model_dump_json().encode() + b">"
+        assert encoder.encode(text) == expected
 
 
 def test_lone_surrogate_fails_like_the_model() -> None:
@@ -90,7 +95,7 @@ def test_lone_surrogate_fails_like_the_model() -> None:
     with pytest.raises(ValueError) as model_error:
         builder.content_chunk("bad \ud800").model_dump_json()
     with pytest.raises(ValueError) as fast_error:
-        ContentChunkJSON(builder)("bad \ud800")
+        ContentChunkJSON(builder).encode("bad \ud800")
     assert type(model_error.value) is type(fast_error.value)
 
 

@@ -114,7 +114,7 @@ class Stream:
         self._chunks = chunks
         self._iterator: Generator[ChatCompletionChunk, None, None] = iterate_in_background(
             chunks
-        )  # type: ignore[assignment]
+        )
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self

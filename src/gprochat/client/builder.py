@@ -57,8 +57,13 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_usage(messages: Sequence[Mapping[str, str]], answer: str) -> CompletionUsage:
     """Estimated usage for a conversation (its contents) and the answer."""
+    return _usage(messages, len(answer))
+
+
+def _usage(messages: Sequence[Mapping[str, str]], answer_chars: int) -> CompletionUsage:
+    # By length: a stream counts its characters instead of keeping its text.
     prompt = sum(estimate_tokens(m.get("content", "")) for m in messages)
-    completion = estimate_tokens(answer)
+    completion = -(-answer_chars // CHARS_PER_TOKEN)
     return CompletionUsage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
@@ -145,13 +150,19 @@ class ContentChunkJSON:
         whole = _chunk_to_json(builder.content_chunk(self._SENTINEL))
         marker = to_json(self._SENTINEL)
         head, found, tail = whole.partition(marker)
-        if not found or marker in tail:
-            raise RuntimeError(f"content chunk template: sentinel not found once in {whole!r}")
         self.head = prefix + head
         self.tail = tail + suffix
+        self._builder, self._prefix, self._suffix = builder, prefix, suffix
+        if not found or marker in tail:
+            # The sentinel is in the id or model name too: no safe split, use the model.
+            self.encode = self._dump  # type: ignore[method-assign]
 
-    def __call__(self, text: str) -> bytes:
+    def encode(self, text: str) -> bytes:
+        """``prefix + content_chunk(text).model_dump_json() + suffix``, as bytes."""
         return self.head + to_json(text) + self.tail
+
+    def _dump(self, text: str) -> bytes:
+        return self._prefix + _chunk_to_json(self._builder.content_chunk(text)) + self._suffix
 
 
 async def _answer_chunks(
@@ -163,19 +174,18 @@ async def _answer_chunks(
     encode: Callable[[ChatCompletionChunk], T],
 ) -> AsyncIterator[T]:
     # The one sequence of an answer's chunks, whatever form they take.
-    received: list[str] = []
+    chars = len(first)
     try:
         yield encode(builder.role_chunk())
         if first:
-            received.append(first)
             yield content(first)
         async for text in texts:
             if text:
-                received.append(text)
+                chars += len(text)
                 yield content(text)
         yield encode(builder.finish_chunk())
         if messages is not None:
-            yield encode(builder.usage_chunk(estimate_usage(messages, "".join(received))))
+            yield encode(builder.usage_chunk(_usage(messages, chars)))
     finally:
         aclose = getattr(texts, "aclose", None)
         if aclose is not None:
@@ -221,5 +231,5 @@ def stream_chunk_json(
     def encode(chunk: ChatCompletionChunk) -> bytes:
         return prefix + _chunk_to_json(chunk) + suffix
 
-    content = ContentChunkJSON(builder, prefix=prefix, suffix=suffix)
+    content = ContentChunkJSON(builder, prefix=prefix, suffix=suffix).encode
     return _answer_chunks(builder, texts, messages, first, content, encode)
