@@ -18,7 +18,9 @@ def make_server() -> Iterator[ServerFactory]:
     """``make_server(config=None, backend=None)`` -> a started ``BackgroundServer``."""
     servers: list[BackgroundServer] = []
 
-    def factory(config: Optional[ServerConfig] = None, backend: Optional[Backend] = None, **kw: Any) -> BackgroundServer:
+    def factory(
+        config: Optional[ServerConfig] = None, backend: Optional[Backend] = None, **kw: Any
+    ) -> BackgroundServer:
         app = create_app(config or ServerConfig(**kw), backend=backend)
         server = BackgroundServer(app=app).start()
         servers.append(server)

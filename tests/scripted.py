@@ -31,8 +31,14 @@ Script = Callable[[RecordedRequest, asyncio.StreamWriter], Awaitable[None]]
 
 def head(status: int = 200, headers: Optional[dict[str, str]] = None, *, chunked: bool = True) -> bytes:
     """A status line and headers; chunked transfer encoding unless told otherwise."""
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests",
-              500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Status")
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        401: "Unauthorized",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Status")
     lines = [f"HTTP/1.1 {status} {reason}"]
     all_headers = {"Content-Type": "text/plain; charset=utf-8"}
     if chunked:
@@ -74,7 +80,7 @@ class ScriptedServer:
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
-    async def __aenter__(self) -> "ScriptedServer":
+    async def __aenter__(self) -> ScriptedServer:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
 

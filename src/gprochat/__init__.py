@@ -7,14 +7,13 @@
 
 __version__ = "0.1.0"
 
-from .client import AsyncClient, Client  # noqa: E402
-from .errors import (  # noqa: E402
+from .client import AsyncClient, Client
+from .errors import (
     APIStatusError,
     AuthenticationError,
     BackendError,
     BadRequestError,
     ConfigurationError,
-    SharedStateError,
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
@@ -29,11 +28,12 @@ from .errors import (  # noqa: E402
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
+    SharedStateError,
     TimeoutError,
     TransportError,
     UnsupportedParameterError,
 )
-from .providers import (  # noqa: E402
+from .providers import (
     AsyncGeneratorProvider,
     BaseProvider,
     GPROChat,

@@ -1,16 +1,26 @@
+from typing import ClassVar
+
 import pytest
 
-from gprochat import AsyncGeneratorProvider, GPROChat, ModelNotSupportedError, ProviderModelMixin, format_prompt
+from gprochat import (
+    AsyncGeneratorProvider,
+    GPROChat,
+    ModelNotSupportedError,
+    ProviderModelMixin,
+    format_prompt,
+)
 from gprochat.typing import AsyncResult, Messages
 
 
 class Countdown(AsyncGeneratorProvider, ProviderModelMixin):
     default_model = "count"
-    models = ["count", "count-fast"]
-    model_aliases = {"c": "count"}
+    models: ClassVar[list[str]] = ["count", "count-fast"]
+    model_aliases: ClassVar[dict[str, str]] = {"c": "count"}
 
     @classmethod
-    async def create_async_generator(cls, model: str, messages: Messages, proxy: str | None = None, **kwargs: object) -> AsyncResult:
+    async def create_async_generator(
+        cls, model: str, messages: Messages, proxy: str | None = None, **kwargs: object
+    ) -> AsyncResult:
         for number in range(3, 0, -1):
             yield f"{number} "
 

@@ -204,7 +204,7 @@ async def test_subclass_targets_its_own_deployment(make_server: ServerFactory) -
 
 
 async def test_unknown_model_is_refused_before_any_request() -> None:
-    with pytest.raises(ModelNotSupportedError, match="gemini-1.5-pro"):
+    with pytest.raises(ModelNotSupportedError, match=r"gemini-1\.5-pro"):
         await collect(base_url="http://127.0.0.1:9", model="gpt-9")
 
 

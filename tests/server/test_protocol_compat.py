@@ -18,17 +18,25 @@ from gprochat.server.backends import Backend, Conversation, EchoBackend
 from ..conftest import ServerFactory
 
 
-def signed(text: str = "Hi", *, secret: str = "2BC120D4-BB36-1B60-26DE-DB630472A3D8", **extra: Any) -> dict[str, Any]:
+def signed(
+    text: str = "Hi", *, secret: str = "2BC120D4-BB36-1B60-26DE-DB630472A3D8", **extra: Any
+) -> dict[str, Any]:
     history = extra.pop("history", [])
-    messages = history + [{"role": "user", "parts": [{"text": text}]}]
+    messages = [*history, {"role": "user", "parts": [{"text": text}]}]
     return build_generate_request(messages, timestamp=int(time.time() * 1000), secret_key=secret, **extra)
 
 
-async def post(server: BackgroundServer, body: bytes | dict[str, Any], path: str = "/api/generate",
-               content_type: str = "text/plain;charset=UTF-8") -> tuple[int, dict[str, str], bytes]:
+async def post(
+    server: BackgroundServer,
+    body: bytes | dict[str, Any],
+    path: str = "/api/generate",
+    content_type: str = "text/plain;charset=UTF-8",
+) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with aiohttp.ClientSession() as session:
-        async with session.post(server.base_url + path, data=data, headers={"Content-Type": content_type}) as r:
+        async with session.post(
+            server.base_url + path, data=data, headers={"Content-Type": content_type}
+        ) as r:
             return r.status, dict(r.headers), await r.read()
 
 
@@ -51,7 +59,10 @@ async def test_checks_run_in_the_reference_order(make_server: ServerFactory) -> 
     bad_history = signed("Hi", secret="wrong", password="nope")
     bad_history["messages"][-1]["role"] = "model"
     status, _, body = await post(server, bad_history)
-    assert (status, error_message(body)) == (400, "Invalid message history: The last message must be from user role.")
+    assert (status, error_message(body)) == (
+        400,
+        "Invalid message history: The last message must be from user role.",
+    )
 
     status, _, body = await post(server, signed("Hi", secret="wrong", password="nope"))
     assert (status, error_message(body)) == (401, "Invalid password.")
@@ -69,11 +80,16 @@ async def test_checks_run_in_the_reference_order(make_server: ServerFactory) -> 
         (b"", "Empty request body"),
         (b"{not json", "not valid JSON"),
         (b'{"messages": [{"role": "user"}], "time": 1, "sign": "x"}', "messages.0.parts"),
-        (b'{"messages": [{"role": "user", "parts": [{"text": 5}]}], "time": 1, "sign": "x"}', "messages.0.parts.0.text"),
+        (
+            b'{"messages": [{"role": "user", "parts": [{"text": 5}]}], "time": 1, "sign": "x"}',
+            "messages.0.parts.0.text",
+        ),
     ],
 )
-async def test_broken_input_gets_400_naming_the_problem(echo_server: BackgroundServer, raw: bytes, expected: str) -> None:
-    status, headers, body = await post(echo_server, raw)
+async def test_broken_input_gets_400_naming_the_problem(
+    echo_server: BackgroundServer, raw: bytes, expected: str
+) -> None:
+    status, _headers, body = await post(echo_server, raw)
     assert status == 400
     assert expected in error_message(body)
 
@@ -83,7 +99,9 @@ async def test_chunks_are_flushed_as_the_backend_produces_them(make_server: Serv
     arrivals: list[float] = []
     async with aiohttp.ClientSession() as session:
         started = time.monotonic()
-        async with session.post(server.base_url + "/api/generate", data=json.dumps(signed("one two three"))) as r:
+        async with session.post(
+            server.base_url + "/api/generate", data=json.dumps(signed("one two three"))
+        ) as r:
             async for _ in r.content.iter_any():
                 arrivals.append(time.monotonic() - started)
     # The first chunk arrives long before the last: nothing buffers the whole answer.
@@ -114,7 +132,9 @@ async def test_backend_failing_before_text_answers_500_with_code(make_server: Se
 
 
 async def test_backend_error_status_and_retry_after_pass_through(make_server: ServerFactory) -> None:
-    server = make_server(backend=FailingBackend([], BackendError("upstream rate limited", status=429, retry_after=7)))
+    server = make_server(
+        backend=FailingBackend([], BackendError("upstream rate limited", status=429, retry_after=7))
+    )
     status, headers, body = await post(server, signed())
     assert status == 429
     assert headers["Retry-After"] == "7"
@@ -125,7 +145,9 @@ async def test_backend_failing_mid_answer_cuts_the_connection(make_server: Serve
     server = make_server(backend=FailingBackend(["partial ", "answer "], RuntimeError("boom")))
     received: list[str] = []
     with pytest.raises(IncompleteResponseError) as info:
-        async for text in GPROChat.create_async_generator("", [{"role": "user", "content": "x"}], base_url=server.base_url):
+        async for text in GPROChat.create_async_generator(
+            "", [{"role": "user", "content": "x"}], base_url=server.base_url
+        ):
             received.append(text)
     assert "".join(received) == "partial answer "
     assert info.value.partial_text == "partial answer "

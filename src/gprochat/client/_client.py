@@ -92,18 +92,10 @@ class _Request:
             raise
         return stream_chunks(
             CompletionBuilder(self.model),
-            _prepend(first, texts),
+            texts,
+            first=first,
             messages=self.messages if self.include_usage else None,
         )
-
-
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    try:
-        yield first
-        async for text in rest:
-            yield text
-    finally:
-        await _aclose(rest)
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
@@ -122,7 +114,7 @@ class Stream:
         self._chunks = chunks
         self._iterator: Generator[ChatCompletionChunk, None, None] = iterate_in_background(
             chunks
-        )  # type: ignore[assignment]
+        )
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self

@@ -18,13 +18,14 @@ from fastapi.responses import JSONResponse, Response
 from .. import __version__
 from .backends import Backend, create_backend
 from .config import ServerConfig
+from .fastpath import GprochatApp
 from .gateway import install_gateway
 from .guard import FailurePolicy, RateLimiter, Rejected, RequestGuard, StreamLimiter, parse_networks
 from .logs import install_abort_filter
 from .metrics import ServerMetrics
 from .observe import ObserveMiddleware
 from .replay import ReplayGuard
-from .routes import StreamAborted, error_response, router
+from .routes import StreamAborted, error_response, generate, router
 from .stores import SharedState
 
 __all__ = ["create_app"]
@@ -50,7 +51,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             await backend.aclose()
             await shared_state.aclose()
 
-    app = FastAPI(
+    app = GprochatApp(
         title="gprochat",
         version=__version__,
         lifespan=lifespan,
@@ -74,6 +75,12 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     app.include_router(router)
     install_gateway(app)
     app.add_middleware(ObserveMiddleware, metrics=metrics, trusted_proxies=trusted)
+    # The protocol's hot route skips FastAPI's layers (see fastpath.py); same checks.
+    app.install_fast_route(
+        next(r for r in router.routes if getattr(r, "path", None) == "/api/generate"),
+        generate,
+        lambda inner: ObserveMiddleware(inner, metrics=metrics, trusted_proxies=trusted),
+    )
     install_abort_filter(StreamAborted)
 
     @app.exception_handler(Rejected)

@@ -25,14 +25,14 @@ from fastapi.security import HTTPBearer
 from pydantic.json_schema import models_json_schema
 
 from .. import protocol
-from ..client.builder import CompletionBuilder, estimate_usage, stream_chunks
+from ..client.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ..client.params import check_parameters, normalize_messages
 from ..client.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..errors import InvalidParameterError
 from .gateway_errors import GatewayError, from_rejection, from_upstream_error, from_validation_error
 from .gateway_upstream import Upstream, create_upstream
-from .openai_models import ChatCompletionRequest, ErrorResponse
 from .guard import Rejected, RequestGuard
+from .openai_models import ChatCompletionRequest, ErrorResponse
 from .routes import STREAM_HEADERS, GuardedStreamingResponse, StreamAborted
 
 __all__ = ["router", "install_gateway"]
@@ -182,28 +182,36 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         return JSONResponse(completion.model_dump(mode="json"))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = stream_chunks(
-        builder, _prepend(first, texts), messages=messages if include_usage else None
+    # Each chunk arrives already framed as an event: one generator between the
+    # upstream and the response besides the error handling (this path runs per chunk).
+    events = stream_chunk_json(
+        builder,
+        texts,
+        first=first,
+        messages=messages if include_usage else None,
+        prefix=b"data: ",
+        suffix=b"\n\n",
     )
 
     async def on_close() -> None:
         release()
-        await _aclose(chunks)
+        await _aclose(events)
+        # Also when the response never started the generators (their finally never ran).
+        await _aclose(texts)
 
     return GuardedStreamingResponse(
-        _server_sent_events(chunks, relay=upstream.relay),
+        _server_sent_events(events, relay=upstream.relay),
         on_close=on_close,
         media_type="text/event-stream",
         headers=STREAM_HEADERS,
     )
 
 
-async def _server_sent_events(
-    chunks: AsyncIterator[ChatCompletionChunk], *, relay: bool
-) -> AsyncIterator[bytes]:
+async def _server_sent_events(events: AsyncIterator[bytes], *, relay: bool) -> AsyncIterator[bytes]:
+    """``events`` then ``data: [DONE]``; an upstream failure becomes an error event and a cut."""
     try:
-        async for chunk in chunks:
-            yield b"data: " + chunk.model_dump_json().encode() + b"\n\n"
+        async for event in events:
+            yield event
     except Exception as exc:
         error = from_upstream_error(exc, relay=relay)
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
@@ -213,7 +221,7 @@ async def _server_sent_events(
         # Cut the connection (no chunked terminator): the answer is not complete.
         raise StreamAborted(error.message) from exc
     finally:
-        await _aclose(chunks)
+        await _aclose(events)
     yield b"data: [DONE]\n\n"
 
 
@@ -222,15 +230,6 @@ async def _first_text(texts: AsyncIterator[str]) -> str:
         if text:
             return text
     return ""
-
-
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    try:
-        yield first
-        async for text in rest:
-            yield text
-    finally:
-        await _aclose(rest)
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:

@@ -6,6 +6,7 @@ by chunk and the time to first byte is measured where it is sent.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ class ObserveMiddleware:
         self.app = app
         self.metrics = metrics
         self.trusted_proxies = trusted_proxies
+        # labels() takes a lock and builds a key per call; the label sets are few.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,10 +68,20 @@ class ObserveMiddleware:
     ) -> None:
         method = scope.get("method", "")
         shown_status = str(status) if status else "none"
-        self.metrics.requests.labels(method, route, shown_status).inc()
-        self.metrics.bytes_streamed.labels(route).inc(sent)
+        children = self._children.get((method, route, shown_status))
+        if children is None:
+            children = self._children[(method, route, shown_status)] = (
+                self.metrics.requests.labels(method, route, shown_status),
+                self.metrics.bytes_streamed.labels(route),
+                self.metrics.time_to_first_byte.labels(route),
+            )
+        requests, bytes_streamed, time_to_first_byte = children
+        requests.inc()
+        bytes_streamed.inc(sent)
         if first_byte is not None and status == 200:
-            self.metrics.time_to_first_byte.labels(route).observe(first_byte)
+            time_to_first_byte.observe(first_byte)
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
         extra: dict[str, Any] = {
             "method": method,
             "route": route,

@@ -19,6 +19,7 @@ from .config import ServerConfig
 from .guard import Rejected, RequestGuard
 from .metrics import ServerMetrics
 from .replay import ReplayGuard
+from .streaming import ChunkStream, encode_headers
 
 __all__ = ["GuardedStreamingResponse", "StreamAborted", "error_response", "router", "start_stream"]
 
@@ -27,6 +28,7 @@ logger = logging.getLogger("gprochat.server")
 router = APIRouter()
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_RAW_HEADERS = encode_headers("text/plain; charset=utf-8", STREAM_HEADERS)
 
 
 class StreamAborted(Exception):
@@ -130,11 +132,8 @@ async def start_stream(
         release()
         await _close(chunks)
 
-    return GuardedStreamingResponse(
-        _stream(first, chunks, backend.name, metrics),
-        on_close=on_close,
-        media_type="text/plain; charset=utf-8",
-        headers=STREAM_HEADERS,
+    return ChunkStream(
+        _stream(first, chunks, backend.name, metrics), on_close=on_close, raw_headers=_RAW_HEADERS
     )
 
 

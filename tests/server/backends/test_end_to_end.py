@@ -47,7 +47,9 @@ async def test_gemini_backend_streams_through_our_server(upstream, make_server: 
     assert upstream.requests[0].query["alt"] == "sse"
 
 
-async def test_upstream_cut_mid_answer_reaches_the_client_as_a_cut_body(upstream, make_server: ServerFactory) -> None:
+async def test_upstream_cut_mid_answer_reaches_the_client_as_a_cut_body(
+    upstream, make_server: ServerFactory
+) -> None:
     upstream.respond_events(openai_answer("partial ", "text ", "never")[:2], then="abort")
     server = make_server(backend=OpenAIBackend(base_url=upstream.url + "/v1", api_key="k"))
     with pytest.raises(IncompleteResponseError) as info:
@@ -55,7 +57,9 @@ async def test_upstream_cut_mid_answer_reaches_the_client_as_a_cut_body(upstream
     assert info.value.partial_text.startswith("partial ")
 
 
-async def test_upstream_rate_limit_passes_retry_after_to_the_client(upstream, make_server: ServerFactory) -> None:
+async def test_upstream_rate_limit_passes_retry_after_to_the_client(
+    upstream, make_server: ServerFactory
+) -> None:
     upstream.respond_error(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "3"})
     server = make_server(backend=OpenAIBackend(base_url=upstream.url + "/v1", api_key="k"))
     with pytest.raises(RateLimitError) as info:
@@ -63,7 +67,9 @@ async def test_upstream_rate_limit_passes_retry_after_to_the_client(upstream, ma
     assert info.value.retry_after == 3
 
 
-async def test_wrong_upstream_key_is_reported_as_server_configuration(upstream, make_server: ServerFactory) -> None:
+async def test_wrong_upstream_key_is_reported_as_server_configuration(
+    upstream, make_server: ServerFactory
+) -> None:
     upstream.respond_error(401, {"error": {"message": "Incorrect API key provided"}})
     server = make_server(backend=OpenAIBackend(base_url=upstream.url + "/v1", api_key="bad"))
     with pytest.raises(ServerError) as info:

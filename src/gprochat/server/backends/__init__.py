@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import Backend, Conversation, Turn
 from .echo import EchoBackend
@@ -35,7 +36,5 @@ def create_backend(name: str, **options: Any) -> Backend:
     try:
         factory = BACKENDS[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}"
-        ) from None
+        raise ValueError(f"Unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}") from None
     return factory(**options)

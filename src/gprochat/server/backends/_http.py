@@ -15,6 +15,7 @@ The ``status`` we pick is what our own server answers with:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
@@ -146,10 +147,8 @@ async def drain(events: AsyncIterator[ServerSentEvent], timeout: float = 1.0) ->
         async for _ in events:
             pass
 
-    try:
+    with contextlib.suppress(asyncio.TimeoutError, BackendError):
         await asyncio.wait_for(read_rest(), timeout)
-    except (asyncio.TimeoutError, BackendError):
-        pass
 
 
 def ended_early(upstream: str, detail: str) -> BackendError:

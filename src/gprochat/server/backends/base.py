@@ -55,5 +55,5 @@ class Backend(abc.ABC):
         """The model names this backend answers to (the first is its default)."""
         return [self.name]
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing
         """Release resources (HTTP sessions); called once when the server stops."""

@@ -1,0 +1,26 @@
+"""The ``gprochat`` command: ``chat`` with a deployment (or ``--local``), ``serve`` one.
+
+Answers go to stdout as they stream; errors are one line on stderr (``Error: ...``,
+saying what to do) and a non-zero exit: 1 for a failure, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ._common import fail
+from .chat import chat
+from .serve import serve
+
+__all__ = ["main", "fail"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gprochat")
+def main() -> None:
+    """Talk to GeminiProChat (GPROChat) deployments, or run one."""
+
+
+main.add_command(chat)
+main.add_command(serve)
