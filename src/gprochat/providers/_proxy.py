@@ -7,6 +7,7 @@ SOCKS proxies need a connector of their own, from aiohttp-socks.
 from __future__ import annotations
 
 import base64
+import os
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -14,7 +15,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from ..errors import ConfigurationError
-from ._environ import getenv
 
 __all__ = ["Proxy", "resolve_proxy"]
 
@@ -65,7 +65,7 @@ def resolve_proxy(value: Optional[str]) -> Optional[Proxy]:
     """The proxy a call uses: ``proxy=``, else ``GPROCHAT_PROXY``, else none."""
     source = "proxy"
     if not value:
-        value = getenv("GPROCHAT_PROXY") or None
+        value = os.environ.get("GPROCHAT_PROXY") or None
         source = "GPROCHAT_PROXY"
     if value is None:
         return None

@@ -7,6 +7,7 @@ duplicated; the provider arranges that by yielding outside ``with_retries``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Optional, TypeVar
@@ -24,7 +25,6 @@ from ..errors import (
     ProxyError,
     TimeoutError,
 )
-from ._environ import getenv
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -63,7 +63,7 @@ def resolve_max_retries(value: Optional[int]) -> int:
     """``max_retries=``, else ``GPROCHAT_MAX_RETRIES``, else 2."""
     source = "max_retries"
     if value is None:
-        raw = getenv("GPROCHAT_MAX_RETRIES")
+        raw = os.environ.get("GPROCHAT_MAX_RETRIES")
         if raw is None or not raw.strip():
             return DEFAULT_MAX_RETRIES
         source = "GPROCHAT_MAX_RETRIES"

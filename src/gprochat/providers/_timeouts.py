@@ -7,13 +7,13 @@ as in httpx and openai-python) or ``None`` (the environment, then the defaults).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 import aiohttp
 
 from ..errors import ConfigurationError
-from ._environ import getenv
 
 __all__ = ["Timeout", "TimeoutSetting", "resolve_timeout", "DEFAULT_TIMEOUT"]
 
@@ -86,7 +86,7 @@ def resolve_timeout(value: TimeoutSetting) -> Timeout:
         return value
     # The environment is read on every call (it may change between calls); only
     # the parsing of the values seen is remembered.
-    raw = (getenv(_ENV["connect"]), getenv(_ENV["read"]), getenv(_ENV["total"]))
+    raw = (os.environ.get(_ENV["connect"]), os.environ.get(_ENV["read"]), os.environ.get(_ENV["total"]))
     base = _from_environment.get(raw)
     if base is None:
         base = replace(
@@ -106,7 +106,7 @@ def resolve_timeout(value: TimeoutSetting) -> Timeout:
 
 
 def _from_env(name: str, default: Optional[float]) -> Optional[float]:
-    raw = getenv(name)
+    raw = os.environ.get(name)
     if raw is None:
         return default
     if raw.strip().lower() in _DISABLED:

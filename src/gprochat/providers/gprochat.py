@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, ClassVar, Optional
 
 from .. import protocol
 from ..errors import IncompleteResponseError, ProtocolError
 from ..typing import AsyncResult, Messages
-from ._environ import getenv
 from ._history import wire_messages
 from ._http import TextStream, open_text_stream
 from ._proxy import resolve_proxy
@@ -193,7 +193,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     def _endpoint(cls, base_url: Optional[str]) -> str:
-        base_url = base_url or getenv("GPROCHAT_BASE_URL")
+        base_url = base_url or os.environ.get("GPROCHAT_BASE_URL")
         if base_url:
             return base_url.rstrip("/") + protocol.GENERATE_PATH
         if cls.api_endpoint == GPROChat.api_endpoint and cls.url != GPROChat.url:
@@ -203,11 +203,11 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     def _secret_key(cls, secret_key: Optional[str]) -> str:
-        return secret_key or getenv("GPROCHAT_SECRET_KEY") or cls.secret_key
+        return secret_key or os.environ.get("GPROCHAT_SECRET_KEY") or cls.secret_key
 
     @classmethod
     def _password(cls, password: Optional[str]) -> Optional[str]:
-        return password or getenv("GPROCHAT_PASSWORD") or cls.password
+        return password or os.environ.get("GPROCHAT_PASSWORD") or cls.password
 
     @classmethod
     def _headers(cls, endpoint: str) -> dict[str, str]:
