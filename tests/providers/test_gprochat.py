@@ -19,8 +19,8 @@ from gprochat import (
     ServerError,
 )
 from gprochat.protocol import generate_signature
-from gprochat.typing import AsyncResult
 from gprochat.server.backends import EchoBackend
+from gprochat.typing import AsyncResult
 
 from ..conftest import ServerFactory
 from ..scripted import LAST_CHUNK, RecordedRequest, ScriptedServer, chunk, full_response, head
