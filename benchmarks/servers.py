@@ -36,11 +36,6 @@ TEXT_UNIT = "Grüße, naïve café — 日本語のテキスト ✓ streaming te
 def _run_uvicorn(app: Any, fd: int) -> None:
     import uvicorn
 
-    if os.environ.get("GPROCHAT_BENCH_GC_FREEZE"):
-        import gc
-
-        gc.collect()
-        gc.freeze()
     sock = socket.socket(fileno=fd)
     config = uvicorn.Config(app, lifespan="on", access_log=False, log_level="warning")
     server = uvicorn.Server(config)
@@ -157,7 +152,11 @@ def main() -> None:
     if os.environ.get("GPROCHAT_BENCH_GC_LOG"):
         _log_gc_pauses()
     if kind == "gprochat":
-        _run_uvicorn(gprochat_app(options), fd)
+        from gprochat.server.runner import freeze_startup_objects
+
+        app = gprochat_app(options)
+        freeze_startup_objects()  # as `gprochat serve` does
+        _run_uvicorn(app, fd)
     elif kind == "bare":
         _run_uvicorn(bare_app(options), fd)
     elif kind == "bytes":
