@@ -134,14 +134,19 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
     rounds, seconds = (3, 2.0) if quick else (7, 4.0)
     use_wrk = shutil.which("wrk") is not None
     sample = PREFIX + "ping r0-000000"
-    results: dict[str, list[dict[str, Any]]] = {"ours": [], "bare": []}
+    results: dict[str, list[dict[str, Any]]] = {"ours": [], "bare": [], "one": []}
+    # "one": the same guarded server with an echo backend that answers in one chunk.
+    # Not a target: it shows how much of the gap is the guard and how much is the
+    # one socket write per chunk that streaming costs (the bare route writes once).
     with (
         ServerProcess("gprochat", config=server_config) as ours,
         ServerProcess("bare", body=sample) as bare,
+        ServerProcess("gprochat", config=server_config, echo={"words_per_chunk": 10_000}) as one,
     ):
-        servers = {"ours": ours, "bare": bare}
+        servers = {"ours": ours, "bare": bare, "one": one}
         for index in range(rounds):
-            for kind in ("ours", "bare") if index % 2 == 0 else ("bare", "ours"):
+            order = ("ours", "bare", "one") if index % 2 == 0 else ("one", "bare", "ours")
+            for kind in order:
                 tag = f"r{index}{kind[0]}"
                 if use_wrk:
                     result = _wrk(servers[kind].base_url, seconds, tag, count=int(seconds * 12000))
@@ -152,7 +157,7 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
     errors = {
         k: sum(r["status_errors"] + r["socket_errors"] for r in rs) for k, rs in results.items()
     }
-    replayed = sum(r.get("replayed", 0) for r in results["ours"])
+    replayed = sum(r.get("replayed", 0) for r in results["ours"] + results["one"])
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
@@ -178,6 +183,16 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
             "higher",
             ">= 0.6x",
             note=note,
+        ),
+        Row(
+            "B3",
+            "diagnostic: guarded, one-chunk answer vs bare",
+            median(rps["one"]),
+            median(rps["bare"]),
+            "req/s",
+            paired_ratio(rps["one"], rps["bare"]),
+            note="the echo backend answers in one chunk instead of six: the rest of the "
+            "gap to bare is the guard, routing and metrics",
         ),
     ]
 
