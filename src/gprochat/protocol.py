@@ -14,9 +14,12 @@ The answer is ``text/plain; charset=utf-8``, streamed with no framing; errors ar
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Optional
 
@@ -44,6 +47,7 @@ __all__ = [
     "error_body",
     "parse_error_body",
     "password_matches",
+    "parse_retry_after",
 ]
 
 DEFAULT_BASE_URL = "https://gprochat.com"
@@ -277,3 +281,27 @@ def parse_error_body(text: str) -> tuple[str | None, Any]:
         if "message" in data:
             return str(data["message"]), data.get("code")
     return (text.strip() or None), None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date.
+
+    >>> parse_retry_after("3")
+    3.0
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    """
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT, even when it fails to say so
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -17,9 +17,8 @@ from gprochat import (
     ServerError,
     ServiceUnavailableError,
 )
-from gprochat.protocol import generate_signature
+from gprochat.protocol import generate_signature, parse_retry_after
 from gprochat.providers import _retry
-from gprochat.providers._http import parse_retry_after
 
 from ..scripted import LAST_CHUNK, RecordedRequest, ScriptedServer, chunk, full_response, head
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import datetime
-import email.utils
-import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,11 +27,11 @@ from ..errors import (
     TransportError,
     status_error,
 )
-from ..protocol import parse_error_body
+from ..protocol import parse_error_body, parse_retry_after
 from ._proxy import Proxy
 from ._timeouts import Timeout
 
-__all__ = ["TextStream", "open_text_stream", "parse_retry_after", "translate_error"]
+__all__ = ["TextStream", "open_text_stream", "translate_error"]
 
 _MAX_ERROR_BODY = 64 * 1024
 # How much of a streamed answer is kept for IncompleteResponseError.partial_text.
@@ -235,30 +232,6 @@ async def _error_from(response: aiohttp.ClientResponse, url: str) -> GPROChatErr
         url=url,
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
     )
-
-
-def parse_retry_after(value: Optional[str], *, now: Optional[float] = None) -> Optional[float]:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date.
-
-    >>> parse_retry_after("3")
-    3.0
-    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-    10.0
-    """
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is always GMT, even when it fails to say so
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def translate_error(

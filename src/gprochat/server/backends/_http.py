@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
@@ -26,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from gprochat.errors import BackendError
+from gprochat.protocol import parse_retry_after
 
 from ._sse import ServerSentEvent, SSEDecoder, SSEError
 from .base import Backend
@@ -34,7 +33,6 @@ __all__ = [
     "StreamingHTTPBackend",
     "drain",
     "ended_early",
-    "parse_retry_after",
     "status_error",
 ]
 
@@ -175,21 +173,6 @@ def status_error(
             f"{upstream} is rate limiting us ({said})", status=429, retry_after=retry_after
         )
     return BackendError(said, status=502)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delay-seconds or an HTTP date; None if absent or bad."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _error_message(body: str) -> tuple[str, str | None]:
