@@ -21,7 +21,7 @@ async def test_rate_limit_is_429_in_openai_shape(make_server: ServerFactory) -> 
     status, error, headers = await post(server, body)
     assert status == 429
     assert error["error"]["code"] == "rate_limit_exceeded"
-    assert error["error"]["type"] == "requests"
+    assert error["error"]["type"] == "rate_limit_exceeded"
     assert int(headers["Retry-After"]) >= 1
 
 

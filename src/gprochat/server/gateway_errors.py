@@ -164,7 +164,7 @@ def _from_status(status: int, message: str, retry_after: Optional[float]) -> Gat
 
 _REJECTION_KINDS = {
     413: ("invalid_request_error", "request_too_large"),
-    429: ("requests", "rate_limit_exceeded"),
+    429: ("rate_limit_exceeded", "rate_limit_exceeded"),
     503: ("server_error", "server_busy"),
 }
 
