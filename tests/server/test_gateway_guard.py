@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 
 from gprochat.server import ServerConfig
-from gprochat.server.backends import EchoBackend
+from gprochat.server.backends import Backend, Conversation, EchoBackend
 
 from ..conftest import ServerFactory
 from .test_gateway import HELLO, post
@@ -52,3 +53,19 @@ async def test_concurrent_streams_beyond_the_limit_get_503(make_server: ServerFa
             break
         await asyncio.sleep(0.05)
     assert status == 200
+
+
+class BrokenBackend(Backend):
+    name = "broken"
+
+    def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        raise RuntimeError("misconfigured backend")
+
+
+async def test_backend_raising_at_once_frees_its_stream_slot(make_server: ServerFactory) -> None:
+    server = make_server(ServerConfig(max_streams=1), backend=BrokenBackend())
+    body = {"model": "broken", "messages": HELLO}
+    for _ in range(3):  # a leaked slot would turn the second request into a 503
+        status, error, _ = await post(server, body)
+        assert status == 500
+        assert "misconfigured backend" in error["error"]["message"]

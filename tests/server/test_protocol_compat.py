@@ -12,7 +12,7 @@ import pytest
 from gprochat import GPROChat, IncompleteResponseError, ServerError
 from gprochat.errors import BackendError
 from gprochat.protocol import build_generate_request
-from gprochat.server import BackgroundServer
+from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends import Backend, Conversation, EchoBackend
 
 from ..conftest import ServerFactory
@@ -192,3 +192,23 @@ async def test_auth_route(make_server: ServerFactory) -> None:
     assert json.loads((await post(server, {"pass": "c"}, "/api/auth"))[2]) == {"code": -1}
     open_server = make_server()
     assert json.loads((await post(open_server, {"pass": None}, "/api/auth"))[2]) == {"code": 0}
+
+
+class BrokenBackend(Backend):
+    """A backend whose ``stream`` raises before it even returns an iterator."""
+
+    name = "broken"
+
+    def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        raise RuntimeError("misconfigured backend")
+
+
+async def test_backend_raising_at_once_is_500_and_frees_its_stream_slot(make_server: ServerFactory) -> None:
+    server = make_server(ServerConfig(max_streams=1), backend=BrokenBackend())
+    for _ in range(3):  # a leaked slot would turn the second request into a 503
+        status, _, body = await post(server, signed())
+        assert status == 500
+        assert json.loads(body)["error"] == {
+            "code": "Error",
+            "message": "The model backend failed: misconfigured backend",
+        }

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -72,9 +72,10 @@ async def _serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send)
     except Rejected as exc:
         response = error_response(exc.status, exc.message, headers=exc.headers)
     except Exception:
-        # As Starlette's ServerErrorMiddleware: a plain 500 (nothing was sent yet),
-        # then re-raise so the server logs the traceback.
-        await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+        # As Starlette's ServerErrorMiddleware, but in the protocol's error shape: a 500
+        # (nothing was sent yet), then re-raise so the server logs the traceback.
+        failed = error_response(500, "Internal server error: the server failed (see its log).")
+        await failed(scope, receive, send)
         raise
     # A response that fails once started (a backend failing mid-answer) propagates:
     # the server then cuts the connection, which is how the client learns of it.

@@ -155,18 +155,21 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     model = upstream.resolve(body.model)
     guard: RequestGuard = request.app.state.guard
     release = guard.streams.try_acquire()
-    texts = upstream.stream(model, messages, body).__aiter__()
     builder = CompletionBuilder(model)
     # Wait for the first text before answering, so an upstream that fails at once
     # gets a proper error status instead of a 200 with an error inside.
+    opened: AsyncIterator[str] | None = None
     try:
-        first = await _first_text(texts)
+        opened = upstream.stream(model, messages, body).__aiter__()
+        first = await _first_text(opened)
     except BaseException as exc:
         release()
-        await _aclose(texts)
+        if opened is not None:
+            await _aclose(opened)
         if not isinstance(exc, Exception):
             raise
         raise from_upstream_error(exc, relay=upstream.relay) from exc
+    texts = opened
 
     if not body.stream:
         parts = [first]

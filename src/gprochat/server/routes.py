@@ -117,23 +117,27 @@ async def start_stream(
     """
     backend: Backend = request.app.state.backend
     metrics: ServerMetrics = request.app.state.metrics
-    chunks = backend.stream(conversation).__aiter__()
+    chunks: AsyncIterator[str] | None = None
     try:
+        chunks = backend.stream(conversation).__aiter__()
         first = await anext_text(chunks)
     except BaseException as exc:
         release()
-        await _close(chunks)
+        if chunks is not None:
+            await _close(chunks)
         if not isinstance(exc, Exception):
             raise
         metrics.backend_errors.labels(backend.name, "before_text").inc()
         return backend_error_response(exc, backend.name)
 
+    answer = chunks  # bound for the closure: not None past the try
+
     async def on_close() -> None:
         release()
-        await _close(chunks)
+        await _close(answer)
 
     return ChunkStream(
-        _stream(first, chunks, backend.name, metrics), on_close=on_close, raw_headers=_RAW_HEADERS
+        _stream(first, answer, backend.name, metrics), on_close=on_close, raw_headers=_RAW_HEADERS
     )
 
 
