@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import Any, Literal, Optional, Union, overload
 
+from .._streams import aclose
 from ..errors import UnsupportedParameterError
 from ..providers import GPROChat
 from ..providers._sync import iterate_in_background, run_in_background
@@ -88,7 +89,7 @@ class _Request:
         except StopAsyncIteration:
             first = ""
         except BaseException:
-            await _aclose(texts)
+            await aclose(texts)
             raise
         return stream_chunks(
             CompletionBuilder(self.model),
@@ -96,12 +97,6 @@ class _Request:
             first=first,
             messages=self.messages if self.include_usage else None,
         )
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 class Stream:
@@ -125,7 +120,7 @@ class Stream:
     def close(self) -> None:
         self._iterator.close()
         # An iterator never started has no ``finally`` to run: close the source too.
-        run_in_background(_aclose(self._chunks))
+        run_in_background(aclose(self._chunks))
 
     def __enter__(self) -> Stream:
         return self
@@ -150,7 +145,7 @@ class AsyncStream:
         return await self._chunks.__anext__()
 
     async def close(self) -> None:
-        await _aclose(self._chunks)
+        await aclose(self._chunks)
 
     async def __aenter__(self) -> AsyncStream:
         return self

@@ -23,6 +23,7 @@ from typing import Optional, TypeVar
 
 from pydantic_core import to_json
 
+from .._streams import aclose
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -187,9 +188,7 @@ async def _answer_chunks(
         if messages is not None:
             yield encode(builder.usage_chunk(_usage(messages, chars)))
     finally:
-        aclose = getattr(texts, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose(texts)
 
 
 def _same(chunk: ChatCompletionChunk) -> ChatCompletionChunk:

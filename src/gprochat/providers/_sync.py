@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from concurrent.futures import Future
 from typing import Optional, TypeVar
 
+from .._streams import aclose
+
 __all__ = ["iterate_in_background", "run_in_background", "run_if_started", "register_shutdown"]
 
 T = TypeVar("T")
@@ -107,9 +109,7 @@ def iterate_in_background(agen: AsyncIterator[T]) -> Generator[T, None, None]:
                 return
             yield item
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            asyncio.run_coroutine_threadsafe(aclose(), loop).result()
+        asyncio.run_coroutine_threadsafe(aclose(agen), loop).result()
 
 
 async def _next(agen: AsyncIterator[T]) -> T:

@@ -25,6 +25,7 @@ from fastapi.security import HTTPBearer
 from pydantic.json_schema import models_json_schema
 
 from .. import protocol
+from .._streams import aclose, first_text
 from ..client.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ..client.params import check_parameters, normalize_messages
 from ..client.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
@@ -161,11 +162,11 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     opened: AsyncIterator[str] | None = None
     try:
         opened = upstream.stream(model, messages, body).__aiter__()
-        first = await _first_text(opened)
+        first = await first_text(opened)
     except BaseException as exc:
         release()
         if opened is not None:
-            await _aclose(opened)
+            await aclose(opened)
         if not isinstance(exc, Exception):
             raise
         raise from_upstream_error(exc, relay=upstream.relay) from exc
@@ -179,7 +180,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             raise from_upstream_error(exc, relay=upstream.relay) from exc
         finally:
             release()
-            await _aclose(texts)
+            await aclose(texts)
         answer = "".join(parts)
         completion = builder.completion(answer, estimate_usage(messages, answer))
         return JSONResponse(completion.model_dump(mode="json"))
@@ -198,9 +199,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 
     async def on_close() -> None:
         release()
-        await _aclose(events)
+        await aclose(events)
         # Also when the response never started the generators (their finally never ran).
-        await _aclose(texts)
+        await aclose(texts)
 
     return GuardedStreamingResponse(
         _server_sent_events(events, relay=upstream.relay),
@@ -224,21 +225,8 @@ async def _server_sent_events(events: AsyncIterator[bytes], *, relay: bool) -> A
         # Cut the connection (no chunked terminator): the answer is not complete.
         raise StreamAborted(error.message) from exc
     finally:
-        await _aclose(events)
+        await aclose(events)
     yield b"data: [DONE]\n\n"
-
-
-async def _first_text(texts: AsyncIterator[str]) -> str:
-    async for text in texts:
-        if text:
-            return text
-    return ""
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 def install_gateway(app: FastAPI) -> None:

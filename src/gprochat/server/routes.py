@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from .. import protocol
+from .._streams import aclose, first_text
 from ..errors import BackendError
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
@@ -120,11 +121,11 @@ async def start_stream(
     chunks: AsyncIterator[str] | None = None
     try:
         chunks = backend.stream(conversation).__aiter__()
-        first = await anext_text(chunks)
+        first = await first_text(chunks)
     except BaseException as exc:
         release()
         if chunks is not None:
-            await _close(chunks)
+            await aclose(chunks)
         if not isinstance(exc, Exception):
             raise
         metrics.backend_errors.labels(backend.name, "before_text").inc()
@@ -134,7 +135,7 @@ async def start_stream(
 
     async def on_close() -> None:
         release()
-        await _close(answer)
+        await aclose(answer)
 
     return ChunkStream(
         _stream(first, answer, backend.name, metrics), on_close=on_close, raw_headers=_RAW_HEADERS
@@ -183,14 +184,6 @@ class GuardedStreamingResponse(StreamingResponse):
             await self._on_close()
 
 
-async def anext_text(chunks: AsyncIterator[str]) -> str:
-    """The first non-empty chunk, or ``""`` for an empty answer."""
-    async for chunk in chunks:
-        if chunk:
-            return chunk
-    return ""
-
-
 async def _stream(
     first: str, chunks: AsyncIterator[str], backend_name: str, metrics: ServerMetrics
 ) -> AsyncIterator[bytes]:
@@ -210,13 +203,7 @@ async def _stream(
         )
         raise StreamAborted(str(exc)) from exc
     finally:
-        await _close(chunks)
-
-
-async def _close(chunks: AsyncIterator[str]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        await aclose(chunks)
 
 
 @router.post("/api/auth", include_in_schema=False)
