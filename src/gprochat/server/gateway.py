@@ -34,7 +34,8 @@ from .gateway_errors import GatewayError, from_rejection, from_upstream_error, f
 from .gateway_upstream import Upstream, create_upstream
 from .guard import Rejected, RequestGuard
 from .openai_models import ChatCompletionRequest, ErrorResponse
-from .routes import STREAM_HEADERS, GuardedStreamingResponse, StreamAborted
+from .routes import STREAM_HEADERS, StreamAborted
+from .streaming import ChunkStream, encode_headers
 
 __all__ = ["router", "install_gateway"]
 
@@ -78,6 +79,8 @@ class _OpenAIRoute(APIRoute):
 
 # Documents the scheme in OpenAPI; the check itself is ``_check_api_key``.
 _bearer = HTTPBearer(auto_error=False, description="One of the gateway's API keys, if any.")
+
+_SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS)
 
 router = APIRouter(
     prefix="/v1",
@@ -203,11 +206,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         # Also when the response never started the generators (their finally never ran).
         await aclose(texts)
 
-    return GuardedStreamingResponse(
-        _server_sent_events(events, relay=upstream.relay),
-        on_close=on_close,
-        media_type="text/event-stream",
-        headers=STREAM_HEADERS,
+    return ChunkStream(
+        _server_sent_events(events, relay=upstream.relay), on_close=on_close, raw_headers=_SSE_HEADERS
     )
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from fastapi.responses import JSONResponse, Response
 
 from .. import protocol
 from .._streams import aclose, first_text
@@ -22,7 +20,7 @@ from .metrics import ServerMetrics
 from .replay import ReplayGuard
 from .streaming import ChunkStream, encode_headers
 
-__all__ = ["GuardedStreamingResponse", "StreamAborted", "error_response", "router", "start_stream"]
+__all__ = ["StreamAborted", "error_response", "router", "start_stream"]
 
 logger = logging.getLogger("gprochat.server")
 
@@ -161,27 +159,6 @@ def backend_error_response(exc: Exception, backend_name: str) -> Response:
     logger.warning("backend %s failed before any text (%s): %s", backend_name, status, exc.message)
     headers = {"Retry-After": f"{math.ceil(exc.retry_after)}"} if exc.retry_after else None
     return error_response(status, exc.message, "Error", headers)
-
-
-class GuardedStreamingResponse(StreamingResponse):
-    """A ``StreamingResponse`` that always runs ``on_close``, even if never iterated.
-
-    (A generator that never started does not run its ``finally``: a client that
-    disconnects at once would otherwise leak its stream slot.)
-    """
-
-    def __init__(
-        self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(content, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._on_close()
 
 
 async def _stream(
