@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from .._streams import aclose, first_text
 from .failures import Failure, backend_failure
 from .metrics import ServerMetrics
+from .observe import CLIENT_GONE, OUTCOME_KEY
 
 __all__ = ["Answer", "AnswerFailed", "ChunkStream", "encode_headers", "open_answer"]
 
@@ -121,7 +122,9 @@ class ChunkStream(Response):
             if not watch.disconnected:
                 raise
             # Our own cancellation: the client left. Swallow it (as Starlette's task
-            # group does) so the server does not log an error for an ordinary hang-up.
+            # group does) so the server does not log an error for an ordinary hang-up,
+            # and tell the access log (observe.py) that the answer was not complete.
+            scope[OUTCOME_KEY] = CLIENT_GONE
             uncancel = getattr(sender, "uncancel", None)  # Python >= 3.11
             if uncancel is not None:
                 uncancel()
