@@ -156,6 +156,7 @@ __all__ = ["serve"]
 def serve(**settings: Any) -> None:
     """Run a GeminiProChat-compatible server."""
     from ..server import serve as run_server
+    from ..server.gateway import gateway_warning
 
     config = _config(settings)
     host, port, workers = settings["host"], settings["port"], settings["workers"]
@@ -163,6 +164,9 @@ def serve(**settings: Any) -> None:
     if workers > 1 and not redis_url:
         click.echo("Warning: --workers without --redis-url: each process keeps its own rate "
                    "limits and used signatures.", err=True)
+    open_gateway = gateway_warning(config, host)
+    if open_gateway:
+        click.echo(open_gateway, err=True)
     click.echo(
         f"gprochat {__version__}: serving on http://{host}:{port} ({backend} backend, "
         f"{workers} worker{'s' if workers > 1 else ''}, state in "
