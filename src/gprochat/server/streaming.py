@@ -10,9 +10,9 @@ happened (completed, client gone, backend failed); both routes use them.
 
 Starlette's ``StreamingResponse`` opens an anyio task group with a second task that
 listens for the client's disconnect, for every response: about a dozen objects
-(task group, cancel scopes, tasks, closures) per answer. That cost dominated short
-answers under load (B3) and, with a thousand open answers, fed long full garbage
-collections (B4). ``ChunkStream`` sends every chunk straight to the ASGI server,
+(task group, cancel scopes, tasks, closures) per answer, which cost short answers
+under load and long garbage collections under many open ones (docs/benchmarks.md,
+B3 and B4). ``ChunkStream`` sends every chunk straight to the ASGI server,
 as one HTTP chunk as soon as the backend yields it (never coalesced), and watches
 for the disconnect with one plain asyncio task that cancels the sender: a client
 that hangs up still stops the backend at once.
