@@ -12,10 +12,11 @@ Starlette's ``StreamingResponse`` opens an anyio task group with a second task t
 listens for the client's disconnect, for every response: about a dozen objects
 (task group, cancel scopes, tasks, closures) per answer, which cost short answers
 under load and long garbage collections under many open ones (docs/benchmarks.md,
-B3 and B4). ``ChunkStream`` sends every chunk straight to the ASGI server,
-as one HTTP chunk as soon as the backend yields it (never coalesced), and watches
-for the disconnect with one plain asyncio task that cancels the sender: a client
-that hangs up still stops the backend at once.
+B3 and B4). ``ChunkStream`` sends every chunk straight to the ASGI server as soon
+as the backend yields it (chunks yielded at the same instant as one HTTP chunk, so
+no byte ever waits for a later one), and, once the answer has to wait for its
+backend, watches for the disconnect with one plain asyncio task that cancels the
+sender: a client that hangs up still stops the backend at once.
 """
 
 from __future__ import annotations
