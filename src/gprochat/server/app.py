@@ -74,6 +74,10 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
     app.include_router(router)
     install_gateway(app)
+    if config.web:
+        from .web import install_web
+
+        install_web(app)
     app.add_middleware(ObserveMiddleware, metrics=metrics, trusted_proxies=trusted)
     # The protocol's hot route skips FastAPI's layers (see fastpath.py); same checks.
     app.install_fast_route(
