@@ -34,7 +34,8 @@ CHROMIUM_ARGS = [
 
 
 def _chromium_path() -> str | None:
-    for candidate in (os.environ.get("GPROCHAT_TEST_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+    candidates = (os.environ.get("GPROCHAT_TEST_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"))
+    for candidate in candidates:
         if candidate and os.path.exists(candidate):
             return candidate
     return None
@@ -91,8 +92,9 @@ class WebServer:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="gprochat-web-", suffix=".log", delete=False)
-        self.log_path = Path(self._log.name)
+        descriptor, name = tempfile.mkstemp(prefix="gprochat-web-", suffix=".log")
+        self._log = os.fdopen(descriptor, "wb")
+        self.log_path = Path(name)
         self.process = subprocess.Popen(
             [*GPROCHAT, "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-format", "json", *args],

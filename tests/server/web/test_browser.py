@@ -173,7 +173,9 @@ def test_a_hostile_answer_executes_nothing(web_server: Any, page_of: Any) -> Non
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None
     assert dialogs == []
-    html = page.eval_on_selector_all(".message.assistant .bubble", "els => els.map(e => e.innerHTML).join('')")
+    html = page.eval_on_selector_all(
+        ".message.assistant .bubble", "els => els.map(e => e.innerHTML).join('')"
+    )
     assert "<script" not in html
     assert page.locator(".message.assistant .bubble [onerror]").count() == 0
     assert page.locator(".message.assistant .bubble img").count() == 0
@@ -304,7 +306,8 @@ def test_theme_toggle_is_remembered(web_server: Any, page_of: Any) -> None:
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     page.reload()
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
-    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == background != "rgb(255, 255, 255)"
+    assert background != "rgb(255, 255, 255)"
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == background
 
 
 def test_export_as_markdown_and_json(web_server: Any, page_of: Any) -> None:
