@@ -316,16 +316,43 @@ def test_export_as_markdown_and_json(web_server: Any, page_of: Any) -> None:
     send(page, "Export me")
     wait_answers(page, 1)
     with page.expect_download() as markdown_download:
+        page.click("#more")
         page.click("#export-md")
     text = Path(markdown_download.value.path()).read_text(encoding="utf-8")
     assert text.startswith("# Export me") and f"{EchoBackend.PREFIX}Export me" in text
     with page.expect_download() as json_download:
+        page.click("#more")
         page.click("#export-json")
     data = json.loads(Path(json_download.value.path()).read_text(encoding="utf-8"))
     assert data["messages"] == [
         {"role": "user", "content": "Export me"},
         {"role": "assistant", "content": f"{EchoBackend.PREFIX}Export me"},
     ]
+
+
+def test_rename_and_delete_a_conversation(web_server: Any, page_of: Any) -> None:
+    server = web_server()
+    page = page_of(server.base_url)
+    send(page, "Keep me")
+    wait_answers(page, 1)
+    page.click("#new-chat")
+    send(page, "Delete me")
+    wait_answers(page, 1)
+    page.click("#more")
+    page.click("#rename")
+    page.fill("#rename-input", "Doomed")
+    page.press("#rename-input", "Enter")
+    page.locator("#chat-title:text-is('Doomed')").wait_for()
+    page.reload()
+    assert page.locator("#conversation-list .conversation").all_inner_texts() == ["Doomed", "Keep me"]
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#more")
+    page.click("#delete")
+    page.wait_for_function("() => document.querySelectorAll('#conversation-list .conversation').length == 1")
+    assert page.locator("#conversation-list .conversation").all_inner_texts() == ["Keep me"]
+    assert page.locator(".message.user .bubble").all_inner_texts() == ["Keep me"]
+    page.reload()
+    assert page.locator("#conversation-list .conversation").all_inner_texts() == ["Keep me"]
 
 
 @pytest.mark.parametrize("width", [375])

@@ -379,6 +379,48 @@ function closeSidebar() {
   ui.toggleSidebar.setAttribute("aria-expanded", "false");
 }
 
+// Cancel buttons are not submit buttons: Enter in a field must choose the form's OK.
+for (const button of document.querySelectorAll("dialog [data-close]")) {
+  button.addEventListener("click", () => button.closest("dialog").close("cancel"));
+}
+
+// ---- the "more" menu -----------------------------------------------------------
+
+const more = $("more");
+const moreMenu = $("more-menu");
+
+function closeMenu(focusButton = false) {
+  if (moreMenu.hidden) return;
+  moreMenu.hidden = true;
+  more.setAttribute("aria-expanded", "false");
+  if (focusButton) more.focus();
+}
+
+more.addEventListener("click", () => {
+  if (!moreMenu.hidden) return closeMenu();
+  moreMenu.hidden = false;
+  more.setAttribute("aria-expanded", "true");
+  moreMenu.querySelector("button").focus();
+});
+moreMenu.addEventListener("click", () => closeMenu());
+moreMenu.addEventListener("keydown", (event) => {
+  const items = [...moreMenu.querySelectorAll("button")];
+  const at = items.indexOf(document.activeElement);
+  if (event.key === "Escape") {
+    event.stopPropagation();
+    closeMenu(true);
+  } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    items[(at + (event.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
+  }
+});
+document.addEventListener("click", (event) => {
+  if (!moreMenu.hidden && !event.target.closest(".menu-wrap")) closeMenu();
+});
+moreMenu.addEventListener("focusout", (event) => {
+  if (event.relatedTarget && !moreMenu.contains(event.relatedTarget) && event.relatedTarget !== more) closeMenu();
+});
+
 // ---- theme -------------------------------------------------------------------
 
 function currentTheme() {

@@ -143,7 +143,7 @@ export async function copyText(text, button) {
 export function renderMarkdown(element, text) {
   const html = parser().render(text);
   const clean = window.DOMPurify.sanitize(html, {
-    USE_PROFILES: { html: true, mathMl: true },
+    USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
     FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
     FORBID_ATTR: ["id", "name"],
   });
