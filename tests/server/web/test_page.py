@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import urllib.error
 import urllib.request
@@ -116,6 +117,26 @@ def test_assets_are_versioned_typed_and_cached(make_server: ServerFactory) -> No
     # A page from an older release still gets the file, but not cached for good.
     status, headers, _ = fetch(server.base_url + "/assets/0ld/js/main.js")
     assert (status, headers["cache-control"]) == (200, "no-cache")
+
+
+def test_text_is_sent_gzipped_to_clients_that_accept_it(make_server: ServerFactory) -> None:
+    server = make_server()
+    _, _, page = fetch(server.base_url + "/")
+    url = server.base_url + re.findall(rb'src="(/assets/[^"]+markdown-it[^"]+)"', page)[0].decode()
+    _, plain_headers, plain = fetch(url)
+    status, headers, packed = fetch(url, headers={"Accept-Encoding": "gzip, br"})
+    assert status == 200
+    assert headers["content-encoding"] == "gzip" and "content-encoding" not in plain_headers
+    assert gzip.decompress(packed) == plain and len(packed) < len(plain) / 2
+    assert headers["vary"] == plain_headers["vary"] == "Accept-Encoding"
+    assert headers["etag"] != plain_headers["etag"]
+    status, _, _ = fetch(url, headers={"Accept-Encoding": "gzip", "If-None-Match": headers["etag"]})
+    assert status == 304
+    # Fonts are compressed already: sent as they are.
+    version = url.split("/")[4]
+    font = f"{server.base_url}/assets/{version}/vendor/katex/fonts/KaTeX_Main-Regular.woff2"
+    _, font_headers, _ = fetch(font, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in font_headers
 
 
 def test_unknown_assets_and_source_files_are_not_served(make_server: ServerFactory) -> None:

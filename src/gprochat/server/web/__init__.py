@@ -17,6 +17,7 @@ GeminiProChat bakes the same key into its bundle at build time.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import html
 from dataclasses import dataclass
@@ -72,9 +73,17 @@ _IMMUTABLE = "public, max-age=31536000, immutable"
 
 @dataclass(frozen=True)
 class _Asset:
+    """A file's bytes, type and ETag, and its gzip twin for text (compressed once, at start)."""
+
     body: bytes
     media_type: str
     etag: str
+    gzipped: bytes | None = None
+
+    @classmethod
+    def of(cls, body: bytes, media_type: str) -> _Asset:
+        compressible = not media_type.startswith(("font/", "image/png"))
+        return cls(body, media_type, _etag(body), gzip.compress(body, mtime=0) if compressible else None)
 
 
 def _etag(body: bytes) -> str:
@@ -88,8 +97,7 @@ def _load_assets() -> dict[str, _Asset]:
         media_type = _ASSET_TYPES.get(path.suffix)
         if media_type is None or not path.is_file():
             continue
-        body = path.read_bytes()
-        assets[path.relative_to(WEB_ROOT).as_posix()] = _Asset(body, media_type, _etag(body))
+        assets[path.relative_to(WEB_ROOT).as_posix()] = _Asset.of(path.read_bytes(), media_type)
     return assets
 
 
@@ -99,10 +107,18 @@ def _not_modified(request: Request, etag: str) -> bool:
 
 
 def _answer(request: Request, asset: _Asset, cache_control: str) -> Response:
-    headers = {**SECURITY_HEADERS, "ETag": asset.etag, "Cache-Control": cache_control}
-    if _not_modified(request, asset.etag):
+    headers = {**SECURITY_HEADERS, "Cache-Control": cache_control}
+    body, etag = asset.body, asset.etag
+    if asset.gzipped is not None:
+        headers["Vary"] = "Accept-Encoding"
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body, etag = asset.gzipped, asset.etag[:-1] + '-gzip"'
+            headers["Content-Encoding"] = "gzip"
+    headers["ETag"] = etag
+    if _not_modified(request, etag):
+        headers.pop("Content-Encoding", None)
         return Response(status_code=304, headers=headers)
-    return Response(asset.body, media_type=asset.media_type, headers=headers)
+    return Response(body, media_type=asset.media_type, headers=headers)
 
 
 def _not_found(what: str) -> Response:
@@ -132,7 +148,7 @@ def web_routes(config: ServerConfig) -> list[BaseRoute]:
         + __version__.encode()
     ).hexdigest()[:12]
     body = render_page(config, f"/assets/{version}")
-    page = _Asset(body, "text/html; charset=utf-8", _etag(body))
+    page = _Asset.of(body, "text/html; charset=utf-8")
 
     async def index(request: Request) -> Response:
         # The page is counted apart from the API (like /api/auth), so that browsing
