@@ -134,7 +134,7 @@ def test_password_gate_explains_a_wrong_password_then_remembers_the_right_one(
     assert dialog.is_visible()
     page.fill("#password-input", "wrong")
     page.press("#password-input", "Enter")
-    assert "Wrong password" in page.locator("#password-error").inner_text()
+    page.locator("#password-error:has-text('Wrong password')").wait_for()
     assert dialog.is_visible()
     page.fill("#password-input", "open sesame")
     page.press("#password-input", "Enter")
@@ -263,7 +263,7 @@ def test_system_role_goes_with_the_conversation(web_server: Any, page_of: Any) -
     page.click("#system-role")
     page.fill("#system-input", "Answer like a pirate.")
     page.click("#system-dialog button[value=ok]")
-    assert "Answer like a pirate." in page.locator("#system-banner").inner_text()
+    page.locator("#system-banner:has-text('Answer like a pirate.')").wait_for()
     send(page, "Hello")
     wait_answers(page, 1)
     roles = [(m["role"], m["parts"][0]["text"]) for m in bodies[0]["messages"]]
