@@ -47,9 +47,14 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium for the session; each test opens its own context (fresh storage)."""
+    """One Chromium per test module; each test opens its own context (fresh storage).
+
+    Not per session: while Playwright's synchronous API is alive, its event loop is
+    the main thread's running loop, and the asyncio tests of later modules could not
+    start theirs.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

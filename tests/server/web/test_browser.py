@@ -79,6 +79,34 @@ def test_the_page_signs_with_the_deployments_key(web_server: Any, page_of: Any) 
     assert signature.startswith("1973b490")
 
 
+DISTANCE_FROM_BOTTOM = "(() => { const s = document.getElementById('scroller');" \
+    " return s.scrollHeight - s.scrollTop - s.clientHeight; })()"
+
+
+def test_stays_at_the_bottom_while_streaming_unless_scrolled_up(web_server: Any, page_of: Any) -> None:
+    server = web_server("--echo-delay", "0.15")
+    page = page_of(server.base_url, viewport={"width": 900, "height": 600})
+    send(page, "\n".join(f"line {i}" for i in range(80)))
+    # Once the answer is taller than the view, the view follows it.
+    page.wait_for_function(
+        "() => { const s = document.getElementById('scroller');"
+        " return document.querySelector('.streaming') && s.scrollHeight > s.clientHeight + 300; }"
+    )
+    page.wait_for_timeout(400)
+    assert page.locator(".streaming").count() == 1
+    assert page.evaluate(DISTANCE_FROM_BOTTOM) < 48
+    # The person scrolls up to read: the view stays there as text arrives and at the end.
+    page.mouse.move(450, 300)
+    page.mouse.wheel(0, -200)
+    page.wait_for_timeout(200)
+    page.evaluate("document.getElementById('scroller').scrollTop = 0")
+    height = page.evaluate("document.getElementById('scroller').scrollHeight")
+    page.wait_for_function("h => document.getElementById('scroller').scrollHeight > h + 100", arg=height)
+    assert page.evaluate("document.getElementById('scroller').scrollTop") == 0
+    wait_answers(page, 1)
+    assert page.evaluate("document.getElementById('scroller').scrollTop") == 0
+
+
 def test_reload_keeps_the_conversation(web_server: Any, page_of: Any) -> None:
     server = web_server()
     page = page_of(server.base_url)
@@ -294,6 +322,10 @@ def test_keyboard_only_send(web_server: Any, page_of: Any) -> None:
     assert page.locator(".message").count() == 0
     page.keyboard.press("Enter")
     assert wait_answers(page, 1) == [f"{PREFIX} first line\nsecond line"]
+    # Focus is visible when moving by keyboard.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "send"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
     assert page.locator("#prompt").input_value() == ""
 
 

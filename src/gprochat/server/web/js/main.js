@@ -73,7 +73,8 @@ function messageActions(message, index, conversation) {
   return actions;
 }
 
-function renderConversation() {
+/** Draw the current conversation; `toBottom` scrolls down even if the person had scrolled up. */
+function renderConversation(toBottom = true) {
   const conversation = store.current;
   ui.messages.replaceChildren(
     ...conversation.messages.map((message, index) => messageElement(message, index, conversation)),
@@ -88,7 +89,7 @@ function renderConversation() {
   }
   if (shownError && shownError.conversationId === conversation.id) ui.messages.append(shownError.element);
   renderList();
-  scrollToBottom(true);
+  scrollToBottom(toBottom);
 }
 
 function renderList() {
@@ -262,7 +263,7 @@ function finish(conversation, answer, failure) {
   setBusy(false);
   if (answer.content) conversation.messages.push(answer);
   store.touch(conversation);
-  if (store.currentId === conversation.id) renderConversation();
+  if (store.currentId === conversation.id) renderConversation(false);
   else renderList();
   if (failure) showError(failure, conversation);
 }
@@ -527,7 +528,7 @@ ui.sidebar.addEventListener("keydown", (event) => {
   }
 });
 whenLibraryLoaded(() => {
-  renderConversation();
+  renderConversation(false);
 });
 // Another tab changed the conversations: show them (unless this one is answering).
 window.addEventListener("storage", (event) => {
