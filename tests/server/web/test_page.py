@@ -155,6 +155,15 @@ def test_head_and_etag_on_the_page(make_server: ServerFactory) -> None:
     assert (status, body) == (304, b"")
 
 
+def test_page_and_assets_are_counted_under_their_routes(make_server: ServerFactory) -> None:
+    server = make_server()
+    _, _, page = fetch(server.base_url + "/")
+    fetch(server.base_url + re.findall(rb'src="(/assets/[^"]+)"', page)[0].decode())
+    metrics = fetch(server.base_url + "/metrics")[2].decode()
+    assert 'gprochat_http_requests_total{method="GET",route="/",status="200"} 1.0' in metrics
+    assert 'route="/assets/{version}/{path:path}",status="200"} 1.0' in metrics
+
+
 def test_web_false_serves_no_page(make_server: ServerFactory) -> None:
     server = make_server(web=False)
     assert fetch(server.base_url + "/")[0] == 404

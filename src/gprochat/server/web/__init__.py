@@ -151,6 +151,7 @@ def web_routes(config: ServerConfig) -> list[BaseRoute]:
     page = _Asset.of(body, "text/html; charset=utf-8")
 
     async def index(request: Request) -> Response:
+        _record_route(request, routes[0])
         # The page is counted apart from the API (like /api/auth), so that browsing
         # does not use up a client's allowance of answers.
         guard: RequestGuard = request.app.state.guard
@@ -163,6 +164,7 @@ def web_routes(config: ServerConfig) -> list[BaseRoute]:
         return _answer(request, page, "no-cache")
 
     async def asset(request: Request) -> Response:
+        _record_route(request, routes[1])
         path = str(request.path_params["path"])
         found = assets.get(path)
         if found is None:
@@ -171,10 +173,17 @@ def web_routes(config: ServerConfig) -> list[BaseRoute]:
         current = request.path_params["version"] == version
         return _answer(request, found, _IMMUTABLE if current else "no-cache")
 
-    return [
+    routes: list[BaseRoute] = [
         Route("/", index, methods=["GET", "HEAD"], name="web_index"),
         Route("/assets/{version}/{path:path}", asset, methods=["GET", "HEAD"], name="web_asset"),
     ]
+    return routes
+
+
+def _record_route(request: Request, route: BaseRoute) -> None:
+    # Metrics and the access log label requests by scope["route"]; Starlette's router
+    # sets it, FastAPI's sets it for its own routes only.
+    request.scope.setdefault("route", route)
 
 
 def install_web(app: ASGIApp) -> None:
