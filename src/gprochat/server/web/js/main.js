@@ -1,6 +1,9 @@
 // The chat page: conversations, the composer, streaming answers, errors.
 
-import { ChatError, checkPassword, generate } from "./api.js";
+import { ChatError, generate } from "./api.js";
+import { closeSidebar } from "./chrome.js";
+import { askPassword, editInDialog } from "./dialogs.js";
+import { ErrorCard } from "./errors.js";
 import { copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
 import { Store, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
@@ -13,12 +16,11 @@ const ui = {
   messages: $("messages"), scroller: $("scroller"), prompt: $("prompt"), composer: $("composer"),
   send: $("send"), stop: $("stop"), title: $("chat-title"), list: $("conversation-list"),
   empty: $("empty"), announcer: $("announcer"), systemBanner: $("system-banner"),
-  sidebar: $("sidebar"), scrim: $("scrim"), toggleSidebar: $("toggle-sidebar"),
 };
 
 // The answer being streamed, if any: which conversation, its message, the controller.
 let active = null;
-// The error shown under the conversation (with its countdown timer), if any.
+// The ErrorCard shown under a conversation, if any.
 let shownError = null;
 let stickToBottom = true;
 
@@ -134,61 +136,18 @@ function announce(text) {
 
 function clearError() {
   if (!shownError) return;
-  clearInterval(shownError.timer);
-  shownError.element.remove();
+  shownError.remove();
   shownError = null;
 }
 
 function showError(error, conversation) {
   clearError();
-  const element = document.createElement("li");
-  element.className = "error-card";
-  element.setAttribute("role", "alert");
-  const title = document.createElement("strong");
-  const text = document.createElement("p");
-  const actions = document.createElement("div");
-  actions.className = "message-actions";
-  const titles = {
-    rate: "Too many requests", busy: "The server is busy", network: "Server unreachable",
-    cut: "The answer was cut off", password: "Wrong password", server: "The server refused",
-    client: "Nothing to send",
-  };
-  title.textContent = titles[error.kind] || "Something went wrong";
-  text.textContent = error.message;
-  element.append(title, text);
-  const retry = document.createElement("button");
-  retry.type = "button";
-  retry.className = "btn retry";
-  retry.textContent = "Retry";
-  retry.addEventListener("click", () => retryLast());
-  if (error.kind !== "password" && error.kind !== "client") actions.append(retry);
-  const record = { element, timer: null, conversationId: conversation.id };
-  if (error.retryAfter) {
-    const countdown = document.createElement("p");
-    countdown.className = "countdown";
-    let left = error.retryAfter;
-    const tick = () => {
-      if (left > 0) {
-        countdown.textContent = `You can retry in ${left} s.`;
-        retry.disabled = true;
-      } else {
-        countdown.textContent = "You can retry now.";
-        retry.disabled = false;
-        clearInterval(record.timer);
-      }
-      left -= 1;
-    };
-    tick();
-    record.timer = setInterval(tick, 1000);
-    element.append(countdown);
-  }
-  element.append(actions);
-  shownError = record;
+  shownError = new ErrorCard(error, conversation.id, () => retryLast());
   if (conversation.id === store.currentId) {
-    ui.messages.append(element);
+    ui.messages.append(shownError.element);
     scrollToBottom();
   }
-  announce(`${title.textContent}. ${error.message}`);
+  announce(`${shownError.title}. ${error.message}`);
 }
 
 // ---- sending -----------------------------------------------------------------
@@ -295,41 +254,6 @@ function retryLast() {
   ask(conversation);
 }
 
-// ---- password ----------------------------------------------------------------
-
-function askPassword(reason = "") {
-  const dialog = $("password-dialog");
-  const input = $("password-input");
-  const error = $("password-error");
-  error.textContent = reason ? `${reason} Enter the right one.` : "";
-  input.value = "";
-  return new Promise((resolve) => {
-    const form = $("password-form");
-    const onSubmit = async (event) => {
-      event.preventDefault();
-      const password = input.value;
-      if (!password) return;
-      try {
-        if (await checkPassword(password)) {
-          storePassword(password);
-          form.removeEventListener("submit", onSubmit);
-          dialog.close();
-          resolve(true);
-          return;
-        }
-        error.textContent = "Wrong password: the server did not accept it. Check it (it is case-sensitive) or ask the site's operator.";
-      } catch (failure) {
-        error.textContent = failure.message;
-      }
-      input.select();
-    };
-    form.addEventListener("submit", onSubmit);
-    dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
-    if (!dialog.open) dialog.showModal();
-    input.focus();
-  });
-}
-
 // ---- conversations -----------------------------------------------------------
 
 function selectConversation(id) {
@@ -353,86 +277,6 @@ function download(name, type, text) {
 function fileName(conversation, extension) {
   const base = titleOf(conversation).replace(/[^\p{L}\p{N}]+/gu, "-").replace(/^-|-$/g, "").slice(0, 60);
   return `${base || "conversation"}.${extension}`;
-}
-
-function editInDialog(dialogId, inputId, value, apply) {
-  const dialog = $(dialogId);
-  const input = $(inputId);
-  input.value = value;
-  dialog.addEventListener("close", () => {
-    if (dialog.returnValue === "ok") apply(input.value);
-  }, { once: true });
-  dialog.returnValue = "";
-  dialog.showModal();
-  input.focus();
-}
-
-function openSidebar() {
-  ui.sidebar.classList.add("open");
-  ui.scrim.hidden = false;
-  ui.toggleSidebar.setAttribute("aria-expanded", "true");
-  ui.sidebar.querySelector("button")?.focus();
-}
-
-function closeSidebar() {
-  ui.sidebar.classList.remove("open");
-  ui.scrim.hidden = true;
-  ui.toggleSidebar.setAttribute("aria-expanded", "false");
-}
-
-// Cancel buttons are not submit buttons: Enter in a field must choose the form's OK.
-for (const button of document.querySelectorAll("dialog [data-close]")) {
-  button.addEventListener("click", () => button.closest("dialog").close("cancel"));
-}
-
-// ---- the "more" menu -----------------------------------------------------------
-
-const more = $("more");
-const moreMenu = $("more-menu");
-
-function closeMenu(focusButton = false) {
-  if (moreMenu.hidden) return;
-  moreMenu.hidden = true;
-  more.setAttribute("aria-expanded", "false");
-  if (focusButton) more.focus();
-}
-
-more.addEventListener("click", () => {
-  if (!moreMenu.hidden) return closeMenu();
-  moreMenu.hidden = false;
-  more.setAttribute("aria-expanded", "true");
-  moreMenu.querySelector("button").focus();
-});
-moreMenu.addEventListener("click", () => closeMenu());
-moreMenu.addEventListener("keydown", (event) => {
-  const items = [...moreMenu.querySelectorAll("button")];
-  const at = items.indexOf(document.activeElement);
-  if (event.key === "Escape") {
-    event.stopPropagation();
-    closeMenu(true);
-  } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
-    event.preventDefault();
-    items[(at + (event.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
-  }
-});
-document.addEventListener("click", (event) => {
-  if (!moreMenu.hidden && !event.target.closest(".menu-wrap")) closeMenu();
-});
-moreMenu.addEventListener("focusout", (event) => {
-  if (event.relatedTarget && !moreMenu.contains(event.relatedTarget) && event.relatedTarget !== more) closeMenu();
-});
-
-// ---- theme -------------------------------------------------------------------
-
-function currentTheme() {
-  const chosen = document.documentElement.dataset.theme;
-  if (chosen) return chosen;
-  return matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
-}
-
-function showThemeButton() {
-  const next = currentTheme() === "dark" ? "light" : "dark";
-  $("theme").setAttribute("aria-label", `Switch to ${next} theme`);
 }
 
 // ---- wiring ------------------------------------------------------------------
@@ -505,28 +349,6 @@ $("export-md").addEventListener("click", () => {
 $("export-json").addEventListener("click", () => {
   download(fileName(store.current, "json"), "application/json", toJSON(store.current));
 });
-$("theme").addEventListener("click", () => {
-  const next = currentTheme() === "dark" ? "light" : "dark";
-  document.documentElement.dataset.theme = next;
-  try {
-    localStorage.setItem("gprochat:theme", next);
-  } catch (_) {
-    // Not remembered.
-  }
-  showThemeButton();
-});
-matchMedia("(prefers-color-scheme: dark)").addEventListener("change", showThemeButton);
-ui.toggleSidebar.addEventListener("click", () => {
-  if (ui.sidebar.classList.contains("open")) closeSidebar();
-  else openSidebar();
-});
-ui.scrim.addEventListener("click", closeSidebar);
-ui.sidebar.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && ui.sidebar.classList.contains("open")) {
-    closeSidebar();
-    ui.toggleSidebar.focus();
-  }
-});
 whenLibraryLoaded(() => {
   renderConversation(false);
 });
@@ -538,7 +360,6 @@ window.addEventListener("storage", (event) => {
   }
 });
 
-showThemeButton();
 renderConversation();
 document.documentElement.classList.add("ready");
 if (site.passwordRequired && !storedPassword()) askPassword();
