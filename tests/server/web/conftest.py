@@ -83,7 +83,7 @@ def page_of(browser: Any) -> Iterator[Any]:
         page.errors = []  # uncaught exceptions in the page: a test fails on any
         page.on("pageerror", lambda error: page.errors.append(str(error)))
         page.set_default_timeout(15_000)
-        page.goto("/")
+        page.goto(base_url)
         return page
 
     yield open_page

@@ -1,4 +1,5 @@
-"""What the page says when things go wrong: a cut answer, a busy server, no server."""
+"""What the page says when things go wrong (a cut answer, a busy server, no server),
+and the page in less usual places (behind a proxy's path prefix)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gprochat.server import BackgroundServer, ServerConfig, create_app
 from gprochat.server.backends import Backend, Conversation
 from gprochat.server.backends.echo import EchoBackend
 
@@ -97,3 +101,31 @@ def test_the_finished_answer_is_announced_politely(make_server: ServerFactory, p
         ".map(el => el.outerHTML)"
     )
     assert unnamed == []
+
+
+class UnderPrefix:
+    """What a reverse proxy serving the site at ``/chat/`` does: strip the prefix."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if not scope["path"].startswith(self.prefix + "/"):
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b"outside the prefix"})
+                return
+            scope = {**scope, "path": scope["path"][len(self.prefix):], "raw_path": None}
+        await self.app(scope, receive, send)
+
+
+def test_the_page_works_under_a_path_prefix(page_of: Any) -> None:
+    app = create_app(ServerConfig())
+    with BackgroundServer(app=UnderPrefix(app, "/chat")) as server:
+        page = page_of(server.base_url + "/chat/")
+        send(page, "Through the proxy, with `code`:\n\n```python\nprint(1)\n```")
+        wait_answers(page, 1)
+        page.wait_for_function("() => window.hljs")  # loaded lazily, under the prefix too
+        assert page.locator(".message.assistant .code-block").count() == 1
+        assert page.errors == []

@@ -93,11 +93,11 @@ def test_the_page_tells_its_script_the_key_and_whether_a_password_is_needed(
 def test_assets_are_versioned_typed_and_cached(make_server: ServerFactory) -> None:
     server = make_server()
     _, _, body = fetch(server.base_url + "/")
-    urls = re.findall(rb'(?:src|href)="(/assets/[^"]+)"', body)
+    urls = re.findall(rb'(?:src|href)="\./(assets/[^"]+)"', body)
     assert len(urls) >= 6
     expected_types = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                       ".svg": "image/svg+xml"}
-    for url in (u.decode() for u in urls):
+    for url in ("/" + u.decode() for u in urls):
         status, headers, content = fetch(server.base_url + url)
         assert status == 200, url
         assert headers["content-type"] == expected_types[Path(url).suffix]
@@ -107,7 +107,7 @@ def test_assets_are_versioned_typed_and_cached(make_server: ServerFactory) -> No
         status, again, content_304 = fetch(server.base_url + url, headers={"If-None-Match": headers["etag"]})
         assert (status, content_304, again["etag"]) == (304, b"", headers["etag"])
         assert content
-    version = urls[0].decode().split("/")[2]
+    version = urls[0].decode().split("/")[1]
     # The lazily loaded libraries and KaTeX's fonts are there too.
     for path, content_type in [("vendor/katex/katex.min.js", "text/javascript; charset=utf-8"),
                                ("vendor/highlight.js/highlight.min.js", "text/javascript; charset=utf-8"),
@@ -122,7 +122,7 @@ def test_assets_are_versioned_typed_and_cached(make_server: ServerFactory) -> No
 def test_text_is_sent_gzipped_to_clients_that_accept_it(make_server: ServerFactory) -> None:
     server = make_server()
     _, _, page = fetch(server.base_url + "/")
-    url = server.base_url + re.findall(rb'src="(/assets/[^"]+markdown-it[^"]+)"', page)[0].decode()
+    url = server.base_url + "/" + re.findall(rb'src="\./(assets/[^"]+markdown-it[^"]+)"', page)[0].decode()
     _, plain_headers, plain = fetch(url)
     status, headers, packed = fetch(url, headers={"Accept-Encoding": "gzip, br"})
     assert status == 200
@@ -158,7 +158,7 @@ def test_head_and_etag_on_the_page(make_server: ServerFactory) -> None:
 def test_page_and_assets_are_counted_under_their_routes(make_server: ServerFactory) -> None:
     server = make_server()
     _, _, page = fetch(server.base_url + "/")
-    fetch(server.base_url + re.findall(rb'src="(/assets/[^"]+)"', page)[0].decode())
+    fetch(server.base_url + "/" + re.findall(rb'src="\./(assets/[^"]+)"', page)[0].decode())
     metrics = fetch(server.base_url + "/metrics")[2].decode()
     assert 'gprochat_http_requests_total{method="GET",route="/",status="200"} 1.0' in metrics
     assert 'route="/assets/{version}/{path:path}",status="200"} 1.0' in metrics

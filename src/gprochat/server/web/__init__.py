@@ -8,7 +8,9 @@ folder; nothing comes from a CDN.
 URLs and caching: assets live under ``/assets/<version>/...``, where ``<version>``
 hashes every file here, so a new release changes every asset URL; those responses
 are ``immutable`` for a year. The page itself is ``no-cache`` with an ``ETag``.
-Relative imports between our ES modules stay under the same versioned prefix.
+The page refers to them relatively (``./assets/...``, ``api/generate``), so it also
+works behind a reverse proxy that serves the site under a path prefix. Relative
+imports between our ES modules stay under the same versioned prefix.
 
 The page learns the deployment's public secret key and whether a password is
 needed from ``<meta>`` tags (the Content-Security-Policy allows no inline script);
@@ -147,7 +149,7 @@ def web_routes(config: ServerConfig) -> list[BaseRoute]:
         b"".join(name.encode() + asset.etag.encode() for name, asset in assets.items())
         + __version__.encode()
     ).hexdigest()[:12]
-    body = render_page(config, f"/assets/{version}")
+    body = render_page(config, f"./assets/{version}")
     page = _Asset.of(body, "text/html; charset=utf-8")
 
     async def index(request: Request) -> Response:

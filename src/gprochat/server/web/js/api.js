@@ -1,4 +1,5 @@
 // The protocol, in the browser: sign, send, stream, and explain failures.
+// URLs are relative to the page, so a site served under a path prefix works too.
 //
 // A request to /api/generate carries the conversation as Gemini turns, the time in
 // milliseconds, the site password and sign = sha256_hex(`${time}:${text}:${secretKey}`),
@@ -90,7 +91,7 @@ export async function generate({ messages, system, password, secretKey, signal, 
   });
   let response;
   try {
-    response = await fetch("/api/generate", {
+    response = await fetch("api/generate", {
       method: "POST",
       headers: { "Content-Type": "text/plain;charset=UTF-8" },
       body,
@@ -123,7 +124,7 @@ export async function generate({ messages, system, password, secretKey, signal, 
 export async function checkPassword(password) {
   let response;
   try {
-    response = await fetch("/api/auth", {
+    response = await fetch("api/auth", {
       method: "POST",
       headers: { "Content-Type": "text/plain;charset=UTF-8" },
       body: JSON.stringify({ pass: password }),
