@@ -222,6 +222,45 @@ def test_a_hostile_answer_executes_nothing(web_server: Any, page_of: Any) -> Non
     assert page.errors == []
 
 
+MARKDOWN = """Intro
+
+- one
+- two
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+```python
+print("hi")
+```
+
+Inline $e^{i\\pi}+1=0$ and display:
+
+$$\\frac{1}{2}$$
+"""
+
+
+def test_markdown_code_and_math_are_rendered(web_server: Any, page_of: Any) -> None:
+    server = web_server()
+    page = page_of(server.base_url)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    send(page, MARKDOWN)
+    wait_answers(page, 1)
+    # highlight.js and KaTeX arrive on first need, then the answer is drawn again.
+    page.wait_for_function("() => window.hljs && window.katex")
+    answer = page.locator(".message.assistant .bubble")
+    answer.locator(".katex-display").wait_for()
+    assert answer.locator("li").all_inner_texts() == ["one", "two"]
+    assert answer.locator("table td").all_inner_texts() == ["1", "2"]
+    assert answer.locator(".code-head span").inner_text() == "python"
+    assert answer.locator("code .hljs-string").inner_text() == '"hi"'
+    assert answer.locator(".katex").count() == 2
+    answer.locator(".copy-btn").click()
+    answer.locator(".copy-btn:text-is('Copied')").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == 'print("hi")\n'
+
+
 def test_links_in_answers_open_safely(web_server: Any, page_of: Any) -> None:
     server = web_server()
     page = page_of(server.base_url)
