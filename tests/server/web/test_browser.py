@@ -123,6 +123,21 @@ def test_reload_keeps_the_conversation(web_server: Any, page_of: Any) -> None:
     assert page.locator("#empty").is_visible()
 
 
+def test_reload_mid_answer_keeps_what_arrived_marked_incomplete(web_server: Any, page_of: Any) -> None:
+    server = web_server("--echo-delay", "0.3")
+    page = page_of(server.base_url)
+    message = " ".join(f"word{i}" for i in range(40))
+    send(page, message)
+    page.wait_for_selector(".message.assistant.streaming .bubble:has-text('backend')")
+    page.reload()
+    answer = page.locator(".message.assistant")
+    assert answer.count() == 1
+    kept = answer.locator(".bubble").inner_text()
+    assert kept and f"{EchoBackend.PREFIX}{message}".startswith(kept) and "word39" not in kept
+    assert "Incomplete" in answer.locator(".status-note").inner_text()
+    assert page.locator(".message.assistant .retry").is_visible()
+
+
 def test_stop_ends_the_stream_and_the_server_sees_the_client_leave(web_server: Any, page_of: Any) -> None:
     delay = 0.3
     server = web_server("--echo-delay", str(delay))

@@ -220,7 +220,7 @@ async function ask(conversation) {
 function finish(conversation, answer, failure) {
   active = null;
   setBusy(false);
-  if (answer.content) conversation.messages.push(answer);
+  if (answer.content && !conversation.messages.includes(answer)) conversation.messages.push(answer);
   store.touch(conversation);
   if (store.currentId === conversation.id) renderConversation(false);
   else renderList();
@@ -351,6 +351,13 @@ $("export-json").addEventListener("click", () => {
 });
 whenLibraryLoaded(() => {
   renderConversation(false);
+});
+// Leaving (or reloading) mid-answer keeps what arrived, marked incomplete.
+window.addEventListener("pagehide", () => {
+  if (!active || !active.answer.content) return;
+  active.answer.status = "incomplete";
+  active.conversation.messages.push(active.answer);
+  store.touch(active.conversation);
 });
 // Another tab changed the conversations: show them (unless this one is answering).
 window.addEventListener("storage", (event) => {
