@@ -25,10 +25,10 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
 
 from ... import __version__
 from ..config import ServerConfig
@@ -188,7 +188,7 @@ def _record_route(request: Request, route: BaseRoute) -> None:
     request.scope.setdefault("route", route)
 
 
-def install_web(app: ASGIApp) -> None:
-    """Add the chat page's routes to ``app`` (a Starlette or FastAPI app)."""
-    app.router.routes.extend(web_routes(app.state.config))  # type: ignore[attr-defined]
+def install_web(app: Starlette) -> None:
+    """Add the chat page's routes to ``app`` (Starlette or FastAPI; ``app.state.config`` set)."""
+    app.router.routes.extend(web_routes(app.state.config))
 
