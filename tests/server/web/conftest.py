@@ -34,7 +34,9 @@ CHROMIUM_ARGS = [
 
 
 def _chromium_path() -> str | None:
-    candidates = (os.environ.get("GPROCHAT_TEST_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"))
+    """``GPROCHAT_TEST_CHROMIUM`` if set (and only it), else Debian's ``chromium``."""
+    chosen = os.environ.get("GPROCHAT_TEST_CHROMIUM")
+    candidates = (chosen,) if chosen else ("/usr/bin/chromium", shutil.which("chromium"))
     for candidate in candidates:
         if candidate and os.path.exists(candidate):
             return candidate
@@ -61,7 +63,9 @@ def browser() -> Iterator[Any]:
         _missing("playwright is not installed (pip install -e '.[test]')")
     executable = _chromium_path()
     if executable is None:
-        _missing("chromium is not installed (Debian: apt-get install -y chromium)")
+        chosen = os.environ.get("GPROCHAT_TEST_CHROMIUM")
+        _missing(f"GPROCHAT_TEST_CHROMIUM={chosen} does not exist" if chosen
+                 else "chromium is not installed (Debian: apt-get install -y chromium)")
     with sync_playwright() as playwright:
         # launch() gives Chromium a fresh temporary profile, removed when it closes.
         instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
