@@ -7,6 +7,7 @@ duplicated; the provider arranges that by yielding outside ``with_retries``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,10 @@ __all__ = [
 
 T = TypeVar("T")
 
+logger = logging.getLogger("gprochat.retry")
+LONG_WAIT = 2.0
+"""Waits this long or longer are logged as warnings, shorter ones as info."""
+
 DEFAULT_MAX_RETRIES = 2
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
@@ -49,6 +54,8 @@ _backoff = wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.25)
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failure before any text may be tried again."""
     if isinstance(exc, APIStatusError):
+        if exc.status_code == 502 and "configuration error" in (exc.server_message or "").lower():
+            return False  # the server says its own setup is wrong: asking again cannot help
         return exc.status_code in RETRY_STATUSES
     if isinstance(exc, TimeoutError):
         return exc.limit != "total"  # the total limit covers the retries too
@@ -80,8 +87,18 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, (int, float)):
-        return min(float(retry_after), MAX_RETRY_AFTER)
-    return float(_backoff(state))
+        seconds = min(float(retry_after), MAX_RETRY_AFTER)
+        why = f"the server asked to wait (Retry-After: {retry_after:g})"
+    else:
+        seconds = float(_backoff(state))
+        why = "backing off"
+    # Said on the "gprochat.retry" logger (the command line prints it on stderr), so a
+    # long wait is never silent.
+    logger.log(
+        logging.WARNING if seconds >= LONG_WAIT else logging.INFO,
+        "%s; retrying in %.1fs (%s)", exc, seconds, why,
+    )
+    return seconds
 
 
 class _stop_past_deadline(stop_base):
