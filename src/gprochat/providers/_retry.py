@@ -39,6 +39,7 @@ __all__ = [
 T = TypeVar("T")
 
 logger = logging.getLogger("gprochat.retry")
+logger.addHandler(logging.NullHandler())  # a library prints nothing unless asked
 LONG_WAIT = 2.0
 """Waits this long or longer are logged as warnings, shorter ones as info."""
 
