@@ -196,7 +196,9 @@ def _disconnected(exc: BaseException, call: _Call) -> GPROChatError:
 
 def _invalid_url(exc: BaseException, call: _Call) -> GPROChatError:
     # A wrong URL stays wrong: a configuration error, never retried.
-    return ConfigurationError(f"Invalid URL {call.url!r}: pass a base URL like http://host:port")
+    return ConfigurationError(
+        f"Invalid URL {call.url!r} ({exc}): pass a base URL like http://host:port"
+    )
 
 
 def _other(exc: BaseException, call: _Call) -> GPROChatError:
@@ -215,6 +217,7 @@ _Condition = Callable[[BaseException, _Call], bool]
 _TRANSLATIONS: tuple[tuple[tuple[type[BaseException], ...], _Condition, _Builder], ...] = (
     ((UnicodeDecodeError,), _always, _bad_utf8),
     ((UnicodeEncodeError,), _always, _unencodable),
+    ((UnicodeError,), _always, _invalid_url),  # a host name IDNA cannot encode ("a..b")
     ((aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError), _always, _proxy_failed),
     (_SocksError, lambda exc, call: not isinstance(exc, _SocksTimeout), _proxy_failed),
     # asyncio.IncompleteReadError: a SOCKS proxy hanging up mid-handshake

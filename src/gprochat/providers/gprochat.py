@@ -200,12 +200,14 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         if not base_url and os.environ.get("GPROCHAT_BASE_URL"):
             base_url, source = os.environ["GPROCHAT_BASE_URL"], "GPROCHAT_BASE_URL"
         if base_url:
-            if not base_url.lower().startswith(("http://", "https://")) or base_url.endswith("://"):
+            if not base_url.lower().startswith(("http://", "https://")):
                 hint = base_url.split("://", 1)[-1].strip("/") or "host:port"
                 raise ConfigurationError(
                     f"{source}={base_url!r} is not an http:// or https:// URL: "
                     f"write the scheme too, e.g. http://{hint}"
                 )
+            if not base_url.split("://", 1)[1].strip("/"):
+                raise ConfigurationError(f"{source}={base_url!r} has no host: e.g. http://host:port")
             return base_url.rstrip("/") + protocol.GENERATE_PATH
         if cls.api_endpoint == GPROChat.api_endpoint and cls.url != GPROChat.url:
             # A subclass that set only ``url`` means that deployment's endpoint.
