@@ -88,18 +88,26 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, (int, float)):
-        seconds = min(float(retry_after), MAX_RETRY_AFTER)
-        why = f"the server asked to wait (Retry-After: {retry_after:g})"
-    else:
-        seconds = float(_backoff(state))
-        why = "backing off"
-    # Said on the "gprochat.retry" logger (the command line prints it on stderr), so a
-    # long wait is never silent.
+        return min(float(retry_after), MAX_RETRY_AFTER)
+    return float(_backoff(state))
+
+
+def _say_wait(state: RetryCallState) -> None:
+    """Before each wait: say it on the "gprochat.retry" logger, so no wait is silent.
+
+    (The command line prints these on stderr.)
+    """
+    exc = state.outcome.exception() if state.outcome else None
+    seconds = state.next_action.sleep if state.next_action else 0.0
+    retry_after = getattr(exc, "retry_after", None)
+    why = (
+        f"the server asked to wait (Retry-After: {retry_after:g})"
+        if isinstance(retry_after, (int, float)) else "backing off"
+    )
     logger.log(
         logging.WARNING if seconds >= LONG_WAIT else logging.INFO,
         "%s; retrying in %.1fs (%s)", exc, seconds, why,
     )
-    return seconds
 
 
 class _stop_past_deadline(stop_base):
@@ -147,6 +155,7 @@ async def with_retries(
         stop=stop_after_attempt(max_retries + 1) | _stop_past_deadline(deadline),
         wait=_wait,
         retry=retry_if_exception(is_retryable),
+        before_sleep=_say_wait,
         reraise=True,
     )
     try:
