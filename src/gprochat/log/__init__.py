@@ -171,19 +171,25 @@ def _exchange(row: sqlite3.Row) -> Exchange:
 class ConversationLog:
     """The log database at ``path`` (created and migrated on open)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         with self._errors():
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
-            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
+            self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            try:
+                self._db.row_factory = sqlite3.Row
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._migrate()
+            except BaseException:
+                self._db.close()
+                raise
 
     @classmethod
-    def open(cls, directory: Optional[Path] = None) -> ConversationLog:
-        return cls((directory or data_dir()) / DB_NAME)
+    def open(cls, directory: Optional[Path] = None, **options: Any) -> ConversationLog:
+        """The log in ``directory`` (default: ``data_dir()``)."""
+        return cls((directory or data_dir()) / DB_NAME, **options)
 
     def close(self) -> None:
         self._db.close()
@@ -234,7 +240,7 @@ class ConversationLog:
             if "locked" in text or "busy" in text:
                 raise LogError(
                     f"the conversation log {self.path} is locked by another program "
-                    f"(waited {BUSY_TIMEOUT:g}s): try again, or pass --no-log"
+                    f"(waited {self.busy_timeout:g}s): try again, or pass --no-log"
                 ) from exc
             raise self._damaged(exc) from exc
         except sqlite3.DatabaseError as exc:
