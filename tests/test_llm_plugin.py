@@ -50,7 +50,9 @@ def test_llm_finds_the_model_by_its_id() -> None:
 
 
 def test_python_api_streams_through_our_server(make_server: ServerFactory) -> None:
-    server = make_server(ServerConfig(secret_key="s3cret", passwords=("pw",)))
+    # A pause between the echo's chunks, so they cannot arrive merged into one read.
+    server = make_server(ServerConfig(secret_key="s3cret", passwords=("pw",), backend="echo",
+                                      backend_options={"delay": 0.05}))
     model = llm.get_model("gprochat")
     response = model.prompt("Hello from llm", base_url=server.base_url, secret_key="s3cret", password="pw")
     chunks = list(response)
