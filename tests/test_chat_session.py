@@ -6,16 +6,17 @@ a pty, so prompt_toolkit and rich see a real terminal.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from gprochat.server import ServerConfig
 from gprochat.server.backends import Backend
 from gprochat.server.backends.base import Conversation
 
@@ -113,20 +114,45 @@ def test_three_turns_send_the_earlier_ones_as_history_then_logs_and_continue(
     assert _log_rows(gprochat_home)[-1]["conversation_id"] == cid
 
 
+class SlowWords(Backend):
+    """Two hundred words, one every 0.2 s; notes when its stream is closed early."""
+
+    name = "slow-words"
+
+    def __init__(self) -> None:
+        self.cut = threading.Event()
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        if conversation.message == "still here":
+            yield "yes, still here"
+            return
+        finished = False
+        try:
+            for i in range(200):
+                yield f"word{i} "
+                await asyncio.sleep(0.2)
+            finished = True
+        finally:
+            if not finished:
+                self.cut.set()
+
+
 def test_ctrl_c_stops_the_answer_and_keeps_the_session(
     make_server: ServerFactory, spawn: object, gprochat_home: Path
 ) -> None:
-    server = make_server(ServerConfig(backend="echo", backend_options={"delay": 0.3}))
+    backend = SlowWords()
+    server = make_server(backend=backend)
     child = spawn("--base-url", server.base_url)  # type: ignore[operator]
     child.expect_exact(PROMPT_READY)
-    long_prompt = " ".join(f"word{i}" for i in range(200))
-    child.sendline(long_prompt)
-    child.expect("backend.*word3")  # the answer is streaming
+    child.sendline("talk for a long time")
+    child.expect("word3")  # the answer is streaming
     child.sendintr()
     child.expect_exact("[answer stopped]")
+    # The connection was cut, so the server stopped generating.
+    assert backend.cut.wait(10)
     child.expect_exact(PROMPT_READY)
     child.sendline("still here")
-    child.expect("backend.*still here")
+    child.expect("yes, still here")
     child.expect_exact(PROMPT_READY)
     child.sendline("/exit")
     child.expect(pexpect.EOF)
@@ -134,10 +160,32 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_session(
     assert child.exitstatus == 0
 
     first, second = _log_rows(gprochat_home)
-    assert first["incomplete"] == 1
+    assert first["incomplete"] == 1 and first["error"] is None
     assert "word3" in first["answer"] and "word199" not in first["answer"]
-    assert second["incomplete"] == 0 and second["prompt"] == "still here"
+    assert second["incomplete"] == 0 and second["answer"] == "yes, still here"
     assert first["conversation_id"] == second["conversation_id"]
+
+
+def test_piped_stdout_gets_the_plain_answers_only(tmp_path: Path, gprochat_home: Path) -> None:
+    out = tmp_path / "answers.txt"
+    child = pexpect.spawn(
+        "bash", ["-c", f"'{sys.executable}' -m gprochat chat --local > '{out}'"],
+        env=_env(gprochat_home), encoding="utf-8", dimensions=(50, 200), timeout=30,
+    )
+    try:
+        child.expect_exact(PROMPT_READY)  # the prompt is on the terminal (stderr)
+        child.sendline("keep **this** raw")
+        child.expect_exact(PROMPT_READY)
+        child.sendline("/help")
+        child.expect("Esc then Enter")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    # No Markdown rendering, no banner, no help, no escape codes: the answer as sent.
+    assert out.read_text() == "Echo from the built-in echo backend (no model behind it): keep **this** raw\n"
 
 
 def test_slash_commands(make_server: ServerFactory, spawn: object, gprochat_home: Path) -> None:

@@ -39,7 +39,11 @@ _REFRESH_SECONDS = 0.08  # re-render the Markdown at most this often while text 
 
 
 class _PlainOutput:
-    """The answer as plain text, chunk by chunk (stdout is not a terminal)."""
+    """The answer as plain text, chunk by chunk, on stdout (not a terminal: a pipe, a file).
+
+    Everything else (the banner, /help, errors) goes to stderr, with the prompt, so
+    the pipe gets the answers only.
+    """
 
     def __init__(self) -> None:
         self.out = sys.stdout
@@ -56,8 +60,8 @@ class _PlainOutput:
         self.out.flush()
 
     def note(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 class _MarkdownOutput:
@@ -121,18 +125,23 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
     def _new_line(event: Any) -> None:
         event.current_buffer.insert_text("\n")
 
-    session: PromptSession[str] = PromptSession(
-        history=_history(data_dir() / "prompt-history"),
-        key_bindings=bindings,
-        prompt_continuation=lambda width, line, wrapped: "." * (width - 1) + " ",
-    )
     output: _PlainOutput | _MarkdownOutput
+    terminal: Any = None
     if sys.stdout.isatty():
         from rich.console import Console
 
         output = _MarkdownOutput(Console())
     else:
+        from prompt_toolkit.output import create_output
+
         output = _PlainOutput()
+        terminal = create_output(stdout=sys.stderr)  # the prompt on the terminal, not the pipe
+    session: PromptSession[str] = PromptSession(
+        history=_history(data_dir() / "prompt-history"),
+        key_bindings=bindings,
+        prompt_continuation=lambda width, line, wrapped: "." * (width - 1) + " ",
+        output=terminal,
+    )
     resumed = f", continuing {len(conversation.turns)} earlier turns" if conversation.turns else ""
     output.note(
         f"Chatting with {target.deployment} ({target.model or 'default model'}), conversation "
