@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -249,3 +251,24 @@ def test_local_session_works_too(spawn: object, gprochat_home: Path) -> None:
     assert child.exitstatus == 0
     (row,) = _log_rows(gprochat_home)
     assert row["deployment"] == "local"
+
+
+def test_interrupting_a_one_shot_chat_logs_the_cut_answer(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    backend = SlowWords()
+    server = make_server(backend=backend)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gprochat", "chat", "--base-url", server.base_url, "talk"],
+        env=_env(gprochat_home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.read(6) == "word0 "  # streaming has begun
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == "Error: interrupted\n"
+    assert backend.cut.wait(10)
+    (row,) = _log_rows(gprochat_home)
+    assert row["incomplete"] == 1 and row["answer"].startswith("word0 ")
