@@ -200,12 +200,17 @@ async def _answer(
     output.start()
     task = asyncio.ensure_future(exchange(target, conversation, prompt, output.write, log))
     previous = signal.getsignal(signal.SIGINT)
-    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    try:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C: stop this answer only
+        handled = True
+    except (NotImplementedError, RuntimeError):  # no loop signal handlers (Windows)
+        handled = False
     try:
         await asyncio.wait({task})
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        signal.signal(signal.SIGINT, previous)
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
         output.stop()
     if task.cancelled():
         output.note("[answer stopped]")

@@ -139,7 +139,11 @@ def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> 
 
 
 def _default_deployment() -> str:
-    return GPROChat._endpoint(None).removesuffix("/api/generate")
+    """The deployment the provider picks when no base URL is given (for the log)."""
+    try:
+        return GPROChat._endpoint(None).removesuffix("/api/generate")
+    except GPROChatError:
+        return GPROChat.url
 
 
 def _run(main: Any) -> None:
