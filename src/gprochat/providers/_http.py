@@ -66,6 +66,7 @@ class _TextTail:
     def text(self) -> str:
         return "".join(self._chunks)[-self.limit :]
 
+
 # SOCKS failures come as aiohttp-socks' exceptions (older versions: python-socks').
 _SocksTimeout: tuple[type[BaseException], ...] = (
     aiohttp_socks.ProxyTimeoutError,
