@@ -115,6 +115,17 @@ def test_three_turns_send_the_earlier_ones_as_history_then_logs_and_continue(
     assert "now=dodos" in more.stdout
     assert _log_rows(gprochat_home)[-1]["conversation_id"] == cid
 
+    # And interactively: --cid opens a session that goes on from the fourth exchange.
+    child = spawn("--base-url", server.base_url, "--cid", cid)  # type: ignore[operator]
+    child.expect(f"conversation {cid}, continuing 4 earlier turns")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("and emus")
+    child.expect("received 8 earlier turns first=please .* now=emus")
+    child.expect_exact(PROMPT_READY)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    assert [row["conversation_id"] for row in _log_rows(gprochat_home)] == [cid] * 5
+
 
 class SlowWords(Backend):
     """Two hundred words, one every 0.2 s; notes when its stream is closed early."""
