@@ -228,9 +228,24 @@ def test_a_hostile_answer_executes_nothing(web_server: Any, page_of: Any) -> Non
     )
     # The raw HTML is shown as text, as the model wrote it.
     assert '<img src=x onerror="window.__pwned=1">' in answers.nth(0).inner_text()
-    # Second line: even HTML injected past the renderer cannot run inline script (CSP).
+    # Past the renderers: the page refuses HTML strings that DOMPurify did not make
+    # (Trusted Types), and an inline handler set some other way does not run (CSP).
+    refused = page.evaluate(
+        """() => {
+          try {
+            document.body.insertAdjacentHTML('beforeend', '<img src=x onerror="window.__pwned=2">');
+            return null;
+          } catch (error) { return error.message; }
+        }"""
+    )
+    assert refused and "TrustedHTML" in refused
     page.evaluate(
-        "document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=\"window.__pwned=2\">')"
+        """() => {
+          const img = document.createElement('img');
+          try { img.setAttribute('onerror', 'window.__pwned=3'); } catch (_) {}
+          img.src = 'x';
+          document.body.append(img);
+        }"""
     )
     page.wait_for_timeout(300)
     assert page.evaluate("window.__pwned") is None

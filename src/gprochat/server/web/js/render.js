@@ -2,6 +2,8 @@
 // markdown-it with html: false (raw HTML in the text stays text; javascript: and
 // similar links are refused), then DOMPurify over the result, then the
 // Content-Security-Policy header, which would stop any script that slipped through.
+// The policy also requires Trusted Types: the only HTML that reaches the DOM is
+// DOMPurify's output, and the only script URLs are our own vendored files.
 //
 // highlight.js and KaTeX are large and most answers need neither: they load on the
 // first code block or formula, and the messages are rendered again.
@@ -16,10 +18,18 @@ function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+const scriptUrls = window.trustedTypes?.createPolicy("gprochat", {
+  createScriptURL(url) {
+    if (url.startsWith(`${assets}/vendor/`) && !url.includes("..")) return url;
+    throw new TypeError(`not one of the page's own scripts: ${url}`);
+  },
+});
+
 function loadScript(path) {
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
-    script.src = `${assets}/${path}`;
+    const url = `${assets}/${path}`;
+    script.src = scriptUrls ? scriptUrls.createScriptURL(url) : url;
     script.onload = resolve;
     script.onerror = () => reject(new Error(`could not load ${path}`));
     document.head.append(script);
@@ -146,6 +156,7 @@ export function renderMarkdown(element, text) {
     USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
     FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
     FORBID_ATTR: ["id", "name"],
+    RETURN_TRUSTED_TYPE: true,
   });
   element.innerHTML = clean;
   decorateCodeBlocks(element, "Copy");
