@@ -168,6 +168,16 @@ def test_stop_ends_the_stream_and_the_server_sees_the_client_leave(web_server: A
     page.wait_for_selector(".message.assistant:not(.streaming) .bubble:has-text('word59')", timeout=30_000)
 
 
+def test_escape_stops_the_answer_too(web_server: Any, page_of: Any) -> None:
+    server = web_server("--echo-delay", "0.3")
+    page = page_of(server.base_url)
+    send(page, " ".join(f"word{i}" for i in range(40)))
+    page.wait_for_selector(".message.assistant.streaming .bubble:has-text('backend')")
+    page.keyboard.press("Escape")
+    assert page.locator(".message.assistant .status-note").inner_text() == "Stopped"
+    assert page.locator("#send").is_visible()
+
+
 def test_password_gate_explains_a_wrong_password_then_remembers_the_right_one(
     web_server: Any, page_of: Any
 ) -> None:
