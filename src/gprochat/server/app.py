@@ -30,6 +30,7 @@ from .metrics import ServerMetrics
 from .replay import ReplayGuard
 from .routes import StreamAborted, auth, generate
 from .stores import SharedState
+from .web import install_web
 
 __all__ = ["create_app"]
 
@@ -110,5 +111,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     app.state.metrics = metrics
     app.state.guard = guard
     app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
+    if config.web:
+        install_web(app)
     install_abort_filter(StreamAborted)
     return app
