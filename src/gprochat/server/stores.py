@@ -12,9 +12,8 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.errors import StorageError
-from limits.storage import MemoryStorage as SyncMemoryStorage
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -88,20 +87,17 @@ class SharedState:
     """The stores for one app: memory by default, Redis when ``redis_url`` is given.
 
     ``replay`` is a ``ReplayStore``; ``rate_storage`` a ``limits`` storage for the rate
-    limiter (``sync_rate_storage`` its synchronous twin, in memory only). ``ping()``
-    says whether Redis answers (``None`` without Redis).
+    limiter with Redis (``None`` in memory: the guard keeps its own window, see
+    ``guard.MemoryMovingWindow``). ``ping()`` says whether Redis answers (``None``
+    without Redis).
     """
 
     def __init__(self, redis_url: str | None = None) -> None:
         self.redis_url = redis_url
         self._client: aioredis.Redis | None = None
-        self.rate_storage: Storage
-        #: The same memory storage, synchronous (cheaper per hit); None with Redis.
-        self.sync_rate_storage: SyncMemoryStorage | None = None
+        self.rate_storage: Storage | None = None
         self.replay: ReplayStore
         if redis_url is None:
-            self.rate_storage = MemoryStorage()
-            self.sync_rate_storage = SyncMemoryStorage()
             self.replay = MemoryReplayStore()
             return
         options: dict[str, Any] = {
