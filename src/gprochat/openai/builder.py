@@ -176,6 +176,7 @@ async def _answer_chunks(
     content: Callable[[str], T],
     encode: Callable[[ChatCompletionChunk], T],
     reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
+    last: Optional[T] = None,
 ) -> AsyncIterator[T]:
     # The one sequence of an answer's chunks, whatever form they take.
     chars = len(first)
@@ -191,6 +192,8 @@ async def _answer_chunks(
         if messages is not None:
             usage = reported_usage() if reported_usage is not None else None
             yield encode(builder.usage_chunk(usage or _usage(messages, chars)))
+        if last is not None:
+            yield last
     finally:
         await aclose(texts)
 
@@ -225,17 +228,21 @@ def stream_chunk_json(
     prefix: bytes = b"",
     suffix: bytes = b"",
     reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
+    end: bytes = b"",
 ) -> AsyncIterator[bytes]:
     """``stream_chunks``, each chunk as ``prefix + model_dump_json() + suffix`` bytes.
 
     Byte for byte what dumping ``stream_chunks``' models gives; content chunks come from
     a ``ContentChunkJSON`` template, the few others from their models. With
     ``messages``, the usage chunk carries ``reported_usage()`` (the upstream's figures,
-    read once the answer has ended) or, when that is None, the estimate.
+    read once the answer has ended) or, when that is None, the estimate. ``end``
+    follows the last chunk (the gateway's ``data: [DONE]``), not after a failure.
     """
 
     def encode(chunk: ChatCompletionChunk) -> bytes:
         return prefix + _chunk_to_json(chunk) + suffix
 
     content = ContentChunkJSON(builder, prefix=prefix, suffix=suffix).encode
-    return _answer_chunks(builder, texts, messages, first, content, encode, reported_usage)
+    return _answer_chunks(
+        builder, texts, messages, first, content, encode, reported_usage, end or None
+    )

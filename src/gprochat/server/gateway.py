@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any, Optional
 
 from pydantic import ValidationError
@@ -46,8 +46,8 @@ from .gateway_errors import GatewayError, failure_response, from_failure, from_v
 from .gateway_upstream import Upstream, create_upstream
 from .guard import RequestGuard
 from .metrics import ServerMetrics
-from .routes import STREAM_HEADERS, StreamAborted
-from .streaming import Answer, AnswerFailed, ChunkStream, encode_headers, open_answer
+from .routes import STREAM_HEADERS
+from .streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
 
 __all__ = ["gateway_routes", "gateway_warning", "openapi_schema"]
 
@@ -178,11 +178,15 @@ async def create_chat_completion(request: Request) -> Response:
         reported_usage=lambda: _reported_usage(report),
         prefix=b"data: ",
         suffix=b"\n\n",
+        end=b"data: [DONE]\n\n",
     )
+    # A failure after the stream started: an error event, data: [DONE], then the
+    # connection is cut (no chunked terminator), so no client takes it for complete.
     return ChunkStream(
-        _server_sent_events(events, answer, upstream, backend),
+        events,
         on_close=answer.close,
         raw_headers=_SSE_HEADERS,
+        on_failure=_error_event(upstream, backend),
     )
 
 
@@ -203,22 +207,17 @@ def _usage(report: AnswerReport, messages: list[dict[str, str]], text: str) -> C
     return estimate_usage(messages, text)
 
 
-async def _server_sent_events(
-    events: AsyncIterator[bytes], answer: Answer, upstream: Upstream, backend: Backend
-) -> AsyncIterator[bytes]:
-    """``events`` then ``data: [DONE]``; an upstream failure becomes an error event and a cut."""
-    try:
-        async for event in events:
-            yield event
-    except Exception as exc:
+def _error_event(upstream: Upstream, backend: Backend) -> Callable[[Exception], bytes]:
+    """An upstream failure mid-stream: a last error event and ``data: [DONE]`` (then the cut)."""
+
+    def last_words(exc: Exception) -> bytes:
         error = from_failure(_failure(exc, upstream, backend))
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
                        "cutting the connection", error.message)
-        yield b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
-        # Cut the connection (no chunked terminator): the answer is not complete.
-        raise StreamAborted(error.message) from exc
-    yield b"data: [DONE]\n\n"
+        return (b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
+                + b"data: [DONE]\n\n")
+
+    return last_words
 
 
 def gateway_routes() -> list[BaseRoute]:

@@ -15,7 +15,14 @@ from .front import error_response
 from .guard import Rejected, RequestGuard
 from .metrics import ServerMetrics
 from .replay import ReplayGuard
-from .streaming import Answer, AnswerFailed, ChunkStream, encode_headers, open_answer
+from .streaming import (
+    Answer,
+    AnswerFailed,
+    ChunkStream,
+    StreamAborted,
+    encode_headers,
+    open_answer,
+)
 
 __all__ = ["STREAM_HEADERS", "StreamAborted", "auth", "generate"]
 
@@ -23,14 +30,6 @@ logger = logging.getLogger("gprochat.server")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _RAW_HEADERS = encode_headers("text/plain; charset=utf-8", STREAM_HEADERS)
-
-
-class StreamAborted(Exception):
-    """Raised inside a started response so the server cuts the connection.
-
-    The protocol has no in-band error signal: a cut body is how the client learns
-    that the answer is incomplete.
-    """
 
 
 async def generate(request: Request) -> Response:

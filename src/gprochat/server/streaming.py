@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -34,7 +34,15 @@ from .failures import Failure, backend_failure
 from .metrics import ServerMetrics
 from .observe import CLIENT_GONE, OUTCOME_KEY
 
-__all__ = ["Answer", "AnswerFailed", "ChunkStream", "encode_headers", "open_answer"]
+__all__ = ["Answer", "AnswerFailed", "ChunkStream", "StreamAborted", "encode_headers", "open_answer"]
+
+
+class StreamAborted(Exception):
+    """Raised inside a started response so the server cuts the connection.
+
+    The protocol has no in-band error signal: a cut body is how the client learns
+    that the answer is incomplete.
+    """
 
 
 class AnswerFailed(Exception):
@@ -139,6 +147,7 @@ class ChunkStream(Response):
         *,
         on_close: Callable[[], Awaitable[None]],
         raw_headers: Sequence[tuple[bytes, bytes]],
+        on_failure: Callable[[Exception], bytes] | None = None,
     ) -> None:
         # Not Response.__init__: there is no body to render, and the headers are
         # the same for every answer, encoded once (see ``encode_headers``).
@@ -147,6 +156,7 @@ class ChunkStream(Response):
         self.body_iterator = chunks
         self.raw_headers = list(raw_headers)
         self._on_close = on_close
+        self._on_failure = on_failure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()
@@ -202,12 +212,8 @@ class ChunkStream(Response):
                 continue
             except StopAsyncIteration:
                 break
-            except BaseException:
-                # The stream failed: what was ready before still goes out (the
-                # gateway's last error event), then the failure cuts the connection.
-                if joined:
-                    await _send_body(send, joined)
-                raise
+            except Exception as exc:
+                await self._fail(send, joined, exc)
             # Not ready: what was ready goes out now, then wait for the next one (and
             # for the client leaving meanwhile, which stops the backend).
             watch.start()
@@ -222,10 +228,24 @@ class ChunkStream(Response):
                 chunk = await _finish(step, pending)
             except StopAsyncIteration:
                 break
+            except Exception as exc:
+                await self._fail(send, joined, exc)
             joined.append(chunk)
             size += len(chunk)
         if joined:
             await _send_body(send, joined)
+
+
+    async def _fail(self, send: Send, joined: list[bytes], exc: Exception) -> NoReturn:
+        # What was ready before the failure still goes out, with ``on_failure``'s last
+        # words (the gateway's error event); then the failure cuts the connection.
+        if self._on_failure is None:
+            if joined:
+                await _send_body(send, joined)
+            raise exc
+        joined.append(self._on_failure(exc))
+        await _send_body(send, joined)
+        raise StreamAborted(str(exc)) from exc
 
 
 async def _send_body(send: Send, joined: list[bytes]) -> None:
