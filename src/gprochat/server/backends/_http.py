@@ -30,6 +30,7 @@ from ._sse import ServerSentEvent, SSEDecoder, SSEError
 from .base import Backend
 
 __all__ = [
+    "InvalidOptionError",
     "StreamingHTTPBackend",
     "drain",
     "ended_early",
@@ -37,6 +38,14 @@ __all__ = [
 ]
 
 _ERROR_BODY_LIMIT = 64 * 1024
+
+
+class InvalidOptionError(ValueError):
+    """A backend option is wrong; ``option`` is its name (``safety``, ``api_key``...)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class StreamingHTTPBackend(Backend):
