@@ -6,6 +6,7 @@ closes; then the server must still answer a good request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -50,7 +51,8 @@ def body_message(raw: bytes) -> str:
 
 
 def still_serves(server: BackgroundServer) -> None:
-    request = urllib.request.Request(server.base_url + "/api/generate", data=json.dumps(signed("ok")).encode())
+    body = json.dumps(signed("ok")).encode()
+    request = urllib.request.Request(server.base_url + "/api/generate", data=body)
     with urllib.request.urlopen(request, timeout=15) as reply:
         assert reply.status == 200 and reply.read()
 
@@ -74,7 +76,8 @@ def server(make_server: ServerFactory) -> BackgroundServer:
 
 def test_content_length_with_transfer_encoding_is_refused_and_closed(server: BackgroundServer) -> None:
     smuggle = b"0\r\n\r\nPOST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-    raw, _ = exchange(server, post_head(extra=b"Transfer-Encoding: chunked\r\n", length=len(smuggle)) + smuggle)
+    head = post_head(extra=b"Transfer-Encoding: chunked\r\n", length=len(smuggle))
+    raw, _ = exchange(server, head + smuggle)
     assert status_of(raw) == 400
     assert "Transfer-Encoding" in body_message(raw)
     assert raw.count(b"HTTP/1.1 ") == 1  # the smuggled request was never served
@@ -90,7 +93,9 @@ def test_a_chunk_size_of_2_to_the_80_fails_at_once(server: BackgroundServer) -> 
 
 
 @pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip", b"identity"])
-def test_a_transfer_encoding_not_ending_in_chunked_is_refused(server: BackgroundServer, coding: bytes) -> None:
+def test_a_transfer_encoding_not_ending_in_chunked_is_refused(
+    server: BackgroundServer, coding: bytes
+) -> None:
     head = b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
     raw, _ = exchange(server, head + b"abc")
     assert status_of(raw) == 400
@@ -289,10 +294,8 @@ def test_beyond_max_connections_idle_ones_are_closed_to_make_room(make_server: S
         closed = 0
         for sock in idle:
             sock.settimeout(2)
-            try:
+            with contextlib.suppress(TimeoutError):
                 closed += sock.recv(1) == b""
-            except TimeoutError:
-                pass
         assert closed >= 1
     finally:
         for sock in idle:

@@ -8,6 +8,7 @@ opened; ``gprochat serve`` turns it into a usage error (exit 2) naming the flag.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ __all__ = ["CONFIG_ENV_VAR", "LOG_LEVELS", "InvalidSettingError", "ServerConfig"
 CONFIG_ENV_VAR = "GPROCHAT_SERVER_CONFIG_JSON"
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+# Upstream connections beyond --max-streams: a stream slot can be handed on a moment
+# before the previous answer's connection is back in the pool.
+_SPARE_CONNECTIONS = 16
 
 
 class InvalidSettingError(ConfigurationError):
@@ -117,6 +122,25 @@ class ServerConfig:
         self.api_keys = tuple(self.api_keys)
         self.log_level = self.log_level.lower() if isinstance(self.log_level, str) else self.log_level
         _check(self)
+        self._size_upstream_pool()
+
+    def _size_upstream_pool(self) -> None:
+        """An HTTP backend holds one upstream connection per answer: as many as --max-streams.
+
+        Its ``max_connections`` option is set from ``max_streams`` (a few spare for
+        connections being released; 0 for no bound) unless ``backend_options`` sets it.
+        """
+        from .backends import BACKENDS
+
+        if "max_connections" in self.backend_options:
+            return
+        try:
+            accepted = inspect.signature(BACKENDS[self.backend]).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+            return
+        if "max_connections" in accepted:
+            pool = self.max_streams + _SPARE_CONNECTIONS if self.max_streams else 0
+            self.backend_options = {**self.backend_options, "max_connections": pool}
 
     @property
     def internet_facing(self) -> bool:

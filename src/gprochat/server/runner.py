@@ -176,6 +176,14 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
         sock.close()
 
 
+def serve_socket(app: Any, config: ServerConfig, sock: socket.socket) -> None:
+    """Serve ``app`` on a bound socket in this thread, with the HTTP layer ``serve`` uses.
+
+    For a process that is handed its socket (the benchmark harness's servers).
+    """
+    uvicorn.Server(_uvicorn_config(app, config)).run(sockets=[sock])
+
+
 def app_from_environment() -> FastAPI:
     """The app a worker process serves: config and logging from environment variables."""
     logging_options = json.loads(os.environ.get(_LOGGING_ENV_VAR, "{}"))

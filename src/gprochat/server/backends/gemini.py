@@ -92,6 +92,9 @@ class GeminiBackend(StreamingHTTPBackend):
       ``max_tokens`` overrides it; ``None`` leaves Google's default.
     - ``connect_timeout`` / ``read_timeout``: seconds to connect (default 10) and that
       the upstream may stay silent mid-answer (default 300).
+    - ``max_connections``: most upstream connections at once (default 100; the server
+      sizes it from ``--max-streams``; 0: no limit); ``pool_timeout``: seconds to wait
+      for a free one (default: ``connect_timeout``), then 503.
     """
 
     name = "gemini"
@@ -109,11 +112,15 @@ class GeminiBackend(StreamingHTTPBackend):
         max_output_tokens: int | None = 8000,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        max_connections: int = 100,
+        pool_timeout: float | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url or DEFAULT_BASE_URL,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         if not api_key and self.base_url == DEFAULT_BASE_URL:
             raise InvalidOptionError(
