@@ -106,6 +106,19 @@ def test_two_different_content_lengths_are_refused(server: BackgroundServer) -> 
     assert status_of(raw) == 400
 
 
+def test_an_upgrade_without_a_body_is_served_as_http_1_1(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                      b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    assert status_of(raw) == 200
+
+
+def test_an_upgrade_with_a_body_is_refused_not_served_without_its_body(server: BackgroundServer) -> None:
+    head = post_head(extra=b"Connection: upgrade\r\nUpgrade: websocket\r\n")
+    raw, took = exchange(server, head + GOOD)
+    assert status_of(raw) == 400 and "Upgrade is not supported" in body_message(raw)
+    assert took < 1.4
+
+
 # -- sizes: 414, 431 -----------------------------------------------------------
 
 
