@@ -27,6 +27,18 @@ EVENTS = 3
 PAUSE = 1.0  # seconds between the upstream's events: each answer takes ~2 s
 
 
+def _sse(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _openai_event(text: str | None) -> bytes:
+    if text is None:
+        return _sse(b"data: [DONE]\n\n")
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return _sse(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+
 def _event(text: str, finish: str | None = None) -> bytes:
     candidate: dict[str, object] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
     if finish:
@@ -40,9 +52,11 @@ class SlowGemini:
 
     Counts the answers open at once, so the test sees how many upstream connections
     the backend really held (aiohttp's default pool would cap it at 100).
+    ``openai=True`` speaks OpenAI's chat.completion.chunk events instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, openai: bool = False) -> None:
+        self.openai = openai
         self.open = 0
         self.most_open = 0
         self.served = 0
@@ -75,7 +89,12 @@ class SlowGemini:
                                  b"Transfer-Encoding: chunked\r\n\r\n")
                     for index in range(EVENTS):
                         last = index == EVENTS - 1
-                        writer.write(_event(f"part{index} ", "STOP" if last else None))
+                        if self.openai:
+                            writer.write(_openai_event(f"part{index} "))
+                            if last:
+                                writer.write(_openai_event(None))
+                        else:
+                            writer.write(_event(f"part{index} ", "STOP" if last else None))
                         await writer.drain()
                         if not last:
                             await asyncio.sleep(PAUSE)
@@ -148,6 +167,49 @@ async def test_1000_concurrent_slow_answers_through_the_gemini_backend(slow_gemi
     # Far beyond aiohttp's default pool of 100: the answers really ran side by side.
     assert slow_gemini.most_open > 500, slow_gemini.most_open
     print(f"\n1,000 slow answers: {took:.1f} s, at most {slow_gemini.most_open} upstream at once")
+
+
+async def test_500_concurrent_slow_streams_through_the_gateway_and_the_openai_backend() -> None:
+    streams = 500
+    _raise_nofile(4 * streams + 1000)
+    upstream = SlowGemini(openai=True)
+    await upstream.start()
+    config = ServerConfig(backend="openai", backend_options={"base_url": upstream.url + "/v1", "model": "m"},
+                          max_streams=streams, rate_limit=None)
+    errors: list[str] = []
+    texts: list[str] = []
+    try:
+        with BackgroundServer(config) as server:
+            url = server.base_url + "/v1/chat/completions"
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector,
+                                             timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+                async def one(index: int) -> None:
+                    body = {"model": "m", "stream": True,
+                            "messages": [{"role": "user", "content": f"question {index}"}]}
+                    try:
+                        async with session.post(url, json=body) as response:
+                            raw = (await response.read()).decode()
+                    except aiohttp.ClientError as exc:
+                        errors.append(repr(exc))
+                        return
+                    if response.status != 200 or not raw.rstrip().endswith("data: [DONE]"):
+                        errors.append(f"{response.status}: {raw[:200]}")
+                        return
+                    texts.append("".join(
+                        choice["delta"].get("content") or ""
+                        for line in raw.splitlines()
+                        if line.startswith("data: {")
+                        for choice in json.loads(line[6:])["choices"]
+                    ))
+
+                await asyncio.gather(*(one(index) for index in range(streams)))
+    finally:
+        await upstream.stop()
+    assert errors == [], f"{len(errors)} errors, e.g. {errors[:3]}"
+    assert texts == ["part0 part1 part2 "] * streams
+    assert upstream.most_open > 250, upstream.most_open
 
 
 def test_the_pool_is_sized_from_max_streams() -> None:
