@@ -293,9 +293,8 @@ def _backend_options(settings: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-# ServerConfig fields whose flag is not named after them.
-_FLAG_OF_FIELD = {"passwords": "password", "trusted_proxies": "trusted_proxies",
-                  "api_keys": "api_keys", "backend_options": "backend"}
+# ServerConfig fields whose option is not named after them.
+_FLAG_OF_FIELD = {"passwords": "password", "backend_options": "backend"}
 
 
 def _usage_error(setting: str, message: str) -> click.BadParameter:
