@@ -52,7 +52,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 __all__ = ["HttpLimits", "HttpServerConfig", "LimitedHttpProtocol"]
 
-_Phase = Literal["head", "body", "answer", "idle", "drain"]
+# head: the request line and headers are due; body: the request is being read (or
+# answered, once its body is complete); idle: between requests; drain: closing.
+_Phase = Literal["head", "body", "idle", "drain"]
 
 # RFC 9110 section 7.2 / RFC 3986: uri-host [ ":" port ]. uri-host is an IP literal in
 # brackets, or a reg-name / IPv4 address (unreserved, pct-encoded, sub-delims).
@@ -135,13 +137,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._timer_at = 0.0
         self._head_seen = False  # a byte of the current request's head has arrived
         self._head_bytes = 0
-        self._url_bytes = 0
-        self._header_count = 0
-        self._header_bytes = 0
-        self._hosts = 0
-        self._host_ok = True
-        self._chunked_last = True
-        self._has_body = False
         self._drained = 0
         self._over_capacity = False
 
@@ -175,11 +170,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == "drain":
+        phase = self._phase
+        if phase == "drain":
             self._drained += len(data)
             if self._drained > self.limits.drain_bytes:
                 self.transport.close()
             return
+        if phase == "body":
+            self._last_body = self.loop.time()
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -192,80 +190,39 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._refuse(400, f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
             return
-        if self._phase == "head" and self._head_seen:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_url_bytes + self.limits.max_header_bytes + 1024:
-                self._refuse(431, self._too_large_head())
+        if self._phase == "head":
+            if self._head_seen:
+                self._check_head_size(len(data))
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and type(cycle) is RequestResponseCycle:
+            # The body is still coming: if the app answers before reading it (a 413),
+            # the answer must close lingering. A body that came whole needs nothing.
+            cycle.__class__ = _Cycle
+
+    def _check_head_size(self, received: int) -> None:
+        """Bound a head still arriving (llhttp keeps a header's bytes until it ends)."""
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            self._refuse(414, self._too_long_url())
+            return
+        self._head_bytes += received
+        if self._head_bytes > limits.max_url_bytes + limits.max_header_bytes + 1024:
+            self._refuse(431, self._too_large_head())
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # uvicorn logs two warnings per Upgrade request: a way to flood the log
 
-    # -- parser callbacks --------------------------------------------------
+    # -- parser callbacks: the head is checked once, when it is complete ----
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_seen = True
-        self._head_bytes = self._url_bytes = self._header_count = self._header_bytes = 0
-        self._hosts = 0
-        self._host_ok = True
-        self._chunked_last = True
-        self._has_body = False
+        self._head_bytes = 0
         self._enter("head")
 
-    def on_url(self, url: bytes) -> None:
-        self._url_bytes += len(url)
-        if self._url_bytes > self.limits.max_url_bytes:
-            raise _Refused(
-                414,
-                f"URL too long: more than {self.limits.max_url_bytes} bytes. "
-                "Send long data in the request body.",
-            )
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_count > self.limits.max_header_count:
-            raise _Refused(
-                431,
-                f"Too many request headers: more than {self.limits.max_header_count}. "
-                "Send fewer headers.",
-            )
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise _Refused(431, self._too_large_head())
-        lowered = name.lower()
-        if lowered == b"host":
-            self._hosts += 1
-            self._host_ok = self._host_ok and _HOST.fullmatch(value.strip()) is not None
-        elif lowered == b"transfer-encoding":
-            self._chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
-            self._has_body = True
-        elif lowered == b"content-length":
-            self._has_body = self._has_body or value.strip() not in (b"", b"0")
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        version = self.parser.get_http_version()
-        if (version == "1.1" and self._hosts != 1) or not self._host_ok:
-            raise _Refused(
-                400,
-                "Invalid Host header: an HTTP/1.1 request needs exactly one Host header, "
-                "a host name or address with an optional port.",
-            )
-        if self._has_body and self.parser.should_upgrade():
-            # llhttp hands everything after the head to the new protocol, body included:
-            # served as HTTP/1.1, the request would arrive without its body.
-            raise _Refused(
-                400,
-                "Upgrade is not supported on a request with a body: send it without the "
-                "Upgrade and Connection: upgrade headers.",
-            )
-        if not self._chunked_last:
-            raise _Refused(
-                400,
-                "Unsupported Transfer-Encoding: the last coding must be chunked. "
-                "Send the body with Content-Length or chunked encoding.",
-            )
+        self._check_head()
         if self._over_capacity:
             app, self.app = self.app, self._busy_app
             try:
@@ -274,27 +231,64 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:
-            cycle.__class__ = _Cycle
+        if self.cycle is not None and self.cycle.scope is self.scope:
             self._enter("body")
             self._last_body = self._started
 
-    def on_body(self, body: bytes) -> None:
-        self._last_body = self.loop.time()
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        if self._phase == "body":
-            self._phase = "answer"
+    def _check_head(self) -> None:
+        """URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            raise _Refused(414, self._too_long_url())
+        headers = self.headers  # uvicorn's list: (lower-cased name, value)
+        if len(headers) > limits.max_header_count:
+            raise _Refused(
+                431,
+                f"Too many request headers: more than {limits.max_header_count}. "
+                "Send fewer headers.",
+            )
+        size = hosts = 0
+        host_ok = chunked_last = True
+        has_body = False
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            if name == b"host":
+                hosts += 1
+                host_ok = host_ok and _HOST.fullmatch(value.strip()) is not None
+            elif name == b"content-length":
+                has_body = has_body or value.strip() not in (b"", b"0")
+            elif name == b"transfer-encoding":
+                chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+                has_body = True
+        if size > limits.max_header_bytes:
+            raise _Refused(431, self._too_large_head())
+        if not host_ok or (hosts != 1 and self.parser.get_http_version() == "1.1"):
+            raise _Refused(
+                400,
+                "Invalid Host header: an HTTP/1.1 request needs exactly one Host header, "
+                "a host name or address with an optional port.",
+            )
+        if not chunked_last:
+            raise _Refused(
+                400,
+                "Unsupported Transfer-Encoding: the last coding must be chunked. "
+                "Send the body with Content-Length or chunked encoding.",
+            )
+        if has_body and self.parser.should_upgrade():
+            # llhttp hands everything after the head to the new protocol, body included:
+            # served as HTTP/1.1, the request would arrive without its body.
+            raise _Refused(
+                400,
+                "Upgrade is not supported on a request with a body: send it without the "
+                "Upgrade and Connection: upgrade headers.",
+            )
 
     def on_response_complete(self) -> None:
         if self._phase == "drain":  # no keep-alive: the connection closes once drained
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
-        if self._phase == "answer" and not self.pipeline and not self.transport.is_closing():
+        if self._phase == "body" and not self.pipeline and not self.transport.is_closing():
             self._phase = "idle"
 
     # -- timeouts ----------------------------------------------------------
@@ -317,6 +311,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._phase == "head":
             return self._started + limits.header_timeout
         if self._phase == "body":
+            cycle = self.cycle
+            if cycle is None or not cycle.more_body or cycle.response_complete:
+                return None  # the body is complete: the answer has no deadline here
             return min(self._started + limits.body_timeout, self._last_body + limits.body_idle_timeout)
         if self._phase == "drain":
             return self._started + limits.drain_timeout
@@ -358,6 +355,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # -- refusals and the lingering close ----------------------------------
+
+    def _too_long_url(self) -> str:
+        return (
+            f"URL too long: more than {self.limits.max_url_bytes} bytes. "
+            "Send long data in the request body."
+        )
 
     def _too_large_head(self) -> str:
         return (
