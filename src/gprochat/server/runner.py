@@ -144,12 +144,19 @@ class BackgroundServer:
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._socket]))
 
-    def start(self) -> BackgroundServer:
+    def start(self, *, wait_for_backend: bool = True) -> BackgroundServer:
+        """Serve; unless told not to, also wait until the backend has loaded its model."""
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
                 raise RuntimeError("the gprochat server failed to start; see the log above")
             threading.Event().wait(0.01)
+        backend = getattr(getattr(self.app, "state", None), "backend", None)
+        while wait_for_backend and backend is not None and backend.status == "loading":
+            threading.Event().wait(0.02)
+        if wait_for_backend and backend is not None and backend.status != "ready":
+            self.stop()
+            raise RuntimeError(f"the gprochat server's backend cannot answer: {backend.status}")
         return self
 
     def stop(self) -> None:
