@@ -37,7 +37,8 @@ def _local_options(command: Any) -> Any:
                      help="local backend: longest answer in tokens unless a request asks "
                      "(default 512)."),
         click.option("--temperature", type=click.FloatRange(0, 2), envvar="GPROCHAT_TEMPERATURE",
-                     help="local backend: sampling temperature unless a request sets one (default 0.2)."),
+                     help="local backend: sampling temperature unless a request sets one (default 0: "
+                     "greedy, best for small models)."),
         click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), envvar="GPROCHAT_TOP_P",
                      help="local backend: nucleus sampling unless a request sets it (default 0.9)."),
         click.option("--repeat-penalty", type=click.FloatRange(0, min_open=True),

@@ -110,8 +110,10 @@ class LocalBackend(Backend):
       ``slots``.
     - ``max_tokens``, ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults
       [--max-tokens, --temperature, --top-p, --repeat-penalty]; a request's own values
-      (the OpenAI gateway's) take precedence. The defaults (512, 0.2, 0.9, 1.1) keep the
-      small default model from looping.
+      (the OpenAI gateway's) take precedence. The defaults (512, 0, 0.9, 1.1) suit the
+      small default model: greedy, because its second choices are often nonsense (asked
+      for France's capital at temperature 0.2 it sometimes answers in made-up French),
+      and a repeat penalty and a length cap so greedy decoding does not loop.
     - ``system_prompt``: used when the conversation brings none (no server
       --system-prompt, no system message). SmolLM2's template otherwise puts its own
       ("You are ... SmolLM, trained by Hugging Face"), with which the 135M model answers
@@ -133,7 +135,7 @@ class LocalBackend(Backend):
         n_ctx: int = 4096,
         threads: Optional[int] = None,
         max_tokens: int = 512,
-        temperature: float = 0.2,
+        temperature: float = 0.0,
         top_p: float = 0.9,
         repeat_penalty: float = 1.1,
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
@@ -269,7 +271,20 @@ class LocalBackend(Backend):
     def render_prompt(self, conversation: Conversation) -> str:
         """The prompt text the model is given for ``conversation`` (its GGUF chat template)."""
         self._ready_pool()
-        return str(self._formatter(messages=self.messages(conversation)).prompt)
+        return str(self._render(conversation).prompt)
+
+    def _render(self, conversation: Conversation) -> Any:
+        """The chat template applied; a template without a system role (Gemma's) gets the
+        system text at the head of the first user message instead."""
+        messages = self.messages(conversation)
+        try:
+            return self._formatter(messages=messages)
+        except Exception:
+            if messages[0]["role"] != "system" or len(messages) < 2:
+                raise
+            system, first, *rest = messages
+            folded = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
+            return self._formatter(messages=[folded, *rest])
 
     def _ready_pool(self) -> AnyPool:
         if self._status == "loading":
@@ -335,7 +350,7 @@ class LocalBackend(Backend):
     def _generate(self, llama: Any, conversation: Conversation, cancel: threading.Event, send: Any) -> None:
         """Runs in a worker thread: render, tokenize, generate; every piece goes to ``send``."""
         try:
-            rendered = self._formatter(messages=self.messages(conversation))
+            rendered = self._render(conversation)
             logger.debug("local backend prompt: %r", rendered.prompt)
             tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
                                     special=True)
