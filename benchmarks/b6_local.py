@@ -55,16 +55,17 @@ REPEAT_PENALTY = 1.1
 N_CTX = 4096
 CPUS = os.cpu_count() or 1
 
-# (our serve flags, the peer's flags) per setting. Defaults: nothing added. A careful
-# operator on this machine gives every core to the work (the peer's default is half of
-# them) and turns off the peer's interrupt_requests (on by default: a new request cuts
-# the one streaming); ours splits the cores between two slots so two chats progress at
-# once (measured best for waiting time on two cores; docs/local-model.md).
+THREADS = max(1, CPUS // 2)  # both servers' default per model instance
+# (our serve flags, the peer's flags) per setting. Defaults: nothing added (both give a
+# model instance half the logical CPUs). A careful operator turns off the peer's
+# interrupt_requests (on by default: a new request cuts the one streaming short) and
+# gives ours one slot per core, one thread each, so chats progress side by side and none
+# waits for a whole answer; a queue long enough for the load.
 SETTINGS = {
     "default": ([], []),
     "careful": (
-        ["--local-slots", "2", "--threads", str(max(1, CPUS // 2)), "--local-queue", "64"],
-        ["--n_threads", str(CPUS), "--n_threads_batch", str(CPUS), "--interrupt_requests", "False"],
+        ["--local-slots", str(CPUS), "--threads", "1", "--local-queue", "64"],
+        ["--interrupt_requests", "False"],
     ),
 }
 
@@ -287,8 +288,8 @@ def run(quick: bool) -> list[Row]:
     levels = (1, 4, 16)
 
     rows: list[Row] = []
-    # The floor gets what `serve` gives its one default slot: every core.
-    llama = Llama(model_path=model, n_ctx=N_CTX, n_threads=CPUS, n_threads_batch=CPUS, verbose=False)
+    # The floor gets what `serve` gives its one default slot.
+    llama = Llama(model_path=model, n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     references = _floor_answers(llama, max_tokens)
 
     # --- single stream: ours vs the floor, interleaved -------------------------------
@@ -316,7 +317,7 @@ def run(quick: bool) -> list[Row]:
     finally:
         ours.stop()
     del llama
-    note = f"{single_rounds} interleaved pairs, {max_tokens} max tokens, {CPUS} threads"
+    note = f"{single_rounds} interleaved pairs, {max_tokens} max tokens, {THREADS} thread(s)"
     rows.append(Row("B6", "single stream tokens/s vs llama-cpp-python in-process",
                     statistics.median(our_rate), statistics.median(floor_rate), "tok/s",
                     paired_ratio(our_rate, floor_rate), 0.95, "higher", ">= 0.95x",

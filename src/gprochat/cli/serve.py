@@ -32,7 +32,8 @@ def _local_options(command: Any) -> Any:
         click.option("--n-ctx", type=click.IntRange(min=64), envvar="GPROCHAT_N_CTX",
                      help="local backend: context window in tokens, prompt and answer (default 4096)."),
         click.option("--threads", type=click.IntRange(min=1), envvar="GPROCHAT_THREADS",
-                     help="local backend: CPU threads per slot (default: CPUs / slots)."),
+                     help="local backend: CPU threads per slot (default: half the CPUs / slots, "
+                     "at least 1)."),
         click.option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS",
                      help="local backend: longest answer in tokens unless a request asks "
                      "(default 512)."),

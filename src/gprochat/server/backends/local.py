@@ -106,8 +106,8 @@ class LocalBackend(Backend):
     - ``slots``: model instances generating at once [--local-slots], default 1.
     - ``queue``: requests that may wait for a slot; beyond, 503 [--local-queue], default 16.
     - ``n_ctx``: context window in tokens, prompt and answer [--n-ctx], default 4096.
-    - ``threads``: CPU threads per slot [--threads]; default the CPU count divided by
-      ``slots``.
+    - ``threads``: CPU threads per slot [--threads]; default half the logical CPUs
+      divided by ``slots`` (at least 1).
     - ``max_tokens``, ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults
       [--max-tokens, --temperature, --top-p, --repeat-penalty]; a request's own values
       (the OpenAI gateway's) take precedence. The defaults (512, 0, 0.9, 1.1) suit the
@@ -160,7 +160,10 @@ class LocalBackend(Backend):
         self.slots = slots
         self.queue_limit = queue
         self.n_ctx = n_ctx
-        self.threads = threads or max(1, (os.cpu_count() or 1) // slots)
+        # Half the logical CPUs (one per physical core on SMT machines) shared by the slots:
+        # llama.cpp's threads wait for each other every layer, so one thread more than
+        # the cores that are free slows a slot down tenfold (measured; docs/local-model.md).
+        self.threads = threads or max(1, (os.cpu_count() or 1) // 2 // slots)
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
