@@ -22,7 +22,7 @@ import pytest
 
 from gprochat.providers import GPROChat
 from gprochat.server import BackgroundServer, ServerConfig, create_app
-from gprochat.server.backends import LocalBackend
+from gprochat.server.backends import Conversation, LocalBackend, Turn
 from gprochat.server.backends._gguf import check_model_file, default_model_path, local_model_unavailable
 
 from ...processes import clean_env, run_cli, served
@@ -128,6 +128,10 @@ async def test_native_history_reaches_the_model_as_turns(
         "<|im_start|>assistant\n"
     ) in prompt
     assert "User:" not in prompt  # not the flattened transcript
+    backend = local.app.state.backend
+    conversation = Conversation(message="What is my name?", history=(
+        Turn("user", "My name is Ada."), Turn("model", "Nice to meet you, Ada!")))
+    assert backend.render_prompt(conversation) == prompt
 
 
 async def test_health_answers_while_the_model_generates(local: BackgroundServer) -> None:

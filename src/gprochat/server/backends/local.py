@@ -49,7 +49,7 @@ _END = object()
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
-class AnyPool:
+class _SlotPool:
     """Free slots and a bounded line of requests waiting for one (used on one event loop)."""
 
     def __init__(self, slots: Sequence[Any], queue_limit: int, backend: LocalBackend) -> None:
@@ -172,7 +172,7 @@ class LocalBackend(Backend):
         self.retry_after = retry_after
         self._status = "loading"
         self._formatter: Any = None
-        self._pool: Optional[AnyPool] = None
+        self._pool: Optional[_SlotPool] = None
         self._loader: Optional[threading.Thread] = None
         self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="gprochat-local")
         self._running: set[threading.Event] = set()
@@ -212,7 +212,7 @@ class LocalBackend(Backend):
             for llama in slots:
                 llama.close()
             return
-        self._pool = AnyPool(slots, self.queue_limit, self)
+        self._pool = _SlotPool(slots, self.queue_limit, self)
         self._status = "ready"
         logger.info(
             "local backend: loaded %s (%.1f MB) in %.2f s: %d slot(s), %d thread(s) each, "
@@ -289,7 +289,7 @@ class LocalBackend(Backend):
             folded = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
             return self._formatter(messages=[folded, *rest])
 
-    def _ready_pool(self) -> AnyPool:
+    def _ready_pool(self) -> _SlotPool:
         if self._status == "loading":
             raise BackendError(
                 f"The local model is still loading ({self.model_name}); retry in a moment",
