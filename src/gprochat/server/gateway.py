@@ -26,14 +26,14 @@ from pydantic.json_schema import models_json_schema
 
 from .. import protocol
 from .._streams import aclose, first_text
-from ..client.builder import CompletionBuilder, estimate_usage, stream_chunk_json
-from ..client.params import check_parameters, normalize_messages
-from ..client.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..errors import InvalidParameterError
+from ..openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
+from ..openai.params import check_parameters, normalize_messages
+from ..openai.requests import ChatCompletionRequest, ErrorResponse
+from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from .gateway_errors import GatewayError, from_rejection, from_upstream_error, from_validation_error
 from .gateway_upstream import Upstream, create_upstream
 from .guard import Rejected, RequestGuard
-from .openai_models import ChatCompletionRequest, ErrorResponse
 from .routes import STREAM_HEADERS, StreamAborted
 from .streaming import ChunkStream, encode_headers
 

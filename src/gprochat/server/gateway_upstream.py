@@ -3,7 +3,7 @@
 ``DirectUpstream`` builds a ``Conversation`` and asks ``app.state.backend``.
 ``RelayUpstream`` sends the conversation through the GPROChat provider to another
 GeminiProChat deployment (``ServerConfig.relay_url``) with its secret key and password.
-Both take messages already normalised by ``gprochat.client.params``.
+Both take messages already normalised by ``gprochat.openai.params``.
 """
 
 from __future__ import annotations
