@@ -78,7 +78,11 @@ def serve(
     if workers <= 1:
         app = create_app(config)
         freeze_startup_objects()
-        uvicorn.Server(_uvicorn_config(app, **options)).run()
+        server = uvicorn.Server(_uvicorn_config(app, **options))
+        _stop_if_backend_fails(server, app.state.backend)
+        server.run()
+        if app.state.backend.status.startswith("failed"):
+            raise SystemExit(1)  # the backend's log line said why
         return
     os.environ[CONFIG_ENV_VAR] = config.to_json()
     os.environ[_LOGGING_ENV_VAR] = json.dumps({"level": log_level, "format": log_format})
@@ -100,6 +104,22 @@ def serve(
     finally:
         if own_metrics_dir:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _stop_if_backend_fails(server: uvicorn.Server, backend: Any) -> None:
+    """Stop ``server`` if the backend fails to load its model (a local GGUF that is corrupt).
+
+    One process serving nothing but 503s is worse than a clear exit. (With ``--workers``
+    such a worker stays up and its ``/healthz`` answers 503 "unavailable" saying why.)
+    """
+
+    def watch() -> None:
+        while backend.status == "loading":
+            threading.Event().wait(0.1)
+        if backend.status != "ready":
+            server.should_exit = True
+
+    threading.Thread(target=watch, name="gprochat-backend-watch", daemon=True).start()
 
 
 def app_from_environment() -> FastAPI:

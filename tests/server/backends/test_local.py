@@ -257,6 +257,20 @@ async def test_a_model_that_cannot_load_is_one_clear_failure(
     assert "could not load the model" in line.getMessage() and line.exc_info is None
 
 
+def test_serve_exits_1_with_one_line_when_the_model_does_not_load(tmp_path: Path) -> None:
+    require_local_model()
+    model = default_model_path()
+    assert model is not None
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(model.read_bytes()[: 1 << 20])
+    result = run_cli("serve", "--backend", "local", "--model-path", str(truncated), "--port", "0",
+                     "--log-format", "text")
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if "could not load the model" in line]
+    assert "truncated.gguf" in line and "ERROR" in line
+    assert "Traceback" not in result.stderr
+
+
 def test_model_file_is_checked_before_anything_loads(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         check_model_file(tmp_path / "missing.gguf")
