@@ -189,6 +189,12 @@ async def test_cancelling_a_stream_frees_the_slot_at_once(local: BackgroundServe
     assert first_token < 2.0, first_token
 
 
+async def test_a_conversation_longer_than_the_context_is_413(local: BackgroundServer) -> None:
+    status, _, raw = await post(local.base_url, signed("word " * 1500))
+    assert status == 413
+    assert "context holds 1024" in error_message(raw)
+
+
 async def test_metrics_and_health_name_the_backend(local: BackgroundServer) -> None:
     async with aiohttp.ClientSession() as session, session.get(local.base_url + "/healthz") as r:
         body = await r.json()
