@@ -108,6 +108,21 @@ async def test_capital_of_france_through_the_openai_sdk(local: BackgroundServer)
     assert "Paris" in (completion.choices[0].message.content or "")
 
 
+async def test_the_requests_sampling_reaches_the_model(local: BackgroundServer) -> None:
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=local.base_url + "/v1", api_key="unused") as client:
+        model = model_name(local)
+        stopped = await client.chat.completions.create(
+            model=model, messages=FRANCE, temperature=0, max_tokens=24, stop=[" Paris"]  # type: ignore[arg-type]
+        )
+        short = await client.chat.completions.create(
+            model=model, messages=FRANCE, temperature=0, max_tokens=2  # type: ignore[arg-type]
+        )
+    assert stopped.choices[0].message.content == "The capital of France is"
+    assert short.choices[0].message.content == "The capital"
+
+
 async def test_native_history_reaches_the_model_as_turns(
     local: BackgroundServer, caplog: pytest.LogCaptureFixture
 ) -> None:
