@@ -229,6 +229,40 @@ class GatedLoad(LocalBackend):
         super()._load()
 
 
+# Gemma's template, in short: no system role (it raises), turns as <start_of_turn>ROLE.
+NO_SYSTEM_ROLE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+    "supported') }}{% endif %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n"
+)
+
+
+class NoSystemRoleTemplate(LocalBackend):
+    """The real model behind a template that refuses system messages, as Gemma's does."""
+
+    @staticmethod
+    def _chat_formatter(llama: Any) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos = llama.token_eos()
+        return Jinja2ChatFormatter(NO_SYSTEM_ROLE, eos_token="", bos_token="", stop_token_ids=[eos])
+
+
+async def test_a_template_without_system_role_gets_the_system_text_in_the_first_turn(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_local_model()
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local")
+    server = make_server(ServerConfig(system_prompt="Answer in one word."),
+                         backend=NoSystemRoleTemplate(max_tokens=4))
+    status, _, raw = await post(server.base_url, signed("Hi"))
+    assert status == 200, raw  # not a 500 from the template's exception
+    [prompt] = [r.args[0] for r in caplog.records if r.msg == "local backend prompt: %r"]
+    assert prompt.rstrip() == (
+        "<start_of_turn>user\nAnswer in one word.\n\nHi<end_of_turn>\n<start_of_turn>model"
+    )
+
+
 async def test_loading_answers_503_until_ready() -> None:
     require_local_model()
     backend = GatedLoad(max_tokens=4, temperature=0.0)
