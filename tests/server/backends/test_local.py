@@ -256,7 +256,8 @@ async def test_a_template_without_system_role_gets_the_system_text_in_the_first_
     server = make_server(ServerConfig(system_prompt="Answer in one word."),
                          backend=NoSystemRoleTemplate(max_tokens=4))
     status, _, raw = await post(server.base_url, signed("Hi"))
-    assert status == 200, raw  # not a 500 from the template's exception
+    # Not a 500 from the template's exception, nor an empty answer (its eos_token is "").
+    assert status == 200 and raw.strip(), raw
     [prompt] = [r.args[0] for r in caplog.records if r.msg == "local backend prompt: %r"]
     assert prompt.rstrip() == (
         "<start_of_turn>user\nAnswer in one word.\n\nHi<end_of_turn>\n<start_of_turn>model"

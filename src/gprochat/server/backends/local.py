@@ -363,7 +363,8 @@ class LocalBackend(Backend):
                     f"holds {self.n_ctx}. Drop the oldest turns (operators: raise --n-ctx)",
                     status=413,
                 )
-            stop = [*conversation.stop, *(rendered.stop or ())]
+            # An empty stop string would end every answer before its first token.
+            stop = [text for text in (*conversation.stop, *(rendered.stop or ())) if text]
             temperature = conversation.temperature
             chunks = llama.create_completion(
                 tokens,
