@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -264,8 +265,9 @@ async def test_a_template_without_system_role_gets_the_system_text_in_the_first_
     )
 
 
-async def test_loading_answers_503_until_ready() -> None:
+async def test_loading_answers_503_until_ready(caplog: pytest.LogCaptureFixture) -> None:
     require_local_model()
+    caplog.set_level(logging.INFO, logger="gprochat.server.local")
     backend = GatedLoad(max_tokens=4, temperature=0.0)
     app = create_app(ServerConfig(), backend=backend)
     server = BackgroundServer(app=app).start(wait_for_backend=False)
@@ -282,6 +284,9 @@ async def test_loading_answers_503_until_ready() -> None:
                 assert r.status == 200 and (await r.json())["status"] == "ok"
             status, _, raw = await post(server.base_url, signed("Hi"))
             assert status == 200 and raw.strip()
+        # One line says what was loaded: the file, its size, how long it took.
+        [loaded] = [r.getMessage() for r in caplog.records if "loaded" in r.getMessage()]
+        assert re.search(r"SmolLM2-135M-Instruct\.Q4_1\.gguf \(\d+\.\d MB\) in \d+\.\d\d s: 1 slot", loaded)
     finally:
         server.stop()
 
