@@ -175,6 +175,13 @@ def _local_options(command: Any) -> Any:
     help="Serve the OpenAI-compatible gateway at /v1.",
 )
 @click.option(
+    "--web/--no-web",
+    default=True,
+    envvar="GPROCHAT_WEB",
+    show_default=True,
+    help="Serve the chat page at /.",
+)
+@click.option(
     "--api-key",
     "api_keys",
     multiple=True,
@@ -296,6 +303,7 @@ def _config(settings: dict[str, Any]) -> ServerConfig:
         backend_options=backend_options,
         system_prompt=settings["system_prompt"],
         gateway=settings["gateway"],
+        web=settings["web"],
         api_keys=api_keys,
         relay_url=settings["relay_url"],
         relay_secret_key=settings["relay_secret_key"],

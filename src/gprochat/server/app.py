@@ -27,6 +27,7 @@ from .observe import ObserveMiddleware
 from .replay import ReplayGuard
 from .routes import StreamAborted, error_response, generate, router
 from .stores import SharedState
+from .web import install_web
 
 __all__ = ["create_app"]
 
@@ -76,6 +77,8 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
     app.include_router(router)
     install_gateway(app)
+    if config.web:
+        install_web(app)
     app.add_middleware(ObserveMiddleware, metrics=metrics, trusted_proxies=trusted)
     # The protocol's hot route skips FastAPI's layers (see fastpath.py); same checks.
     app.install_fast_route(
