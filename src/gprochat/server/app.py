@@ -27,6 +27,7 @@ from .observe import ObserveMiddleware
 from .replay import ReplayGuard
 from .routes import StreamAborted, error_response, generate, router
 from .stores import SharedState
+from .web import install_web
 
 __all__ = ["create_app"]
 
@@ -42,9 +43,11 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     shared_state = SharedState(config.redis_url, replay_max_entries=config.replay_max_entries)
     policy = FailurePolicy(config.redis_failure)
     metrics = ServerMetrics()
+    backend.on_queue_change = metrics.backend_queued.inc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend.start()  # a local model loads in the background; /healthz says "loading"
         try:
             yield
         finally:
@@ -74,6 +77,8 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
     app.include_router(router)
     install_gateway(app)
+    if config.web:
+        install_web(app)
     app.add_middleware(ObserveMiddleware, metrics=metrics, trusted_proxies=trusted)
     # The protocol's hot route skips FastAPI's layers (see fastpath.py); same checks.
     app.install_fast_route(
@@ -98,6 +103,11 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             "streams_in_flight": app.state.guard.streams.in_flight,
         }
         status = 200
+        if backend.status != "ready":
+            # Loading (or failed to load) its model: not ready for traffic yet.
+            body["status"] = "loading" if backend.status == "loading" else "unavailable"
+            body["backend_status"] = backend.status
+            status = 503
         if redis_ok is not None:
             body["redis"] = "ok" if redis_ok else "unreachable"
             if not redis_ok:

@@ -152,7 +152,10 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
             app = create_app(config)
             freeze_startup_objects()
             server = _AnnouncingServer(_uvicorn_config(app, config, **options), config)
+            _stop_if_backend_fails(server, app.state.backend)
             server.run(sockets=[sock])
+            if app.state.backend.status.startswith("failed"):
+                raise SystemExit(1)  # the backend's log line said why
             return
         os.environ[CONFIG_ENV_VAR] = config.to_json()
         os.environ[_LOGGING_ENV_VAR] = json.dumps({"level": config.log_level, "format": config.log_format})
@@ -184,6 +187,22 @@ def serve_socket(app: Any, config: ServerConfig, sock: socket.socket) -> None:
     For a process that is handed its socket (the benchmark harness's servers).
     """
     uvicorn.Server(_uvicorn_config(app, config)).run(sockets=[sock])
+
+
+def _stop_if_backend_fails(server: uvicorn.Server, backend: Any) -> None:
+    """Stop ``server`` if the backend fails to load its model (a local GGUF that is corrupt).
+
+    One process serving nothing but 503s is worse than a clear exit. (With ``--workers``
+    such a worker stays up and its ``/healthz`` answers 503 "unavailable" saying why.)
+    """
+
+    def watch() -> None:
+        while backend.status == "loading":
+            threading.Event().wait(0.1)
+        if backend.status != "ready":
+            server.should_exit = True
+
+    threading.Thread(target=watch, name="gprochat-backend-watch", daemon=True).start()
 
 
 def app_from_environment() -> FastAPI:
@@ -228,12 +247,19 @@ class BackgroundServer:
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._socket]))
 
-    def start(self) -> BackgroundServer:
+    def start(self, *, wait_for_backend: bool = True) -> BackgroundServer:
+        """Serve; unless told not to, also wait until the backend has loaded its model."""
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
                 raise RuntimeError("the gprochat server failed to start; see the log above")
             threading.Event().wait(0.01)
+        backend = getattr(getattr(self.app, "state", None), "backend", None)
+        while wait_for_backend and backend is not None and backend.status == "loading":
+            threading.Event().wait(0.02)
+        if wait_for_backend and backend is not None and backend.status != "ready":
+            self.stop()
+            raise RuntimeError(f"the gprochat server's backend cannot answer: {backend.status}")
         return self
 
     def stop(self) -> None:

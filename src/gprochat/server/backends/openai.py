@@ -97,6 +97,10 @@ class OpenAIBackend(StreamingHTTPBackend):
             body["max_tokens"] = conversation.max_tokens
         if conversation.stop:
             body["stop"] = list(conversation.stop)
+        if conversation.top_p is not None:
+            body["top_p"] = conversation.top_p
+        if conversation.seed is not None:
+            body["seed"] = conversation.seed
         return body
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
