@@ -40,7 +40,7 @@ from .test_shutdown_and_logs import LONG_TEXT, serve_process
         ({"redis_url": "localhost:6379"}, "redis_url", "redis://"),
         ({"redis_failure": "maybe"}, "redis_failure", "'open' or 'closed'"),
         ({"relay_url": "ftp://x"}, "relay_url", "http:// or https://"),
-        ({"backend": "nope"}, "backend", "choose one of: echo"),
+        ({"backend": "nope"}, "backend", "choose one of: auto, echo"),
         ({"workers": 0}, "workers", "at least 1"),
         ({"header_timeout": 0}, "header_timeout", "greater than 0"),
         ({"body_idle_timeout": -1}, "body_idle_timeout", "greater than 0"),
@@ -90,7 +90,7 @@ def test_the_config_survives_the_trip_to_a_worker() -> None:
         (["--trusted-proxy", "proxy.local"], "--trusted-proxy", "not an IP address or network"),
         (["--relay-url", "relay.local"], "--relay-url", "http:// or https://"),
         (["--header-timeout", "0"], "--header-timeout", "x>0"),
-        (["--backend", "nope"], "--backend", "'nope' is not one of 'echo'"),
+        (["--backend", "nope"], "--backend", "'nope' is not one of 'auto', 'echo'"),
     ],
 )
 def test_serve_refuses_a_wrong_flag_with_exit_2_naming_it(args: list[str], flag: str, says: str) -> None:
@@ -104,7 +104,7 @@ def test_serve_help_shows_environment_variables_and_choices() -> None:
     result = run_cli("serve", "--help")
     assert result.returncode == 0
     text = re.sub(r"\s+", " ", result.stdout)
-    assert "[echo|gemini|openai]" in text  # from the backend registry
+    assert "[auto|echo|gemini|local|openai]" in text  # from the backend registry
     assert "[critical|error|warning|info|debug]" in text
     for variable in ("GPROCHAT_PORT", "GPROCHAT_HEADER_TIMEOUT", "GPROCHAT_MAX_CONNECTIONS",
                      "GPROCHAT_PASSWORD, GPROCHAT_SITE_PASSWORD", "GPROCHAT_LOG_LEVEL"):

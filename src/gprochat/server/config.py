@@ -134,8 +134,8 @@ class ServerConfig:
         """
         from .backends import BACKENDS
 
-        if "max_connections" in self.backend_options:
-            return
+        if "max_connections" in self.backend_options or self.backend not in BACKENDS:
+            return  # set by hand, or "auto" (local or echo: neither has a pool)
         try:
             accepted = inspect.signature(BACKENDS[self.backend]).parameters
         except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
@@ -238,12 +238,11 @@ def _check(config: ServerConfig) -> None:
 
 
 def _check_backend_name(config: ServerConfig) -> None:
-    from .backends import BACKENDS  # the registry: a new backend needs no change here
+    from .backends import AUTO, BACKENDS  # the registry: a new backend needs no change here
 
-    if config.backend not in BACKENDS:
-        raise _fail(
-            "backend", f"unknown backend {config.backend!r}; choose one of: {', '.join(sorted(BACKENDS))}"
-        )
+    if config.backend not in BACKENDS and config.backend != AUTO:
+        known = ", ".join(sorted([*BACKENDS, AUTO]))
+        raise _fail("backend", f"unknown backend {config.backend!r}; choose one of: {known}")
 
 
 def _check_rate_limit(config: ServerConfig) -> None:
