@@ -8,11 +8,11 @@ import sys
 import time
 from typing import Any
 
-from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, peers
+from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, peers
 from ._proc import raise_nofile_limit
 from ._report import Row, format_table, machine_description
 
-ALL = ("B1", "B2", "B3", "B4", "B5")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
 
 
 def server_config() -> dict[str, Any]:
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   chart written to {args.chart}")
         elif name == "B5":
             rows += b5_gateway.run(args.quick, config)
+        elif name == "B6":
+            rows += b6_local.run(args.quick)
         print(f"   done in {time.perf_counter() - bench_started:.0f} s", flush=True)
 
     print(f"\n{'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s\n")

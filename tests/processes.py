@@ -25,9 +25,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any GPROCHAT_* setting of the developer's, plus ``extra``.
 
     ``GPROCHAT_HOME`` stays: the tests point it at a temporary directory, so no test
-    writes to the developer's conversation log.
+    writes to the developer's conversation log. The echo backend unless ``extra`` names
+    another: the default (``auto``) would load the local model in every process
+    (tests/server/backends/test_local.py covers it).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPROCHAT_") or k == "GPROCHAT_HOME"}
+    env["GPROCHAT_BACKEND"] = "echo"
     env.update(extra)
     return env
 

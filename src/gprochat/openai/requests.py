@@ -41,8 +41,8 @@ class ChatCompletionRequest(BaseModel):
 
     Honoured: ``model``, ``messages``, ``stream``, ``stream_options.include_usage``.
     Passed to the backend (which uses them when it can; a relay drops them):
-    ``temperature``, ``max_tokens`` / ``max_completion_tokens``, ``stop``.
-    Accepted and ignored: ``top_p``, penalties, ``seed``, ``user``, ``logit_bias`` and
+    ``temperature``, ``max_tokens`` / ``max_completion_tokens``, ``stop``, ``top_p``, ``seed``.
+    Accepted and ignored: penalties, ``user``, ``logit_bias`` and
     bookkeeping fields. Refused unless at their no-op value: ``n``, ``tools``,
     ``tool_choice``, ``functions``, ``function_call``, ``response_format``,
     ``logprobs``, ``top_logprobs``, ``audio``, ``modalities``, ``prediction``.

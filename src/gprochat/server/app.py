@@ -43,12 +43,14 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     config = config or ServerConfig()
     backend = backend or create_backend(config.backend, **config.backend_options)
     trusted = parse_networks(config.trusted_proxies)
-    shared_state = SharedState(config.redis_url)
+    shared_state = SharedState(config.redis_url, replay_max_entries=config.replay_max_entries)
     policy = FailurePolicy(config.redis_failure)
     metrics = ServerMetrics()
+    backend.on_queue_change = metrics.backend_queued.inc
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        backend.start()  # a local model loads in the background; /healthz says "loading"
         try:
             yield
         finally:
@@ -79,6 +81,11 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             "streams_in_flight": guard.streams.in_flight,
         }
         status = 200
+        if backend.status != "ready":
+            # Loading (or failed to load) its model: not ready for traffic yet.
+            body["status"] = "loading" if backend.status == "loading" else "unavailable"
+            body["backend_status"] = backend.status
+            status = 503
         if redis_ok is not None:
             body["redis"] = "ok" if redis_ok else "unreachable"
             if not redis_ok:

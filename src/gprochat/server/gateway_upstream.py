@@ -24,6 +24,8 @@ class SamplingOptions(Protocol):
     max_tokens: Optional[int]
     max_completion_tokens: Optional[int]
     stop: Any
+    top_p: Optional[float]
+    seed: Optional[int]
 
 
 class Upstream(Protocol):
@@ -98,6 +100,8 @@ class DirectUpstream:
             temperature=options.temperature,
             max_tokens=options.max_completion_tokens or options.max_tokens,
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+            top_p=options.top_p,
+            seed=options.seed,
             report=report,
         )
 

@@ -44,6 +44,12 @@ class ServerMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.backend_queued = Gauge(
+            "gprochat_backend_queued",
+            "Requests waiting for the model backend (a free local-model slot).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.time_to_first_byte = Histogram(
             "gprochat_time_to_first_byte_seconds",
             "Seconds from a request's arrival to the first byte of its answer's body.",

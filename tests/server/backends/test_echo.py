@@ -25,7 +25,7 @@ async def test_echo_chunk_size_and_repeat() -> None:
 
 def test_create_backend_names_the_choices() -> None:
     assert isinstance(create_backend("echo", delay=0.5), EchoBackend)
-    with pytest.raises(ValueError, match="choose one of: echo"):
+    with pytest.raises(ValueError, match="choose one of: auto, echo, gemini, local, openai"):
         create_backend("gpt")
     with pytest.raises(ValueError):
         EchoBackend(delay=-1)

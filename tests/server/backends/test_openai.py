@@ -85,7 +85,8 @@ async def test_conversation_options_are_passed_and_no_key_sends_no_auth(upstream
     backend = closing(OpenAIBackend(base_url=upstream.url + "/v1", model="llama3.2"))
     upstream.respond_events(answer("ok"))
     conversation = Conversation(
-        message="Hi", model="qwen2.5", temperature=0.2, max_tokens=50, stop=("\n\n",)
+        message="Hi", model="qwen2.5", temperature=0.2, max_tokens=50, stop=("\n\n",),
+        top_p=0.5, seed=7,
     )
 
     assert await collect(backend, conversation) == ["ok"]
@@ -100,6 +101,8 @@ async def test_conversation_options_are_passed_and_no_key_sends_no_auth(upstream
         "temperature": 0.2,
         "max_tokens": 50,
         "stop": ["\n\n"],
+        "top_p": 0.5,
+        "seed": 7,
     }
     assert backend.models() == ["llama3.2"]
 

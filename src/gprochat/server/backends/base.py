@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -35,9 +35,10 @@ class Conversation:
     """What a backend is asked to continue.
 
     ``history`` holds the earlier turns (oldest first), ``message`` the new user
-    message, ``system`` the server's system prompt, if any. ``model``,
-    ``temperature`` and ``max_tokens`` are requests a backend honours when it can
-    (the OpenAI gateway fills them in; ``/api/generate`` has no field for them).
+    message, ``system`` the server's system prompt, if any. ``model`` and the
+    sampling requests (``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``)
+    are honoured when the backend can; None means the backend's own default (the
+    OpenAI gateway fills them in; ``/api/generate`` has no field for them).
     """
 
     message: str
@@ -47,6 +48,8 @@ class Conversation:
     temperature: Optional[float] = None
     max_tokens: Optional[int] = None
     stop: tuple[str, ...] = field(default=())
+    top_p: Optional[float] = None
+    seed: Optional[int] = None
     # Where the backend reports the upstream's id and usage (the gateway reads them).
     report: Optional[AnswerReport] = field(default=None, compare=False, repr=False)
 
@@ -60,6 +63,18 @@ class Backend(abc.ABC):
     """
 
     name: str = "backend"
+
+    #: Called with +1 / -1 as requests start and stop waiting for the backend (the
+    #: app points it at its queued-requests gauge); backends without a queue never call it.
+    on_queue_change: Optional[Callable[[float], None]] = None
+
+    @property
+    def status(self) -> str:
+        """``"ready"``, or ``"loading"`` / ``"failed: why"`` while it cannot answer (``/healthz``)."""
+        return "ready"
+
+    def start(self) -> None:  # noqa: B027 - optional: most backends have nothing to load
+        """Begin loading (a model); called once when the server starts, must not block."""
 
     @abc.abstractmethod
     def stream(self, conversation: Conversation) -> AsyncIterator[str]:

