@@ -14,14 +14,14 @@ from typing import Any, Optional
 import pytest
 from pydantic import BaseModel
 
-from gprochat.client.builder import (
+from gprochat.openai.builder import (
     CompletionBuilder,
     ContentChunkJSON,
     estimate_usage,
     stream_chunk_json,
     stream_chunks,
 )
-from gprochat.client.types import ChatCompletionChunk, ChoiceDelta, ChunkChoice, FinishReason
+from gprochat.openai.types import ChatCompletionChunk, ChoiceDelta, ChunkChoice, FinishReason
 
 TRICKY = [
     "plain",

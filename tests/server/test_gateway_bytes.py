@@ -13,8 +13,8 @@ from typing import Optional
 import aiohttp
 import pytest
 
-from gprochat.client.builder import estimate_usage
-from gprochat.client.types import (
+from gprochat.openai.builder import estimate_usage
+from gprochat.openai.types import (
     ChatCompletionChunk,
     ChoiceDelta,
     ChunkChoice,

@@ -111,7 +111,7 @@ async def _abort_one_stream(base_url: str, caplog: pytest.LogCaptureFixture) -> 
 @pytest.mark.parametrize(
     ("error", "status", "retry_after", "message"),
     [
-        (BackendError("invalid api key", status=401), 502, None, "refused its credentials"),
+        (BackendError("invalid api key", status=401), 502, None, "server configuration error"),
         (BackendError("slow down", status=429, retry_after=7.2), 429, "8", "slow down"),
         (BackendError("overloaded", status=503, retry_after=3), 503, "3", "overloaded"),
         (BackendError("weird", status=999), 502, None, "weird"),

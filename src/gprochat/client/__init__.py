@@ -8,8 +8,7 @@
 ...     print(chunk.choices[0].delta.content or "", end="")
 """
 
-from ._client import AsyncClient, AsyncStream, Client, Stream
-from .types import (
+from ..openai.types import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
@@ -20,6 +19,7 @@ from .types import (
     Model,
     SyncPage,
 )
+from ._client import AsyncClient, AsyncStream, Client, Stream
 
 __all__ = [
     "Client",

@@ -13,18 +13,18 @@ from typing import Any, Literal, Optional, Union, overload
 
 from .._streams import aclose
 from ..errors import UnsupportedParameterError
-from ..providers import GPROChat
-from ..providers._sync import iterate_in_background, run_in_background
-from ..typing import Messages
-from .builder import CompletionBuilder, estimate_usage, stream_chunks
-from .params import (
+from ..openai.builder import CompletionBuilder, estimate_usage, stream_chunks
+from ..openai.params import (
     IGNORED_PARAMETERS,
     PASSED_PARAMETERS,
     REFUSED_PARAMETERS,
     check_parameters,
     normalize_messages,
 )
-from .types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
+from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
+from ..providers import GPROChat
+from ..providers._sync import iterate_in_background, run_in_background
+from ..typing import Messages
 
 __all__ = ["Client", "AsyncClient", "Stream", "AsyncStream"]
 

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from .app import create_app
 from .config import CONFIG_ENV_VAR, ServerConfig
@@ -102,7 +102,7 @@ def serve(
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> Starlette:
     """The app a worker process serves: config and logging from environment variables."""
     logging_options = json.loads(os.environ.get(_LOGGING_ENV_VAR, "{}"))
     configure_logging(logging_options.get("level", "info"), logging_options.get("format", "json"))

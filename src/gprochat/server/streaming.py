@@ -1,4 +1,12 @@
-"""``ChunkStream``: a lean streaming response for ``/api/generate``.
+"""An answer's life: ``open_answer`` opens it, ``ChunkStream`` streams it, ``Answer.close`` ends it.
+
+``open_answer`` waits for the backend's first text, so that a backend failing at once
+gets a proper error status (``failures.backend_failure``) instead of an empty 200; on
+failure it frees the stream slot and closes the backend's stream itself. Once opened,
+``Answer.close`` is the one place that frees the slot and closes the stream, whatever
+happened (completed, client gone, backend failed); both routes use them.
+
+``ChunkStream`` is a lean streaming response.
 
 Starlette's ``StreamingResponse`` opens an anyio task group with a second task that
 listens for the client's disconnect, for every response: about a dozen objects
@@ -18,7 +26,61 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["ChunkStream", "encode_headers"]
+from .._streams import aclose, first_text
+from .failures import Failure, backend_failure
+from .metrics import ServerMetrics
+
+__all__ = ["Answer", "AnswerFailed", "ChunkStream", "encode_headers", "open_answer"]
+
+
+class AnswerFailed(Exception):
+    """The backend failed before its first text; ``failure`` says how to answer."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class Answer:
+    """An opened answer: its ``first`` text, the ``rest``, and ``close()`` (idempotent)."""
+
+    __slots__ = ("_release", "first", "rest")
+
+    def __init__(self, first: str, rest: AsyncIterator[str], release: Callable[[], None]) -> None:
+        self.first = first
+        self.rest = rest
+        self._release = release
+
+    async def close(self) -> None:
+        """Free the stream slot and close the backend's stream."""
+        self._release()
+        await aclose(self.rest)
+
+
+async def open_answer(
+    open_stream: Callable[[], AsyncIterator[str]],
+    release: Callable[[], None],
+    *,
+    backend: str,
+    metrics: ServerMetrics,
+) -> Answer:
+    """Start ``open_stream()`` and wait for its first text; ``release`` frees the slot.
+
+    Raises ``AnswerFailed`` when the backend fails first (slot freed, stream closed).
+    """
+    chunks: AsyncIterator[str] | None = None
+    try:
+        chunks = open_stream().__aiter__()
+        first = await first_text(chunks)
+    except BaseException as exc:
+        release()
+        if chunks is not None:
+            await aclose(chunks)
+        if not isinstance(exc, Exception):
+            raise
+        metrics.backend_errors.labels(backend, "before_text").inc()
+        raise AnswerFailed(backend_failure(exc, backend)) from exc
+    return Answer(first, chunks, release)
 
 
 class ChunkStream(Response):
@@ -66,7 +128,10 @@ class ChunkStream(Response):
         finally:
             watch.done = True
             watcher.cancel()
-            await self._on_close()
+            try:
+                await aclose(self.body_iterator)
+            finally:
+                await self._on_close()
 
 
 def encode_headers(media_type: str, headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

@@ -77,6 +77,7 @@ async def test_request_maps_conversation_and_streams_in_chunks(upstream, backend
             {"role": "user", "content": "Tell me a joke"},
         ],
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -95,6 +96,7 @@ async def test_conversation_options_are_passed_and_no_key_sends_no_auth(upstream
         "model": "qwen2.5",
         "messages": [{"role": "user", "content": "Hi"}],
         "stream": True,
+        "stream_options": {"include_usage": True},
         "temperature": 0.2,
         "max_tokens": 50,
         "stop": ["\n\n"],

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import Backend, Conversation, Turn
+from .base import AnswerReport, Backend, Conversation, Turn
 from .echo import EchoBackend
 from .gemini import GeminiBackend
 from .openai import OpenAIBackend
 
 __all__ = [
+    "AnswerReport",
     "Backend",
     "Conversation",
     "Turn",

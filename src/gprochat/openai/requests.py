@@ -1,6 +1,6 @@
 """The OpenAI gateway's request and error bodies, as pydantic models (they make its OpenAPI).
 
-Responses reuse ``gprochat.client.types`` (``ChatCompletion``, ``ChatCompletionChunk``,
+Responses reuse ``gprochat.openai.types`` (``ChatCompletion``, ``ChatCompletionChunk``,
 ``Model``, ``SyncPage``), the same objects ``gprochat.Client`` returns.
 Every field OpenAI's chat API defines that we know of is declared, so the schema says
 what is accepted; unknown fields are refused with 400, as OpenAI refuses them.
