@@ -246,3 +246,59 @@ def test_parse_retry_after_uses_the_clock_by_default() -> None:
     value = email.utils.formatdate(time.time() + 100, usegmt=True)
     seconds = protocol.parse_retry_after(value)
     assert seconds is not None and 90 <= seconds <= 100
+
+
+# --- strict JSON ------------------------------------------------------------------------
+
+def _json_error(body: bytes) -> str:
+    with pytest.raises(protocol.InvalidRequest) as caught:
+        protocol.parse_json(body)
+    return caught.value.message
+
+
+def test_integers_up_to_100_digits() -> None:
+    assert protocol.parse_json(b"[" + b"9" * 100 + b"]") == [int("9" * 100)]
+    assert protocol.parse_json(b"-" + b"9" * 100) == -int("9" * 100)
+    assert _json_error(b"1" + b"0" * 100) == (
+        "Request body has an integer of 101 digits; no field takes more than 100."
+    )
+    assert "integer of 102 digits" in _json_error(b"-1" + b"0" * 100)
+    assert "integer of 5000 digits" in _json_error(b'{"time": ' + b"7" * 5000 + b"}")
+
+
+def test_floats_must_be_finite() -> None:
+    assert protocol.parse_json(b"[1.5, -2e3, 1e308]") == [1.5, -2000.0, 1e308]
+    assert _json_error(b"1e400") == "Request body has the number 1e400, too large for any field."
+    assert _json_error(b"-1e400") == "Request body has the number -1e400, too large for any field."
+    assert "the number " + "1" * 40 + "," in _json_error(b"1" * 400 + b".5")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused(constant: str) -> None:
+    assert _json_error(f'{{"time": {constant}}}'.encode()) == (
+        f"Request body has {constant}, which is not JSON: send numbers only."
+    )
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _json_error(deep) == "Request body is nested too deeply to be a request."
+    assert protocol.parse_json(b"[[[]]]") == [[[]]]
+
+
+LONE = "Request body has a lone UTF-16 surrogate escape (such as \\ud800) in a string: " \
+       "it is not a character; send valid Unicode."
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"\\ud800"', b'["a", "\\uDC00"]', b'{"k": {"deeper": ["\\udbff"]}}', b'{"\\ud800": 1}',
+     b'{"a": 1, "b": "x\\uD83Dy"}'],
+)
+def test_lone_surrogates_anywhere_are_refused(body: bytes) -> None:
+    assert _json_error(body) == LONE
+
+
+def test_surrogate_pairs_and_other_escapes_are_fine() -> None:
+    assert protocol.parse_json(b'{"t": "\\ud83d\\ude00", "u": "\\u00e9"}') == {"t": "\U0001f600", "u": "é"}
+    assert protocol.parse_json(b'["\\ud83d\\ude00", 1, null, {"a": "\\uD83D\\uDE00"}]')[0] == "\U0001f600"

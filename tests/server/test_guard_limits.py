@@ -337,3 +337,101 @@ async def test_a_client_gone_mid_body_is_a_400() -> None:
     assert (caught.value.status, caught.value.message) == (
         400, "The client disconnected before sending the whole body."
     )
+
+
+# --- conversation limits, passwords, bearer tokens, admission -----------------------------
+
+def _full_guard(**options: object) -> RequestGuard:
+    settings: dict[str, object] = {
+        "rate_limiter": _limiter(None), "streams": StreamLimiter(0), "max_body_bytes": 100, **options
+    }
+    return RequestGuard(**settings)  # type: ignore[arg-type]
+
+
+def test_conversation_limits_are_exact() -> None:
+    guard = _full_guard(max_messages=3, max_message_chars=5)
+    guard.check_conversation(["12345", "a", "b"])
+    exc = _rejected(lambda: guard.check_conversation(["a", "b", "c", "d"]))
+    assert (exc.status, exc.message) == (
+        413, "Too many messages: 4; this server accepts at most 3. Drop the oldest turns of the conversation."
+    )
+    exc = _rejected(lambda: guard.check_conversation(["a", "123456"]))
+    assert (exc.status, exc.message) == (
+        413, "Message too long: messages.1 has 6 characters; this server accepts at most 5 per message. "
+        "Shorten it.",
+    )
+    exc = _rejected(lambda: guard.check_conversation(["123456"], where="messages[{index}].content"))
+    assert "messages[0].content has 6 characters" in exc.message
+
+
+def test_no_conversation_limits() -> None:
+    _full_guard().check_conversation(["x" * 10_000] * 1_000)
+
+
+def test_check_password_any_entry() -> None:
+    guard = _full_guard(passwords=("one", "two"))
+    guard.check_password("one")
+    guard.check_password("two")
+    for wrong in ("three", None, ""):
+        exc = _rejected(lambda wrong=wrong: guard.check_password(wrong))
+        assert (exc.status, exc.message) == (401, "Invalid password.")
+    _full_guard().check_password(None)
+
+
+def _bearer(guard: RequestGuard, value: str | None) -> None:
+    guard.check_bearer(_request([("Authorization", value)] if value is not None else []))
+
+
+def test_bearer_takes_an_api_key_or_a_site_password() -> None:
+    guard = _full_guard(passwords=("site-pw",), api_keys=("key-1", "key-2"))
+    for token in ("key-1", "key-2", "site-pw"):
+        _bearer(guard, f"Bearer {token}")
+        _bearer(guard, f"bearer   {token}  ")
+    only_password = _full_guard(passwords=("site-pw",))
+    _bearer(only_password, "Bearer site-pw")
+
+
+@pytest.mark.parametrize("value", [None, "", "Bearer", "Bearer    ", "Basic key-1", "key-1"])
+def test_bearer_missing(value: str | None) -> None:
+    exc = _rejected(lambda: _bearer(_full_guard(api_keys=("key-1",)), value))
+    assert exc.status == 401 and exc.headers == {"WWW-Authenticate": "Bearer"}
+    assert exc.message.startswith("Missing API key: this server is locked.")
+
+
+@pytest.mark.parametrize("value", ["Bearer key-3", "Bearer key-1x", "Bearer site-pwd"])
+def test_bearer_wrong(value: str) -> None:
+    exc = _rejected(lambda: _bearer(_full_guard(passwords=("site-pw",), api_keys=("key-1",)), value))
+    assert exc.status == 401 and exc.headers == {"WWW-Authenticate": "Bearer"}
+    assert exc.message.startswith("Incorrect API key: it is neither one of this server's API keys")
+
+
+def test_bearer_open_without_keys_or_passwords() -> None:
+    _bearer(_full_guard(), None)
+    _bearer(_full_guard(), "Bearer anything")
+
+
+async def test_admit_checks_in_order_and_returns_the_body() -> None:
+    guard = _full_guard(api_keys=("k",), rate_limiter=_limiter("1/minute"))
+    ok = _request([("Authorization", "Bearer k"), ("Content-Length", "2")], chunks=[b"{}"])
+    assert await guard.admit(ok, "gateway", bearer=True) == b"{}"
+    # The budget is spent: 429 comes before the bearer check.
+    with pytest.raises(Rejected) as caught:
+        await guard.admit(_request([]), "gateway", bearer=True)
+    assert caught.value.status == 429
+    # Another route's budget is untouched; without ``bearer`` no key is asked for.
+    assert await guard.admit(_request([], chunks=[b"x"]), "auth") == b"x"
+    # The declared size comes first of all.
+    with pytest.raises(Rejected) as caught:
+        await guard.admit(_request([("Content-Length", "101")]), "generate")
+    assert caught.value.status == 413
+
+
+async def test_admit_refuses_a_missing_bearer_within_budget() -> None:
+    guard = _full_guard(api_keys=("k",))
+    with pytest.raises(Rejected) as caught:
+        await guard.admit(_request([]), "gateway", bearer=True)
+    assert caught.value.status == 401
+    with pytest.raises(Rejected) as caught:
+        await guard.admit(_request([("Authorization", "Bearer k")], chunks=[b"x" * 101]), "gateway",
+                          bearer=True)
+    assert caught.value.status == 413
