@@ -208,6 +208,7 @@ def test_native_content_parts() -> None:
          "The conversation must end with a user message (the last one is 'model'): "
          "add the user's new message at the end"),
         ([{"role": "system", "content": "x"}], None, "(the last one is 'system')"),
+        ([{"role": "assistant", "content": "x"}], None, "(the last one is 'model')"),
         ([], None, "(the last one is 'system')"),
         ([{"role": "user", "content": 5}], None, "messages[0] content must be a string, not int"),
         ([{"role": "user", "content": [{"type": "image_url"}]}], None,
@@ -237,6 +238,18 @@ def test_native_refusals(messages: list[dict[str, object]], max_history: int | N
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert protocol.parse_retry_after(value, now=1445412470.0) == expected
+
+
+def test_a_date_without_a_zone_is_gmt_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert protocol.parse_retry_after("Wed, 21 Oct 2015 07:28:00", now=1445412470.0) == 10.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_parse_retry_after_uses_the_clock_by_default() -> None:

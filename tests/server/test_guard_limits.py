@@ -80,8 +80,13 @@ def test_failure_policy_closed_refuses_with_503(caplog: pytest.LogCaptureFixture
     assert exc.status == 503 and exc.headers == {"Retry-After": "5"}
     assert "refuses requests until it can (fail-closed). Retry in 5 seconds" in exc.message
     assert isinstance(exc.__cause__, SharedStateError)
-    assert "shared state unreachable during the rate limit: Redis failed: down; refusing requests " \
-           "with 503 (fail-closed)" in caplog.text
+    assert exc.message.startswith(
+        "The server cannot reach its shared state store (Redis) to check rate limits and replays, "
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "shared state unreachable during the rate limit: Redis failed: down; refusing requests "
+        "with 503 (fail-closed)"
+    ]
 
 
 def test_failure_policy_open_serves_and_logs_at_most_every_interval(caplog: pytest.LogCaptureFixture) -> None:
@@ -89,7 +94,9 @@ def test_failure_policy_open_serves_and_logs_at_most_every_interval(caplog: pyte
     with caplog.at_level(logging.ERROR, logger="gprochat.server.guard"):
         assert policy.handle(_down()) is None
         assert policy.handle(_down()) is None
-    assert caplog.text.count("serving without it (fail-open)") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "shared state unreachable during the rate limit: Redis failed: down; serving without it (fail-open)"
+    ]
     often = FailurePolicy("open", log_every=0)
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="gprochat.server.guard"):
@@ -229,6 +236,17 @@ async def test_the_429_message_and_retry_after(state: SharedState) -> None:
         f"Too many requests: this server allows 2 per minute from one client. "
         f"Retry after {retry_after} seconds."
     )
+
+
+async def test_retry_after_counts_from_the_oldest_request_in_the_window(state: SharedState) -> None:
+    """The wait is until the oldest counted request leaves the window, not a whole window."""
+    limiter = _limiter("2 per 10 seconds", state)
+    await _statuses(limiter, 1, "generate")
+    time.sleep(1.5)
+    await _statuses(limiter, 1, "generate")
+    with pytest.raises(Rejected) as caught:
+        await limiter.check(_request(), "generate")
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 9
 
 
 async def test_retry_after_is_at_least_one_second(state: SharedState) -> None:
@@ -395,14 +413,19 @@ def test_bearer_takes_an_api_key_or_a_site_password() -> None:
 def test_bearer_missing(value: str | None) -> None:
     exc = _rejected(lambda: _bearer(_full_guard(api_keys=("key-1",)), value))
     assert exc.status == 401 and exc.headers == {"WWW-Authenticate": "Bearer"}
-    assert exc.message.startswith("Missing API key: this server is locked.")
+    assert exc.message == (
+        "Missing API key: this server is locked. Send 'Authorization: Bearer KEY' with one of its API "
+        "keys or the site password (with the OpenAI SDK: api_key=...)."
+    )
 
 
 @pytest.mark.parametrize("value", ["Bearer key-3", "Bearer key-1x", "Bearer site-pwd"])
 def test_bearer_wrong(value: str) -> None:
     exc = _rejected(lambda: _bearer(_full_guard(passwords=("site-pw",), api_keys=("key-1",)), value))
     assert exc.status == 401 and exc.headers == {"WWW-Authenticate": "Bearer"}
-    assert exc.message.startswith("Incorrect API key: it is neither one of this server's API keys")
+    assert exc.message == (
+        "Incorrect API key: it is neither one of this server's API keys (--api-key) nor its site password."
+    )
 
 
 def test_bearer_open_without_keys_or_passwords() -> None:

@@ -34,8 +34,9 @@ from .rawhttp import exchange, request
 #: short, so that the slow-client probes finish in seconds.
 TIMEOUT_FLAGS = {
     "--header-timeout": probes.HEADER_TIMEOUT,
+    "--body-idle-timeout": probes.BODY_IDLE_TIMEOUT,
     "--body-timeout": probes.BODY_TIMEOUT,
-    "--keep-alive-timeout": probes.KEEP_ALIVE_TIMEOUT,
+    "--keepalive-timeout": probes.KEEP_ALIVE_TIMEOUT,
 }
 
 

@@ -21,6 +21,7 @@ from gprochat.protocol import DEFAULT_SECRET_KEY
 
 from .conftest import ServedProcess
 from .probes import (
+    BODY_IDLE_TIMEOUT,
     BODY_TIMEOUT,
     CLOSED,
     HEADER_TIMEOUT,
@@ -66,11 +67,13 @@ def _body_then_silence() -> list[bytes | float]:
     return [head + body[:10], 60.0]
 
 
-def _body_drip() -> list[bytes | float]:
-    body = json.dumps(generate_body()).encode()
-    head = request("POST", "/api/generate", b"", headers=[TEXT_PLAIN, ("Content-Length", str(len(body)))],
-                   content_length=False)
-    return [head, *_drip(body, BODY_TIMEOUT + 1.5, 20)]
+def _body_drip(every: float) -> Callable[[], list[bytes | float]]:
+    def build() -> list[bytes | float]:
+        body = json.dumps(generate_body()).encode()
+        head = request("POST", "/api/generate", b"",
+                       headers=[TEXT_PLAIN, ("Content-Length", str(len(body)))], content_length=False)
+        return [head, *_drip(body, every, 60)]
+    return build
 
 
 SLOW = [
@@ -81,11 +84,12 @@ SLOW = [
     P("headers at a byte a second", lambda: _drip(_HEADERS, 1.0, len(_HEADERS)), CLOSED, 408, 400,
       shape="any", timeout=HEADER_TIMEOUT + MARGIN, check=_cut_within(HEADER_TIMEOUT + MARGIN)),
     P("body: ten bytes, then silence", _body_then_silence, CLOSED, 408, 400, shape="any",
-      timeout=HEADER_TIMEOUT + BODY_TIMEOUT + MARGIN,
-      check=_cut_within(HEADER_TIMEOUT + BODY_TIMEOUT + MARGIN)),
-    P("body: a byte each body timeout and a half", _body_drip, CLOSED, 408, 400, shape="any",
-      timeout=HEADER_TIMEOUT + BODY_TIMEOUT * 2 + MARGIN,
-      check=_cut_within(HEADER_TIMEOUT + BODY_TIMEOUT * 2 + MARGIN)),
+      timeout=BODY_IDLE_TIMEOUT + MARGIN, check=_cut_within(BODY_IDLE_TIMEOUT + MARGIN)),
+    P("body: a byte every body idle timeout and a half", _body_drip(BODY_IDLE_TIMEOUT * 1.5), CLOSED, 408,
+      400, shape="any", timeout=BODY_IDLE_TIMEOUT * 2 + MARGIN,
+      check=_cut_within(BODY_IDLE_TIMEOUT * 2 + MARGIN)),
+    P("body: a byte a second, past the body timeout", _body_drip(1.0), CLOSED, 408, 400, shape="any",
+      timeout=BODY_TIMEOUT + MARGIN, check=_cut_within(BODY_TIMEOUT + MARGIN)),
 ]
 
 

@@ -133,7 +133,7 @@ PARAMETERS = [
     P("temperature is a string", lambda: _param("temperature", "hot"), 400, mentions=("temperature",)),
     P("temperature NaN", lambda: _literal("temperature", "NaN"), 400, mentions=("temperature", "nan")),
     P("temperature 1e400", lambda: _literal("temperature", "1e400"), 400,
-      mentions=("temperature", "inf", "finite")),
+      mentions=("temperature", "1e400", "finite")),
     P("top_p 1.5", lambda: _param("top_p", 1.5), 400, mentions=("top_p",)),
     P("presence_penalty -3", lambda: _param("presence_penalty", -3), 400, mentions=("presence_penalty",)),
     P("frequency_penalty 'x'", lambda: _param("frequency_penalty", "x"), 400,

@@ -90,7 +90,7 @@ GENERATE = [
     P("-Infinity literal", lambda: generate(with_literal(generate_body(), ["time"], "-Infinity")), 400,
       mentions=("time", "infinity", "json")),
     P("time = 1e400", lambda: generate(with_literal(generate_body(), ["time"], "1e400")), 400,
-      mentions=("time",)),
+      mentions=("time", "1e400")),
     P("time of 5,000 digits", lambda: generate(with_literal(generate_body(), ["time"], "9" * 5000)), 400,
       mentions=("time", "digits", "integer")),
     P("duplicate key: a bad time after a good one",
