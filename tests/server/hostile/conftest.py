@@ -40,6 +40,15 @@ TIMEOUT_FLAGS = {
 }
 
 
+#: Lines for the end of the session's report (the RSS figures).
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in REPORT:
+        terminalreporter.write_line(line)
+
+
 @dataclass
 class ServedProcess:
     """One ``gprochat serve`` process: its port, log file and RSS at start."""
@@ -128,13 +137,11 @@ def served_options() -> str:
 
 
 @pytest.fixture(scope="session")
-def hostile(
-    tmp_path_factory: pytest.TempPathFactory, served_options: str, pytestconfig: pytest.Config
-) -> Iterator[ServedProcess]:
+def hostile(tmp_path_factory: pytest.TempPathFactory, served_options: str) -> Iterator[ServedProcess]:
     served = _start("hostile", probes.HOSTILE_ARGS, tmp_path_factory.mktemp("hostile"), served_options)
     try:
         yield served
-        _finish(served, pytestconfig)
+        _finish(served)
     finally:
         _stop(served)
 
@@ -150,7 +157,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory, served_options: str) -> It
         _stop(served)
 
 
-def _finish(served: ServedProcess, pytestconfig: pytest.Config) -> None:
+def _finish(served: ServedProcess) -> None:
     """After every probe: alive, a good request answered, no traceback, RSS reported."""
     served.assert_alive()
     answer = asyncio.run(probes.good_generate_answer(served.port))
@@ -161,11 +168,7 @@ def _finish(served: ServedProcess, pytestconfig: pytest.Config) -> None:
         f"hostile suite: server RSS {served.rss_start / 2**20:.1f} MiB at start, "
         f"{rss_end / 2**20:.1f} MiB after the probes (growth {growth / 2**20:+.1f} MiB)"
     )
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
-    else:  # pragma: no cover - pytest always has one outside xdist workers
-        print(line)
+    REPORT.append(line)
     log = served.log()
     assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:8000]
 
