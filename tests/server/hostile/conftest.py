@@ -30,13 +30,17 @@ from ...processes import GPROCHAT, clean_env, free_port
 from . import probes
 from .rawhttp import exchange, request
 
-#: Timeouts the suite's servers are started with, when the server has the options:
-#: short, so that the slow-client probes finish in seconds.
-TIMEOUT_FLAGS = {
+#: HTTP settings the suite's servers are started with, when the server has the options:
+#: short timeouts, so that the slow-client probes finish in seconds; limits of our own,
+#: so that the boundary probes do not depend on the defaults.
+HTTP_FLAGS = {
     "--header-timeout": probes.HEADER_TIMEOUT,
     "--body-idle-timeout": probes.BODY_IDLE_TIMEOUT,
     "--body-timeout": probes.BODY_TIMEOUT,
     "--keepalive-timeout": probes.KEEP_ALIVE_TIMEOUT,
+    "--max-url-bytes": probes.MAX_URL_BYTES,
+    "--max-header-count": probes.MAX_HEADER_COUNT,
+    "--max-header-bytes": probes.MAX_HEADER_BYTES,
 }
 
 
@@ -90,7 +94,7 @@ def _served_options() -> str:
 
 def _start(name: str, args: list[str], log_dir: Path, help_text: str) -> ServedProcess:
     port = free_port()
-    for flag, value in TIMEOUT_FLAGS.items():
+    for flag, value in HTTP_FLAGS.items():
         if re.search(rf"{flag}\b", help_text):
             args = [*args, flag, str(value)]
     log_path = log_dir / f"{name}.log"

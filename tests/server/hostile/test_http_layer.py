@@ -17,6 +17,9 @@ from .probes import (
     BEARER,
     CLOSED,
     MAX_BODY,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
+    MAX_URL_BYTES,
     TEXT_PLAIN,
     P,
     Probe,
@@ -50,6 +53,22 @@ def _empty_body(answers: list[Answer]) -> None:
 def _smuggle(framing: str) -> bytes:
     smuggled = "GET /metrics HTTP/1.1\nHost: 127.0.0.1\n\n"
     return _raw(f"POST /api/auth HTTP/1.1\nHost: 127.0.0.1\n{framing}\n\n0\n\n{smuggled}")
+
+
+def _big(extra: int) -> tuple[str, str]:
+    """One header that brings the head (with ``Host: 127.0.0.1``) to the byte limit, plus ``extra``."""
+    used = len("Host") + len("127.0.0.1") + 4 + len("X-Big") + 4
+    return ("X-Big", "b" * (MAX_HEADER_BYTES - used + extra))
+
+
+def _many(count: int) -> list[tuple[str, str]]:
+    """Headers that, with Host, make ``count``."""
+    return [(f"X-H{i}", "v") for i in range(count - 1)]
+
+
+def _url(size: int) -> str:
+    path = "/healthz?q="
+    return path + "u" * (size - len(path))
 
 
 def _body_bytes(size: int) -> bytes:
@@ -120,6 +139,18 @@ LIMITS = [
     P("a 100 KB URL", lambda: request("GET", "/healthz?q=" + "u" * 100_000), 414, shape="any"),
     P("a 100 KB path on the gateway", lambda: request("GET", "/v1/models/" + "m" * 100_000, headers=[BEARER]),
       414, shape="any"),
+    # Host and Content-Length are headers too; the head is counted as name + value + 4 per header.
+    P(f"exactly {MAX_HEADER_COUNT} headers", lambda: request("GET", "/healthz", headers=_many(MAX_HEADER_COUNT)),
+      200),
+    P(f"{MAX_HEADER_COUNT + 1} headers", lambda: request("GET", "/healthz", headers=_many(MAX_HEADER_COUNT + 1)),
+      431, shape="any"),
+    P(f"headers of exactly {MAX_HEADER_BYTES} bytes", lambda: request("GET", "/healthz", headers=[_big(0)]),
+      200),
+    P(f"headers of {MAX_HEADER_BYTES + 1} bytes", lambda: request("GET", "/healthz", headers=[_big(1)]), 431,
+      shape="any"),
+    P(f"a URL of exactly {MAX_URL_BYTES} bytes", lambda: request("GET", _url(MAX_URL_BYTES)), 200),
+    P(f"a URL of {MAX_URL_BYTES + 1} bytes", lambda: request("GET", _url(MAX_URL_BYTES + 1)), 414,
+      shape="any"),
     P("invalid Host", lambda: request("GET", "/healthz", host="bad host!"), 400, shape="any"),
     P("Host with a path", lambda: request("GET", "/healthz", host="127.0.0.1/evil"), 400, shape="any"),
     P("no Host on HTTP/1.1", lambda: request("GET", "/healthz", host=""), 400, shape="any"),
