@@ -140,9 +140,11 @@ LIMITS = [
     P("a 100 KB path on the gateway", lambda: request("GET", "/v1/models/" + "m" * 100_000, headers=[BEARER]),
       414, shape="any"),
     # Host and Content-Length are headers too; the head is counted as name + value + 4 per header.
-    P(f"exactly {MAX_HEADER_COUNT} headers", lambda: request("GET", "/healthz", headers=_many(MAX_HEADER_COUNT)),
+    P(f"exactly {MAX_HEADER_COUNT} headers",
+      lambda: request("GET", "/healthz", headers=_many(MAX_HEADER_COUNT)),
       200),
-    P(f"{MAX_HEADER_COUNT + 1} headers", lambda: request("GET", "/healthz", headers=_many(MAX_HEADER_COUNT + 1)),
+    P(f"{MAX_HEADER_COUNT + 1} headers",
+      lambda: request("GET", "/healthz", headers=_many(MAX_HEADER_COUNT + 1)),
       431, shape="any"),
     P(f"headers of exactly {MAX_HEADER_BYTES} bytes", lambda: request("GET", "/healthz", headers=[_big(0)]),
       200),
