@@ -91,7 +91,7 @@ class CompletionBuilder:
         self, delta: ChoiceDelta | dict[str, str], finish_reason: Optional[FinishReason] = None
     ) -> ChatCompletionChunk:
         # One validation of nested dicts: the same objects (and fields set) as
-        # ChatCompletionChunk(choices=[ChunkChoice(...)]), at about half the cost.
+        # ChatCompletionChunk(choices=[ChunkChoice(...)]), for less (docs/benchmarks.md, B5).
         chunk: ChatCompletionChunk = _validate_chunk(
             {
                 "id": self.id,

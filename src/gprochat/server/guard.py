@@ -21,8 +21,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NoReturn
 
 from limits import RateLimitItem, parse
@@ -155,8 +154,8 @@ class RateLimiter:
         self.item: RateLimitItem | None = parse(limit) if limit else None
         self._strategy = MovingWindowRateLimiter(state.rate_storage)
         # In memory, the same moving window through limits' synchronous storage: its
-        # asyncio twin starts an expiry task and a thread hop on almost every hit,
-        # about a sixth of the server's time per short request (B3). Nothing in it blocks.
+        # asyncio twin starts an expiry task and a thread hop on almost every hit
+        # (measured: docs/benchmarks.md, B3). Nothing in it blocks.
         self._memory = (
             SyncMovingWindowRateLimiter(state.sync_rate_storage)
             if state.sync_rate_storage is not None
@@ -206,9 +205,8 @@ def _window_text(item: RateLimitItem) -> str:
 class StreamLimiter:
     """At most ``limit`` answers streaming at once in this process (0: no bound).
 
-    ``acquire()`` is a context manager that raises ``Rejected(503)`` when full;
-    ``try_acquire()`` returns a release callable (idempotent) or raises, for
-    streams that outlive the route function.
+    ``try_acquire()`` returns a release callable (idempotent) or raises
+    ``Rejected(503)`` when full: an answer's slot outlives the route function.
     """
 
     def __init__(
@@ -238,14 +236,6 @@ class StreamLimiter:
                 self._change(-1)
 
         return release
-
-    @contextmanager
-    def acquire(self) -> Iterator[None]:
-        release = self.try_acquire()
-        try:
-            yield
-        finally:
-            release()
 
     def _change(self, delta: int) -> None:
         self.in_flight += delta

@@ -2,6 +2,11 @@
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that streamed bodies pass through chunk
 by chunk and the time to first byte is measured where it is sent.
+
+``outcome`` says how the exchange ended: ``complete`` (the whole response was sent),
+``client_gone`` (the client hung up mid-answer; logged and counted with status 499,
+nginx's convention), ``aborted`` (the server cut the answer: the backend failed
+mid-answer, or a shutdown ran out of time).
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from .guard import Network, client_address_of_scope
 from .logs import access_logger
 from .metrics import ServerMetrics
 
-__all__ = ["ObserveMiddleware"]
+__all__ = ["CLIENT_GONE", "OUTCOME_KEY", "ObserveMiddleware"]
+
+#: The scope key a response sets to report how it ended, when it knows better.
+OUTCOME_KEY = "gprochat.outcome"
+CLIENT_GONE = "client_gone"
+CLIENT_GONE_STATUS = 499
 
 
 class ObserveMiddleware:
@@ -54,6 +64,9 @@ class ObserveMiddleware:
 
         try:
             await self.app(scope, receive, observed_send)
+            outcome = scope.get(OUTCOME_KEY, outcome)
+            if outcome == CLIENT_GONE:
+                status = CLIENT_GONE_STATUS
         except BaseException:
             outcome = "aborted"
             raise

@@ -10,9 +10,9 @@ happened (completed, client gone, backend failed); both routes use them.
 
 Starlette's ``StreamingResponse`` opens an anyio task group with a second task that
 listens for the client's disconnect, for every response: about a dozen objects
-(task group, cancel scopes, tasks, closures) per answer. That cost dominated short
-answers under load (B3) and, with a thousand open answers, fed long full garbage
-collections (B4). ``ChunkStream`` sends every chunk straight to the ASGI server,
+(task group, cancel scopes, tasks, closures) per answer, which cost short answers
+under load and long garbage collections under many open ones (docs/benchmarks.md,
+B3 and B4). ``ChunkStream`` sends every chunk straight to the ASGI server,
 as one HTTP chunk as soon as the backend yields it (never coalesced), and watches
 for the disconnect with one plain asyncio task that cancels the sender: a client
 that hangs up still stops the backend at once.
@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from .._streams import aclose, first_text
 from .failures import Failure, backend_failure
 from .metrics import ServerMetrics
+from .observe import CLIENT_GONE, OUTCOME_KEY
 
 __all__ = ["Answer", "AnswerFailed", "ChunkStream", "encode_headers", "open_answer"]
 
@@ -121,7 +122,9 @@ class ChunkStream(Response):
             if not watch.disconnected:
                 raise
             # Our own cancellation: the client left. Swallow it (as Starlette's task
-            # group does) so the server does not log an error for an ordinary hang-up.
+            # group does) so the server does not log an error for an ordinary hang-up,
+            # and tell the access log (observe.py) that the answer was not complete.
+            scope[OUTCOME_KEY] = CLIENT_GONE
             uncancel = getattr(sender, "uncancel", None)  # Python >= 3.11
             if uncancel is not None:
                 uncancel()
