@@ -329,9 +329,10 @@ def test_urllib_posting_a_large_body_reads_the_413(server: BackgroundServer, meg
     )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
-    assert caught.value.code == 413
-    assert "Request body too large" in json.loads(caught.value.read())["error"]["message"]
-    assert caught.value.headers["Connection"] == "close"
+    with caught.value as answer:
+        assert answer.code == 413
+        assert "Request body too large" in json.loads(answer.read())["error"]["message"]
+        assert answer.headers["Connection"] == "close"
     still_serves(server)
 
 

@@ -203,14 +203,3 @@ async def test_a_connection_freed_in_time_is_used(upstream, closing) -> None:
 
     # One connection, three answers: they take turns instead of failing.
     assert await asyncio.gather(answer(), answer(), answer()) == ["ok", "ok", "ok"]
-
-
-async def test_the_connect_timeout_is_still_called_a_connect_timeout(closing) -> None:
-    # 10.255.255.1 is not routed: the SYN goes nowhere (or fails at once: then skip).
-    backend = closing(GeminiBackend(api_key="k", base_url="http://10.255.255.1:9", connect_timeout=0.3))
-    with pytest.raises(BackendError) as caught:
-        async for _ in backend.stream(Conversation(message="q")):
-            pass
-    if caught.value.status != 504:
-        pytest.skip(f"no silent unrouted address here: {caught.value.message}")
-    assert "connect timeout 0.3s" in caught.value.message
