@@ -293,19 +293,16 @@ def test_stream_slots() -> None:
     release_one()
     release_one()  # idempotent
     assert streams.in_flight == 1
-    with streams.acquire():
-        assert streams.in_flight == 2
-    assert streams.in_flight == 1
+    release_three = streams.try_acquire()
+    assert streams.in_flight == 2
+    release_three()
     release_two()
     assert streams.in_flight == 0
     assert changes == [1, 1, -1, 1, -1, -1]
 
 
-def test_stream_slots_released_when_the_body_fails() -> None:
+def test_stream_slots_retry_after() -> None:
     streams = StreamLimiter(1, retry_after=7)
-    with pytest.raises(RuntimeError), streams.acquire():
-        raise RuntimeError("boom")
-    assert streams.in_flight == 0
     streams.try_acquire()
     assert _rejected(streams.try_acquire).headers == {"Retry-After": "7"}
 

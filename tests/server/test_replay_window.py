@@ -10,7 +10,7 @@ import pytest
 from gprochat.errors import SharedStateError
 from gprochat.server.guard import FailurePolicy, Rejected
 from gprochat.server.replay import REPLAY_STATUS, SIGNATURE_ALREADY_USED, ReplayGuard
-from gprochat.server.stores import MemoryReplayStore
+from gprochat.server.stores import MemoryReplayStore, ReplayStoreFull
 
 NOW = 1_700_000_000.0
 
@@ -113,3 +113,34 @@ async def test_a_failing_store_fails_open_and_says_so(caplog: pytest.LogCaptureF
         await _guard(300, FailingStore(), "open").check(int(NOW * 1000), "x")
     assert "shared state unreachable during the replay check" in caplog.text
     assert "serving without it (fail-open)" in caplog.text
+
+
+class FullStore:
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        raise ReplayStoreFull(7, self.retry_after)
+
+
+@pytest.mark.parametrize(("retry_after", "header"), [(0.2, "1"), (2.3, "3"), (60.0, "60")])
+async def test_a_full_store_refuses_with_503_rather_than_forget(retry_after: float, header: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        await _guard(300, FullStore(retry_after)).check(int(NOW * 1000), "x")
+    assert (caught.value.status, caught.value.headers) == (503, {"Retry-After": header})
+    assert caught.value.message == (
+        "The server is busy: it remembers 7 recent signatures, its limit, and cannot check this "
+        f"one. Retry in {header} seconds."
+    )
+    assert isinstance(caught.value.__cause__, ReplayStoreFull)
+
+
+async def test_the_real_store_when_full() -> None:
+    guard = _guard(300, MemoryReplayStore(max_entries=1, clock=lambda: 0.0))
+    await guard.check(int(NOW * 1000), "first")
+    with pytest.raises(Rejected) as caught:
+        await guard.check(int(NOW * 1000), "second")
+    assert caught.value.status == 503
+    with pytest.raises(Rejected) as caught:
+        await guard.check(int(NOW * 1000), "first")
+    assert caught.value.status == 409  # a spent signature is still known when the store is full
