@@ -1,4 +1,4 @@
-"""The hostile suite's servers: real ``gprochat serve`` processes on free loopback ports.
+"""The hostile suite's servers: real ``gprochat serve --port 0`` processes on loopback.
 
 Two are started once per session and shared by every probe:
 
@@ -20,13 +20,13 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
-from ...processes import GPROCHAT, clean_env, free_port
+from ...processes import GPROCHAT, clean_env
 from . import probes
 from .rawhttp import exchange, request
 
@@ -62,8 +62,6 @@ class ServedProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     rss_start: int = 0
-    log_offset: int = 0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -92,36 +90,38 @@ def _served_options() -> str:
     ).stdout
 
 
+_STARTED = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
+
+
 def _start(name: str, args: list[str], log_dir: Path, help_text: str) -> ServedProcess:
-    port = free_port()
+    """``gprochat serve --port 0``: the port is read from the start-up line, logged once bound."""
     for flag, value in HTTP_FLAGS.items():
         if re.search(rf"{flag}\b", help_text):
             args = [*args, flag, str(value)]
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [*GPROCHAT, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-format", "text",
-         *args],
+        [*GPROCHAT, "serve", "--host", "127.0.0.1", "--port", "0", "--log-format", "text", *args],
         env=clean_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     log.close()
-    served = ServedProcess(name, port, process, log_path)
+    served = ServedProcess(name, 0, process, log_path)
     deadline = time.monotonic() + 30
-    while True:
+    while not served.port:
         served.assert_alive()
-        try:
-            [answer] = asyncio.run(exchange(port, request("GET", "/healthz"), timeout=2))
-            if answer.status == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the {name} server did not start:\n{served.log()}")
-        time.sleep(0.1)
+        found = _STARTED.search(served.log())
+        if found:
+            served.port = int(found.group(1))
+        elif time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the {name} server did not say it started:\n{served.log()}")
+        else:
+            time.sleep(0.05)
+    [answer] = asyncio.run(exchange(served.port, request("GET", "/healthz"), timeout=10))
+    assert answer.status == 200, answer
     served.rss_start = served.rss()
-    served.log_offset = served.log_size()
     return served
 
 
