@@ -142,11 +142,6 @@ class ServerConfig:
             pool = self.max_streams + _SPARE_CONNECTIONS if self.max_streams else 0
             self.backend_options = {**self.backend_options, "max_connections": pool}
 
-    @property
-    def internet_facing(self) -> bool:
-        """Bound beyond loopback (``0.0.0.0``, a public address, a host name)."""
-        return self.host not in ("127.0.0.1", "::1", "localhost")
-
     @staticmethod
     def split_passwords(value: str | None) -> tuple[str, ...]:
         """``"a, b"`` -> ``("a", "b")``: the comma-separated list GeminiProChat accepts."""

@@ -16,7 +16,8 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
       head larger than max_header_bytes
     HTTP/1.1 without exactly one valid Host          400, then close
     Transfer-Encoding not ending in chunked, or      400, then close
-      any framing llhttp refuses
+      any framing llhttp refuses, or an Upgrade
+      request with a body
     keep-alive connection idle for                   closed
       keepalive_timeout
     a new connection beyond max_connections          idle keep-alive connections are
@@ -140,6 +141,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._host_ok = True
         self._chunked_last = True
+        self._has_body = False
         self._drained = 0
         self._over_capacity = False
 
@@ -207,6 +209,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._host_ok = True
         self._chunked_last = True
+        self._has_body = False
         self._enter("head")
 
     def on_url(self, url: bytes) -> None:
@@ -236,6 +239,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._host_ok = self._host_ok and _HOST.fullmatch(value.strip()) is not None
         elif lowered == b"transfer-encoding":
             self._chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            self._has_body = True
+        elif lowered == b"content-length":
+            self._has_body = self._has_body or value.strip() not in (b"", b"0")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -245,6 +251,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 400,
                 "Invalid Host header: an HTTP/1.1 request needs exactly one Host header, "
                 "a host name or address with an optional port.",
+            )
+        if self._has_body and self.parser.should_upgrade():
+            # llhttp hands everything after the head to the new protocol, body included:
+            # served as HTTP/1.1, the request would arrive without its body.
+            raise _Refused(
+                400,
+                "Upgrade is not supported on a request with a body: send it without the "
+                "Upgrade and Connection: upgrade headers.",
             )
         if not self._chunked_last:
             raise _Refused(

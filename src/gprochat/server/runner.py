@@ -1,10 +1,12 @@
 """Run the server: in the foreground (``gprochat serve``) or in a background thread.
 
-``serve`` runs uvicorn in this process, or with ``workers > 1`` as several
-processes sharing the port; those build their app with ``app_from_environment``
-from the serialized config in ``GPROCHAT_SERVER_CONFIG_JSON``.
-``BackgroundServer`` binds 127.0.0.1 on a free port and serves from a thread of
-this process: ``gprochat chat --local`` and the tests use it.
+Both run uvicorn with our HTTP layer (``http.py``: httptools, uvloop, the timeouts
+and limits of the config). ``serve`` binds the port first (so a port in use is an
+``OSError`` from the call, and the start-up line shows the real port), then serves
+in this process, or with ``workers > 1`` as several processes sharing the socket;
+those build their app with ``app_from_environment`` from the serialized config in
+``GPROCHAT_SERVER_CONFIG_JSON``. ``BackgroundServer`` binds 127.0.0.1 on a free port
+and serves from a thread of this process: ``gprochat chat --local`` and the tests use it.
 
 On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight answers finish for up to
 ``config.shutdown_timeout`` seconds, then cancels them (the client sees a cut body).
