@@ -13,6 +13,14 @@ from gprochat.server.backends import Backend
 ServerFactory = Callable[..., BackgroundServer]
 
 
+@pytest.fixture(autouse=True)
+def gprochat_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Every test (and every ``gprochat`` it runs) keeps its conversation log in a temp dir."""
+    home = tmp_path_factory.mktemp("gprochat-home")
+    monkeypatch.setenv("GPROCHAT_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
     """``make_server(config=None, backend=None)`` -> a started ``BackgroundServer``."""

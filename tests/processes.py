@@ -22,8 +22,12 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any GPROCHAT_* setting of the developer's, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPROCHAT_")}
+    """The environment without any GPROCHAT_* setting of the developer's, plus ``extra``.
+
+    ``GPROCHAT_HOME`` stays: the tests point it at a temporary directory, so no test
+    writes to the developer's conversation log.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPROCHAT_") or k == "GPROCHAT_HOME"}
     env.update(extra)
     return env
 

@@ -17,8 +17,10 @@ def test_chat_reads_the_prompt_from_stdin() -> None:
     assert result.stdout.rstrip().endswith("piped prompt")
 
 
-def test_chat_with_system_prompt_flattens_like_g4f() -> None:
+def test_chat_with_system_prompt_sends_native_turns_and_flattens_on_request() -> None:
     result = run_cli("chat", "--local", "--system", "Be terse.", "Hi")
+    assert result.stdout.rstrip().endswith(": Be terse.\n\nHi")
+    result = run_cli("chat", "--local", "--system", "Be terse.", "--history", "flatten", "Hi")
     assert "System: Be terse.\nUser: Hi\nAssistant:" in result.stdout
 
 
@@ -45,8 +47,11 @@ def test_chat_with_nothing_listening_is_one_clear_line() -> None:
     port = free_port()
     result = run_cli("chat", "--base-url", f"http://127.0.0.1:{port}", "Hi")
     assert result.returncode == 1
-    assert result.stderr.startswith("Error: Cannot connect to")
-    assert f"127.0.0.1:{port}" in result.stderr
+    *retries, last = result.stderr.strip().splitlines()
+    assert last.startswith("Error: Cannot connect to") and last.endswith("(after 3 attempts)")
+    assert f"127.0.0.1:{port}" in last
+    # Each wait before a retry is said, on its own line.
+    assert len(retries) == 2 and all(line.startswith("gprochat: Cannot connect") for line in retries)
     assert "Traceback" not in result.stderr
 
 

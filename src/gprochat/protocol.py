@@ -1,7 +1,7 @@
 """The GPROChat wire contract, shared by the client and the server.
 
 Nothing else in the package knows how a request is signed, what a request body looks
-like, or how an error body is written. See PROTOCOL.md in the project's shared notes::
+like, or how an error body is written. docs/protocol.md describes it in prose::
 
     POST {base}/api/generate
     {"messages": [{"role": "user", "parts": [{"text": "Hi"}]}],

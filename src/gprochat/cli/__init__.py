@@ -1,4 +1,5 @@
-"""The ``gprochat`` command: ``chat`` with a deployment (or ``--local``), ``serve`` one.
+"""The ``gprochat`` command: ``chat`` with a deployment (or ``--local``), ``serve`` one,
+``logs`` (the conversation log) and ``models``.
 
 Answers go to stdout as they stream; errors are one line on stderr (``Error: ...``,
 saying what to do) and a non-zero exit: 1 for a failure, 2 for a usage error.
@@ -11,6 +12,8 @@ import click
 from .. import __version__
 from ._common import fail
 from .chat import chat
+from .logs import logs
+from .models import models
 from .serve import serve
 
 __all__ = ["main", "fail"]
@@ -24,3 +27,5 @@ def main() -> None:
 
 main.add_command(chat)
 main.add_command(serve)
+main.add_command(logs)
+main.add_command(models)

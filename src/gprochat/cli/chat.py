@@ -1,87 +1,242 @@
-"""``gprochat chat``: send a prompt, stream the answer to stdout."""
+"""``gprochat chat``: one prompt, or an interactive session on a terminal; both logged."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sys
 from contextlib import ExitStack
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
 from ..errors import GPROChatError
+from ..log import ConversationLog, LogError
 from ..protocol import DEFAULT_SECRET_KEY
 from ..providers import GPROChat
-from ..typing import Messages
 from ._common import fail
+from ._conversation import Conversation, Target, exchange
+
+if TYPE_CHECKING:
+    from ..server import ServerConfig
 
 __all__ = ["chat"]
 
 
 @click.command()
-@click.argument("prompt", required=False)
-@click.option("--base-url", envvar="GPROCHAT_BASE_URL", help="The deployment's root URL.")
-@click.option("--secret-key", envvar="GPROCHAT_SECRET_KEY", help="The deployment's public secret key.")
-@click.option("--password", envvar="GPROCHAT_PASSWORD", help="The deployment's site password.")
-@click.option("-m", "--model", default="", help="Model name (default: the provider's default).")
-@click.option("-s", "--system", help="A system prompt sent before yours.")
-@click.option("--proxy", envvar="GPROCHAT_PROXY", help="Proxy URL, e.g. http://127.0.0.1:3128.")
-@click.option(
-    "--local",
-    is_flag=True,
-    help="Start the bundled server (echo backend) in-process on a free port and talk to it.",
-)
+@click.argument("prompt", nargs=-1)
+@click.option("--base-url", envvar="GPROCHAT_BASE_URL", show_envvar=True,
+              help="The deployment's root URL, e.g. https://chat.example.com (default: gprochat.com).")
+@click.option("--secret-key", envvar="GPROCHAT_SECRET_KEY", show_envvar=True,
+              help="The deployment's public secret key (default: gprochat.com's).")
+@click.option("--password", envvar="GPROCHAT_PASSWORD", show_envvar=True,
+              help="The deployment's site password.")
+@click.option("-m", "--model", default="", help="Model name (default: gemini-1.5-pro; see gprochat models).")
+@click.option("-s", "--system", help="A system prompt, sent in front of the conversation.")
+@click.option("--proxy", envvar="GPROCHAT_PROXY", show_envvar=True,
+              help="Proxy URL: http://, https://, socks5://, socks4:// (user:pass@ allowed).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to wait to connect and between two chunks "
+              "(default: GPROCHAT_CONNECT_TIMEOUT 10, GPROCHAT_READ_TIMEOUT 60).")
+@click.option("--max-retries", type=click.IntRange(min=0),
+              help="Retries before the first text arrives (default: GPROCHAT_MAX_RETRIES or 2).")
+@click.option("--history", type=click.Choice(["native", "flatten"]), default="native", show_default=True,
+              help="Earlier turns as real user/model turns, or flattened into one prompt as g4f does.")
+@click.option("--max-history", type=click.IntRange(min=0),
+              help="Send at most this many earlier messages (default: all).")
+@click.option("--stream/--no-stream", default=True, show_default=True,
+              help="Print the answer as it arrives, or all at once at the end.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the exchange as one JSON object (as gprochat logs --json shows it).")
+@click.option("-c", "--continue", "continue_", is_flag=True,
+              help="Continue the latest conversation in the log.")
+@click.option("--cid", help="Continue the conversation with this id (see gprochat logs).")
+@click.option("--no-log", is_flag=True, help="Do not record this chat in the conversation log.")
+@click.option("--local", is_flag=True,
+              help="Start the bundled server (echo backend) in-process on a free port and talk to it.")
 def chat(
-    prompt: Optional[str],
+    prompt: tuple[str, ...],
     base_url: Optional[str],
     secret_key: Optional[str],
     password: Optional[str],
     model: str,
     system: Optional[str],
     proxy: Optional[str],
+    timeout: Optional[float],
+    max_retries: Optional[int],
+    history: str,
+    max_history: Optional[int],
+    stream: bool,
+    as_json: bool,
+    continue_: bool,
+    cid: Optional[str],
+    no_log: bool,
     local: bool,
 ) -> None:
-    """Send PROMPT (or standard input) and stream the answer to stdout."""
-    if prompt is None:
-        if sys.stdin.isatty():
-            fail('no prompt: pass one (gprochat chat "Hello") or pipe it on stdin', 2)
-        prompt = sys.stdin.read().rstrip("\n")
-    if not prompt.strip():
-        fail("the prompt is empty", 2)
-    messages: Messages = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": prompt})
-    with ExitStack() as stack:
-        if local:
-            from ..server import BackgroundServer, ServerConfig
+    """Send PROMPT and stream the answer; with no PROMPT on a terminal, chat interactively.
 
-            server_config = ServerConfig(
-                secret_key=secret_key or DEFAULT_SECRET_KEY,
-                passwords=(password,) if password else (),
-            )
-            base_url = stack.enter_context(BackgroundServer(server_config)).base_url
+    PROMPT may be several words, unquoted. Text piped on standard input is sent too,
+    before PROMPT (as context for it). Every exchange is recorded in the conversation
+    log (gprochat logs) unless --no-log is given; -c and --cid continue a conversation,
+    sending its earlier turns as history.
+    """
+    text = _read_prompt(prompt)
+    interactive = text is None
+    if interactive and (as_json or not stream):
+        fail("--json and --no-stream need a prompt (an argument or standard input)", 2)
+    if no_log and (continue_ or cid):
+        fail("-c/--cid continue a conversation from the log: drop --no-log", 2)
+    if text is not None and not text.strip():
+        fail("the prompt is empty", 2)
+    _show_retries()
+    try:
+        GPROChat.get_model(model)
+    except GPROChatError as exc:
+        fail(str(exc))
+    with ExitStack() as stack:
+        try:
+            log = None if no_log else stack.enter_context(ConversationLog.open())
+            conversation = _conversation(log, continue_, cid, system)
+        except LogError as exc:
+            fail(str(exc))
+        deployment = base_url or ""
+        if local:
+            from ..server import BackgroundServer
+
+            server = BackgroundServer(_local_server_config(secret_key, password))
+            base_url = stack.enter_context(server).base_url
+            deployment = "local"
         options: dict[str, Any] = {
             "base_url": base_url,
             "secret_key": secret_key,
             "password": password,
+            "proxy": proxy,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "history": history,
+            "max_history": max_history,
         }
-        try:
-            asyncio.run(_stream_to_stdout(model, messages, proxy, options))
-        except GPROChatError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+        options = {name: value for name, value in options.items() if value is not None}
+        target = Target(model, deployment or _default_deployment(), options)
+        if interactive:
+            from ._session import run_session
+
+            _run(run_session(target, conversation, log))
+        else:
+            assert text is not None
+            _run(_one_shot(target, conversation, text, log, stream=stream and not as_json, as_json=as_json))
 
 
-async def _stream_to_stdout(
-    model: str, messages: Messages, proxy: Optional[str], options: dict[str, Any]
+def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> ServerConfig:
+    """The bundled server ``--local`` starts (the one place that decides what it runs)."""
+    from ..server import ServerConfig
+
+    return ServerConfig(
+        secret_key=secret_key or DEFAULT_SECRET_KEY,
+        passwords=(password,) if password else (),
+    )
+
+
+def _default_deployment() -> str:
+    """The deployment the provider picks when no base URL is given (for the log)."""
+    try:
+        return GPROChat._endpoint(None).removesuffix("/api/generate")
+    except GPROChatError:
+        return GPROChat.url
+
+
+def _run(main: Any) -> None:
+    """Run the chat; errors become one line on stderr."""
+    try:
+        asyncio.run(main)
+    except GPROChatError as exc:
+        fail(str(exc))
+    except LogError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def _read_prompt(words: tuple[str, ...]) -> Optional[str]:
+    """The prompt from the arguments and standard input; ``None`` means interactive."""
+    argument = _clean(" ".join(words), "the prompt") if words else None
+    if sys.stdin is None or sys.stdin.isatty():
+        return argument
+    raw = sys.stdin.buffer.read()
+    try:
+        piped = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        click.echo(
+            f"Warning: standard input is not UTF-8 ({exc.reason} at byte {exc.start}); "
+            "bytes that are not were replaced by \N{REPLACEMENT CHARACTER}",
+            err=True,
+        )
+        piped = raw.decode("utf-8", "replace")
+    piped = piped.rstrip("\n")
+    if argument is None:
+        return piped
+    if not piped.strip():
+        return argument
+    return f"{piped}\n\n{argument}"  # as llm does: the piped text is the context
+
+
+def _clean(text: str, what: str) -> str:
+    """Text from the command line that holds undecodable bytes (lone surrogates), repaired."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        click.echo(
+            f"Warning: {what} is not valid UTF-8 (check the terminal's locale); "
+            "bytes that are not were replaced by \N{REPLACEMENT CHARACTER}",
+            err=True,
+        )
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _conversation(
+    log: Optional[ConversationLog], continue_: bool, cid: Optional[str], system: Optional[str]
+) -> Conversation:
+    if log is None or not (continue_ or cid):
+        return Conversation(system=system)
+    if cid is None:
+        cid = log.latest_conversation_id()
+        if cid is None:
+            fail(f"no conversation to continue: the log ({log.path}) is empty")
+    exchanges = log.conversation(cid)
+    if not exchanges:
+        fail(f"no conversation {cid!r} in the log: gprochat logs lists them", 2)
+    return Conversation.from_log(exchanges, system)
+
+
+def _show_retries() -> None:
+    """Print the provider's retry waits on stderr, so a long wait is never silent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("gprochat: %(message)s"))
+    retry_logger = logging.getLogger("gprochat.retry")
+    retry_logger.addHandler(handler)
+    retry_logger.setLevel(logging.INFO)
+
+
+async def _one_shot(
+    target: Target, conversation: Conversation, prompt: str, log: Optional[ConversationLog],
+    *, stream: bool, as_json: bool,
 ) -> None:
     out = sys.stdout
-    async for chunk in GPROChat.create_async_generator(model, messages, proxy=proxy, **options):
+
+    def write(chunk: str) -> None:
         out.write(chunk)
         out.flush()
+
+    record = await exchange(target, conversation, prompt, write if stream else _ignore, log)
+    if as_json:
+        out.write(json.dumps(record.to_dict(), ensure_ascii=False, indent=2))
+    elif not stream:
+        out.write(record.answer)
     out.write("\n")
     out.flush()
 
 
+def _ignore(chunk: str) -> None:
+    pass

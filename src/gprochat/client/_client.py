@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator, Iterator
 from types import TracebackType
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, Literal, Optional, TypeVar, Union, overload
 
 from .._streams import aclose
 from ..errors import UnsupportedParameterError
@@ -192,6 +192,16 @@ class AsyncModels(_Models):
         return self._retrieve(model)
 
 
+def _required_model(model: Optional[str]) -> str:
+    if model is None:
+        # As openai-python: leaving out ``model`` is a programming error, not a default.
+        raise TypeError(
+            "Missing required argument 'model': pass model=\"gemini-1.5-pro\", or model=\"\" "
+            "for the deployment's default"
+        )
+    return model
+
+
 class Completions:
     """``client.chat.completions``."""
 
@@ -205,13 +215,13 @@ class Completions:
     def create(self, *, model: str, messages: Messages, stream: Literal[True],
                **params: Any) -> Stream: ...
     def create(
-        self, *, model: str = "", messages: Messages, stream: bool = False, **params: Any
+        self, *, model: Optional[str] = None, messages: Messages, stream: bool = False, **params: Any
     ) -> Union[ChatCompletion, Stream]:
         """A ``ChatCompletion``, or with ``stream=True`` a ``Stream`` of chunks.
 
         Errors (connection, status, bad parameters) raise here, before iteration.
         """
-        request = _Request(self._settings, model, messages, params)
+        request = _Request(self._settings, _required_model(model), messages, params)
         if stream:
             return Stream(run_in_background(request.open_stream()))
         return run_in_background(request.completion())
@@ -230,10 +240,10 @@ class AsyncCompletions:
     async def create(self, *, model: str, messages: Messages, stream: Literal[True],
                      **params: Any) -> AsyncStream: ...
     async def create(
-        self, *, model: str = "", messages: Messages, stream: bool = False, **params: Any
+        self, *, model: Optional[str] = None, messages: Messages, stream: bool = False, **params: Any
     ) -> Union[ChatCompletion, AsyncStream]:
         """A ``ChatCompletion``, or with ``stream=True`` an ``AsyncStream`` of chunks."""
-        request = _Request(self._settings, model, messages, params)
+        request = _Request(self._settings, _required_model(model), messages, params)
         if stream:
             return AsyncStream(await request.open_stream())
         return await request.completion()
@@ -242,6 +252,9 @@ class AsyncCompletions:
 class _Chat:
     def __init__(self, completions: Any) -> None:
         self.completions = completions
+
+
+_C = TypeVar("_C", bound="_BaseClient")
 
 
 class _BaseClient:
@@ -258,20 +271,37 @@ class _BaseClient:
         provider: type[GPROChat] = GPROChat,
     ) -> None:
         self.base_url = base_url
-        self._settings = _Settings(
-            provider,
-            base_url=base_url,
-            secret_key=secret_key,
-            password=password,
-            proxy=proxy,
-            timeout=timeout,
-            max_retries=max_retries,
-            history=history,
-        )
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
+            "secret_key": secret_key,
+            "password": password,
+            "proxy": proxy,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "history": history,
+            "provider": provider,
+        }
+        options = dict(self._options)
+        self._settings = _Settings(options.pop("provider"), **options)
         self._setup(self._settings)
 
     def _setup(self, settings: _Settings) -> None:
         raise NotImplementedError
+
+    def with_options(self: _C, **changes: Any) -> _C:
+        """A new client with the same settings but ``changes`` (as openai-python's).
+
+        >>> fast = client.with_options(timeout=5, max_retries=0)
+        """
+        unknown = sorted(set(changes) - set(self._options))
+        if unknown:
+            raise TypeError(
+                f"with_options() got unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(self._options)}"
+            )
+        return type(self)(**{**self._options, **changes})
+
+    copy = with_options
 
 
 class Client(_BaseClient):
@@ -290,6 +320,19 @@ class Client(_BaseClient):
         self.chat = _Chat(Completions(settings))
         self.models = Models(settings)
 
+    def close(self) -> None:
+        """Close the pooled connections (the provider's, shared by synchronous clients).
+
+        A later call opens new ones. ``with Client(...) as client:`` closes on exit.
+        """
+        self._settings.provider.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class AsyncClient(_BaseClient):
     """``Client``'s asynchronous twin: ``await client.chat.completions.create(...)``."""
@@ -297,3 +340,18 @@ class AsyncClient(_BaseClient):
     def _setup(self, settings: _Settings) -> None:
         self.chat = _Chat(AsyncCompletions(settings))
         self.models = AsyncModels(settings)
+
+    async def close(self) -> None:
+        """Close the running event loop's pooled connections (``await client.close()``).
+
+        A later call opens new ones. ``async with AsyncClient(...) as client:`` closes on exit.
+        """
+        await self._settings.provider.aclose()
+
+    aclose = close
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

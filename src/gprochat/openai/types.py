@@ -36,6 +36,42 @@ class _OpenAIObject(BaseModel):
     # Unknown fields are kept, as openai-python's models keep them.
     model_config = ConfigDict(extra="allow")
 
+    def to_dict(
+        self,
+        *,
+        mode: Literal["json", "python"] = "python",
+        use_api_names: bool = True,
+        exclude_unset: bool = False,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> dict[str, object]:
+        """The object as a dict, with openai-python's ``to_dict`` arguments.
+
+        Every field is included by default: the SDK's default ``exclude_unset=True``
+        gives the same for an object parsed from the API's JSON, where every field is set.
+        """
+        return self.model_dump(
+            mode=mode, by_alias=use_api_names, exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults, exclude_none=exclude_none, warnings=warnings,
+        )
+
+    def to_json(
+        self,
+        *,
+        indent: Optional[int] = 2,
+        use_api_names: bool = True,
+        exclude_unset: bool = False,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        warnings: bool = True,
+    ) -> str:
+        """The object as JSON text (``indent=None`` for one line), as openai-python's ``to_json``."""
+        return self.model_dump_json(
+            indent=indent, by_alias=use_api_names, exclude_unset=exclude_unset,
+            exclude_defaults=exclude_defaults, exclude_none=exclude_none, warnings=warnings,
+        )
+
 
 class CompletionUsage(_OpenAIObject):
     """Token counts: the upstream's own, or gprochat's estimate (about four characters per

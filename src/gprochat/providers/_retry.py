@@ -7,6 +7,7 @@ duplicated; the provider arranges that by yielding outside ``with_retries``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+logger = logging.getLogger("gprochat.retry")
+logger.addHandler(logging.NullHandler())  # a library prints nothing unless asked
+LONG_WAIT = 2.0
+"""Waits this long or longer are logged as warnings, shorter ones as info."""
+
 DEFAULT_MAX_RETRIES = 2
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
@@ -49,6 +55,8 @@ _backoff = wait_exponential(multiplier=0.5, max=8) + wait_random(0, 0.25)
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failure before any text may be tried again."""
     if isinstance(exc, APIStatusError):
+        if exc.status_code == 502 and "configuration error" in (exc.server_message or "").lower():
+            return False  # the server says its own setup is wrong: asking again cannot help
         return exc.status_code in RETRY_STATUSES
     if isinstance(exc, TimeoutError):
         return exc.limit != "total"  # the total limit covers the retries too
@@ -82,6 +90,24 @@ def _wait(state: RetryCallState) -> float:
     if isinstance(retry_after, (int, float)):
         return min(float(retry_after), MAX_RETRY_AFTER)
     return float(_backoff(state))
+
+
+def _say_wait(state: RetryCallState) -> None:
+    """Before each wait: say it on the "gprochat.retry" logger, so no wait is silent.
+
+    (The command line prints these on stderr.)
+    """
+    exc = state.outcome.exception() if state.outcome else None
+    seconds = state.next_action.sleep if state.next_action else 0.0
+    retry_after = getattr(exc, "retry_after", None)
+    why = (
+        f"the server asked to wait (Retry-After: {retry_after:g})"
+        if isinstance(retry_after, (int, float)) else "backing off"
+    )
+    logger.log(
+        logging.WARNING if seconds >= LONG_WAIT else logging.INFO,
+        "%s; retrying in %.1fs (%s)", exc, seconds, why,
+    )
 
 
 class _stop_past_deadline(stop_base):
@@ -129,6 +155,7 @@ async def with_retries(
         stop=stop_after_attempt(max_retries + 1) | _stop_past_deadline(deadline),
         wait=_wait,
         retry=retry_if_exception(is_retryable),
+        before_sleep=_say_wait,
         reraise=True,
     )
     try:

@@ -8,10 +8,10 @@ import time
 from typing import Any, ClassVar, Optional
 
 from .. import protocol
-from ..errors import IncompleteResponseError, ProtocolError
+from ..errors import ConfigurationError, IncompleteResponseError, ProtocolError
 from ..typing import AsyncResult, Messages
 from ._history import wire_messages
-from ._http import TextStream, open_text_stream
+from ._http import TextStream, open_text_stream, translating
 from ._proxy import resolve_proxy
 from ._retry import resolve_max_retries, with_retries
 from ._session import pool
@@ -139,14 +139,17 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
 
         async def attempt() -> tuple[TextStream, Optional[str]]:
             # Signed afresh on every attempt: the timestamp is part of the signature.
-            body = protocol.build_generate_request(
-                wire, timestamp=int(time.time() * 1000), secret_key=secret_key, password=password
-            )
+            with translating(endpoint, timeout, via):  # a lone surrogate: ProtocolError
+                body = _JSON.encode(
+                    protocol.build_generate_request(
+                        wire, timestamp=int(time.time() * 1000), secret_key=secret_key, password=password
+                    )
+                ).encode()
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             stream = await open_text_stream(
                 session,
                 endpoint,
-                _JSON.encode(body).encode(),
+                body,
                 headers=headers,
                 proxy=via,
                 timeout=timeout,
@@ -193,8 +196,18 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     def _endpoint(cls, base_url: Optional[str]) -> str:
-        base_url = base_url or os.environ.get("GPROCHAT_BASE_URL")
+        source = "base_url"
+        if not base_url and os.environ.get("GPROCHAT_BASE_URL"):
+            base_url, source = os.environ["GPROCHAT_BASE_URL"], "GPROCHAT_BASE_URL"
         if base_url:
+            if not base_url.lower().startswith(("http://", "https://")):
+                hint = base_url.split("://", 1)[-1].strip("/") or "host:port"
+                raise ConfigurationError(
+                    f"{source}={base_url!r} is not an http:// or https:// URL: "
+                    f"write the scheme too, e.g. http://{hint}"
+                )
+            if not base_url.split("://", 1)[1].strip("/"):
+                raise ConfigurationError(f"{source}={base_url!r} has no host: e.g. http://host:port")
             return base_url.rstrip("/") + protocol.GENERATE_PATH
         if cls.api_endpoint == GPROChat.api_endpoint and cls.url != GPROChat.url:
             # A subclass that set only ``url`` means that deployment's endpoint.

@@ -1,0 +1,226 @@
+"""The interactive chat: prompt_toolkit for the input line, rich for the answer.
+
+Enter sends; Esc then Enter (or Alt+Enter) starts a new line. Ctrl-C during an answer
+stops it (the connection is cut, the session stays); at the prompt it clears the line.
+Ctrl-D or /exit leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import GPROChatError
+from ..log import ConversationLog, LogError, data_dir
+from ._conversation import Conversation, Target, exchange
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+
+__all__ = ["run_session", "HELP"]
+
+HELP = """\
+Commands:
+  /help          this help
+  /system TEXT   use TEXT as the system prompt from now on (/system alone shows it,
+                 /system off removes it)
+  /clear         start a new conversation (the system prompt stays)
+  /exit          leave (Ctrl-D does too)
+Enter sends the message; Esc then Enter (or Alt+Enter) starts a new line, and pasted
+text keeps its lines. Ctrl-C stops an answer and keeps the session; at the prompt it
+clears the line. Up and Down walk through earlier prompts."""
+
+_REFRESH_SECONDS = 0.08  # re-render the Markdown at most this often while text streams
+
+
+class _PlainOutput:
+    """The answer as plain text, chunk by chunk, on stdout (not a terminal: a pipe, a file).
+
+    Everything else (the banner, /help, errors) goes to stderr, with the prompt, so
+    the pipe gets the answers only.
+    """
+
+    def __init__(self) -> None:
+        self.out = sys.stdout
+
+    def start(self) -> None:
+        pass
+
+    def write(self, chunk: str) -> None:
+        self.out.write(chunk)
+        self.out.flush()
+
+    def stop(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+class _MarkdownOutput:
+    """The answer rendered as Markdown while it streams (rich's Live display)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.text: list[str] = []
+        self.live: Optional[Live] = None
+        self.shown = 0.0
+
+    def start(self) -> None:
+        from rich.live import Live
+
+        self.text = []
+        self.live = Live(console=self.console, auto_refresh=False, vertical_overflow="visible")
+        self.live.start()
+
+    def write(self, chunk: str) -> None:
+        self.text.append(chunk)
+        now = time.monotonic()
+        if now - self.shown >= _REFRESH_SECONDS:
+            self._render()
+            self.shown = now
+
+    def _render(self) -> None:
+        from rich.markdown import Markdown
+
+        assert self.live is not None
+        self.live.update(Markdown("".join(self.text)), refresh=True)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self._render()
+            self.live.stop()
+            self.live = None
+
+    def note(self, text: str) -> None:
+        self.console.print(text, style="dim", markup=False, highlight=False)
+
+
+def _history(path: Path) -> Any:
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        return FileHistory(str(path))
+    except OSError:
+        return InMemoryHistory()
+
+
+async def run_session(target: Target, conversation: Conversation, log: Optional[ConversationLog]) -> None:
+    """Prompt, answer, repeat, until /exit or Ctrl-D."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _new_line(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    output: _PlainOutput | _MarkdownOutput
+    terminal: Any = None
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        output = _MarkdownOutput(Console())
+    else:
+        from prompt_toolkit.output import create_output
+
+        output = _PlainOutput()
+        terminal = create_output(stdout=sys.stderr)  # the prompt on the terminal, not the pipe
+    session: PromptSession[str] = PromptSession(
+        history=_history(data_dir() / "prompt-history"),
+        key_bindings=bindings,
+        prompt_continuation=lambda width, line, wrapped: "." * (width - 1) + " ",
+        output=terminal,
+    )
+    resumed = f", continuing {len(conversation.turns)} earlier turns" if conversation.turns else ""
+    output.note(
+        f"Chatting with {target.deployment} ({target.model or 'default model'}), conversation "
+        f"{conversation.id}{resumed}. /help for commands, Esc Enter for a new line, Ctrl-D to leave."
+    )
+    while True:
+        try:
+            line = await session.prompt_async("> ")
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            if not _command(text, conversation, output):
+                return
+            continue
+        log = await _answer(target, conversation, text, log, output)
+
+
+def _command(text: str, conversation: Conversation, output: _PlainOutput | _MarkdownOutput) -> bool:
+    """Run a /command; ``False`` means leave."""
+    name, _, argument = text.partition(" ")
+    argument = argument.strip()
+    if name in ("/exit", "/quit"):
+        return False
+    if name == "/help":
+        output.note(HELP)
+    elif name == "/clear":
+        fresh = Conversation(system=conversation.system)
+        conversation.id, conversation.turns = fresh.id, fresh.turns
+        output.note(f"New conversation {conversation.id}.")
+    elif name == "/system":
+        if not argument:
+            output.note(f"System prompt: {conversation.system!r}" if conversation.system
+                        else "No system prompt. /system TEXT sets one.")
+        elif argument.lower() in ("off", "none"):
+            conversation.system = None
+            output.note("System prompt removed.")
+        else:
+            conversation.system = argument
+            output.note("System prompt set.")
+    else:
+        output.note(f"Unknown command {name}: /help lists them.")
+    return True
+
+
+async def _answer(
+    target: Target, conversation: Conversation, prompt: str, log: Optional[ConversationLog],
+    output: _PlainOutput | _MarkdownOutput,
+) -> Optional[ConversationLog]:
+    """One exchange; Ctrl-C cancels it. The log to use next (``None`` once it failed)."""
+    loop = asyncio.get_running_loop()
+    output.start()
+    task = asyncio.ensure_future(exchange(target, conversation, prompt, output.write, log))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C: stop this answer only
+        handled = True
+    except (NotImplementedError, RuntimeError):  # no loop signal handlers (Windows)
+        handled = False
+    try:
+        await asyncio.wait({task})
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
+        output.stop()
+    if task.cancelled():
+        output.note("[answer stopped]")
+        return log
+    failure = task.exception()
+    if isinstance(failure, GPROChatError):
+        output.note(f"Error: {failure}")
+    elif isinstance(failure, LogError):
+        output.note(f"Error: {failure}; the rest of this session is not logged")
+        return None
+    elif failure is not None:
+        raise failure
+    return log

@@ -1,0 +1,285 @@
+"""``gprochat chat`` on a real pseudo-terminal (pexpect): the interactive session, the log.
+
+The server runs in the test process on 127.0.0.1; ``gprochat`` is a child process on
+a pty, so prompt_toolkit and rich see a real terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from gprochat.server.backends import Backend
+from gprochat.server.backends.base import Conversation
+
+from .conftest import ServerFactory
+from .processes import clean_env, run_cli
+
+PROMPT_READY = "\x1b[?2004h"  # prompt_toolkit turns bracketed paste on when it reads a line
+
+
+class HistoryReporter(Backend):
+    """Says how many earlier turns it received and what the first one was."""
+
+    name = "history-reporter"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        turns = conversation.history
+        yield f"received {len(turns)} earlier turns"
+        if turns:
+            yield f" first={turns[0].text.split()[-1]} second={turns[1].text.split()[-1]}" if len(
+                turns
+            ) > 1 else f" first={turns[0].text.split()[-1]}"
+        yield f" now={conversation.message.split()[-1]}"
+
+
+def _env(home: Path) -> dict[str, str]:
+    return clean_env(GPROCHAT_HOME=str(home), PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color")
+
+
+@pytest.fixture
+def spawn(gprochat_home: Path) -> Iterator[object]:
+    children: list[pexpect.spawn] = []
+
+    def start(*args: str) -> pexpect.spawn:
+        child = pexpect.spawn(
+            sys.executable, ["-m", "gprochat", "chat", *args], env=_env(gprochat_home),
+            encoding="utf-8", dimensions=(50, 200), timeout=30,
+        )
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def _log_rows(home: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(home / "logs.db") as db:
+        db.row_factory = sqlite3.Row
+        return db.execute("SELECT * FROM exchanges ORDER BY id").fetchall()
+
+
+def test_three_turns_send_the_earlier_ones_as_history_then_logs_and_continue(
+    make_server: ServerFactory, spawn: object, gprochat_home: Path
+) -> None:
+    server = make_server(backend=HistoryReporter())
+    child = spawn("--base-url", server.base_url)  # type: ignore[operator]
+    child.expect_exact(PROMPT_READY)
+    child.sendline("tell me about aardvarks please")
+    child.expect("received 0 earlier turns now=please")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("and about bonobos")
+    child.expect("received 2 earlier turns first=please second=.* now=bonobos")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("and cassowaries")
+    # The third turn: the server got the first two exchanges (four turns) as history.
+    child.expect("received 4 earlier turns first=please second=.* now=cassowaries")
+    child.expect_exact(PROMPT_READY)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+    rows = _log_rows(gprochat_home)
+    assert [row["prompt"] for row in rows] == [
+        "tell me about aardvarks please", "and about bonobos", "and cassowaries"
+    ]
+    assert len({row["conversation_id"] for row in rows}) == 1
+    assert all(row["deployment"] == server.base_url and not row["incomplete"] for row in rows)
+
+    # logs -q finds a word of the first turn, and only that exchange.
+    found = run_cli("logs", "-q", "aardvarks", "--json", env=_env(gprochat_home))
+    assert found.returncode == 0, found.stderr
+    exchanges = json.loads(found.stdout)
+    # (the answers quote only the last word of a prompt: "aardvarks" is in the first alone)
+    assert [e["prompt"] for e in exchanges] == ["tell me about aardvarks please"]
+    cid = exchanges[0]["conversation_id"]
+
+    # chat -c continues it: the server receives all three earlier exchanges.
+    more = run_cli("chat", "--base-url", server.base_url, "-c", "and dodos", env=_env(gprochat_home))
+    assert more.returncode == 0, more.stderr
+    assert "received 6 earlier turns first=please" in more.stdout
+    assert "now=dodos" in more.stdout
+    assert _log_rows(gprochat_home)[-1]["conversation_id"] == cid
+
+    # And interactively: --cid opens a session that goes on from the fourth exchange.
+    child = spawn("--base-url", server.base_url, "--cid", cid)  # type: ignore[operator]
+    child.expect(f"conversation {cid}, continuing 4 earlier turns")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("and emus")
+    child.expect("received 8 earlier turns first=please .* now=emus")
+    child.expect_exact(PROMPT_READY)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    assert [row["conversation_id"] for row in _log_rows(gprochat_home)] == [cid] * 5
+
+
+class SlowWords(Backend):
+    """Two hundred words, one every 0.2 s; notes when its stream is closed early."""
+
+    name = "slow-words"
+
+    def __init__(self) -> None:
+        self.cut = threading.Event()
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        if conversation.message == "still here":
+            yield "yes, still here"
+            return
+        finished = False
+        try:
+            for i in range(200):
+                yield f"word{i} "
+                await asyncio.sleep(0.2)
+            finished = True
+        finally:
+            if not finished:
+                self.cut.set()
+
+
+def test_ctrl_c_stops_the_answer_and_keeps_the_session(
+    make_server: ServerFactory, spawn: object, gprochat_home: Path
+) -> None:
+    backend = SlowWords()
+    server = make_server(backend=backend)
+    child = spawn("--base-url", server.base_url)  # type: ignore[operator]
+    child.expect_exact(PROMPT_READY)
+    child.sendline("talk for a long time")
+    child.expect("word3")  # the answer is streaming
+    child.sendintr()
+    child.expect_exact("[answer stopped]")
+    # The connection was cut, so the server stopped generating.
+    assert backend.cut.wait(10)
+    child.expect_exact(PROMPT_READY)
+    child.sendline("still here")
+    child.expect("yes, still here")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+    first, second = _log_rows(gprochat_home)
+    assert first["incomplete"] == 1 and first["error"] is None
+    assert "word3" in first["answer"] and "word199" not in first["answer"]
+    assert second["incomplete"] == 0 and second["answer"] == "yes, still here"
+    assert first["conversation_id"] == second["conversation_id"]
+
+
+def test_piped_stdout_gets_the_plain_answers_only(tmp_path: Path, gprochat_home: Path) -> None:
+    out = tmp_path / "answers.txt"
+    child = pexpect.spawn(
+        "bash", ["-c", f"'{sys.executable}' -m gprochat chat --local > '{out}'"],
+        env=_env(gprochat_home), encoding="utf-8", dimensions=(50, 200), timeout=30,
+    )
+    try:
+        child.expect_exact(PROMPT_READY)  # the prompt is on the terminal (stderr)
+        child.sendline("keep **this** raw")
+        child.expect_exact(PROMPT_READY)
+        child.sendline("/help")
+        child.expect("Esc then Enter")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    # No Markdown rendering, no banner, no help, no escape codes: the answer as sent.
+    assert out.read_text() == "Echo from the built-in echo backend (no model behind it): keep **this** raw\n"
+
+
+def test_slash_commands(make_server: ServerFactory, spawn: object, gprochat_home: Path) -> None:
+    server = make_server(backend=HistoryReporter())
+    child = spawn("--base-url", server.base_url)  # type: ignore[operator]
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/help")
+    child.expect("Esc then Enter")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/system Answer in French.")
+    child.expect("System prompt set")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("one")
+    child.expect("received 0 earlier turns now=one")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/clear")
+    child.expect("New conversation")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("two")
+    child.expect("received 0 earlier turns now=two")  # /clear dropped the history
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/nonsense")
+    child.expect("Unknown command /nonsense")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    one, two = _log_rows(gprochat_home)
+    assert one["system"] == two["system"] == "Answer in French."
+    assert one["conversation_id"] != two["conversation_id"]
+
+
+def test_esc_enter_makes_a_multi_line_message(
+    make_server: ServerFactory, spawn: object, gprochat_home: Path
+) -> None:
+    server = make_server()
+    child = spawn("--base-url", server.base_url)  # type: ignore[operator]
+    child.expect_exact(PROMPT_READY)
+    child.send("line one")
+    child.send("\x1b\r")  # Esc, Enter: a new line, not sent
+    child.send("line two\r")
+    child.expect("backend.*line two")
+    child.expect_exact(PROMPT_READY)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    (row,) = _log_rows(gprochat_home)
+    assert row["prompt"] == "line one\nline two"
+
+
+def test_local_session_works_too(spawn: object, gprochat_home: Path) -> None:
+    child = spawn("--local")  # type: ignore[operator]
+    child.expect("Chatting with local")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("hello local")
+    child.expect("backend.*hello local")
+    child.expect_exact(PROMPT_READY)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    (row,) = _log_rows(gprochat_home)
+    assert row["deployment"] == "local"
+
+
+def test_interrupting_a_one_shot_chat_logs_the_cut_answer(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    backend = SlowWords()
+    server = make_server(backend=backend)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gprochat", "chat", "--base-url", server.base_url, "talk"],
+        env=_env(gprochat_home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.read(6) == "word0 "  # streaming has begun
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == "Error: interrupted\n"
+    assert backend.cut.wait(10)
+    (row,) = _log_rows(gprochat_home)
+    assert row["incomplete"] == 1 and row["answer"].startswith("word0 ")

@@ -1,0 +1,39 @@
+"""The docs' check values and examples are recomputed here, so the docs cannot drift."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, generate_signature
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_protocol_md_signature_table_is_what_the_code_computes() -> None:
+    text = (DOCS / "protocol.md").read_text()
+    rows = re.findall(r"^\| `(\d+)` \| `([^`]*)` \| (gprochat.com's|`[^`]*`) \| `([0-9a-f]{64})` \|$",
+                      text, re.MULTILINE)
+    assert len(rows) == 3
+    for time, message, key, sign in rows:
+        secret = DEFAULT_SECRET_KEY if key == "gprochat.com's" else key.strip("`")
+        assert generate_signature(int(time), message, secret) == sign
+    assert DEFAULT_SECRET_KEY in text
+
+
+def test_protocol_md_example_body_is_what_the_client_sends() -> None:
+    text = (DOCS / "protocol.md").read_text()
+    example = re.search(r"^(\{\"messages\".*?\})\n```", text, re.MULTILINE | re.DOTALL)
+    assert example is not None
+    documented = json.loads(example.group(1))
+    built = build_generate_request(
+        documented["messages"], timestamp=documented["time"], secret_key=DEFAULT_SECRET_KEY
+    )
+    assert built == documented
+
+
+def test_no_reference_to_a_missing_protocol_file() -> None:
+    root = DOCS.parent
+    for path in [root / "README.md", *DOCS.glob("*.md"), root / "src/gprochat/protocol.py"]:
+        assert "PROTOCOL.md" not in path.read_text(), path

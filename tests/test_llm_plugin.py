@@ -1,0 +1,115 @@
+"""The ``llm`` plugin, through llm's own Python API and command line, against our server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import llm
+import pytest
+from click.testing import CliRunner
+from llm.cli import cli as llm_cli
+
+from gprochat.server import ServerConfig
+from gprochat.server.backends import Backend
+from gprochat.server.backends.base import Conversation
+
+from .conftest import ServerFactory
+
+
+class TurnCounter(Backend):
+    name = "turn-counter"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        yield f"{len(conversation.history)} earlier turns; "
+        yield " | ".join(turn.text for turn in conversation.history) or "none"
+        yield f"; now: {conversation.message}"
+
+
+@pytest.fixture(autouse=True)
+def llm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """llm keeps its keys, aliases and logs.db here, not in the developer's directory."""
+    home = tmp_path / "llm"
+    home.mkdir()
+    monkeypatch.setenv("LLM_USER_PATH", str(home))
+    for name in [n for n in os.environ if n.startswith("GPROCHAT_") and n != "GPROCHAT_HOME"]:
+        monkeypatch.delenv(name)
+    return home
+
+
+def test_llm_finds_the_model_by_its_id() -> None:
+    model = llm.get_model("gprochat")
+    assert model.model_id == "gprochat"
+    assert model.can_stream
+    assert {"base_url", "secret_key", "password"} <= set(model.Options.model_fields)
+    assert "gprochat" in {m.model_id for m in llm.get_models()}
+
+
+def test_python_api_streams_through_our_server(make_server: ServerFactory) -> None:
+    # A pause between the echo's chunks, so they cannot arrive merged into one read.
+    server = make_server(ServerConfig(secret_key="s3cret", passwords=("pw",), backend="echo",
+                                      backend_options={"delay": 0.05}))
+    model = llm.get_model("gprochat")
+    response = model.prompt("Hello from llm", base_url=server.base_url, secret_key="s3cret", password="pw")
+    chunks = list(response)
+    assert len(chunks) > 1  # streamed, not one block
+    assert "".join(chunks).endswith(": Hello from llm")
+
+    wrong = model.prompt("Hi", base_url=server.base_url, secret_key="s3cret", password="nope")
+    with pytest.raises(llm.ModelError, match="Invalid password"):
+        wrong.text()
+
+
+def test_python_api_conversation_sends_native_history(make_server: ServerFactory) -> None:
+    server = make_server(backend=TurnCounter())
+    conversation = llm.get_model("gprochat").conversation()
+    first = conversation.prompt("one", base_url=server.base_url, system="Be brief.").text()
+    assert first == "0 earlier turns; none; now: Be brief.\n\none"
+    second = conversation.prompt("two", base_url=server.base_url, system="Be brief.").text()
+    assert second == f"2 earlier turns; Be brief.\n\none | {first}; now: two"
+
+
+async def test_async_model(make_server: ServerFactory) -> None:
+    server = make_server()
+    model = llm.get_async_model("gprochat")
+    chunks = [chunk async for chunk in model.prompt("async hello", base_url=server.base_url)]
+    assert "".join(chunks).endswith(": async hello")
+
+
+def test_llm_command_line(make_server: ServerFactory, llm_home: Path) -> None:
+    server = make_server(backend=TurnCounter())
+    runner = CliRunner()
+    listed = runner.invoke(llm_cli, ["models"])
+    assert listed.exit_code == 0, listed.output
+    assert "GPROChat: gprochat" in listed.output
+
+    first = runner.invoke(llm_cli, ["-m", "gprochat", "-o", "base_url", server.base_url, "first question"])
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == "0 earlier turns; none; now: first question"
+    # llm -c continues through our plugin: the history reaches our server.
+    again = runner.invoke(llm_cli, ["-c", "-o", "base_url", server.base_url, "second question"])
+    assert again.exit_code == 0, again.output
+    assert again.output.startswith("2 earlier turns; first question | 0 earlier turns")
+
+    logged = runner.invoke(llm_cli, ["logs", "-n", "1", "--json"])
+    assert json.loads(logged.output)[0]["model"] == "gprochat"
+
+
+def test_llm_as_a_process_with_environment_settings(make_server: ServerFactory, llm_home: Path) -> None:
+    server = make_server(ServerConfig(secret_key="k2"))
+    env = {**os.environ, "LLM_USER_PATH": str(llm_home), "GPROCHAT_BASE_URL": server.base_url,
+           "GPROCHAT_SECRET_KEY": "k2"}
+    result = subprocess.run([sys.executable, "-m", "llm", "-m", "gprochat", "Hi there"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(": Hi there")
+
+    env["GPROCHAT_SECRET_KEY"] = "wrong"
+    failed = subprocess.run([sys.executable, "-m", "llm", "-m", "gprochat", "Hi"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert failed.returncode == 1
+    assert "Invalid signature." in failed.stderr and "Traceback" not in failed.stderr
