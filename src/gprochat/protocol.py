@@ -252,6 +252,10 @@ def _refuse_constant(name: str) -> Any:
 
 
 _INF = float("inf")
+# One decoder for every request: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+)
 
 
 def parse_json(body: bytes) -> Any:
@@ -263,9 +267,7 @@ def parse_json(body: bytes) -> Any:
     of them can be a real request, and each would otherwise fail later, unnamed.
     """
     try:
-        data = json.loads(
-            body, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
-        )
+        data = _DECODER.decode(body.decode(json.detect_encoding(body)))
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"Request body is not UTF-8: {exc.reason}.") from exc
     except json.JSONDecodeError as exc:

@@ -1,12 +1,12 @@
 """The front door: one Starlette router for every route, and one way a refusal is answered.
 
-``App`` is Starlette with a leaner stack: the router, wrapped by ``FrontDoor`` (errors)
-and ``ObserveMiddleware`` (access log, metrics), both pure ASGI. Routes are
-``route(path, func)``: ``func(request) -> Response``, without the two wrappers and the
-exception-handler lookup Starlette puts around each function endpoint (that per-request
-machinery is what B3 measures; docs/benchmarks.md).
+``App`` is Starlette with a leaner stack: the router, wrapped by ``ObserveMiddleware``
+(access log, metrics, error answers), pure ASGI. Routes are ``route(path, func)``:
+``func(request) -> Response``, without the two wrappers and the exception-handler
+lookup Starlette puts around each function endpoint (that per-request machinery is
+what B3 measures; docs/benchmarks.md).
 
-``FrontDoor`` answers, before the response has started:
+``answer_error`` answers an exception raised before the response has started:
 
 - ``Rejected`` (the guard), Starlette's ``HTTPException`` (404, 405 with ``Allow``):
   with their status;
@@ -28,15 +28,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, Route
-from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from .. import protocol
 from .guard import Network, Rejected
 from .metrics import ServerMetrics
 from .observe import ObserveMiddleware
 
-__all__ = ["App", "FrontDoor", "error_response", "openai_error_response", "route"]
+__all__ = ["App", "answer_error", "error_response", "openai_error_response", "route"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -97,64 +97,33 @@ def openai_error_response(
 
 
 class _Endpoint:
-    # An ASGI app, so that Starlette's Route calls it directly.
-    __slots__ = ("func",)
+    # An ASGI app, so that Starlette's Route calls it directly. The router puts it in
+    # the scope ("endpoint"): ``route_path`` labels the access log and the metrics.
+    __slots__ = ("func", "route_path")
 
-    def __init__(self, func: Handler) -> None:
+    def __init__(self, func: Handler, route_path: str) -> None:
         self.func = func
+        self.route_path = route_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self.func(Request(scope, receive))
         await response(scope, receive, send)
 
 
-class _Route(Route):
-    # Records itself in the scope, as FastAPI's routes do: the access log and the
-    # metrics label requests by the route's path, not by the (unbounded) URL.
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
-
-
 def route(path: str, func: Handler, methods: Sequence[str] = ("GET",)) -> Route:
-    """A route serving ``func(request) -> Response``; exceptions go to ``FrontDoor``.
+    """A route serving ``func(request) -> Response``; exceptions go to ``answer_error``.
 
     ``GET`` routes answer ``HEAD`` too (Starlette's rule).
     """
-    return _Route(path, _Endpoint(func), methods=list(methods))
+    return Route(path, _Endpoint(func, path), methods=list(methods))
 
 
-class FrontDoor:
-    """Turns a refusal or a failure into the route's error body (see the module docstring)."""
+def answer_error(exc: Exception, scope: Scope) -> tuple[Response, bool]:
+    """The answer to ``exc``, raised before the response started, and whether it is a bug.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked_send)
-        except Exception as exc:
-            if started:
-                raise
-            response, unexpected = _error_for(exc, scope["path"].startswith(GATEWAY_PREFIX + "/"))
-            await response(scope, receive, send)
-            if unexpected:
-                raise
-
-
-def _error_for(exc: Exception, openai: bool) -> tuple[Response, bool]:
+    In the route's error shape: OpenAI's under ``/v1``, the protocol's elsewhere.
+    """
+    openai = scope["path"].startswith(GATEWAY_PREFIX + "/")
     if isinstance(exc, Rejected):
         status, message, headers = exc.status, exc.message, exc.headers
     elif isinstance(exc, HTTPException):
@@ -178,7 +147,7 @@ _HTTP_MESSAGES = {
 
 
 class App(Starlette):
-    """Starlette whose stack is ``ObserveMiddleware(FrontDoor(router))``.
+    """Starlette whose stack is ``ObserveMiddleware(router)``, answering with ``answer_error``.
 
     Other packages add routes with ``app.router.routes.append(route(...))``; they pass
     the same door, log and metrics.
@@ -198,5 +167,8 @@ class App(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         return ObserveMiddleware(
-            FrontDoor(self.router), metrics=self._metrics, trusted_proxies=self._trusted_proxies
+            self.router,
+            metrics=self._metrics,
+            trusted_proxies=self._trusted_proxies,
+            answer_error=answer_error,
         )
