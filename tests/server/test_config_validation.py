@@ -225,3 +225,23 @@ async def test_sigterm_past_the_shutdown_timeout_logs_no_traceback() -> None:
         output = server.output()
     assert "timeout graceful shutdown exceeded" in output  # one line says what happened
     assert "CancelledError" not in output and "Traceback" not in output
+
+
+def test_worker_processes_get_the_http_limits_and_one_start_up_line() -> None:
+    with serving("--workers", "2", "--max-url-bytes", "100") as server:
+        url = server.line["url"]
+        assert server.line["workers"] == 2
+        deadline = time.monotonic() + 30
+        while True:  # the workers start after the parent's line: wait for one to answer
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=5) as reply:
+                    assert reply.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(url + "/healthz?" + "a" * 200, timeout=10)
+        caught.value.close()
+        assert caught.value.code == 414
+        assert server.output().count('"event": "started"') == 1
