@@ -231,6 +231,13 @@ def _log_levels() -> Sequence[str]:
     help="Serve the OpenAI-compatible gateway at /v1.",
 )
 @click.option(
+    "--web/--no-web",
+    default=True,
+    envvar="GPROCHAT_WEB",
+    show_default=True,
+    help="Serve the chat page at /.",
+)
+@click.option(
     "--api-key",
     "api_keys",
     multiple=True,

@@ -79,6 +79,8 @@ class ServerConfig:
     # ``relay_url`` set means answers come from that GeminiProChat deployment instead
     # of ``backend``, signed with ``relay_secret_key`` and ``relay_password``.
     gateway: bool = True
+    # The chat page at / (server/web/): on by default.
+    web: bool = True
     api_keys: tuple[str, ...] = ()
     relay_url: str | None = None
     relay_secret_key: str | None = None

@@ -1,0 +1,169 @@
+// Model output is untrusted text. It becomes HTML in three steps, each a guard:
+// markdown-it with html: false (raw HTML in the text stays text; javascript: and
+// similar links are refused), then DOMPurify over the result, then the
+// Content-Security-Policy header, which would stop any script that slipped through.
+// The policy also requires Trusted Types: the only HTML that reaches the DOM is
+// DOMPurify's output, and the only script URLs are our own vendored files.
+//
+// highlight.js and KaTeX are large and most answers need neither: they load on the
+// first code block or formula, and the messages are rendered again.
+
+const assets = document.body.dataset.assets;
+const loaded = { hljs: null, katex: null };
+let onLibraryLoaded = () => {};
+let wantsHighlight = false;
+let wantsMath = false;
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+const scriptUrls = window.trustedTypes?.createPolicy("gprochat", {
+  createScriptURL(url) {
+    if (url.startsWith(`${assets}/vendor/`) && !url.includes("..")) return url;
+    throw new TypeError(`not one of the page's own scripts: ${url}`);
+  },
+});
+
+function loadScript(path) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    const url = `${assets}/${path}`;
+    script.src = scriptUrls ? scriptUrls.createScriptURL(url) : url;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`could not load ${path}`));
+    document.head.append(script);
+  });
+}
+
+function loadStyle(path) {
+  const link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = `${assets}/${path}`;
+  document.head.append(link);
+}
+
+function ensureLibraries() {
+  if (wantsHighlight && !loaded.hljs) {
+    loaded.hljs = loadScript("vendor/highlight.js/highlight.min.js").then(() => onLibraryLoaded());
+  }
+  if (wantsMath && !loaded.katex) {
+    loadStyle("vendor/katex/katex.min.css");
+    loaded.katex = loadScript("vendor/katex/katex.min.js").then(() => onLibraryLoaded());
+  }
+}
+
+const mathEngine = {
+  renderToString(tex, options) {
+    if (window.katex) return window.katex.renderToString(tex, options);
+    wantsMath = true;
+    return `<code class="math-pending">${escapeHtml(tex)}</code>`;
+  },
+};
+
+function highlight(code, language) {
+  wantsHighlight = true;
+  const hljs = window.hljs;
+  if (!hljs) return "";
+  try {
+    if (language && hljs.getLanguage(language)) {
+      return hljs.highlight(code, { language, ignoreIllegals: true }).value;
+    }
+    return hljs.highlightAuto(code).value;
+  } catch (_) {
+    return "";
+  }
+}
+
+let markdown = null;
+
+function parser() {
+  if (markdown) return markdown;
+  markdown = window.markdownit({ html: false, linkify: true, breaks: true, highlight });
+  markdown.use(window.texmath, {
+    engine: mathEngine,
+    delimiters: ["dollars", "brackets"],
+    katexOptions: { throwOnError: false, output: "htmlAndMathml" },
+  });
+  return markdown;
+}
+
+window.DOMPurify?.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+  }
+});
+
+function decorateCodeBlocks(element, copyLabel) {
+  for (const pre of element.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    if (!code || pre.parentElement.classList.contains("code-block")) continue;
+    const language = (code.className.match(/language-([\w+#.-]+)/) || [])[1] || "text";
+    const wrapper = document.createElement("div");
+    wrapper.className = "code-block";
+    const head = document.createElement("div");
+    head.className = "code-head";
+    const label = document.createElement("span");
+    label.textContent = language;
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "copy-btn";
+    copy.textContent = copyLabel;
+    copy.setAttribute("aria-label", `Copy ${language} code`);
+    copy.addEventListener("click", () => copyText(code.textContent, copy));
+    head.append(label, copy);
+    pre.replaceWith(wrapper);
+    wrapper.append(head, pre);
+    code.classList.add("hljs");
+  }
+  for (const table of element.querySelectorAll("table")) {
+    if (table.parentElement.classList.contains("table-wrap")) continue;
+    const wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    table.replaceWith(wrap);
+    wrap.append(table);
+  }
+}
+
+export async function copyText(text, button) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch (_) {
+    // Not a secure context (plain http on a remote host): the old way.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "offscreen";
+    document.body.append(area);
+    area.select();
+    ok = document.execCommand("copy");
+    area.remove();
+  }
+  if (button) {
+    const before = button.textContent;
+    button.textContent = ok ? "Copied" : "Copy failed";
+    setTimeout(() => { button.textContent = before; }, 1500);
+  }
+}
+
+/** Render `text` (Markdown from the model) into `element`, safely. */
+export function renderMarkdown(element, text) {
+  const html = parser().render(text);
+  const clean = window.DOMPurify.sanitize(html, {
+    USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
+    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
+    FORBID_ATTR: ["id", "name"],
+    RETURN_TRUSTED_TYPE: true,
+  });
+  element.innerHTML = clean;
+  decorateCodeBlocks(element, "Copy");
+  ensureLibraries();
+}
+
+/** Called when highlight.js or KaTeX has arrived: render again what needs it. */
+export function whenLibraryLoaded(callback) {
+  onLibraryLoaded = callback;
+}
