@@ -202,6 +202,13 @@ ROUTES = [
     P("HEAD /v1/models", lambda: request("HEAD", "/v1/models", headers=[BEARER]), 200, head=True,
       check=_empty_body),
     P("HEAD /api/generate", lambda: request("HEAD", "/api/generate"), 405, head=True),
+    P("GET / (the chat page)", lambda: request("GET", "/"), 200),
+    P("HEAD /", lambda: request("HEAD", "/"), 200, head=True, check=_empty_body),
+    P("POST /", lambda: request("POST", "/", b"{}"), 405, mentions=("method", "get")),
+    P("an asset outside the page's folder", lambda: request("GET", "/assets/x/../../../pyproject.toml"), 404,
+      400, shape="any"),
+    P("an encoded traversal in an asset", lambda: request("GET", "/assets/x/..%2f..%2f__init__.py"), 404,
+      shape="any"),
     P("GET /healthz", lambda: request("GET", "/healthz"), 200),
     P("GET /metrics", lambda: request("GET", "/metrics"), 200),
 ]
