@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from .. import __version__
 from .backends import Backend, create_backend
@@ -30,7 +30,7 @@ from .metrics import ServerMetrics
 from .replay import ReplayGuard
 from .routes import StreamAborted, auth, generate
 from .stores import SharedState
-from .web import web_routes
+from .web import install_web
 
 __all__ = ["create_app"]
 
@@ -103,10 +103,6 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             return JSONResponse(schema)
 
         routes += [*gateway_routes(), route("/openapi.json", openapi, ["GET"])]
-    if config.web:
-        # Through ``route``, so that the access log and the metrics label them by path.
-        routes += [route(r.path, r.endpoint, ["GET"]) for r in web_routes(config)
-                   if isinstance(r, Route)]
 
     app = App(routes, metrics=metrics, trusted_proxies=trusted, lifespan=lifespan)
     app.state.config = config
@@ -115,5 +111,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     app.state.metrics = metrics
     app.state.guard = guard
     app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
+    if config.web:
+        install_web(app)
     install_abort_filter(StreamAborted)
     return app

@@ -98,9 +98,14 @@ class ObserveMiddleware:
                 outcome = "aborted"
             raise
         finally:
-            # The route's endpoint is in the scope (the router puts it there); the path
-            # it serves labels the log and metrics, not the (unbounded) URL.
-            route = str(getattr(scope.get("endpoint"), "route_path", None) or "other")
+            # The path a route serves labels the log and metrics, not the (unbounded)
+            # URL: from the route a handler recorded, or from our endpoints (front.py),
+            # which the router puts in the scope.
+            route = str(
+                getattr(scope.get("route"), "path", None)
+                or getattr(scope.get("endpoint"), "route_path", None)
+                or "other"
+            )
             self._record(scope, route, status, sent, first_byte, started, outcome)
 
     def _record(

@@ -158,7 +158,7 @@ def test_stop_ends_the_stream_and_the_server_sees_the_client_leave(web_server: A
     while not server.access_log("/api/generate") and time.monotonic() < deadline:
         time.sleep(0.1)
     [entry] = server.access_log("/api/generate")
-    # The client left mid-answer: logged as such, with nginx's 499 (docs/server.md).
+    # The client left mid-answer: logged as such (nginx's 499), never as complete.
     assert (entry["status"], entry["outcome"]) == (499, "client_gone")
     assert entry["bytes"] < len(full_answer.encode())
     assert time.monotonic() - started < 8
