@@ -84,9 +84,9 @@ def backend_failure(exc: BaseException, backend: str) -> Failure:
     if isinstance(exc, BackendError):
         status = exc.status if 400 <= exc.status <= 599 else 502
         if status in (401, 403, 407):
-            logger.error("backend %s refused the server's credentials: %s", backend, exc.message)
+            logger.error("backend %s refused the server's credentials: %s", backend, exc)
             return Failure(502, _CREDENTIALS, "upstream_auth")
-        logger.warning("backend %s failed (%s): %s", backend, status, exc.message)
+        logger.warning("backend %s failed (%s): %s", backend, status, exc)
         kind: FailureKind = (
             "rate_limited" if status == 429 else "timeout" if status == 504
             else "unavailable" if status == 503 else "upstream"

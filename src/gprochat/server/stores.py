@@ -207,11 +207,13 @@ class SharedState:
         }
         self._client = aioredis.Redis.from_url(redis_url, **options)
         self.replay = RedisReplayStore(self._client)
+        # One connection pool for both, so that aclose() closes every connection.
         self.rate_storage = RedisStorage(
             "async+" + redis_url,
             implementation="redispy",
             wrap_exceptions=True,
             key_prefix=f"{_KEY_PREFIX}:rate",
+            connection_pool=self._client.connection_pool,
             **options,
         )
 

@@ -143,8 +143,10 @@ async def test_401_is_a_configuration_error(upstream, backend):
     assert texts == []
     assert error.status == 502
     assert "configuration error" in error.message
-    assert "--openai-api-key" in error.message and "GPROCHAT_OPENAI_API_KEY" in error.message
-    assert "Incorrect API key provided" in error.message
+    # What to set, and what the upstream said, go to the operator's log, not to the client.
+    assert "--openai-api-key" in error.detail and "GPROCHAT_OPENAI_API_KEY" in error.detail
+    assert "Incorrect API key provided" in error.detail
+    assert "--openai-api-key" not in error.message
 
 
 async def test_429_passes_retry_after(upstream, backend):
@@ -217,7 +219,8 @@ async def test_refused_port_is_a_502(refused_url, closing):
     _, error = await collect_until_error(backend)
 
     assert error.status == 502
-    assert f"cannot reach upstream URL {refused_url}/v1/chat/completions" in error.message
+    assert refused_url not in error.message
+    assert f"cannot reach upstream URL {refused_url}/v1/chat/completions" in error.detail
 
 
 async def test_silent_upstream_is_a_504(upstream, closing):
@@ -236,7 +239,8 @@ async def test_html_page_is_reported_as_a_base_url_problem(upstream, closing):
 
     _, error = await collect_until_error(backend)
 
-    assert error.status == 502 and "check the base URL" in error.message
+    assert error.status == 502 and "configuration error" in error.message
+    assert "check the base URL" in error.detail and upstream.url not in error.message
 
 
 async def test_consumer_stopping_early_closes_the_upstream_connection(upstream, backend):
