@@ -12,7 +12,7 @@ import pytest
 
 from gprochat.errors import BackendError
 from gprochat.server import BackgroundServer
-from gprochat.server.backends import Backend, Conversation
+from gprochat.server.backends import Backend, Conversation, EchoBackend
 
 from ..conftest import ServerFactory
 
@@ -99,9 +99,10 @@ async def test_non_streamed_completion(echo_server: BackgroundServer) -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 4
 
 
-async def test_streamed_completion_framing(echo_server: BackgroundServer) -> None:
+async def test_streamed_completion_framing(make_server: ServerFactory) -> None:
+    # Paced, so the chunks are not ready together (those would be joined into one).
     events = await sse_events(
-        echo_server,
+        make_server(backend=EchoBackend(delay=0.005)),
         {"model": "echo", "messages": HELLO, "stream_options": {"include_usage": True}},
     )
     assert events[-1] == "[DONE]"

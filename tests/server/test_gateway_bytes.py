@@ -59,12 +59,13 @@ async def test_stream_bytes_equal_model_dumps(
             choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)],
         )
 
-    answer = [text for text in texts if text]
+    # The scripted texts are all ready at once: one content chunk carries them all.
+    answer = "".join(texts)
     expected = [chunk(ChoiceDelta(role="assistant", content=""))]
-    expected += [chunk(ChoiceDelta(content=text)) for text in answer]
+    expected.append(chunk(ChoiceDelta(content=answer)))
     expected.append(chunk(ChoiceDelta(), "stop"))
     if include_usage:
-        usage = estimate_usage(MESSAGES, "".join(answer))
+        usage = estimate_usage(MESSAGES, answer)
         expected.append(ChatCompletionChunk(
             id=ident, created=created, model=model, choices=[],
             usage=CompletionUsage.model_validate(usage.model_dump()),

@@ -8,6 +8,7 @@ from langchain_openai import ChatOpenAI
 
 from gprochat.errors import BackendError
 from gprochat.server import BackgroundServer
+from gprochat.server.backends import EchoBackend
 
 from ..conftest import ServerFactory
 from .test_gateway import ScriptedBackend
@@ -111,7 +112,9 @@ def test_sdk_sees_mid_stream_failure(make_server: ServerFactory) -> None:
     assert "".join(received) == "some text "
 
 
-def test_langchain_chat_openai_streams(gateway: BackgroundServer) -> None:
+def test_langchain_chat_openai_streams(make_server: ServerFactory) -> None:
+    # Paced, so the chunks are not ready together (those would be joined into one).
+    gateway = make_server(api_keys=(KEY,), backend=EchoBackend(delay=0.005))
     llm = ChatOpenAI(
         model="echo", base_url=f"{gateway.base_url}/v1", api_key=KEY, max_retries=0, timeout=30  # type: ignore[arg-type]
     )

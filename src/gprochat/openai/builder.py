@@ -23,7 +23,7 @@ from typing import Optional, TypeVar
 
 from pydantic_core import to_json
 
-from .._streams import aclose
+from .._streams import aclose, ready_texts
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -229,6 +229,7 @@ def stream_chunk_json(
     suffix: bytes = b"",
     reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
     end: bytes = b"",
+    join_ready: bool = False,
 ) -> AsyncIterator[bytes]:
     """``stream_chunks``, each chunk as ``prefix + model_dump_json() + suffix`` bytes.
 
@@ -237,12 +238,18 @@ def stream_chunk_json(
     ``messages``, the usage chunk carries ``reported_usage()`` (the upstream's figures,
     read once the answer has ended) or, when that is None, the estimate. ``end``
     follows the last chunk (the gateway's ``data: [DONE]``), not after a failure.
+
+    With ``join_ready`` (the gateway), texts ready at the same instant make one content
+    chunk whose delta is their concatenation (``ready_texts``: a text that is ready is
+    never held for a later one); the answer's text and usage are the same.
     """
 
     def encode(chunk: ChatCompletionChunk) -> bytes:
         return prefix + _chunk_to_json(chunk) + suffix
 
     content = ContentChunkJSON(builder, prefix=prefix, suffix=suffix).encode
+    if join_ready:
+        texts, first = ready_texts(texts, first), ""
     return _answer_chunks(
         builder, texts, messages, first, content, encode, reported_usage, end or None
     )

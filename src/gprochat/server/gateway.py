@@ -179,6 +179,7 @@ async def create_chat_completion(request: Request) -> Response:
         prefix=b"data: ",
         suffix=b"\n\n",
         end=b"data: [DONE]\n\n",
+        join_ready=True,
     )
     # A failure after the stream started: an error event, data: [DONE], then the
     # connection is cut (no chunked terminator), so no client takes it for complete.

@@ -22,14 +22,13 @@ sender: a client that hangs up still stops the backend at once.
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .._streams import aclose, first_text
+from .._streams import abandon_step, aclose, finish_step, first_text
 from .failures import Failure, backend_failure
 from .metrics import ServerMetrics
 from .observe import CLIENT_GONE, OUTCOME_KEY
@@ -98,38 +97,6 @@ async def open_answer(
 MAX_JOINED_BYTES = 64 * 1024
 
 
-@types.coroutine
-def _finish(step: Generator[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    # The rest of an awaitable whose first step yielded ``pending``: what ``await``
-    # does, resumed after its first step (the event loop resumes or cancels it).
-    while True:
-        try:
-            sent = yield pending
-        except GeneratorExit:
-            step.close()
-            raise
-        except BaseException as exc:
-            try:
-                pending = step.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                pending = step.send(sent)
-            except StopIteration as done:
-                return done.value
-
-
-async def _abandon(step: Generator[Any, Any, Any], exc: BaseException) -> None:
-    # Deliver ``exc`` into a half-run step, so the backend's generator unwinds at the
-    # point where it waits (its ``finally`` runs), and let it finish however it does.
-    try:
-        pending = step.throw(exc)
-        await _finish(step, pending)
-    except BaseException:  # noqa: S110 - ``exc`` itself is re-raised by the caller
-        pass
-
-
 class ChunkStream(Response):
     """Streams ``chunks`` (bytes) with status 200; always runs ``on_close`` at the end.
 
@@ -194,7 +161,7 @@ class ChunkStream(Response):
         such as several events parsed from one network read (docs/benchmarks.md, B3).
         "Ready at once" is decided by taking one step of ``__anext__()``: if it ends
         without suspending, the chunk was ready; if it suspends, its pending future is
-        handed to the event loop as ``await`` would (``_finish``).
+        handed to the event loop as ``await`` would (``finish_step``).
         """
         chunks = self.body_iterator
         joined: list[bytes] = []
@@ -221,11 +188,11 @@ class ChunkStream(Response):
                 try:
                     await _send_body(send, joined)
                 except BaseException as exc:
-                    await _abandon(step, exc)
+                    await abandon_step(step, exc)
                     raise
                 size = 0
             try:
-                chunk = await _finish(step, pending)
+                chunk = await finish_step(step, pending)
             except StopAsyncIteration:
                 break
             except Exception as exc:
