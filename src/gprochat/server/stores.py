@@ -213,7 +213,7 @@ class SharedState:
             implementation="redispy",
             wrap_exceptions=True,
             key_prefix=f"{_KEY_PREFIX}:rate",
-            connection_pool=self._client.connection_pool,
+            connection_pool=self._client.connection_pool,  # type: ignore[arg-type]  # documented, typed narrower
             **options,
         )
 
