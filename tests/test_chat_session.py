@@ -7,6 +7,7 @@ a pty, so prompt_toolkit and rich see a real terminal.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import sqlite3
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pexpect
+import pyte
 import pytest
 
 from gprochat.server.backends import Backend
@@ -283,3 +285,50 @@ def test_interrupting_a_one_shot_chat_logs_the_cut_answer(
     assert backend.cut.wait(10)
     (row,) = _log_rows(gprochat_home)
     assert row["incomplete"] == 1 and row["answer"].startswith("word0 ")
+
+
+class TallAnswer(Backend):
+    """Forty numbered Markdown paragraphs, a few at a time: taller than a small terminal."""
+
+    name = "tall-answer"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        for i in range(40):
+            yield f"paragraph-{i:02d} of the tall answer\n\n"
+            if i % 4 == 3:
+                await asyncio.sleep(0.15)  # let the live display refresh in between
+
+
+def test_an_answer_taller_than_the_terminal_is_in_the_scrollback_once(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    """rich's Live display used to reprint the whole answer on every refresh once it no
+    longer fitted on the screen; a terminal emulator (pyte) replays what the user saw."""
+    rows, columns = 12, 80
+    server = make_server(backend=TallAnswer())
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gprochat", "chat", "--base-url", server.base_url],
+        env=_env(gprochat_home), encoding="utf-8", dimensions=(rows, columns), timeout=30,
+    )
+    seen = io.StringIO()
+    child.logfile_read = seen
+    try:
+        child.expect_exact(PROMPT_READY)
+        child.sendline("tell me a lot")
+        child.expect("paragraph-39")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    screen = pyte.HistoryScreen(columns, rows, history=1000)
+    pyte.Stream(screen).feed(seen.getvalue())
+    lines = [
+        "".join(line[x].data for x in range(columns)).rstrip()
+        for line in [*screen.history.top, *(screen.buffer[y] for y in range(rows))]
+    ]
+    text = "\n".join(lines)
+    for i in range(40):
+        assert text.count(f"paragraph-{i:02d} of the tall answer") == 1, (i, text)
+    # In order, after the prompt.
+    assert text.index("tell me a lot") < text.index("paragraph-00") < text.index("paragraph-39")

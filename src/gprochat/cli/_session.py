@@ -64,8 +64,33 @@ class _PlainOutput:
         sys.stderr.flush()
 
 
+class _Tail:
+    """The last lines of a renderable that fit on the screen (the live region's content).
+
+    rich's Live display cannot move the cursor above the top of the screen: once an
+    answer is taller than the terminal, every refresh printed the whole answer again
+    below the lines it could no longer reach, so the scrollback held it many times.
+    """
+
+    def __init__(self, renderable: Any) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.segment import Segment
+
+        lines = console.render_lines(self.renderable, options, pad=False)
+        keep = max(1, console.size.height - 1)  # one row for the cursor below the region
+        for line in lines[-keep:]:
+            yield from line
+            yield Segment.line()
+
+
 class _MarkdownOutput:
-    """The answer rendered as Markdown while it streams (rich's Live display)."""
+    """The answer rendered as Markdown while it streams (rich's Live display).
+
+    While it streams, the live region shows the answer's last screenful; at the end the
+    region is erased and the whole answer printed once, so the scrollback holds it once.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -77,7 +102,7 @@ class _MarkdownOutput:
         from rich.live import Live
 
         self.text = []
-        self.live = Live(console=self.console, auto_refresh=False, vertical_overflow="visible")
+        self.live = Live(console=self.console, auto_refresh=False, transient=True)
         self.live.start()
 
     def write(self, chunk: str) -> None:
@@ -91,13 +116,16 @@ class _MarkdownOutput:
         from rich.markdown import Markdown
 
         assert self.live is not None
-        self.live.update(Markdown("".join(self.text)), refresh=True)
+        self.live.update(_Tail(Markdown("".join(self.text))), refresh=True)
 
     def stop(self) -> None:
         if self.live is not None:
-            self._render()
-            self.live.stop()
+            self.live.stop()  # transient: the region is erased
             self.live = None
+            if self.text:
+                from rich.markdown import Markdown
+
+                self.console.print(Markdown("".join(self.text)))
 
     def note(self, text: str) -> None:
         self.console.print(text, style="dim", markup=False, highlight=False)
