@@ -253,7 +253,7 @@ def test_esc_enter_makes_a_multi_line_message(
 
 def test_local_session_works_too(spawn: object, gprochat_home: Path) -> None:
     child = spawn("--local")  # type: ignore[operator]
-    child.expect("Chatting with local")
+    child.expect_exact("Chatting with local (echo)")  # the backend that answers
     child.expect_exact(PROMPT_READY)
     child.sendline("hello local")
     child.expect("backend.*hello local")
@@ -263,7 +263,7 @@ def test_local_session_works_too(spawn: object, gprochat_home: Path) -> None:
     child.close()
     assert child.exitstatus == 0
     (row,) = _log_rows(gprochat_home)
-    assert row["deployment"] == "local"
+    assert row["deployment"] == "local" and row["model"] == "echo"
 
 
 def test_interrupting_a_one_shot_chat_logs_the_cut_answer(

@@ -24,6 +24,13 @@ class Target:
     model: str
     deployment: str
     options: dict[str, Any]
+    #: The model that really answers, when known (``--local``: the bundled server's);
+    #: recorded in the log instead of ``model``, which the protocol does not send.
+    served_model: str = ""
+
+    @property
+    def model_label(self) -> str:
+        return self.served_model or self.model or GPROChat.default_model
 
 
 @dataclass
@@ -74,7 +81,7 @@ async def exchange(
     record = Exchange(
         conversation_id=conversation.id,
         deployment=target.deployment,
-        model=target.model or GPROChat.default_model,
+        model=target.model_label,
         system=conversation.system,
         prompt=prompt,
     )

@@ -172,7 +172,8 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
     )
     resumed = f", continuing {len(conversation.turns)} earlier turns" if conversation.turns else ""
     output.note(
-        f"Chatting with {target.deployment} ({target.model or 'default model'}), conversation "
+        f"Chatting with {target.deployment} ({target.served_model or target.model or 'default model'}), "
+        f"conversation "
         f"{conversation.id}{resumed}. /help for commands, Esc Enter for a new line, Ctrl-D to leave."
     )
     while True:

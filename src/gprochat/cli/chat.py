@@ -103,12 +103,15 @@ def chat(
         except LogError as exc:
             fail(str(exc))
         deployment = base_url or ""
+        served_model = ""
         if local:
             from ..server import BackgroundServer
 
             server = BackgroundServer(_local_server_config(secret_key, password))
             base_url = stack.enter_context(server).base_url
             deployment = "local"
+            # The bundled server's backend answers whatever --model says: log its model.
+            served_model = server.app.state.backend.models()[0]
         options: dict[str, Any] = {
             "base_url": base_url,
             "secret_key": secret_key,
@@ -120,7 +123,7 @@ def chat(
             "max_history": max_history,
         }
         options = {name: value for name, value in options.items() if value is not None}
-        target = Target(model, deployment or _default_deployment(), options)
+        target = Target(model, deployment or _default_deployment(), options, served_model)
         if interactive:
             from ._session import run_session
 

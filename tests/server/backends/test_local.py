@@ -366,10 +366,13 @@ def test_serve_and_chat_local_default_to_the_real_model() -> None:
     with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=60) as base_url:
         answer = asyncio.run(GPROChat.create_async("", FRANCE, base_url=base_url))
     assert "Paris" in answer
-    result = run_cli("chat", "--local", "What is the capital of France?",
+    result = run_cli("chat", "--local", "--json", "What is the capital of France?",
                      env=clean_env(GPROCHAT_BACKEND="auto"))
     assert result.returncode == 0, result.stderr
-    assert "Paris" in result.stdout
+    record = json.loads(result.stdout)
+    assert "Paris" in record["answer"]
+    # The log names the model that answered, not the protocol's default name.
+    assert record["model"] == "SmolLM2-135M-Instruct.Q4_1"
 
 
 def test_auto_falls_back_to_echo_and_says_how_to_install(tmp_path: Path) -> None:
