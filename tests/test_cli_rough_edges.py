@@ -275,3 +275,20 @@ def test_usage_errors() -> None:
     assert result.returncode == 1 and "no conversation to continue" in result.stderr
     result = run_cli("chat", "--base-url", f"http://127.0.0.1:{free_port()}", "--max-retries", "0", "  ")
     assert result.returncode == 2 and "the prompt is empty" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("GPROCHAT_BACKEND", "bogus",
+         "Error: GPROCHAT_BACKEND='bogus': chat --local runs the local model or echo"),
+        ("GPROCHAT_N_CTX", "lots", "Error: GPROCHAT_N_CTX='lots' is not an integer"),
+        ("GPROCHAT_TEMPERATURE", "warm", "Error: GPROCHAT_TEMPERATURE='warm' is not a number"),
+    ],
+)
+def test_chat_local_refuses_a_bad_setting_in_one_line(variable: str, value: str, message: str) -> None:
+    env = clean_env(**{"GPROCHAT_BACKEND": "auto", variable: value})
+    result = run_cli("chat", "--local", "Hi", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr and result.stdout == ""

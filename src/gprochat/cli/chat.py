@@ -107,7 +107,11 @@ def chat(
         if local:
             from ..server import BackgroundServer
 
-            server = BackgroundServer(_local_server_config(secret_key, password))
+            config = _local_server_config(secret_key, password)
+            try:
+                server = BackgroundServer(config)
+            except ValueError as exc:  # a setting the backend refuses (e.g. GPROCHAT_N_CTX=1)
+                fail(f"{config.backend} backend: {exc}", 2)
             base_url = stack.enter_context(server).base_url
             deployment = "local"
             # The bundled server's backend answers whatever --model says: log its model.
@@ -133,15 +137,54 @@ def chat(
             _run(_one_shot(target, conversation, text, log, stream=stream and not as_json, as_json=as_json))
 
 
-def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> ServerConfig:
-    """The bundled server ``--local`` starts (the one place that decides what it runs)."""
-    from ..server import ServerConfig
+#: The local backend's settings ``--local`` takes from the environment, as gprochat serve
+#: does: variable, constructor option, type.
+_LOCAL_SETTINGS: tuple[tuple[str, str, type], ...] = (
+    ("GPROCHAT_MODEL_PATH", "model_path", str),
+    ("GPROCHAT_LOCAL_SLOTS", "slots", int),
+    ("GPROCHAT_LOCAL_QUEUE", "queue", int),
+    ("GPROCHAT_N_CTX", "n_ctx", int),
+    ("GPROCHAT_THREADS", "threads", int),
+    ("GPROCHAT_MAX_TOKENS", "max_tokens", int),
+    ("GPROCHAT_TEMPERATURE", "temperature", float),
+    ("GPROCHAT_TOP_P", "top_p", float),
+    ("GPROCHAT_REPEAT_PENALTY", "repeat_penalty", float),
+)
 
+
+def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> ServerConfig:
+    """The bundled server ``--local`` starts (the one place that decides what it runs).
+
+    The local model when installed, else echo (``GPROCHAT_BACKEND=echo`` or ``local``
+    chooses); the local backend's ``GPROCHAT_*`` settings apply. A model named by
+    ``GPROCHAT_MODEL_PATH`` that cannot run is an error, never a quiet echo instead.
+    """
+    from ..server import ServerConfig
+    from ..server.backends import resolve_backend
+
+    backend = os.environ.get("GPROCHAT_BACKEND", "auto").strip().lower() or "auto"
+    if backend not in ("auto", "local", "echo"):
+        fail(f"GPROCHAT_BACKEND={backend!r}: chat --local runs the local model or echo; "
+             "for another backend start gprochat serve and pass --base-url", 2)
+    options: dict[str, Any] = {}
+    if backend != "echo":
+        for variable, option, kind in _LOCAL_SETTINGS:
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                continue
+            try:
+                options[option] = kind(value)
+            except ValueError:
+                fail(f"{variable}={value!r} is not {'an integer' if kind is int else 'a number'}", 2)
+    backend, options, why_not_local = resolve_backend(backend, options)
+    if why_not_local:
+        click.echo(f"No local model, so the echo backend answers (a mirror, no model): {why_not_local}",
+                   err=True)
     return ServerConfig(
         secret_key=secret_key or DEFAULT_SECRET_KEY,
         passwords=(password,) if password else (),
-        # The local model when installed (GPROCHAT_MODEL_PATH picks another), else echo.
-        backend=os.environ.get("GPROCHAT_BACKEND", "auto"),
+        backend=backend,
+        backend_options=options,
     )
 
 

@@ -391,3 +391,25 @@ def test_auto_falls_back_to_echo_and_says_how_to_install(tmp_path: Path) -> None
     assert "echo backend answers" in result.stderr
     assert "pip install 'gprochat[local]'" in result.stderr
     assert "(echo backend, " in result.stderr
+
+
+def test_chat_local_takes_the_local_settings_from_the_environment(tmp_path: Path) -> None:
+    """As gprochat serve does: GPROCHAT_MAX_TOKENS caps the answer, and a model named by
+    GPROCHAT_MODEL_PATH that cannot run is an error, not a quiet echo in its place."""
+    require_local_model()
+    result = run_cli("chat", "--local", "--json", "What is the capital of France?",
+                     env=clean_env(GPROCHAT_BACKEND="auto", GPROCHAT_MAX_TOKENS="2"))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)["answer"]
+    assert answer and "Paris" not in answer and len(answer.split()) <= 2
+
+    missing = tmp_path / "missing.gguf"
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_text("not a model\n")
+    for path, why in ((missing, "does not exist"), (not_gguf, "is not a GGUF model")):
+        result = run_cli("chat", "--local", "Hi", env=clean_env(GPROCHAT_BACKEND="auto",
+                                                                GPROCHAT_MODEL_PATH=str(path)))
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"Error: local backend: model file '{path}' {why}")
+        assert "Traceback" not in result.stderr
