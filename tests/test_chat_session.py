@@ -332,3 +332,31 @@ def test_an_answer_taller_than_the_terminal_is_in_the_scrollback_once(
         assert text.count(f"paragraph-{i:02d} of the tall answer") == 1, (i, text)
     # In order, after the prompt.
     assert text.index("tell me a lot") < text.index("paragraph-00") < text.index("paragraph-39")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--base-url", "127.0.0.1:8000"),
+         "Error: base_url='127.0.0.1:8000' is not an http:// or https:// URL"),
+        (("--proxy", "ftp://127.0.0.1:21"), "Error: proxy="),
+    ],
+)
+def test_a_malformed_setting_stops_the_session_before_it_opens(
+    spawn: object, gprochat_home: Path, args: tuple[str, ...], message: str
+) -> None:
+    """Not at the first prompt, after the user typed it, as a failed exchange in the log."""
+    child = spawn(*args)  # type: ignore[operator]
+    child.expect_exact(message)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert "Chatting with" not in (child.before or "")
+    assert not (gprochat_home / "logs.db").exists() or _log_rows(gprochat_home) == []
+
+
+def test_chat_local_ignores_a_base_url_in_the_environment(gprochat_home: Path) -> None:
+    result = run_cli("chat", "--local", "hi", env=clean_env(GPROCHAT_HOME=str(gprochat_home),
+                                                            GPROCHAT_BASE_URL="localhost:8000"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(": hi\n")

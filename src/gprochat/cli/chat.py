@@ -94,6 +94,7 @@ def chat(
     _show_retries()
     try:
         GPROChat.get_model(model)
+        _check_settings(base_url, proxy, timeout, max_retries, local=local)
     except GPROChatError as exc:
         fail(str(exc))
     with ExitStack() as stack:
@@ -186,6 +187,23 @@ def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> 
         backend=backend,
         backend_options=options,
     )
+
+
+def _check_settings(
+    base_url: Optional[str], proxy: Optional[str], timeout: Optional[float], max_retries: Optional[int],
+    *, local: bool,
+) -> None:
+    """Refuse a malformed URL, proxy or ``GPROCHAT_*`` number before the session opens
+    (rather than at the first prompt, in a log entry of its own)."""
+    from ..providers._proxy import resolve_proxy
+    from ..providers._retry import resolve_max_retries
+    from ..providers._timeouts import resolve_timeout
+
+    if not local:  # --local talks to its own server, whatever GPROCHAT_BASE_URL says
+        GPROChat._endpoint(base_url)
+    resolve_proxy(proxy)
+    resolve_timeout(timeout)
+    resolve_max_retries(max_retries)
 
 
 def _default_deployment() -> str:
