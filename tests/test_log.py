@@ -159,3 +159,15 @@ def test_logs_command_text_and_filters(gprochat_home: Path) -> None:
     by_cid = run_cli("logs", "--cid", cid).stdout
     assert by_cid.count("## Prompt") == 2 and "walruses" not in by_cid
     assert run_cli("logs", "--path").stdout.strip() == str(gprochat_home / "logs.db")
+
+
+def test_a_file_where_the_log_directory_should_be_is_named(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "home"
+    in_the_way.write_text("a file, not a directory\n")
+    for home in (in_the_way, in_the_way / "deeper"):
+        result = run_cli("chat", "--local", "Hi", env=clean_env(GPROCHAT_HOME=str(home)))
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"Error: cannot open the conversation log {home / 'logs.db'}: {home} must be a directory, "
+            "and a file is in the way (set GPROCHAT_HOME to a writable directory, or pass --no-log)"
+        ]

@@ -246,8 +246,11 @@ class ConversationLog:
         except sqlite3.DatabaseError as exc:
             raise self._damaged(exc) from exc
         except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir met a file
+                reason = f"{exc.filename} must be a directory, and a file is in the way"
             raise LogError(
-                f"cannot open the conversation log {self.path}: {exc.strerror or exc} "
+                f"cannot open the conversation log {self.path}: {reason} "
                 "(set GPROCHAT_HOME to a writable directory, or pass --no-log)"
             ) from exc
 
