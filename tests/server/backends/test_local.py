@@ -413,3 +413,19 @@ def test_chat_local_takes_the_local_settings_from_the_environment(tmp_path: Path
         assert result.stdout == ""
         assert result.stderr.startswith(f"Error: local backend: model file '{path}' {why}")
         assert "Traceback" not in result.stderr
+
+
+async def test_an_answer_cut_by_the_token_limit_is_logged(
+    local: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The protocol has no way to say it, so the server's log does (and only then)."""
+    caplog.set_level(logging.INFO, logger="gprochat.server.local")
+    cut = "local backend: an answer reached its token limit (%d) and was cut; " \
+          "a request's max_tokens or --max-tokens raises it"
+    answer = await GPROChat.create_async("", LONG, base_url=local.base_url)  # max_tokens=32
+    assert answer.strip()
+    assert [r.args for r in caplog.records if r.msg == cut] == [(32,)]
+    caplog.clear()
+    answer = await GPROChat.create_async("", FRANCE, base_url=local.base_url)
+    assert "Paris" in answer
+    assert [r for r in caplog.records if r.msg == cut] == []
