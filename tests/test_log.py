@@ -171,3 +171,21 @@ def test_a_file_where_the_log_directory_should_be_is_named(tmp_path: Path) -> No
             f"Error: cannot open the conversation log {home / 'logs.db'}: {home} must be a directory, "
             "and a file is in the way (set GPROCHAT_HOME to a writable directory, or pass --no-log)"
         ]
+
+
+def test_logs_says_when_there_is_nothing_to_show(gprochat_home: Path) -> None:
+    db = gprochat_home / "logs.db"
+    empty = run_cli("logs")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr == f"The log ({db}) is empty: gprochat chat records every exchange.\n"
+    run_cli("chat", "--local", "about walruses")
+    missed = run_cli("logs", "-q", "narwhals")
+    assert missed.returncode == 0 and missed.stdout == ""
+    assert missed.stderr == f"No exchange with every word of 'narwhals' in the log ({db}).\n"
+    missed = run_cli("logs", "--cid", "000000000000", "-q", "walruses")
+    assert missed.stderr == (
+        f"No exchange in conversation '000000000000' with every word of 'walruses' in the log ({db}).\n"
+    )
+    # JSON stays a JSON array, with nothing on stderr.
+    as_json = run_cli("logs", "-q", "narwhals", "--json")
+    assert as_json.stdout == "[]\n" and as_json.stderr == ""
