@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -360,3 +361,29 @@ def test_chat_local_ignores_a_base_url_in_the_environment(gprochat_home: Path) -
                                                             GPROCHAT_BASE_URL="localhost:8000"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(": hi\n")
+
+
+def test_a_message_that_is_not_utf8_is_repaired_not_fatal(gprochat_home: Path) -> None:
+    """A terminal in another encoding (or a paste of raw bytes): prompt_toolkit hands the
+    bad bytes over as lone surrogates, which used to end the session with a traceback."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gprochat", "chat", "--local"], env=_env(gprochat_home),
+        encoding="utf-8", codec_errors="replace", dimensions=(50, 200), timeout=30,
+    )
+    child.expect_exact(PROMPT_READY)
+    try:
+        os.write(child.child_fd, b"caf\xe9 au lait\r")  # raw bytes, as such a terminal sends them
+        child.expect_exact("Warning: the message is not valid UTF-8")
+        child.expect("backend.*caf\N{REPLACEMENT CHARACTER} au lait")
+        child.expect_exact(PROMPT_READY)
+        child.sendline("still here")
+        child.expect("backend.*still here")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    first, second = _log_rows(gprochat_home)
+    assert first["prompt"] == "caf\N{REPLACEMENT CHARACTER} au lait" and first["error"] is None
+    assert second["answer"].endswith("still here")

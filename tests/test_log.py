@@ -189,3 +189,14 @@ def test_logs_says_when_there_is_nothing_to_show(gprochat_home: Path) -> None:
     # JSON stays a JSON array, with nothing on stderr.
     as_json = run_cli("logs", "-q", "narwhals", "--json")
     assert as_json.stdout == "[]\n" and as_json.stderr == ""
+
+
+def test_text_with_lone_surrogates_is_stored_repaired(tmp_path: Path) -> None:
+    """A caller's undecodable input reaches the log as U+FFFD, not as an encoding crash."""
+    with ConversationLog.open(tmp_path) as log:
+        record = _exchange("caf\udce9")
+        record.answer = "bad \udcff answer"
+        log.record(record)
+        (stored,) = log.recent(None)
+    assert stored.prompt == "caf\N{REPLACEMENT CHARACTER}"
+    assert stored.answer == "bad \N{REPLACEMENT CHARACTER} answer"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import GPROChatError
 from ..log import ConversationLog, LogError, data_dir
+from ._common import repair_text
 from ._conversation import Conversation, Target, exchange
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
             continue
         except EOFError:
             return
-        text = line.strip()
+        text = repair_text(line, "the message", output.note).strip()
         if not text:
             continue
         if text.startswith("/"):

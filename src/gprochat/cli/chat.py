@@ -16,7 +16,7 @@ from ..errors import GPROChatError
 from ..log import ConversationLog, LogError
 from ..protocol import DEFAULT_SECRET_KEY
 from ..providers import GPROChat
-from ._common import fail
+from ._common import fail, repair_text
 from ._conversation import Conversation, Target, exchange
 
 if TYPE_CHECKING:
@@ -226,9 +226,13 @@ def _run(main: Any) -> None:
         fail("interrupted", 130)
 
 
+def _warn(text: str) -> None:
+    click.echo(text, err=True)
+
+
 def _read_prompt(words: tuple[str, ...]) -> Optional[str]:
     """The prompt from the arguments and standard input; ``None`` means interactive."""
-    argument = _clean(" ".join(words), "the prompt") if words else None
+    argument = repair_text(" ".join(words), "the prompt", _warn) if words else None
     if sys.stdin is None or sys.stdin.isatty():
         return argument
     raw = sys.stdin.buffer.read()
@@ -247,20 +251,6 @@ def _read_prompt(words: tuple[str, ...]) -> Optional[str]:
     if not piped.strip():
         return argument
     return f"{piped}\n\n{argument}"  # as llm does: the piped text is the context
-
-
-def _clean(text: str, what: str) -> str:
-    """Text from the command line that holds undecodable bytes (lone surrogates), repaired."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        click.echo(
-            f"Warning: {what} is not valid UTF-8 (check the terminal's locale); "
-            "bytes that are not were replaced by \N{REPLACEMENT CHARACTER}",
-            err=True,
-        )
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _conversation(

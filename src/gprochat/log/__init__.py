@@ -268,6 +268,9 @@ class ConversationLog:
         values.pop("id")
         values["deployment"] = public_url(values["deployment"])
         values["incomplete"] = int(values["incomplete"])
+        for name, value in values.items():
+            if isinstance(value, str):  # a lone surrogate (undecodable input) cannot be stored
+                values[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         names = ", ".join(values)
         marks = ", ".join(f":{name}" for name in values)
         with self._errors(), self._transaction():
