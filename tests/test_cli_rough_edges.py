@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +295,24 @@ def test_chat_local_refuses_a_bad_setting_in_one_line(variable: str, value: str,
     assert result.returncode == 2
     assert result.stderr.startswith(message)
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_ctrl_c_before_the_answer_starts_is_a_clean_exit_130(tmp_path: Path) -> None:
+    """Here while standard input is still being read (a pipe that has not ended): one
+    line and status 130, as Ctrl-C during an answer gives, not click's 'Aborted!' and 1."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gprochat", "chat", "--local", "summarise"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=clean_env(GPROCHAT_HOME=str(tmp_path)), text=True,
+    )
+    try:
+        time.sleep(2)  # it is blocked reading stdin, which stays open
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stdin is not None
+        process.stdin.close()
+    assert process.returncode == 130
+    assert err == "Error: interrupted\n" and out == ""

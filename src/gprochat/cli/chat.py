@@ -83,7 +83,10 @@ def chat(
     log (gprochat logs) unless --no-log is given; -c and --cid continue a conversation,
     sending its earlier turns as history.
     """
-    text = _read_prompt(prompt)
+    try:
+        text = _read_prompt(prompt)
+    except KeyboardInterrupt:  # Ctrl-C while stdin is still being read
+        fail("interrupted", 130)
     interactive = text is None
     if interactive and (as_json or not stream):
         fail("--json and --no-stream need a prompt (an argument or standard input)", 2)
@@ -97,45 +100,49 @@ def chat(
         _check_settings(base_url, proxy, timeout, max_retries, local=local)
     except GPROChatError as exc:
         fail(str(exc))
-    with ExitStack() as stack:
-        try:
-            log = None if no_log else stack.enter_context(ConversationLog.open())
-            conversation = _conversation(log, continue_, cid, system)
-        except LogError as exc:
-            fail(str(exc))
-        deployment = base_url or ""
-        served_model = ""
-        if local:
-            from ..server import BackgroundServer
-
-            config = _local_server_config(secret_key, password)
+    try:  # Ctrl-C while the bundled server or the model starts, too
+        with ExitStack() as stack:
             try:
-                server = BackgroundServer(config)
-            except ValueError as exc:  # a setting the backend refuses (e.g. GPROCHAT_N_CTX=1)
-                fail(f"{config.backend} backend: {exc}", 2)
-            base_url = stack.enter_context(server).base_url
-            deployment = "local"
-            # The bundled server's backend answers whatever --model says: log its model.
-            served_model = server.app.state.backend.models()[0]
-        options: dict[str, Any] = {
-            "base_url": base_url,
-            "secret_key": secret_key,
-            "password": password,
-            "proxy": proxy,
-            "timeout": timeout,
-            "max_retries": max_retries,
-            "history": history,
-            "max_history": max_history,
-        }
-        options = {name: value for name, value in options.items() if value is not None}
-        target = Target(model, deployment or _default_deployment(), options, served_model)
-        if interactive:
-            from ._session import run_session
+                log = None if no_log else stack.enter_context(ConversationLog.open())
+                conversation = _conversation(log, continue_, cid, system)
+            except LogError as exc:
+                fail(str(exc))
+            deployment = base_url or ""
+            served_model = ""
+            if local:
+                from ..server import BackgroundServer
 
-            _run(run_session(target, conversation, log))
-        else:
-            assert text is not None
-            _run(_one_shot(target, conversation, text, log, stream=stream and not as_json, as_json=as_json))
+                config = _local_server_config(secret_key, password)
+                try:
+                    server = BackgroundServer(config)
+                except ValueError as exc:  # a setting the backend refuses (e.g. GPROCHAT_N_CTX=1)
+                    fail(f"{config.backend} backend: {exc}", 2)
+                base_url = stack.enter_context(server).base_url
+                deployment = "local"
+                # The bundled server's backend answers whatever --model says: log its model.
+                served_model = server.app.state.backend.models()[0]
+            options: dict[str, Any] = {
+                "base_url": base_url,
+                "secret_key": secret_key,
+                "password": password,
+                "proxy": proxy,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "history": history,
+                "max_history": max_history,
+            }
+            options = {name: value for name, value in options.items() if value is not None}
+            target = Target(model, deployment or _default_deployment(), options, served_model)
+            if interactive:
+                from ._session import run_session
+
+                _run(run_session(target, conversation, log))
+            else:
+                assert text is not None
+                _run(_one_shot(target, conversation, text, log,
+                               stream=stream and not as_json, as_json=as_json))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
 
 
 #: The local backend's settings ``--local`` takes from the environment, as gprochat serve
