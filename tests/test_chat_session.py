@@ -387,3 +387,26 @@ def test_a_message_that_is_not_utf8_is_repaired_not_fatal(gprochat_home: Path) -
     first, second = _log_rows(gprochat_home)
     assert first["prompt"] == "caf\N{REPLACEMENT CHARACTER} au lait" and first["error"] is None
     assert second["answer"].endswith("still here")
+
+
+def test_continue_goes_back_where_the_conversation_was_held(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    """As llm -c keeps the conversation's model: no --base-url needed (it would have gone
+    to gprochat.com); a --local conversation continues on the bundled server."""
+    server = make_server(backend=HistoryReporter())
+    env = _env(gprochat_home)
+    first = run_cli("chat", "--base-url", server.base_url, "about aardvarks", env=env)
+    assert first.returncode == 0, first.stderr
+    more = run_cli("chat", "-c", "and bonobos", env=env)
+    assert more.returncode == 0, more.stderr
+    assert "received 2 earlier turns first=aardvarks" in more.stdout and "now=bonobos" in more.stdout
+    assert _log_rows(gprochat_home)[-1]["deployment"] == server.base_url
+
+    local = run_cli("chat", "--local", "hello there", env=env)
+    assert local.returncode == 0, local.stderr
+    again = run_cli("chat", "-c", "hello again", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Echo from the built-in echo backend")
+    last, before = _log_rows(gprochat_home)[-1], _log_rows(gprochat_home)[-2]
+    assert last["deployment"] == "local" and last["conversation_id"] == before["conversation_id"]

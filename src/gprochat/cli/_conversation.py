@@ -40,6 +40,8 @@ class Conversation:
     id: str = field(default_factory=new_conversation_id)
     system: Optional[str] = None
     turns: list[tuple[str, str]] = field(default_factory=list)
+    #: Where a conversation from the log was held ("local", or the URL without credentials).
+    deployment: Optional[str] = None
 
     @classmethod
     def from_log(cls, exchanges: list[Exchange], system: Optional[str]) -> Conversation:
@@ -49,6 +51,7 @@ class Conversation:
             id=exchanges[0].conversation_id,
             system=system if system is not None else last_system,
             turns=[(e.prompt, e.answer) for e in exchanges if e.answer],
+            deployment=exchanges[-1].deployment,
         )
 
     def messages(self, prompt: str) -> Messages:

@@ -107,6 +107,12 @@ def chat(
                 conversation = _conversation(log, continue_, cid, system)
             except LogError as exc:
                 fail(str(exc))
+            if conversation.deployment and not (local or base_url):
+                # -c/--cid go on where the conversation was held, as llm -c keeps its model.
+                if conversation.deployment == "local":
+                    local = True
+                else:
+                    base_url = conversation.deployment
             deployment = base_url or ""
             served_model = ""
             if local:
