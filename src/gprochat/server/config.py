@@ -1,19 +1,41 @@
-"""Server settings: one object, filled from CLI flags or environment variables."""
+"""Server settings: one object, filled from CLI flags or environment variables.
+
+``ServerConfig`` checks every setting when it is built (``__post_init__``): a wrong
+value raises ``InvalidSettingError`` naming the setting, before any socket is
+opened; ``gprochat serve`` turns it into a usage error (exit 2) naming the flag.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import ConfigurationError
 from ..protocol import DEFAULT_SECRET_KEY
 
-__all__ = ["CONFIG_ENV_VAR", "ServerConfig"]
+__all__ = ["CONFIG_ENV_VAR", "LOG_LEVELS", "InvalidSettingError", "ServerConfig"]
 
 #: The environment variable that carries a serialized ``ServerConfig`` to worker
 #: processes started by ``gprochat serve --workers N``.
 CONFIG_ENV_VAR = "GPROCHAT_SERVER_CONFIG_JSON"
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+# Upstream connections beyond --max-streams: a stream slot can be handed on a moment
+# before the previous answer's connection is back in the pool.
+_SPARE_CONNECTIONS = 16
+
+
+class InvalidSettingError(ConfigurationError):
+    """A server setting is wrong; ``setting`` is the ``ServerConfig`` field's name."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass
@@ -35,8 +57,15 @@ class ServerConfig:
     ``redis_failure`` says what to do when it is unreachable (``"closed"``: refuse
     with 503, ``"open"``: serve without those checks).
 
-    Operations: ``shutdown_timeout`` is how long in-flight streams may run on after
-    a shutdown request before they are cut (``None``: wait for them).
+    HTTP layer (``http.py``): ``header_timeout``, ``body_idle_timeout``,
+    ``body_timeout``, ``keepalive_timeout``, ``drain_timeout`` (seconds) and
+    ``max_url_bytes``, ``max_header_count``, ``max_header_bytes``,
+    ``max_connections``, ``drain_bytes``; ``replay_max_entries`` caps the signatures
+    remembered in memory.
+
+    Operations: ``host``, ``port`` (0: any free port), ``workers``, ``log_level``,
+    ``log_format``; ``shutdown_timeout`` is how long in-flight streams may run on
+    after a shutdown request before they are cut (``None``: wait for them).
     """
 
     secret_key: str = DEFAULT_SECRET_KEY
@@ -68,20 +97,52 @@ class ServerConfig:
 
     redis_url: str | None = None
     redis_failure: Literal["open", "closed"] = "closed"
+    replay_max_entries: int = 1_000_000
 
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 5.0
+    max_url_bytes: int = 8192
+    max_header_count: int = 100
+    max_header_bytes: int = 16384
+    max_connections: int = 2048
+    drain_bytes: int = 64 * 1024 * 1024
+    drain_timeout: float = 10.0
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
     shutdown_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
-        if self.redis_failure not in ("open", "closed"):
-            raise ValueError(f"redis_failure must be 'open' or 'closed', not {self.redis_failure!r}")
-        for name in ("timestamp_window", "max_body_bytes", "max_messages", "max_message_chars",
-                     "max_streams"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
         # Lists arrive from JSON or callers as lists; the dataclass promises tuples.
         self.passwords = tuple(self.passwords)
         self.trusted_proxies = tuple(self.trusted_proxies)
         self.api_keys = tuple(self.api_keys)
+        self.log_level = self.log_level.lower() if isinstance(self.log_level, str) else self.log_level
+        _check(self)
+        self._size_upstream_pool()
+
+    def _size_upstream_pool(self) -> None:
+        """An HTTP backend holds one upstream connection per answer: as many as --max-streams.
+
+        Its ``max_connections`` option is set from ``max_streams`` (a few spare for
+        connections being released; 0 for no bound) unless ``backend_options`` sets it.
+        """
+        from .backends import BACKENDS
+
+        if "max_connections" in self.backend_options or self.backend not in BACKENDS:
+            return  # set by hand, or "auto" (local or echo: neither has a pool)
+        try:
+            accepted = inspect.signature(BACKENDS[self.backend]).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+            return
+        if "max_connections" in accepted:
+            pool = self.max_streams + _SPARE_CONNECTIONS if self.max_streams else 0
+            self.backend_options = {**self.backend_options, "max_connections": pool}
 
     @staticmethod
     def split_passwords(value: str | None) -> tuple[str, ...]:
@@ -99,3 +160,109 @@ class ServerConfig:
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+# -- validation: one table of rules, one message shape ---------------------------
+
+_SECONDS_POSITIVE = ("header_timeout", "body_idle_timeout", "body_timeout", "keepalive_timeout",
+                     "drain_timeout")
+_SECONDS_OR_ZERO = ("timestamp_window",)
+_COUNTS = ("max_body_bytes", "max_messages", "max_message_chars", "max_streams",
+           "busy_retry_after", "max_connections", "drain_bytes", "replay_max_entries")
+_COUNTS_POSITIVE = ("max_url_bytes", "max_header_count", "max_header_bytes")
+
+
+def _fail(setting: str, message: str) -> InvalidSettingError:
+    return InvalidSettingError(setting, f"{setting}: {message}")
+
+
+def _number(config: ServerConfig, name: str, *, integer: bool, minimum: float, above: bool) -> None:
+    value = getattr(config, name)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        kind = "a whole number" if integer else "a number of seconds"
+        raise _fail(name, f"must be {kind}, not {value!r}")
+    if value < minimum or (above and value == minimum):
+        bound = f"greater than {minimum:g}" if above else f"at least {minimum:g}"
+        raise _fail(name, f"must be {bound}, not {value!r}")
+
+
+def _strings(config: ServerConfig, name: str) -> None:
+    values = getattr(config, name)
+    if not all(isinstance(v, str) and v for v in values):
+        raise _fail(name, f"must be non-empty strings, not {values!r}")
+
+
+def _check(config: ServerConfig) -> None:
+    """Raise ``InvalidSettingError`` for the first wrong setting of ``config``."""
+    for name in _SECONDS_POSITIVE:
+        _number(config, name, integer=False, minimum=0, above=True)
+    for name in _SECONDS_OR_ZERO:
+        _number(config, name, integer=False, minimum=0, above=False)
+    for name in _COUNTS:
+        _number(config, name, integer=True, minimum=0, above=False)
+    for name in _COUNTS_POSITIVE:
+        _number(config, name, integer=True, minimum=1, above=False)
+    _number(config, "workers", integer=True, minimum=1, above=False)
+    _number(config, "port", integer=True, minimum=0, above=False)
+    if config.port > 65535:
+        raise _fail("port", f"must be from 0 to 65535 (0: any free port), not {config.port}")
+    if config.shutdown_timeout is not None:
+        _number(config, "shutdown_timeout", integer=False, minimum=0, above=False)
+    if not isinstance(config.host, str) or not config.host.strip():
+        raise _fail("host", f"must be an address or host name to listen on, not {config.host!r}")
+    if config.log_level not in LOG_LEVELS:
+        raise _fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {config.log_level!r}")
+    if config.log_format not in ("json", "text"):
+        raise _fail("log_format", f"must be 'json' or 'text', not {config.log_format!r}")
+    if config.redis_failure not in ("open", "closed"):
+        raise _fail("redis_failure", f"must be 'open' or 'closed', not {config.redis_failure!r}")
+    if config.redis_url is not None and not (
+        isinstance(config.redis_url, str)
+        and config.redis_url.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise _fail("redis_url", f"must start with redis://, rediss:// or unix://, not {config.redis_url!r}")
+    if config.relay_url is not None and not (
+        isinstance(config.relay_url, str) and config.relay_url.startswith(("http://", "https://"))
+    ):
+        raise _fail("relay_url", f"must be an http:// or https:// URL, not {config.relay_url!r}")
+    if not isinstance(config.secret_key, str) or not config.secret_key:
+        raise _fail("secret_key", "must be a non-empty string")
+    for name in ("passwords", "api_keys", "trusted_proxies"):
+        _strings(config, name)
+    if not isinstance(config.backend_options, dict):
+        raise _fail("backend_options", f"must be a dict, not {config.backend_options!r}")
+    _check_backend_name(config)
+    _check_rate_limit(config)
+    _check_trusted_proxies(config)
+
+
+def _check_backend_name(config: ServerConfig) -> None:
+    from .backends import AUTO, BACKENDS  # the registry: a new backend needs no change here
+
+    if config.backend not in BACKENDS and config.backend != AUTO:
+        known = ", ".join(sorted([*BACKENDS, AUTO]))
+        raise _fail("backend", f"unknown backend {config.backend!r}; choose one of: {known}")
+
+
+def _check_rate_limit(config: ServerConfig) -> None:
+    if config.rate_limit is None:
+        return
+    from limits import parse
+
+    try:
+        parse(config.rate_limit)
+    except (ValueError, TypeError) as exc:
+        raise _fail(
+            "rate_limit",
+            f"{config.rate_limit!r} is not a rate such as 60/minute, 5/second or 1000/day ({exc})",
+        ) from None
+
+
+def _check_trusted_proxies(config: ServerConfig) -> None:
+    from .guard import parse_networks
+
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as exc:
+        raise _fail("trusted_proxies", f"{exc}; give an IP address or a CIDR network") from None

@@ -41,10 +41,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class ExpectedAbortFilter(logging.Filter):
-    """Drops uvicorn's traceback for a stream cut on purpose (``StreamAborted``).
+    """Drops uvicorn's traceback for a stream cut on purpose.
 
-    Cutting the connection is how the protocol tells a client that an answer is
-    incomplete; the route has already logged one line about it.
+    ``StreamAborted``: cutting the connection is how the protocol tells a client that
+    an answer is incomplete; the route has already logged one line about it.
+    ``CancelledError``: past ``--shutdown-timeout`` uvicorn cancels the answers still
+    running and logs one line saying how many; a traceback each adds nothing.
     """
 
     def __init__(self, *exception_types: type[BaseException]) -> None:
@@ -66,10 +68,14 @@ def _contains(exc: BaseException, types: tuple[type[BaseException], ...]) -> boo
 
 
 def install_abort_filter(*exception_types: type[BaseException]) -> None:
-    """Add ``ExpectedAbortFilter`` to uvicorn's error logger (once)."""
+    """Add ``ExpectedAbortFilter`` to uvicorn's error logger (once), or these types to it."""
     target = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, ExpectedAbortFilter) for f in target.filters):
-        target.addFilter(ExpectedAbortFilter(*exception_types))
+    for existing in target.filters:
+        if isinstance(existing, ExpectedAbortFilter):
+            missing = tuple(t for t in exception_types if t not in existing.exception_types)
+            existing.exception_types += missing
+            return
+    target.addFilter(ExpectedAbortFilter(*exception_types))
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

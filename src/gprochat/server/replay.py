@@ -9,12 +9,13 @@ request can neither probe the server's clock nor fill the replay store.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 from ..errors import SharedStateError
 from .guard import FailurePolicy, Rejected
-from .stores import ReplayStore
+from .stores import ReplayStore, ReplayStoreFull
 
 __all__ = ["REPLAY_STATUS", "SIGNATURE_ALREADY_USED", "ReplayGuard"]
 
@@ -63,6 +64,15 @@ class ReplayGuard:
         except SharedStateError as exc:
             self._policy.handle(exc)
             return
+        except ReplayStoreFull as exc:
+            # Forgetting a signature early would let it be replayed: refuse instead.
+            retry_after = max(1, math.ceil(exc.retry_after))
+            raise Rejected(
+                503,
+                f"The server is busy: it remembers {exc.max_entries} recent signatures, its "
+                f"limit, and cannot check this one. Retry in {retry_after} seconds.",
+                {"Retry-After": str(retry_after)},
+            ) from exc
         if not first:
             raise Rejected(REPLAY_STATUS, SIGNATURE_ALREADY_USED)
 

@@ -1,10 +1,12 @@
 """Run the server: in the foreground (``gprochat serve``) or in a background thread.
 
-``serve`` runs uvicorn in this process, or with ``workers > 1`` as several
-processes sharing the port; those build their app with ``app_from_environment``
-from the serialized config in ``GPROCHAT_SERVER_CONFIG_JSON``.
-``BackgroundServer`` binds 127.0.0.1 on a free port and serves from a thread of
-this process: ``gprochat chat --local`` and the tests use it.
+Both run uvicorn with our HTTP layer (``http.py``: httptools, uvloop, the timeouts
+and limits of the config). ``serve`` binds the port first (so a port in use is an
+``OSError`` from the call, and the start-up line shows the real port), then serves
+in this process, or with ``workers > 1`` as several processes sharing the socket;
+those build their app with ``app_from_environment`` from the serialized config in
+``GPROCHAT_SERVER_CONFIG_JSON``. ``BackgroundServer`` binds 127.0.0.1 on a free port
+and serves from a thread of this process: ``gprochat chat --local`` and the tests use it.
 
 On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight answers finish for up to
 ``config.shutdown_timeout`` seconds, then cancels them (the client sees a cut body).
@@ -13,8 +15,10 @@ On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight answers finish for up 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
+import logging
 import os
 import shutil
 import socket
@@ -25,85 +29,164 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
+from .. import __version__
 from .app import create_app
 from .config import CONFIG_ENV_VAR, ServerConfig
-from .logs import configure_logging
+from .http import HttpLimits, HttpServerConfig
+from .logs import configure_logging, install_abort_filter
 from .metrics import MULTIPROC_ENV_VAR
 
 __all__ = ["BackgroundServer", "app_from_environment", "freeze_startup_objects", "serve"]
 
 _LOGGING_ENV_VAR = "GPROCHAT_SERVER_LOGGING_JSON"
+logger = logging.getLogger("gprochat.server")
 
 
-def _uvicorn_config(app: Any, **options: Any) -> uvicorn.Config:
+def http_limits(config: ServerConfig) -> HttpLimits:
+    """The HTTP layer's limits from the server's settings (same names)."""
+    return HttpLimits(**{f.name: getattr(config, f.name) for f in dataclasses.fields(HttpLimits)})
+
+
+def _uvicorn_config(app: Any, config: ServerConfig, **options: Any) -> HttpServerConfig:
     options.setdefault("log_level", "warning")
+    options.setdefault("timeout_graceful_shutdown", config.shutdown_timeout)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
     # the guard decides whom to believe (--trusted-proxy).
-    return uvicorn.Config(app, lifespan="on", access_log=False, proxy_headers=False, **options)
+    return HttpServerConfig(
+        app, limits=http_limits(config), lifespan="on", access_log=False, proxy_headers=False,
+        **options,
+    )
+
+
+def _quiet_shutdown_cancellation() -> None:
+    # Past --shutdown-timeout uvicorn cancels the answers still running and logs one
+    # error line saying how many; the traceback of each cancelled task says nothing more.
+    install_abort_filter(asyncio.CancelledError)
 
 
 def freeze_startup_objects() -> None:
     """Keep what a server process has loaded so far out of the garbage collector's scans.
 
-    Modules, the app and pydantic's schemas live as long as the process. Left in the
-    collector's oldest generation, every full collection walks them all, and its
-    pause delays the first byte of every stream waiting meanwhile: under 1,000 open
-    streams that made the p99 time to first byte 67-72x the unloaded value; frozen,
-    7x (benchmark B4, docs/benchmarks.md). Only for a process that is a server.
+    Modules, the app and pydantic's schemas live as long as the process; left in the
+    collector's oldest generation, every full collection walks them all and delays
+    every stream waiting meanwhile (benchmark B4, docs/benchmarks.md). Only for a
+    process that is a server.
     """
     gc.collect()
     gc.freeze()
 
 
-def serve(
-    config: ServerConfig,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    log_level: str = "info",
-    log_format: str = "json",
-    **options: Any,
-) -> None:
-    """Serve in the foreground until interrupted; ``workers > 1`` forks that many processes."""
-    configure_logging(log_level, log_format)
-    options.update(
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # our configure_logging, not uvicorn's dictConfig
-        timeout_graceful_shutdown=config.shutdown_timeout,
-    )
-    if workers <= 1:
-        app = create_app(config)
-        freeze_startup_objects()
-        server = uvicorn.Server(_uvicorn_config(app, **options))
-        _stop_if_backend_fails(server, app.state.backend)
-        server.run()
-        if app.state.backend.status.startswith("failed"):
-            raise SystemExit(1)  # the backend's log line said why
-        return
-    os.environ[CONFIG_ENV_VAR] = config.to_json()
-    os.environ[_LOGGING_ENV_VAR] = json.dumps({"level": log_level, "format": log_format})
-    own_metrics_dir = None
-    if not os.environ.get(MULTIPROC_ENV_VAR):
-        # Each worker writes its metric values there; /metrics on any worker sums them.
-        own_metrics_dir = tempfile.mkdtemp(prefix="gprochat-metrics-")
-        os.environ[MULTIPROC_ENV_VAR] = own_metrics_dir
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6); ``OSError`` if it cannot be had."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
     try:
-        uvicorn.run(
-            "gprochat.server.runner:app_from_environment",
-            factory=True,
-            workers=workers,
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,
-            **options,
-        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def announce(config: ServerConfig, sock: socket.socket) -> None:
+    """The start-up line, once the port is bound: the real address, backend and state."""
+    address = sock.getsockname()
+    host, port = address[0], address[1]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    backend = config.backend
+    answers = f"{backend} backend"
+    if config.relay_url:
+        answers += f"; gateway relays to {config.relay_url}"
+    workers = config.workers
+    logger.info(
+        "gprochat %s serving on %s (%s, %d worker%s, state in %s)",
+        __version__, url, answers, workers, "s" if workers > 1 else "",
+        "redis" if config.redis_url else "memory",
+        extra={"event": "started", "url": url, "host": host, "port": port, "backend": backend,
+               "relay_url": config.relay_url, "workers": workers,
+               "state": "redis" if config.redis_url else "memory", "version": __version__},
+    )
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server; says where it listens once listening (``--port 0`` included)."""
+
+    def __init__(self, config: uvicorn.Config, server_config: ServerConfig) -> None:
+        super().__init__(config)
+        self.server_config = server_config
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:
+            announce(self.server_config, sockets[0])
+
+
+def serve(config: ServerConfig, **overrides: Any) -> None:
+    """Serve in the foreground until interrupted; ``config.workers > 1`` forks that many.
+
+    ``overrides`` (``host=``, ``port=``, ``workers=``, ``log_level=``, ``log_format=``)
+    replace the config's fields of those names. The port is bound before anything
+    else, so ``OSError`` (address in use, permission) comes out of this call. A
+    Ctrl-C or SIGTERM ends it normally once the server has shut down.
+    """
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    configure_logging(config.log_level, config.log_format)
+    _quiet_shutdown_cancellation()
+    sock = bind_socket(config.host, config.port)
+    options: dict[str, Any] = {
+        "log_level": config.log_level,
+        "log_config": None,  # our configure_logging, not uvicorn's dictConfig
+    }
+    try:
+        if config.workers <= 1:
+            app = create_app(config)
+            freeze_startup_objects()
+            server = _AnnouncingServer(_uvicorn_config(app, config, **options), config)
+            _stop_if_backend_fails(server, app.state.backend)
+            server.run(sockets=[sock])
+            if app.state.backend.status.startswith("failed"):
+                raise SystemExit(1)  # the backend's log line said why
+            return
+        os.environ[CONFIG_ENV_VAR] = config.to_json()
+        os.environ[_LOGGING_ENV_VAR] = json.dumps({"level": config.log_level, "format": config.log_format})
+        own_metrics_dir = None
+        if not os.environ.get(MULTIPROC_ENV_VAR):
+            # Each worker writes its metric values there; /metrics on any worker sums them.
+            own_metrics_dir = tempfile.mkdtemp(prefix="gprochat-metrics-")
+            os.environ[MULTIPROC_ENV_VAR] = own_metrics_dir
+        try:
+            uvicorn_config = _uvicorn_config(
+                "gprochat.server.runner:app_from_environment", config,
+                factory=True, workers=config.workers, **options,
+            )
+            announce(config, sock)
+            Multiprocess(uvicorn_config, sockets=[sock]).run()
+        finally:
+            if own_metrics_dir:
+                shutil.rmtree(own_metrics_dir, ignore_errors=True)
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly: done.
+        pass
     finally:
-        if own_metrics_dir:
-            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+        sock.close()
+
+
+def serve_socket(app: Any, config: ServerConfig, sock: socket.socket) -> None:
+    """Serve ``app`` on a bound socket in this thread, with the HTTP layer ``serve`` uses.
+
+    For a process that is handed its socket (the benchmark harness's servers).
+    """
+    uvicorn.Server(_uvicorn_config(app, config)).run(sockets=[sock])
 
 
 def _stop_if_backend_fails(server: uvicorn.Server, backend: Any) -> None:
@@ -126,6 +209,7 @@ def app_from_environment() -> FastAPI:
     """The app a worker process serves: config and logging from environment variables."""
     logging_options = json.loads(os.environ.get(_LOGGING_ENV_VAR, "{}"))
     configure_logging(logging_options.get("level", "info"), logging_options.get("format", "json"))
+    _quiet_shutdown_cancellation()
     text = os.environ.get(CONFIG_ENV_VAR)
     app = create_app(ServerConfig.from_json(text) if text else ServerConfig())
     freeze_startup_objects()
@@ -149,11 +233,10 @@ class BackgroundServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
         self.port: int = self._socket.getsockname()[1]
-        config = getattr(getattr(self.app, "state", None), "config", None)
-        self.shutdown_timeout: float | None = getattr(config, "shutdown_timeout", None)
-        self._server = uvicorn.Server(
-            _uvicorn_config(self.app, timeout_graceful_shutdown=self.shutdown_timeout)
-        )
+        app_config = getattr(getattr(self.app, "state", None), "config", None)
+        config = app_config if isinstance(app_config, ServerConfig) else (config or ServerConfig())
+        self.shutdown_timeout: float | None = config.shutdown_timeout
+        self._server = uvicorn.Server(_uvicorn_config(self.app, config))
         self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="gprochat-server", daemon=True)
 

@@ -8,7 +8,9 @@ boundary, into ``SharedStateError``; the guard decides whether to fail open or c
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from array import array
+from collections.abc import Callable
+from hashlib import blake2b
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -25,6 +27,7 @@ __all__ = [
     "REDIS_TIMEOUT",
     "MemoryReplayStore",
     "RedisReplayStore",
+    "ReplayStoreFull",
     "ReplayStore",
     "SharedState",
 ]
@@ -41,30 +44,125 @@ class ReplayStore(Protocol):
     async def claim(self, key: str, ttl: float) -> bool: ...
 
 
-class MemoryReplayStore:
-    """Used signatures in this process's memory, forgotten after their ``ttl``."""
+class ReplayStoreFull(Exception):
+    """``MemoryReplayStore`` holds ``max_entries`` signatures: none can be added now.
 
-    def __init__(self) -> None:
-        # key -> expiry (monotonic). Entries are purged from the oldest; with one ttl
-        # for all (the guard's), insertion order is expiry order.
-        self._seen: OrderedDict[str, float] = OrderedDict()
+    ``retry_after`` is how many seconds until the oldest ones are forgotten.
+    """
+
+    def __init__(self, max_entries: int, retry_after: float) -> None:
+        super().__init__(f"the replay store holds its maximum of {max_entries} signatures")
+        self.max_entries = max_entries
+        self.retry_after = retry_after
+
+
+class _DigestTable:
+    """A set of non-zero 64-bit integers in one ``array('Q')``: 8 bytes a slot, no object each.
+
+    Open addressing with linear probing, at most half full (so 16-32 bytes an entry
+    with the doubling). Nothing is ever removed: a whole table is dropped instead.
+    """
+
+    __slots__ = ("count", "mask", "slots")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        size = 1024
+        while size < capacity:
+            size *= 2
+        self.slots = array("Q", bytes(8 * size))
+        self.mask = size - 1
+        self.count = 0
+
+    def __contains__(self, digest: int) -> bool:
+        slots, mask = self.slots, self.mask
+        index = digest & mask
+        while True:
+            value = slots[index]
+            if value == digest:
+                return True
+            if not value:
+                return False
+            index = (index + 1) & mask
+
+    def add(self, digest: int) -> None:
+        """Add ``digest`` (the caller knows it is absent)."""
+        if 2 * (self.count + 1) > len(self.slots):
+            self._grow()
+        self._place(digest)
+        self.count += 1
+
+    def _place(self, digest: int) -> None:
+        slots, mask = self.slots, self.mask
+        index = digest & mask
+        while slots[index]:
+            index = (index + 1) & mask
+        slots[index] = digest
+
+    def _grow(self) -> None:
+        old = self.slots
+        self.slots = array("Q", bytes(16 * len(old)))
+        self.mask = len(self.slots) - 1
+        for value in old:
+            if value:
+                self._place(value)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.slots) * self.slots.itemsize
+
+
+class MemoryReplayStore:
+    """Used signatures in this process's memory, each kept between ``ttl`` and 2 x ``ttl``.
+
+    A signature is remembered as a 64-bit digest (BLAKE2b) in a ``_DigestTable``: no
+    Python object per signature, 16-32 bytes each (docs/server.md, "Replay store").
+    Two generations: new digests go to the current table; every ``ttl`` seconds it
+    becomes the previous one and the previous one is dropped whole. A digest is thus
+    found for at least ``ttl`` after its claim (the window a signature is valid in)
+    and forgotten within 2 x ``ttl``. A new generation starts at the size its
+    predecessor reached, so steady traffic never waits for a table to grow.
+
+    ``max_entries`` (0: no cap) bounds both generations together; when it is reached,
+    ``claim`` raises ``ReplayStoreFull`` rather than forget a signature early (which
+    would let it be replayed). Two different signatures share a digest with
+    probability ~n/2^64: a false "already used" for one in ~10^13 at a million kept.
+    """
+
+    def __init__(self, max_entries: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._current = _DigestTable()
+        self._previous = _DigestTable(0)
+        self._started = clock()  # when the current generation began
 
     async def claim(self, key: str, ttl: float) -> bool:
-        now = time.monotonic()
-        while self._seen:
-            oldest, expiry = next(iter(self._seen.items()))
-            if expiry > now:
-                break
-            del self._seen[oldest]
-        previous = self._seen.get(key)
-        if previous is not None and previous > now:
+        now = self._clock()
+        if now - self._started >= ttl:
+            self._rotate(now, ttl)
+        digest = int.from_bytes(blake2b(key.encode(), digest_size=8).digest(), "little") or 1
+        if digest in self._current or digest in self._previous:
             return False
-        self._seen[key] = now + ttl
-        self._seen.move_to_end(key)
+        if self.max_entries and len(self) >= self.max_entries:
+            raise ReplayStoreFull(self.max_entries, retry_after=self._started + ttl - now)
+        self._current.add(digest)
         return True
 
+    def _rotate(self, now: float, ttl: float) -> None:
+        if now - self._started >= 2 * ttl:  # idle for a whole generation: both are stale
+            self._previous = _DigestTable(0)
+        else:
+            self._previous = self._current
+        self._current = _DigestTable(2 * self._previous.count)
+        # Generations start on multiples of ttl: a claim's lifetime stays within [ttl, 2 ttl].
+        self._started = now - (now - self._started) % ttl
+
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._current.count + self._previous.count
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the two tables hold, in bytes."""
+        return self._current.nbytes + self._previous.nbytes
 
 
 class RedisReplayStore:
@@ -87,12 +185,13 @@ class RedisReplayStore:
 class SharedState:
     """The stores for one app: memory by default, Redis when ``redis_url`` is given.
 
-    ``replay`` is a ``ReplayStore``; ``rate_storage`` a ``limits`` storage for the rate
-    limiter (``sync_rate_storage`` its synchronous twin, in memory only). ``ping()``
-    says whether Redis answers (``None`` without Redis).
+    ``replay`` is a ``ReplayStore`` (in memory: at most ``replay_max_entries``, 0: no
+    cap); ``rate_storage`` a ``limits`` storage for the rate limiter
+    (``sync_rate_storage`` its synchronous twin, in memory only). ``ping()`` says
+    whether Redis answers (``None`` without Redis).
     """
 
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis_url: str | None = None, *, replay_max_entries: int = 0) -> None:
         self.redis_url = redis_url
         self._client: aioredis.Redis | None = None
         self.rate_storage: Storage
@@ -102,7 +201,7 @@ class SharedState:
         if redis_url is None:
             self.rate_storage = MemoryStorage()
             self.sync_rate_storage = SyncMemoryStorage()
-            self.replay = MemoryReplayStore()
+            self.replay = MemoryReplayStore(replay_max_entries)
             return
         options: dict[str, Any] = {
             "socket_timeout": REDIS_TIMEOUT,

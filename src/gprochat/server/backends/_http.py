@@ -9,6 +9,7 @@ The ``status`` we pick is what our own server answers with:
     upstream 400 / other 4xx / 5xx            502, quoting the upstream's error.message
     refused connection, unknown host          502, "cannot reach upstream ..."
     connect or idle-read timeout              504
+    no pooled connection free in pool_timeout 503 + Retry-After, "all N connections ... busy"
     body cut before its proper end            502, "upstream stream ended early ..."
 """
 
@@ -30,6 +31,7 @@ from ._sse import ServerSentEvent, SSEDecoder, SSEError
 from .base import Backend
 
 __all__ = [
+    "InvalidOptionError",
     "StreamingHTTPBackend",
     "drain",
     "ended_early",
@@ -37,6 +39,14 @@ __all__ = [
 ]
 
 _ERROR_BODY_LIMIT = 64 * 1024
+
+
+class InvalidOptionError(ValueError):
+    """A backend option is wrong; ``option`` is its name (``safety``, ``api_key``...)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class StreamingHTTPBackend(Backend):
@@ -49,22 +59,66 @@ class StreamingHTTPBackend(Backend):
     upstream = "upstream"
     key_hint = "check the server's API key option"
 
-    def __init__(self, *, base_url: str, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int = 100,
+        pool_timeout: float | None = None,
+    ) -> None:
         url = URL(base_url)
         if not url.absolute or url.scheme not in ("http", "https"):
-            raise ValueError(f"{self.upstream} base URL must be http(s)://..., not {base_url!r}")
+            raise InvalidOptionError(
+                "base_url", f"{self.upstream} base URL must be http(s)://..., not {base_url!r}"
+            )
+        if max_connections < 0:
+            raise InvalidOptionError("max_connections", "max_connections must be >= 0 (0: no limit)")
         self.base_url = base_url.rstrip("/")
+        # sock_connect, not connect: aiohttp's `connect` also counts the wait for a
+        # pooled connection, and would report a full pool as a connect timeout.
         self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        #: Most connections open to the upstream at once (0: no limit). The server
+        #: sizes it from --max-streams (ServerConfig), one per answer streaming.
+        self.max_connections = max_connections
+        #: Seconds a request may wait for a free connection before a 503.
+        self.pool_timeout = connect_timeout if pool_timeout is None else pool_timeout
+        self._slots: asyncio.Semaphore | None = (
+            asyncio.Semaphore(max_connections) if max_connections else None
         )
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the server's running loop, then reused so
-        # connections to the upstream stay alive between requests.
+        # connections to the upstream stay alive between requests. The connector has
+        # no limit of its own: _slots bounds the connections, and times the wait.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, connector=aiohttp.TCPConnector(limit=0, limit_per_host=0)
+            )
         return self._session
+
+    async def _connection_slot(self) -> None:
+        """Wait for one of ``max_connections`` (at most ``pool_timeout``); 503 if none frees."""
+        slots = self._slots
+        if slots is None:
+            return
+        if not slots.locked():
+            await slots.acquire()
+            return
+        try:
+            await asyncio.wait_for(slots.acquire(), self.pool_timeout)
+        except asyncio.TimeoutError:
+            raise BackendError(
+                f"all {self.max_connections} connections to {self.upstream} stayed busy for "
+                f"{self.pool_timeout:g}s (the connection pool is full, sized by --max-streams); "
+                "retry shortly",
+                status=503,
+                retry_after=1,
+            ) from None
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -80,6 +134,7 @@ class StreamingHTTPBackend(Backend):
         (use ``contextlib.aclosing`` so that "early" happens at once, not at GC).
         """
         answered = False
+        await self._connection_slot()
         try:
             async with self._get_session().post(url, json=body, headers=headers) as response:
                 answered = True
@@ -107,12 +162,15 @@ class StreamingHTTPBackend(Backend):
                     yield event
         except (aiohttp.ClientError, asyncio.TimeoutError, SSEError) as exc:
             raise self._client_error(exc, url, answered) from exc
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     def _client_error(self, exc: BaseException, url: str, answered: bool) -> BackendError:
         where = str(URL(url).with_query(None))
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts subclass it
             limit = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
-            seconds = self.timeout.connect if limit == "connect" else self.timeout.sock_read
+            seconds = self.timeout.sock_connect if limit == "connect" else self.timeout.sock_read
             after = f" {seconds:g}s" if seconds else ""
             return BackendError(
                 f"{self.upstream} at {where} timed out ({limit} timeout{after})", status=504

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -11,10 +10,10 @@ from urllib.parse import quote
 
 from gprochat.errors import BackendError
 
-from ._http import StreamingHTTPBackend, ended_early
+from ._http import InvalidOptionError, StreamingHTTPBackend, ended_early
 from .base import Conversation
 
-__all__ = ["SAFETY_CATEGORIES", "GeminiBackend", "safety_settings"]
+__all__ = ["SAFETY_CATEGORIES", "THRESHOLDS", "GeminiBackend", "safety_settings"]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
@@ -24,9 +23,16 @@ SAFETY_CATEGORIES = (
     "HARM_CATEGORY_SEXUALLY_EXPLICIT",
     "HARM_CATEGORY_DANGEROUS_CONTENT",
 )
-# Not a fixed list of thresholds: Google adds new ones (OFF came later); a typo gets
-# the upstream's own 400, which we quote.
-_THRESHOLD = re.compile(r"^[A-Z][A-Z_]*$")
+# The thresholds Google documents (HarmBlockThreshold). A typo is refused at start-up;
+# a threshold newer than this list can still be sent in the JSON-list form.
+THRESHOLDS = (
+    "BLOCK_NONE",
+    "BLOCK_ONLY_HIGH",
+    "BLOCK_MEDIUM_AND_ABOVE",
+    "BLOCK_LOW_AND_ABOVE",
+    "OFF",
+    "HARM_BLOCK_THRESHOLD_UNSPECIFIED",
+)
 # Reasons a candidate may end normally; anything else means the answer was cut by Google.
 _NORMAL_FINISH = frozenset({"STOP", "MAX_TOKENS"})
 
@@ -46,17 +52,22 @@ def safety_settings(safety: SafetyOption) -> list[dict[str, str]] | None:
         return None
     if isinstance(safety, str) and not safety.lstrip().startswith("["):
         threshold = safety.strip().upper()
-        if not _THRESHOLD.match(threshold):
-            raise ValueError(f"Gemini safety threshold {safety!r} is not a name like BLOCK_NONE")
+        if threshold not in THRESHOLDS:
+            raise InvalidOptionError(
+                "safety",
+                f"Gemini safety threshold {safety!r} is not one of {', '.join(THRESHOLDS)} "
+                "(or 'default' for Google's own, or a JSON list of safety settings)",
+            )
         return [{"category": category, "threshold": threshold} for category in SAFETY_CATEGORIES]
     if isinstance(safety, str):
         try:
             safety = json.loads(safety)
         except ValueError as exc:
-            raise ValueError(f"Gemini safety settings are not valid JSON: {exc}") from exc
+            raise InvalidOptionError("safety", f"Gemini safety settings are not valid JSON: {exc}") from exc
     settings = list(safety or ())
     if not all(isinstance(s, Mapping) and {"category", "threshold"} <= s.keys() for s in settings):
-        raise ValueError(
+        raise InvalidOptionError(
+            "safety",
             "Gemini safety settings must be a threshold such as BLOCK_NONE or a JSON list like "
             '[{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}]'
         )
@@ -81,6 +92,9 @@ class GeminiBackend(StreamingHTTPBackend):
       ``max_tokens`` overrides it; ``None`` leaves Google's default.
     - ``connect_timeout`` / ``read_timeout``: seconds to connect (default 10) and that
       the upstream may stay silent mid-answer (default 300).
+    - ``max_connections``: most upstream connections at once (default 100; the server
+      sizes it from ``--max-streams``; 0: no limit); ``pool_timeout``: seconds to wait
+      for a free one (default: ``connect_timeout``), then 503.
     """
 
     name = "gemini"
@@ -98,19 +112,24 @@ class GeminiBackend(StreamingHTTPBackend):
         max_output_tokens: int | None = 8000,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        max_connections: int = 100,
+        pool_timeout: float | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url or DEFAULT_BASE_URL,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         if not api_key and self.base_url == DEFAULT_BASE_URL:
-            raise ValueError(
+            raise InvalidOptionError(
+                "api_key",
                 "the gemini backend needs an API key: pass --gemini-api-key or set "
                 "GPROCHAT_GEMINI_API_KEY (create one at https://aistudio.google.com/apikey)"
             )
         if not model:
-            raise ValueError("the gemini backend needs a model name: pass --gemini-model")
+            raise InvalidOptionError("model", "the gemini backend needs a model name: pass --gemini-model")
         self.model = model
         self.api_version = api_version.strip("/") or "v1beta"
         self.safety_settings = safety_settings(safety)

@@ -30,6 +30,9 @@ class OpenAIBackend(StreamingHTTPBackend):
     - ``connect_timeout``: seconds to open a connection (default 10).
     - ``read_timeout``: seconds the upstream may stay silent mid-answer (default 300;
       reasoning models can think for minutes before their first token).
+    - ``max_connections``: most upstream connections at once (default 100; the server
+      sizes it from ``--max-streams``; 0: no limit); ``pool_timeout``: seconds to wait
+      for a free one (default: ``connect_timeout``), then 503.
     - ``extra_headers``: more request headers (e.g. OpenRouter's ``HTTP-Referer``).
 
     >>> backend = OpenAIBackend(base_url="http://localhost:11434/v1", model="llama3.2")
@@ -47,12 +50,16 @@ class OpenAIBackend(StreamingHTTPBackend):
         model: str = "gpt-4o-mini",
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        max_connections: int = 100,
+        pool_timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url or DEFAULT_BASE_URL,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         if not api_key and self.base_url == DEFAULT_BASE_URL:
             raise ValueError(

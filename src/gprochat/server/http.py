@@ -1,0 +1,442 @@
+"""The HTTP/1.1 layer in front of the app: uvicorn's httptools protocol, with limits.
+
+uvicorn parses requests with llhttp (through httptools), which already refuses
+ambiguous framing: Content-Length together with Transfer-Encoding, two different
+Content-Lengths, a chunk size that overflows, bare LF line ends, obsolete line
+folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
+(docs/server.md, "The HTTP layer", says why this and not another server):
+
+    what the client does                            what it gets
+    head (request line + headers) not in within      408, then close (a connection that
+      header_timeout                                   sent nothing is closed silently)
+    body silent for body_idle_timeout, or not         408 (or a cut, once the answer has
+      complete within body_timeout                     started), then close
+    URL longer than max_url_bytes                    414, then close
+    more than max_header_count headers, or a         431, then close
+      head larger than max_header_bytes
+    HTTP/1.1 without exactly one valid Host          400, then close
+    Transfer-Encoding not ending in chunked, or      400, then close
+      any framing llhttp refuses, or an Upgrade
+      request with a body
+    keep-alive connection idle for                   closed
+      keepalive_timeout
+    a new connection beyond max_connections          idle keep-alive connections are
+                                                       closed to make room; if none is
+                                                       idle, 503, then close
+    reads its answer only after writing its whole    the answer carries Connection: close;
+      body, and the answer (a 413) came first          up to drain_bytes of the body are read
+                                                       and dropped, for up to drain_timeout,
+                                                       before the close
+
+"Then close" is always a lingering close: the answer is written, the sending side
+is shut (FIN), and what the client still sends is read and dropped (bounded as
+above) until it closes. Closing a socket with unread data sends a reset, which
+destroys the answer in the client's receive buffer: that is why a client that
+writes a 20 MB body before reading used to see "connection reset" instead of 413.
+
+Timers cost almost nothing per request: each connection has one timer, re-armed
+only when it fires before the current deadline (see ``_check``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+__all__ = ["HttpLimits", "HttpServerConfig", "LimitedHttpProtocol"]
+
+# head: the request line and headers are due; body: the request is being read (or
+# answered, once its body is complete); idle: between requests; drain: closing.
+_Phase = Literal["head", "body", "idle", "drain"]
+
+# RFC 9110 section 7.2 / RFC 3986: uri-host [ ":" port ]. uri-host is an IP literal in
+# brackets, or a reg-name / IPv4 address (unreserved, pct-encoded, sub-delims).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?"
+)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The HTTP layer's timeouts (seconds) and limits (bytes, counts); see the module doc."""
+
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 5.0
+    max_url_bytes: int = 8192
+    max_header_count: int = 100
+    max_header_bytes: int = 16384
+    max_connections: int = 2048
+    drain_bytes: int = 64 * 1024 * 1024
+    drain_timeout: float = 10.0
+
+
+class HttpServerConfig(uvicorn.Config):
+    """uvicorn's settings plus ours: ``LimitedHttpProtocol`` reads ``http_limits`` from here.
+
+    A module-level class, so it pickles to the worker processes of ``--workers N``.
+    """
+
+    def __init__(self, app: Any, *, limits: HttpLimits, **options: Any) -> None:
+        options.setdefault("http", LimitedHttpProtocol)
+        # WebSockets: no route uses them; an Upgrade is served as plain HTTP/1.1.
+        options.setdefault("ws", "none")
+        super().__init__(app, timeout_keep_alive=max(1, round(limits.keepalive_timeout)), **options)
+        self.timeout_keep_alive = limits.keepalive_timeout  # type: ignore[assignment]
+        self.http_limits = limits
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback: answer ``status`` with ``message``, then close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+def _error_bytes(status: int, message: str, extra: bytes = b"") -> bytes:
+    body = json.dumps({"error": {"message": message}}).encode()
+    return b"".join([
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
+        b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+        extra,
+        b"connection: close\r\n\r\n",
+        body,
+    ])
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with timeouts, size limits, Host checks and lingering close."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits: HttpLimits = getattr(config, "http_limits", None) or HttpLimits()
+        self._phase: _Phase = "head"
+        self._started = 0.0  # when the current phase began (loop time)
+        self._last_body = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._head_seen = False  # a byte of the current request's head has arrived
+        self._head_bytes = 0
+        self._drained = 0
+        self._over_capacity = False
+
+    # -- connection --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._enter("head")
+        limit = self.limits.max_connections
+        if limit and len(self.connections) > limit:
+            self._make_room(len(self.connections) - limit)
+
+    def _make_room(self, excess: int) -> None:
+        for other in list(self.connections):
+            if excess <= 0:
+                return
+            if other is not self and isinstance(other, LimitedHttpProtocol) and other.idle:
+                other.transport.close()
+                excess -= 1
+        self._over_capacity = excess > 0
+
+    @property
+    def idle(self) -> bool:
+        """Between requests on a kept-alive connection: safe to close."""
+        return self._phase == "idle" and (self.cycle is None or self.cycle.response_complete)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase == "drain":
+            self._drained += len(data)
+            if self._drained > self.limits.drain_bytes:
+                self.transport.close()
+            return
+        if phase == "body":
+            self._last_body = self.loop.time()
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no upgrades: the request was served as plain HTTP/1.1
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, cause.message)
+            else:
+                self._refuse(400, f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
+            return
+        if self._phase == "head":
+            if self._head_seen:
+                self._check_head_size(len(data))
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and type(cycle) is RequestResponseCycle:
+            # The body is still coming: if the app answers before reading it (a 413),
+            # the answer must close lingering. A body that came whole needs nothing.
+            cycle.__class__ = _Cycle
+
+    def _check_head_size(self, received: int) -> None:
+        """Bound a head still arriving (llhttp keeps a header's bytes until it ends)."""
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            self._refuse(414, self._too_long_url())
+            return
+        self._head_bytes += received
+        if self._head_bytes > limits.max_url_bytes + limits.max_header_bytes + 1024:
+            self._refuse(431, self._too_large_head())
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # uvicorn logs two warnings per Upgrade request: a way to flood the log
+
+    # -- parser callbacks: the head is checked once, when it is complete ----
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_seen = True
+        self._head_bytes = 0
+        self._enter("head")
+
+    def on_headers_complete(self) -> None:
+        self._check_head()
+        if self._over_capacity:
+            app, self.app = self.app, self._busy_app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            self._enter("body")
+            self._last_body = self._started
+
+    def _check_head(self) -> None:
+        """URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            raise _Refused(414, self._too_long_url())
+        headers = self.headers  # uvicorn's list: (lower-cased name, value)
+        if len(headers) > limits.max_header_count:
+            raise _Refused(
+                431,
+                f"Too many request headers: more than {limits.max_header_count}. "
+                "Send fewer headers.",
+            )
+        size = hosts = 0
+        host_ok = chunked_last = True
+        has_body = False
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+            if name == b"host":
+                hosts += 1
+                host_ok = host_ok and _HOST.fullmatch(value.strip()) is not None
+            elif name == b"content-length":
+                has_body = has_body or value.strip() not in (b"", b"0")
+            elif name == b"transfer-encoding":
+                chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+                has_body = True
+        if size > limits.max_header_bytes:
+            raise _Refused(431, self._too_large_head())
+        if not host_ok or (hosts != 1 and self.parser.get_http_version() == "1.1"):
+            raise _Refused(
+                400,
+                "Invalid Host header: an HTTP/1.1 request needs exactly one Host header, "
+                "a host name or address with an optional port.",
+            )
+        if not chunked_last:
+            raise _Refused(
+                400,
+                "Unsupported Transfer-Encoding: the last coding must be chunked. "
+                "Send the body with Content-Length or chunked encoding.",
+            )
+        if has_body and self.parser.should_upgrade():
+            # llhttp hands everything after the head to the new protocol, body included:
+            # served as HTTP/1.1, the request would arrive without its body.
+            raise _Refused(
+                400,
+                "Upgrade is not supported on a request with a body: send it without the "
+                "Upgrade and Connection: upgrade headers.",
+            )
+
+    def on_response_complete(self) -> None:
+        if self._phase == "drain":  # no keep-alive: the connection closes once drained
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+        if self._phase == "body" and not self.pipeline and not self.transport.is_closing():
+            self._phase = "idle"
+
+    # -- timeouts ----------------------------------------------------------
+
+    def _enter(self, phase: _Phase) -> None:
+        self._phase = phase
+        self._started = self.loop.time()
+        deadline = self._deadline()
+        if deadline is not None and (self._timer is None or self._timer_at > deadline + 0.5):
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._check)
+
+    def _deadline(self) -> float | None:
+        limits = self.limits
+        if self._phase == "head":
+            return self._started + limits.header_timeout
+        if self._phase == "body":
+            cycle = self.cycle
+            if cycle is None or not cycle.more_body or cycle.response_complete:
+                return None  # the body is complete: the answer has no deadline here
+            return min(self._started + limits.body_timeout, self._last_body + limits.body_idle_timeout)
+        if self._phase == "drain":
+            return self._started + limits.drain_timeout
+        return None
+
+    def _check(self) -> None:
+        """The connection's timer: act if the current phase is past its deadline."""
+        self._timer = None
+        deadline = self._deadline()
+        if deadline is None or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._phase == "body" and self.flow.read_paused:
+            # The app is not reading (its buffer is full): not the client's silence.
+            self._last_body = now
+            deadline = self._deadline()
+            assert deadline is not None
+        if now < deadline:
+            self._arm(deadline)
+            return
+        limits = self.limits
+        if self._phase == "head":
+            if not self._head_seen:
+                self.transport.close()  # connected and sent nothing: nothing to answer
+            else:
+                self._refuse(
+                    408,
+                    f"Request headers not received within {limits.header_timeout:g} s; "
+                    "send the whole request head at once.",
+                )
+        elif self._phase == "body":
+            slow = "silent for" if now - self._last_body >= limits.body_idle_timeout else "longer than"
+            seconds = limits.body_idle_timeout if slow == "silent for" else limits.body_timeout
+            self._refuse(
+                408,
+                f"Request body too slow: {slow} {seconds:g} s. Send the body without pauses.",
+            )
+        else:
+            self.transport.close()
+
+    # -- refusals and the lingering close ----------------------------------
+
+    def _too_long_url(self) -> str:
+        return (
+            f"URL too long: more than {self.limits.max_url_bytes} bytes. "
+            "Send long data in the request body."
+        )
+
+    def _too_large_head(self) -> str:
+        return (
+            f"Request headers too large: more than {self.limits.max_header_bytes} bytes. "
+            "Send fewer or shorter headers (and cookies)."
+        )
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` (unless an answer has started: then cut), then close lingering."""
+        cycle = self.cycle
+        started = cycle is not None and cycle.response_started and not cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
+            # The app (if it runs) sees the client gone and writes nothing more.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if started:
+            self.transport.close()
+            return
+        self.logger.debug("refused a request: %d %s", status, message)
+        self.transport.write(_error_bytes(status, message))
+        self.linger()
+
+    def linger(self) -> None:
+        """Shut our sending side, read and drop what the client still sends, then close."""
+        if self._phase == "drain" or self.transport.is_closing():
+            return
+        self._drained = 0
+        self._enter("drain")
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:  # pragma: no cover - TLS transports cannot half-close
+            self.transport.close()
+
+    async def _busy_app(self, scope: Any, receive: Any, send: Any) -> None:
+        body = json.dumps({"error": {"message": (
+            f"The server has too many open connections (limit {self.limits.max_connections}); "
+            "retry in a moment."
+        )}}).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1"),
+            (b"connection", b"close"),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _LingeringTransport:
+    """What an early answer's cycle closes: a lingering close instead of a reset."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: LimitedHttpProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.linger()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle; an answer started before the body has all arrived closes."""
+
+    async def send(self, message: Any) -> None:
+        if self.more_body and not self.response_started and message["type"] == "http.response.start":
+            protocol = self.transport.get_protocol()
+            if isinstance(protocol, LimitedHttpProtocol):
+                # The body will not be read (a 413, say): answer, then close lingering.
+                self.keep_alive = False
+                self.transport = _LingeringTransport(self.transport, protocol)  # type: ignore[assignment]
+        await super().send(message)
