@@ -214,16 +214,27 @@ class ServiceUnavailableError(ServerError):
 class BackendError(GPROChatError):
     """Server side: the model backend failed. ``status`` is what the server answers with.
 
-    ``retry_after`` is passed on to the client when the upstream gave one.
+    ``message`` is what the client is told; ``detail`` is for the server's log only
+    (the upstream's URL, which flag to set), never sent. ``retry_after`` is passed on
+    to the client when the upstream gave one.
     """
 
     def __init__(
-        self, message: str, *, status: int = 502, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        retry_after: float | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.detail}]" if self.detail else self.message
 
 
 class SharedStateError(GPROChatError):

@@ -44,6 +44,7 @@ __all__ = [
     "build_generate_request",
     "native_messages",
     "parse_generate_request",
+    "parse_json",
     "error_body",
     "parse_error_body",
     "password_matches",
@@ -227,6 +228,78 @@ def _content_text(content: Any, index: int) -> str:
     )
 
 
+_MAX_INT_DIGITS = 100
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise InvalidRequest(
+            f"Request body has an integer of {len(text)} digits; no field takes more than "
+            f"{_MAX_INT_DIGITS}."
+        )
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise InvalidRequest(f"Request body has the number {text[:40]}, too large for any field.")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidRequest(f"Request body has {name}, which is not JSON: send numbers only.")
+
+
+_INF = float("inf")
+# One decoder for every request: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body's JSON, or ``InvalidRequest`` saying what is wrong with it.
+
+    Stricter than ``json.loads`` where a server must be: no ``NaN``/``Infinity``, no
+    number too large for a float, no integer longer than 100 digits, no nesting deeper
+    than Python's recursion limit, and no lone UTF-16 surrogate (``"\\ud800"``): none
+    of them can be a real request, and each would otherwise fail later, unnamed.
+    """
+    try:
+        data = _DECODER.decode(body.decode(json.detect_encoding(body)))
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"Request body is not UTF-8: {exc.reason}.") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("Request body is nested too deeply to be a request.") from exc
+    # A lone surrogate can only arrive as a \uD800-\uDFFF escape; look further only then.
+    if (b"\\ud" in body or b"\\uD" in body) and _has_lone_surrogate(data):
+        raise InvalidRequest(
+            "Request body has a lone UTF-16 surrogate escape (such as \\ud800) in a string: "
+            "it is not a character; send valid Unicode."
+        )
+    return data
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_generate_request(body: bytes) -> GenerateRequest:
     """Validate a request body, in the reference server's order, naming what is wrong.
 
@@ -234,12 +307,7 @@ def parse_generate_request(body: bytes) -> GenerateRequest:
     """
     if not body.strip():
         raise InvalidRequest("Empty request body: send a JSON object with messages, time, pass and sign.")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"Request body is not UTF-8: {exc.reason}.") from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.") from exc
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise InvalidRequest(f"Request body must be a JSON object, not {type(data).__name__}.")
     messages = data.get("messages")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -45,3 +46,61 @@ def error_message(raw: bytes) -> str:
     data = json.loads(raw)
     assert set(data) == {"error"}, data
     return str(data["error"]["message"])
+
+
+async def raw_exchange(
+    base_url: str, request: bytes, timeout: float = 30
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` bytes as they are on a fresh connection; the status, headers, body.
+
+    Reads until the server closes or the body's declared length (or chunked end) is in.
+    """
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if request.startswith(b"HEAD "):
+            body = b""
+        elif "content-length" in headers:
+            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int((await asyncio.wait_for(reader.readline(), timeout)).strip(), 16)
+                data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+                if size == 0:
+                    break
+                body += data[:-2]
+        else:
+            body = await asyncio.wait_for(reader.read(), timeout)
+        return status, headers, body
+    finally:
+        writer.close()
+
+
+def http_request(
+    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+    *, chunked: bool = False,
+) -> bytes:
+    """The bytes of one HTTP/1.1 request (``Connection: close``); ``chunked`` frames the body."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        framed = b"".join(
+            f"{len(body[i:i + 4096]):x}\r\n".encode() + body[i:i + 4096] + b"\r\n"
+            for i in range(0, len(body), 4096)
+        ) + b"0\r\n\r\n"
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+        framed = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + framed

@@ -68,4 +68,5 @@ async def test_backend_raising_at_once_frees_its_stream_slot(make_server: Server
     for _ in range(3):  # a leaked slot would turn the second request into a 503
         status, error, _ = await post(server, body)
         assert status == 500
-        assert "misconfigured backend" in error["error"]["message"]
+        assert "misconfigured backend" not in error["error"]["message"]
+        assert error["error"]["code"] == "backend_error"

@@ -192,3 +192,31 @@ async def test_streams_beyond_the_limit_get_503_and_slots_are_released(
         await asyncio.sleep(0.1)
     assert status == 200
 
+
+
+def test_memory_moving_window_exact_boundaries_and_reset() -> None:
+    from limits import parse
+
+    from gprochat.server.guard import MemoryMovingWindow
+
+    now = [1000.0]
+    window = MemoryMovingWindow(clock=lambda: now[0])
+    item = parse("3/second")
+    hits = []
+    for when in (1000.0, 1000.5, 1000.6, 1000.7):
+        now[0] = when
+        hits.append(window.hit(item, "generate", "a"))
+    assert hits == [True, True, True, False]
+    # A refused hit is not counted; another key and another route have their own budgets.
+    assert window.hit(item, "generate", "b") and window.hit(item, "auth", "a")
+    stats = window.get_window_stats(item, "generate", "a")
+    assert (stats.reset_time, stats.remaining) == (1001.0, 0)
+    now[0] = 1000.999  # the oldest hit is still inside the window
+    assert not window.hit(item, "generate", "a")
+    now[0] = 1001.0  # now it has left it: exactly one more is allowed
+    assert window.hit(item, "generate", "a")
+    assert not window.hit(item, "generate", "a")
+    # Keys with no hit in their window are forgotten: memory is bounded by recent clients.
+    now[0] = 1010.0
+    assert window.hit(item, "generate", "c")
+    assert len(window) == 1

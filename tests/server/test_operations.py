@@ -111,7 +111,7 @@ async def _abort_one_stream(base_url: str, caplog: pytest.LogCaptureFixture) -> 
 @pytest.mark.parametrize(
     ("error", "status", "retry_after", "message"),
     [
-        (BackendError("invalid api key", status=401), 502, None, "refused its credentials"),
+        (BackendError("invalid api key", status=401), 502, None, "server configuration error"),
         (BackendError("slow down", status=429, retry_after=7.2), 429, "8", "slow down"),
         (BackendError("overloaded", status=503, retry_after=3), 503, "3", "overloaded"),
         (BackendError("weird", status=999), 502, None, "weird"),
@@ -128,3 +128,49 @@ async def test_backend_errors_map_to_clear_statuses(
     assert message in error_message(raw)
     _, metrics = await _get(server.base_url + "/metrics")
     assert _sample(metrics, "gprochat_backend_errors_total", stage="before_text") == 1
+
+
+def _access_records(caplog: pytest.LogCaptureFixture, route: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "gprochat.access" and getattr(r, "route", "") == route]
+
+
+async def _wait_for_access(caplog: pytest.LogCaptureFixture, route: str, count: int = 1) -> None:
+    for _ in range(200):
+        if len(_access_records(caplog, route)) >= count:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_access_log_says_complete_only_for_completed_answers(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    slow = ScriptedBackend([f"word{n} " for n in range(300)])
+    server = make_server(backend=slow)
+    # A client that leaves after the first chunk: client_gone, logged as 499.
+    async with aiohttp.ClientSession() as session:
+        async with session.post(server.base_url + "/api/generate", data=json.dumps(signed())) as response:
+            assert response.status == 200
+            await response.content.readany()
+    await _wait_for_access(caplog, "/api/generate")
+    [gone] = _access_records(caplog, "/api/generate")
+    assert (gone.outcome, gone.status) == ("client_gone", 499)  # type: ignore[attr-defined]
+    _, metrics = await _get(server.base_url + "/metrics")
+    assert 'route="/api/generate",status="499"' in metrics
+
+    # A backend failing mid-answer: aborted.
+    failing = make_server(backend=ScriptedBackend(["partial "], RuntimeError("upstream hung up")))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(failing.base_url + "/api/generate", data=json.dumps(signed())) as response:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    await _wait_for_access(caplog, "/api/generate", 2)
+    assert _access_records(caplog, "/api/generate")[1].outcome == "aborted"  # type: ignore[attr-defined]
+
+    # A whole answer: complete.
+    whole = make_server()
+    status, _, _ = await post(whole.base_url, signed())
+    assert status == 200
+    await _wait_for_access(caplog, "/api/generate", 3)
+    done = _access_records(caplog, "/api/generate")[2]
+    assert (done.outcome, done.status) == ("complete", 200)  # type: ignore[attr-defined]

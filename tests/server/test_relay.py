@@ -53,7 +53,9 @@ def test_relay_with_wrong_credentials_is_a_gateway_error(
     # Not 401: the caller's key was fine; the gateway's relay settings are wrong.
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_auth_failed"
-    assert "--relay-password" in caught.value.message
+    # The client is told it is the server's configuration, not given the client-side hint.
+    assert "configuration error" in caught.value.message
+    assert "--password" not in caught.value.message and "127.0.0.1" not in caught.value.message
 
 
 def test_relay_to_nothing_is_502(make_server: ServerFactory) -> None:

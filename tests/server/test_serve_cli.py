@@ -34,3 +34,18 @@ async def test_guard_settings_come_from_environment_variables() -> None:
         assert status == 401
         status, headers, _ = await post(base_url, signed("Hi"))
         assert status == 429 and "Retry-After" in headers
+
+
+def test_serve_with_a_password_locks_the_gateway_too() -> None:
+    """``gprochat serve --secret-key K --password P`` used to leave /v1 open to anyone."""
+    import openai
+
+    with served("--secret-key", "K", "--password", "P", env=clean_env()) as base_url:
+        def client(key: str) -> openai.OpenAI:
+            return openai.OpenAI(base_url=base_url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+        hello = [{"role": "user", "content": "Hi"}]
+        with pytest.raises(openai.AuthenticationError):
+            client("anything").chat.completions.create(model="echo", messages=hello)  # type: ignore[arg-type]
+        answer = client("P").chat.completions.create(model="echo", messages=hello)  # type: ignore[arg-type]
+        assert answer.choices[0].message.content.endswith("Hi")  # type: ignore[union-attr]

@@ -294,11 +294,15 @@ def _local_options(command: Any) -> Any:
 def serve(**settings: Any) -> None:
     """Run a GeminiProChat-compatible server."""
     from ..server import serve as run_server
+    from ..server.gateway import gateway_warning
 
     config = _config(settings)
     if config.workers > 1 and not config.redis_url:
         click.echo("Warning: --workers without --redis-url: each process keeps its own rate "
                    "limits and used signatures.", err=True)
+    open_gateway = gateway_warning(config, config.host)
+    if open_gateway:
+        click.echo(open_gateway, err=True)
     try:
         run_server(config)  # logs the start-up line once the port is bound
     except OSError as exc:

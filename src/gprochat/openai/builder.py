@@ -9,9 +9,9 @@ nested dict (one call into pydantic-core, not one per nested model), and
 ``ContentChunkJSON`` gives the gateway a content chunk's JSON bytes by splicing the
 JSON-encoded text into bytes dumped once per answer from the model itself.
 
-Usage is an estimate, not a tokenizer's count: ``ceil(characters / 4)`` per message
-content and for the answer, OpenAI's rule of thumb for English text. GPROChat
-deployments report no token counts.
+Usage, when the upstream reports none (GPROChat deployments never do), is an estimate,
+not a tokenizer's count: ``ceil(characters / 4)`` per message content and for the
+answer, OpenAI's rule of thumb for English text; such usage says ``"estimated": true``.
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def _usage(messages: Sequence[Mapping[str, str]], answer_chars: int) -> Completi
     # By length: a stream counts its characters instead of keeping its text.
     prompt = sum(estimate_tokens(m.get("content", "")) for m in messages)
     completion = -(-answer_chars // CHARS_PER_TOKEN)
-    return CompletionUsage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    # "estimated" is an extra field (kept by openai-python's model too): not the upstream's.
+    return CompletionUsage.model_validate(
+        {"prompt_tokens": prompt, "completion_tokens": completion,
+         "total_tokens": prompt + completion, "estimated": True}
     )
 
 
@@ -89,7 +91,7 @@ class CompletionBuilder:
         self, delta: ChoiceDelta | dict[str, str], finish_reason: Optional[FinishReason] = None
     ) -> ChatCompletionChunk:
         # One validation of nested dicts: the same objects (and fields set) as
-        # ChatCompletionChunk(choices=[ChunkChoice(...)]), at about half the cost.
+        # ChatCompletionChunk(choices=[ChunkChoice(...)]), for less (docs/benchmarks.md, B5).
         chunk: ChatCompletionChunk = _validate_chunk(
             {
                 "id": self.id,
@@ -173,6 +175,8 @@ async def _answer_chunks(
     first: str,
     content: Callable[[str], T],
     encode: Callable[[ChatCompletionChunk], T],
+    reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
+    last: Optional[T] = None,
 ) -> AsyncIterator[T]:
     # The one sequence of an answer's chunks, whatever form they take.
     chars = len(first)
@@ -186,7 +190,10 @@ async def _answer_chunks(
                 yield content(text)
         yield encode(builder.finish_chunk())
         if messages is not None:
-            yield encode(builder.usage_chunk(_usage(messages, chars)))
+            usage = reported_usage() if reported_usage is not None else None
+            yield encode(builder.usage_chunk(usage or _usage(messages, chars)))
+        if last is not None:
+            yield last
     finally:
         await aclose(texts)
 
@@ -220,15 +227,22 @@ def stream_chunk_json(
     first: str = "",
     prefix: bytes = b"",
     suffix: bytes = b"",
+    reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
+    end: bytes = b"",
 ) -> AsyncIterator[bytes]:
     """``stream_chunks``, each chunk as ``prefix + model_dump_json() + suffix`` bytes.
 
     Byte for byte what dumping ``stream_chunks``' models gives; content chunks come from
-    a ``ContentChunkJSON`` template, the few others from their models.
+    a ``ContentChunkJSON`` template, the few others from their models. With
+    ``messages``, the usage chunk carries ``reported_usage()`` (the upstream's figures,
+    read once the answer has ended) or, when that is None, the estimate. ``end``
+    follows the last chunk (the gateway's ``data: [DONE]``), not after a failure.
     """
 
     def encode(chunk: ChatCompletionChunk) -> bytes:
         return prefix + _chunk_to_json(chunk) + suffix
 
     content = ContentChunkJSON(builder, prefix=prefix, suffix=suffix).encode
-    return _answer_chunks(builder, texts, messages, first, content, encode)
+    return _answer_chunks(
+        builder, texts, messages, first, content, encode, reported_usage, end or None
+    )

@@ -20,16 +20,16 @@ __all__ = [
     "normalize_messages",
 ]
 
-PASSED_PARAMETERS = frozenset({"temperature", "max_tokens", "max_completion_tokens", "stop"})
+PASSED_PARAMETERS = frozenset(
+    {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed"}
+)
 """Handed to the model backend, which honours them when it can (the GPROChat wire has no
 field for them: a client talking to a deployment, or a relaying gateway, drops them)."""
 
 IGNORED_PARAMETERS = frozenset(
     {
-        "top_p",
         "presence_penalty",
         "frequency_penalty",
-        "seed",
         "user",
         "logit_bias",
         "parallel_tool_calls",

@@ -24,7 +24,9 @@ __all__ = [
 class RequestMessage(BaseModel):
     """One message of the conversation; content is a string or a list of text parts."""
 
-    model_config = ConfigDict(extra="allow")
+    # strict: OpenAI answers 400 for "stream": "yes" or "max_tokens": "5"; so do we
+    # (pydantic's lax mode would coerce them).
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: Union[str, list[dict[str, Any]], None] = None
@@ -32,6 +34,8 @@ class RequestMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
     include_obfuscation: Optional[bool] = None
 
@@ -48,7 +52,7 @@ class ChatCompletionRequest(BaseModel):
     ``logprobs``, ``top_logprobs``, ``audio``, ``modalities``, ``prediction``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(description="A model id from GET /v1/models.")
     messages: list[RequestMessage] = Field(min_length=1)

@@ -74,7 +74,8 @@ class _OpenAIObject(BaseModel):
 
 
 class CompletionUsage(_OpenAIObject):
-    """Token counts. gprochat estimates them (about four characters per token)."""
+    """Token counts: the upstream's own, or gprochat's estimate (about four characters per
+    token), which then also carries ``estimated=True``."""
 
     completion_tokens: int
     prompt_tokens: int

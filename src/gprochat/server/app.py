@@ -1,10 +1,12 @@
 """The ASGI application: ``create_app(config)``.
 
-``app.state`` holds what routers share: ``config``, ``backend``, ``guard``
-(``RequestGuard``: rate limiter, stream limiter, body reader), ``replay``
-(``ReplayGuard``), ``shared_state`` (memory or Redis) and ``metrics``. A router
-raises ``guard.Rejected`` to refuse a request; the app answers it with the
-protocol's ``{"error": {"message": ...}}`` body.
+One Starlette router serves every route (``front.App``): ``/api/generate``,
+``/api/auth``, ``/healthz``, ``/metrics``, the OpenAI gateway under ``/v1`` and its
+schema at ``/openapi.json``. ``app.state`` holds what routes share: ``config``,
+``backend``, ``guard`` (``RequestGuard``: every route's admission), ``replay``
+(``ReplayGuard``), ``shared_state`` (memory or Redis) and ``metrics``. A route raises
+``guard.Rejected`` to refuse a request; the front door answers it in the route's error
+shape. More routes (a web page at ``/``) are added to ``app.router.routes``.
 """
 
 from __future__ import annotations
@@ -12,27 +14,28 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 from .. import __version__
 from .backends import Backend, create_backend
 from .config import ServerConfig
-from .fastpath import GprochatApp
-from .gateway import install_gateway
-from .guard import FailurePolicy, RateLimiter, Rejected, RequestGuard, StreamLimiter, parse_networks
+from .front import App, route
+from .gateway import gateway_routes, openapi_schema
+from .guard import FailurePolicy, RateLimiter, RequestGuard, StreamLimiter, parse_networks
 from .logs import install_abort_filter
 from .metrics import ServerMetrics
-from .observe import ObserveMiddleware
 from .replay import ReplayGuard
-from .routes import StreamAborted, error_response, generate, router
+from .routes import StreamAborted, auth, generate
 from .stores import SharedState
 from .web import install_web
 
 __all__ = ["create_app"]
 
 
-def create_app(config: ServerConfig | None = None, backend: Backend | None = None) -> FastAPI:
+def create_app(config: ServerConfig | None = None, backend: Backend | None = None) -> Starlette:
     """A GeminiProChat-compatible server.
 
     ``backend`` overrides the one ``config.backend`` names (tests pass scripted ones).
@@ -46,7 +49,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     backend.on_queue_change = metrics.backend_queued.inc
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         backend.start()  # a local model loads in the background; /healthz says "loading"
         try:
             yield
@@ -54,18 +57,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             await backend.aclose()
             await shared_state.aclose()
 
-    app = GprochatApp(
-        title="gprochat",
-        version=__version__,
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.config = config
-    app.state.backend = backend
-    app.state.shared_state = shared_state
-    app.state.metrics = metrics
-    app.state.guard = RequestGuard(
+    guard = RequestGuard(
         rate_limiter=RateLimiter(config.rate_limit, shared_state, policy, trusted),
         streams=StreamLimiter(
             config.max_streams,
@@ -73,34 +65,20 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             on_change=metrics.streams_in_flight.inc,
         ),
         max_body_bytes=config.max_body_bytes,
+        max_messages=config.max_messages,
+        max_message_chars=config.max_message_chars,
+        passwords=config.passwords,
+        api_keys=config.api_keys,
     )
-    app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
-    app.include_router(router)
-    install_gateway(app)
-    if config.web:
-        install_web(app)
-    app.add_middleware(ObserveMiddleware, metrics=metrics, trusted_proxies=trusted)
-    # The protocol's hot route skips FastAPI's layers (see fastpath.py); same checks.
-    app.install_fast_route(
-        next(r for r in router.routes if getattr(r, "path", None) == "/api/generate"),
-        generate,
-        lambda inner: ObserveMiddleware(inner, metrics=metrics, trusted_proxies=trusted),
-    )
-    install_abort_filter(StreamAborted)
 
-    @app.exception_handler(Rejected)
-    async def rejected(request: Request, exc: Rejected) -> Response:
-        return error_response(exc.status, exc.message, headers=exc.headers)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> JSONResponse:
+    async def healthz(request: Request) -> Response:
         redis_ok = await shared_state.ping()
         body = {
             "status": "ok",
             "version": __version__,
             "backend": backend.name,
             "state": shared_state.backend_name,
-            "streams_in_flight": app.state.guard.streams.in_flight,
+            "streams_in_flight": guard.streams.in_flight,
         }
         status = 200
         if backend.status != "ready":
@@ -116,8 +94,31 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
                 status = 200 if config.redis_failure == "open" else 503
         return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    routes: list[BaseRoute] = [
+        route("/api/generate", generate, ["POST"]),
+        route("/api/auth", auth, ["POST"]),
+        route("/healthz", healthz, ["GET"]),
+        route("/metrics", prometheus_metrics, ["GET"]),
+    ]
+    if config.gateway:
+        schema = openapi_schema()
+
+        async def openapi(request: Request) -> Response:
+            return JSONResponse(schema)
+
+        routes += [*gateway_routes(), route("/openapi.json", openapi, ["GET"])]
+
+    app = App(routes, metrics=metrics, trusted_proxies=trusted, lifespan=lifespan)
+    app.state.config = config
+    app.state.backend = backend
+    app.state.shared_state = shared_state
+    app.state.metrics = metrics
+    app.state.guard = guard
+    app.state.replay = ReplayGuard(config.timestamp_window, shared_state.replay, policy)
+    if config.web:
+        install_web(app)
+    install_abort_filter(StreamAborted)
     return app

@@ -7,105 +7,76 @@ A streamed answer is server-sent events, ``data: {chat.completion.chunk}`` lines
 ``data: {"error": {...}}`` event and ``data: [DONE]`` are sent, then the connection is
 cut (no chunked terminator), so no client can take the answer for a complete one.
 
-``install_gateway(app)`` mounts it; the app's config must be on ``app.state.config``.
+Requests pass the same guard as ``/api/generate`` (``guard.RequestGuard``): size,
+the gateway's own rate budget, an API key or the site password as a bearer token
+when the site has either, the conversation limits, a stream slot.
+
+Usage: when the backend reports the upstream's own figures (the openai backend asks
+for them), they are passed on with the upstream's completion id; otherwise they are
+estimated (``gprochat.openai.builder.estimate_usage``) and marked ``"estimated": true``.
+
+``gateway_routes()`` lists the routes; ``openapi_schema()`` describes them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Optional
 
-from fastapi import APIRouter, FastAPI, Request, Security
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from fastapi.security import HTTPBearer
+from pydantic import ValidationError
 from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
-from .. import protocol
-from .._streams import aclose, first_text
+from .. import __version__, protocol
 from ..errors import InvalidParameterError
 from ..openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ..openai.params import check_parameters, normalize_messages
 from ..openai.requests import ChatCompletionRequest, ErrorResponse
-from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
-from .gateway_errors import GatewayError, from_rejection, from_upstream_error, from_validation_error
+from ..openai.types import ChatCompletion, ChatCompletionChunk, CompletionUsage, Model, SyncPage
+from .backends import AnswerReport, Backend
+from .config import ServerConfig
+from .failures import Failure, backend_failure
+from .front import route
+from .gateway_errors import GatewayError, failure_response, from_failure, from_validation_error
 from .gateway_upstream import Upstream, create_upstream
-from .guard import Rejected, RequestGuard
-from .routes import STREAM_HEADERS, StreamAborted
-from .streaming import ChunkStream, encode_headers
+from .guard import RequestGuard
+from .metrics import ServerMetrics
+from .routes import STREAM_HEADERS
+from .streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
 
-__all__ = ["router", "install_gateway"]
+__all__ = ["gateway_routes", "gateway_warning", "openapi_schema"]
 
 logger = logging.getLogger("gprochat.server.gateway")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Invalid request; `param` names the field."},
-    401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
-    404: {"model": ErrorResponse, "description": "Unknown model."},
-    429: {"model": ErrorResponse, "description": "Rate limited; see `Retry-After`."},
-    502: {"model": ErrorResponse, "description": "The upstream failed."},
-}
-
-
-class _OpenAIRoute(APIRoute):
-    """Checks the API key first, and answers every error in OpenAI's shape.
-
-    FastAPI's 422 for a body that does not validate becomes OpenAI's 400, for these
-    routes only; the GeminiProChat routes keep their own error bodies.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                _check_api_key(request)
-                guard: RequestGuard = request.app.state.guard
-                guard.check_declared_size(request)
-                await guard.rate_limiter.check(request, scope="gateway")
-                return await handler(request)
-            except RequestValidationError as exc:
-                return from_validation_error(exc).response()
-            except GatewayError as exc:
-                return exc.response()
-            except Rejected as exc:
-                return from_rejection(exc.status, exc.message, exc.headers).response()
-
-        return route
-
-
-# Documents the scheme in OpenAPI; the check itself is ``_check_api_key``.
-_bearer = HTTPBearer(auto_error=False, description="One of the gateway's API keys, if any.")
-
 _SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS)
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["OpenAI-compatible"],
-    route_class=_OpenAIRoute,
-    dependencies=[Security(_bearer)],
-    responses=_ERRORS,
-)
+
+def gateway_warning(config: ServerConfig, host: str) -> Optional[str]:
+    """The start-up warning for an open gateway on an address others can reach, or None.
+
+    Open: the gateway is on, with no ``--api-key`` and no site password.
+    """
+    if not config.gateway or config.api_keys or config.passwords or _is_loopback(host):
+        return None
+    return (
+        f"Warning: the OpenAI gateway (/v1) on {host} is open to anyone who can reach it, "
+        "and every request spends the backend's quota. Lock it with --api-key KEY (or a site "
+        "--password, which it then also takes as a key), or serve with --no-gateway."
+    )
 
 
-def _check_api_key(request: Request) -> None:
-    keys = request.app.state.config.api_keys
-    if not keys:
-        return
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise GatewayError(
-            401, "Missing API key: send it as 'Authorization: Bearer YOUR_KEY' "
-            "(with the OpenAI SDK: api_key=...)", code="invalid_api_key"
-        )
-    if not protocol.password_matches(key.strip(), keys):
-        raise GatewayError(
-            401, "Incorrect API key provided: it is not one of this gateway's keys "
-            "(--api-key / GPROCHAT_API_KEYS)", code="invalid_api_key"
-        )
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _upstream(request: Request) -> Upstream:
@@ -120,137 +91,241 @@ def _model(name: str) -> Model:
     return Model(id=name, created=0, owned_by="gprochat")
 
 
-@router.get("/models", response_model=SyncPage[Model], summary="List models")
-async def list_models(request: Request) -> JSONResponse:
+async def _admit_without_body(request: Request) -> None:
+    guard: RequestGuard = request.app.state.guard
+    await guard.admit(request, "gateway", bearer=True)
+
+
+async def list_models(request: Request) -> Response:
+    await _admit_without_body(request)
     page = SyncPage[Model](data=[_model(name) for name in _upstream(request).models()])
     return JSONResponse(page.model_dump(mode="json"))
 
 
-@router.get("/models/{model_id:path}", response_model=Model, summary="Retrieve a model")
-async def retrieve_model(model_id: str, request: Request) -> JSONResponse:
+async def retrieve_model(request: Request) -> Response:
+    await _admit_without_body(request)
+    model_id = request.path_params["model_id"]
     return JSONResponse(_model(_upstream(request).resolve(model_id)).model_dump(mode="json"))
 
 
-@router.post(
-    "/chat/completions",
-    response_model=ChatCompletion,
-    summary="Create a chat completion",
-    responses={
-        200: {
-            "description": "`stream: false`: one `chat.completion` (JSON). `stream: true`: "
-            "server-sent events, each `data: {chat.completion.chunk}`, then `data: [DONE]`.",
-            "content": {
-                "text/event-stream": {
-                    "schema": {"$ref": "#/components/schemas/ChatCompletionChunk"}
-                }
-            },
-        }
-    },
-)
-async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+def parse_request(body: bytes, content_type: Optional[str] = None) -> ChatCompletionRequest:
+    """The request, or ``GatewayError(400)`` naming what is wrong."""
+    media_type = (content_type or "application/json").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise GatewayError(
+            400, f"Content-Type {media_type!r} is not JSON: send the body as application/json "
+            "(a JSON object with model and messages)."
+        )
+    if not body.strip():
+        raise GatewayError(400, "Empty request body: send a JSON object with model and messages.")
+    try:
+        data = protocol.parse_json(body)
+    except protocol.InvalidRequest as exc:
+        raise GatewayError(400, exc.message) from exc
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
+
+
+async def create_chat_completion(request: Request) -> Response:
+    state = request.app.state
+    guard: RequestGuard = state.guard
+    body = parse_request(await guard.admit(request, "gateway", bearer=True),
+                         request.headers.get("content-type"))
     try:
         check_parameters(body.model_dump(exclude_unset=True))
-        messages = normalize_messages(
-            [m.model_dump(exclude_none=True) for m in body.messages]
-        )
+        messages = normalize_messages([m.model_dump(exclude_none=True) for m in body.messages])
     except InvalidParameterError as exc:
         raise GatewayError(400, exc.message, param=exc.param) from exc
+    guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
     upstream = _upstream(request)
     model = upstream.resolve(body.model)
-    guard: RequestGuard = request.app.state.guard
     release = guard.streams.try_acquire()
-    builder = CompletionBuilder(model)
-    # Wait for the first text before answering, so an upstream that fails at once
-    # gets a proper error status instead of a 200 with an error inside.
-    opened: AsyncIterator[str] | None = None
+    report = AnswerReport()
+    metrics: ServerMetrics = state.metrics
+    backend: Backend = state.backend
     try:
-        opened = upstream.stream(model, messages, body).__aiter__()
-        first = await first_text(opened)
-    except BaseException as exc:
-        release()
-        if opened is not None:
-            await aclose(opened)
-        if not isinstance(exc, Exception):
-            raise
-        raise from_upstream_error(exc, relay=upstream.relay) from exc
-    texts = opened
+        answer = await open_answer(
+            lambda: upstream.stream(model, messages, body, report),
+            release,
+            backend="relay" if upstream.relay else backend.name,
+            metrics=metrics,
+        )
+    except AnswerFailed as exc:
+        return failure_response(exc.failure)
+    # The upstream's own id when it gave one (it has, by its first text).
+    builder = CompletionBuilder(model, completion_id=report.id)
 
     if not body.stream:
-        parts = [first]
         try:
-            parts += [text async for text in texts]
+            parts = [answer.first]
+            parts += [text async for text in answer.rest]
         except Exception as exc:
-            raise from_upstream_error(exc, relay=upstream.relay) from exc
+            return failure_response(_failure(exc, upstream, backend))
         finally:
-            release()
-            await aclose(texts)
-        answer = "".join(parts)
-        completion = builder.completion(answer, estimate_usage(messages, answer))
+            await answer.close()
+        text = "".join(parts)
+        completion = builder.completion(text, _usage(report, messages, text))
         return JSONResponse(completion.model_dump(mode="json"))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    # Each chunk arrives already framed as an event: one generator between the
-    # upstream and the response besides the error handling (this path runs per chunk).
     events = stream_chunk_json(
         builder,
-        texts,
-        first=first,
+        answer.rest,
+        first=answer.first,
         messages=messages if include_usage else None,
+        reported_usage=lambda: _reported_usage(report),
         prefix=b"data: ",
         suffix=b"\n\n",
+        end=b"data: [DONE]\n\n",
     )
-
-    async def on_close() -> None:
-        release()
-        await aclose(events)
-        # Also when the response never started the generators (their finally never ran).
-        await aclose(texts)
-
+    # A failure after the stream started: an error event, data: [DONE], then the
+    # connection is cut (no chunked terminator), so no client takes it for complete.
     return ChunkStream(
-        _server_sent_events(events, relay=upstream.relay), on_close=on_close, raw_headers=_SSE_HEADERS
+        events,
+        on_close=answer.close,
+        raw_headers=_SSE_HEADERS,
+        on_failure=_error_event(upstream, backend),
     )
 
 
-async def _server_sent_events(events: AsyncIterator[bytes], *, relay: bool) -> AsyncIterator[bytes]:
-    """``events`` then ``data: [DONE]``; an upstream failure becomes an error event and a cut."""
-    try:
-        async for event in events:
-            yield event
-    except Exception as exc:
-        error = from_upstream_error(exc, relay=relay)
+def _failure(exc: Exception, upstream: Upstream, backend: Backend) -> Failure:
+    return backend_failure(exc, "relay" if upstream.relay else backend.name)
+
+
+def _reported_usage(report: AnswerReport) -> Optional[CompletionUsage]:
+    if report.usage is None:
+        return None
+    return CompletionUsage.model_validate(report.usage)
+
+
+def _usage(report: AnswerReport, messages: list[dict[str, str]], text: str) -> CompletionUsage:
+    reported = _reported_usage(report)
+    if reported is not None:
+        return reported
+    return estimate_usage(messages, text)
+
+
+def _error_event(upstream: Upstream, backend: Backend) -> Callable[[Exception], bytes]:
+    """An upstream failure mid-stream: a last error event and ``data: [DONE]`` (then the cut)."""
+
+    def last_words(exc: Exception) -> bytes:
+        error = from_failure(_failure(exc, upstream, backend))
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
                        "cutting the connection", error.message)
-        yield b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
-        # Cut the connection (no chunked terminator): the answer is not complete.
-        raise StreamAborted(error.message) from exc
-    finally:
-        await aclose(events)
-    yield b"data: [DONE]\n\n"
+        return (b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
+                + b"data: [DONE]\n\n")
+
+    return last_words
 
 
-def install_gateway(app: FastAPI) -> None:
-    """Mount the gateway on ``app`` unless ``app.state.config.gateway`` is false."""
-    if not app.state.config.gateway:
-        return
-    app.include_router(router)
-    build_openapi = app.openapi
+def gateway_routes() -> list[BaseRoute]:
+    """The gateway's routes, for the app's one router."""
+    return [
+        route("/v1/models", list_models, ["GET"]),
+        route("/v1/models/{model_id:path}", retrieve_model, ["GET"]),
+        route("/v1/chat/completions", create_chat_completion, ["POST"]),
+    ]
 
-    def openapi() -> dict[str, Any]:
-        schema = build_openapi()
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        if "ChatCompletionChunk" not in schemas:
-            # The SSE response refers to the chunk model, which no route returns as JSON.
-            _, extra = models_json_schema(
-                [(ChatCompletionChunk, "serialization")],
-                ref_template="#/components/schemas/{model}",
-            )
-            schemas.update(extra.get("$defs", {}))
-        for path, operations in schema.get("paths", {}).items():
-            if path.startswith(router.prefix + "/"):
-                for operation in operations.values():
-                    # These routes answer validation failures with 400 (OpenAI's shape).
-                    operation.get("responses", {}).pop("422", None)
-        return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def openapi_schema() -> dict[str, Any]:
+    """The gateway's OpenAPI 3.1 document, generated from the pydantic models it uses."""
+    refs, defs = models_json_schema(
+        [
+            (ChatCompletionRequest, "validation"),
+            (ChatCompletion, "serialization"),
+            (ChatCompletionChunk, "serialization"),
+            (Model, "serialization"),
+            (SyncPage[Model], "serialization"),
+            (ErrorResponse, "serialization"),
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+
+    def ref(model: Any, mode: str = "serialization") -> dict[str, Any]:
+        return dict(refs[(model, mode)])  # type: ignore[index]
+
+    def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"application/json": {"schema": schema}}
+
+    errors = {
+        str(status): {"description": text, "content": json_content(ref(ErrorResponse))}
+        for status, text in (
+            (400, "Invalid request; `param` names the field."),
+            (401, "Missing or wrong API key (or site password)."),
+            (404, "Unknown model."),
+            (413, "Request or conversation too large."),
+            (429, "Rate limited; see `Retry-After`."),
+            (502, "The upstream failed."),
+            (503, "Too many answers streaming; see `Retry-After`."),
+        )
+    }
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "gprochat", "version": __version__},
+        "paths": {
+            "/v1/models": {
+                "get": {
+                    "summary": "List models",
+                    "operationId": "list_models",
+                    "tags": ["OpenAI-compatible"],
+                    "security": security,
+                    "responses": {
+                        "200": {"description": "The models.",
+                                "content": json_content(ref(SyncPage[Model]))},
+                        **errors,
+                    },
+                }
+            },
+            "/v1/models/{model_id}": {
+                "get": {
+                    "summary": "Retrieve a model",
+                    "operationId": "retrieve_model",
+                    "tags": ["OpenAI-compatible"],
+                    "security": security,
+                    "parameters": [{"name": "model_id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The model.", "content": json_content(ref(Model))},
+                        **errors,
+                    },
+                }
+            },
+            "/v1/chat/completions": {
+                "post": {
+                    "summary": "Create a chat completion",
+                    "operationId": "create_chat_completion",
+                    "tags": ["OpenAI-compatible"],
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": json_content(ref(ChatCompletionRequest, "validation")),
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "`stream: false`: one `chat.completion` (JSON). "
+                            "`stream: true`: server-sent events, each `data: "
+                            "{chat.completion.chunk}`, then `data: [DONE]`.",
+                            "content": {
+                                **json_content(ref(ChatCompletion)),
+                                "text/event-stream": {"schema": ref(ChatCompletionChunk)},
+                            },
+                        },
+                        **errors,
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of the gateway's API keys, or the site password.",
+                }
+            },
+        },
+    }

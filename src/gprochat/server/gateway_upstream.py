@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal, Optional, Protocol
 
 from ..providers import GPROChat
-from .backends import Backend, Conversation, Turn
+from .backends import AnswerReport, Backend, Conversation, Turn
 from .config import ServerConfig
 from .gateway_errors import GatewayError
 
@@ -36,7 +36,8 @@ class Upstream(Protocol):
     def resolve(self, model: str) -> str: ...
 
     def stream(
-        self, model: str, messages: list[dict[str, str]], options: SamplingOptions
+        self, model: str, messages: list[dict[str, str]], options: SamplingOptions,
+        report: Optional[AnswerReport] = None,
     ) -> AsyncIterator[str]: ...
 
 
@@ -68,12 +69,14 @@ class DirectUpstream:
         return model
 
     def stream(
-        self, model: str, messages: list[dict[str, str]], options: SamplingOptions
+        self, model: str, messages: list[dict[str, str]], options: SamplingOptions,
+        report: Optional[AnswerReport] = None,
     ) -> AsyncIterator[str]:
-        return self.backend.stream(self.conversation(model, messages, options))
+        return self.backend.stream(self.conversation(model, messages, options, report))
 
     def conversation(
-        self, model: str, messages: list[dict[str, str]], options: SamplingOptions
+        self, model: str, messages: list[dict[str, str]], options: SamplingOptions,
+        report: Optional[AnswerReport] = None,
     ) -> Conversation:
         """System messages joined (after the server's prompt); the rest as Gemini turns."""
         systems = [self.system_prompt] if self.system_prompt else []
@@ -99,6 +102,7 @@ class DirectUpstream:
             stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
             top_p=options.top_p,
             seed=options.seed,
+            report=report,
         )
 
 
@@ -133,8 +137,10 @@ class RelayUpstream:
         raise _unknown_model(model, self.models())
 
     def stream(
-        self, model: str, messages: list[dict[str, str]], options: SamplingOptions
+        self, model: str, messages: list[dict[str, str]], options: SamplingOptions,
+        report: Optional[AnswerReport] = None,
     ) -> AsyncIterator[str]:
+        # A deployment reports no usage and no id: ``report`` stays empty.
         if self.system_prompt:
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
         kwargs: dict[str, Any] = {"base_url": self.url, "history": "native"}

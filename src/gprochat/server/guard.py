@@ -1,15 +1,18 @@
-"""The abuse guard shared by every route: body size, rate limit, concurrent streams.
+"""The one guard every route passes: size, rate, conversation limits, credentials, slots.
 
-Each check raises ``Rejected`` (status, message, headers), which the app turns into
-the protocol's ``{"error": {"message": ...}}`` body. The objects live on
-``app.state`` so that any router (``/api/generate``, an OpenAI-style gateway) uses
-the same limits::
+Each check raises ``Rejected`` (status, message, headers); the app's front door
+(``server/front.py``) answers it in the route's error shape: the protocol's
+``{"error": {"message": ...}}`` on ``/api/*``, OpenAI's on ``/v1``. Every route
+admits a request through the same ``RequestGuard`` (on ``app.state.guard``), in
+this order::
 
-    guard: RequestGuard = request.app.state.guard
-    await guard.rate_limiter.check(request)          # 429 + Retry-After
-    body = await guard.read_body(request)            # 413
-    with guard.streams.acquire():                    # 503 + Retry-After
-        ...
+    body = await guard.admit(request, "generate")   # 413 declared size, 429 rate (the
+                                                     # route's own budget), 401 bearer
+                                                     # (gateway), 413 actual size
+    ...parse the body...                             # 400, the route's own
+    guard.check_conversation(texts)                  # 413 messages / message length
+    guard.check_password(given)                      # 401 (/api/generate: in the body)
+    release = guard.streams.try_acquire()            # 503 + Retry-After
 """
 
 from __future__ import annotations
@@ -18,22 +21,23 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NoReturn
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, WindowStats, parse
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.strategies import MovingWindowRateLimiter as SyncMovingWindowRateLimiter
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Scope
 
+from .. import protocol
 from ..errors import SharedStateError
 from .stores import SharedState, translate_rate_storage_error
 
 __all__ = [
     "FailurePolicy",
+    "MemoryMovingWindow",
     "Network",
     "RateLimiter",
     "Rejected",
@@ -149,15 +153,14 @@ class RateLimiter:
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self.item: RateLimitItem | None = parse(limit) if limit else None
-        self._strategy = MovingWindowRateLimiter(state.rate_storage)
-        # In memory, the same moving window through limits' synchronous storage: its
-        # asyncio twin starts an expiry task and a thread hop on almost every hit,
-        # about a sixth of the server's time per short request (B3). Nothing in it blocks.
-        self._memory = (
-            SyncMovingWindowRateLimiter(state.sync_rate_storage)
-            if state.sync_rate_storage is not None
-            else None
+        self._strategy = (
+            MovingWindowRateLimiter(state.rate_storage) if state.rate_storage is not None else None
         )
+        # In memory, the same moving window without limits' memory storages: its asyncio
+        # one hops to a thread on almost every hit, its synchronous one starts a timer
+        # thread every 10 ms (the event loop waits for each start), together a fifth of
+        # the server's time per short request (docs/benchmarks.md, B3).
+        self._memory = MemoryMovingWindow() if self._strategy is None else None
         self._policy = policy
         self.trusted_proxies = trusted_proxies
 
@@ -171,6 +174,7 @@ class RateLimiter:
                 return
             stats = self._memory.get_window_stats(self.item, scope, key)
             self._reject(stats.reset_time)
+        assert self._strategy is not None
         try:
             if await self._strategy.hit(self.item, scope, key):
                 return
@@ -194,6 +198,59 @@ class RateLimiter:
         )
 
 
+class MemoryMovingWindow:
+    """``limits``' moving window, in this process's memory, for one event loop.
+
+    Per key, the times of its hits within the window, oldest first: a hit is allowed
+    while fewer than ``item.amount`` are younger than the window, as in ``limits``
+    (``MovingWindowRateLimiter``), whose ``RateLimitItem`` and keys it takes. Keys with
+    no hit in their window are dropped at most once a window, so memory stays bounded
+    by the clients seen within it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._hits: dict[str, tuple[float, deque[float]]] = {}
+        self._next_sweep = 0.0
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Count a hit and return True, or return False (and count nothing) over the limit."""
+        now = self._clock()
+        window = item.get_expiry()
+        if now >= self._next_sweep:
+            self._sweep(now)
+            self._next_sweep = now + window
+        key = item.key_for(*identifiers)
+        entry = self._hits.get(key)
+        if entry is None:
+            entry = self._hits[key] = (window, deque())
+        hits = entry[1]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= item.amount:
+            return False
+        hits.append(now)
+        return True
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        """When the oldest hit in the window leaves it, and how many hits remain."""
+        now = self._clock()
+        window = item.get_expiry()
+        entry = self._hits.get(item.key_for(*identifiers))
+        hits = [t for t in entry[1] if t > now - window] if entry else []
+        reset = (hits[0] if hits else now) + window
+        return WindowStats(reset, max(0, item.amount - len(hits)))
+
+    def _sweep(self, now: float) -> None:
+        stale = [key for key, (window, hits) in self._hits.items()
+                 if not hits or hits[-1] <= now - window]
+        for key in stale:
+            del self._hits[key]
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+
 def _window_text(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     return unit if item.multiples == 1 else f"{item.multiples} {unit}s"
@@ -202,9 +259,8 @@ def _window_text(item: RateLimitItem) -> str:
 class StreamLimiter:
     """At most ``limit`` answers streaming at once in this process (0: no bound).
 
-    ``acquire()`` is a context manager that raises ``Rejected(503)`` when full;
-    ``try_acquire()`` returns a release callable (idempotent) or raises, for
-    streams that outlive the route function.
+    ``try_acquire()`` returns a release callable (idempotent) or raises
+    ``Rejected(503)`` when full: an answer's slot outlives the route function.
     """
 
     def __init__(
@@ -220,8 +276,8 @@ class StreamLimiter:
         if self.limit and self.in_flight >= self.limit:
             raise Rejected(
                 503,
-                f"The server is busy: {self.in_flight} answers are streaming, its limit. "
-                f"Retry after {self.retry_after} seconds.",
+                f"The server is busy: it is already streaming {self.in_flight} answers, "
+                f"as many as it allows at once. Retry after {self.retry_after} seconds.",
                 {"Retry-After": str(self.retry_after)},
             )
         self._change(+1)
@@ -235,14 +291,6 @@ class StreamLimiter:
 
         return release
 
-    @contextmanager
-    def acquire(self) -> Iterator[None]:
-        release = self.try_acquire()
-        try:
-            yield
-        finally:
-            release()
-
     def _change(self, delta: int) -> None:
         self.in_flight += delta
         if self._on_change is not None:
@@ -250,14 +298,39 @@ class StreamLimiter:
 
 
 class RequestGuard:
-    """The guard's objects for one app: ``rate_limiter``, ``streams``, ``read_body``."""
+    """The checks every route passes, in one place (see the module's docstring)."""
 
     def __init__(
-        self, *, rate_limiter: RateLimiter, streams: StreamLimiter, max_body_bytes: int
+        self,
+        *,
+        rate_limiter: RateLimiter,
+        streams: StreamLimiter,
+        max_body_bytes: int,
+        max_messages: int = 0,
+        max_message_chars: int = 0,
+        passwords: tuple[str, ...] = (),
+        api_keys: tuple[str, ...] = (),
     ) -> None:
         self.rate_limiter = rate_limiter
         self.streams = streams
         self.max_body_bytes = max_body_bytes
+        self.max_messages = max_messages
+        self.max_message_chars = max_message_chars
+        self.passwords = passwords
+        # The gateway takes its API keys and, so that a locked site stays locked on
+        # every route, the site passwords as bearer tokens.
+        self.bearer_tokens = api_keys + passwords
+
+    async def admit(self, request: Request, route: str, *, bearer: bool = False) -> bytes:
+        """Size, rate (``route``'s own budget), bearer token when asked, then the body.
+
+        Returns the body, read in full; raises ``Rejected`` at the first check that fails.
+        """
+        self.check_declared_size(request)
+        await self.rate_limiter.check(request, route)
+        if bearer:
+            self.check_bearer(request)
+        return await self.read_body(request)
 
     def check_declared_size(self, request: Request) -> None:
         """413 at once when ``Content-Length`` already says the body is too large."""
@@ -266,8 +339,10 @@ class RequestGuard:
             raise Rejected(413, self._too_large(int(declared)))
 
     async def read_body(self, request: Request) -> bytes:
-        """The body, refused with 413 as soon as it passes ``max_body_bytes``."""
-        self.check_declared_size(request)
+        """The body, refused with 413 as soon as it passes ``max_body_bytes``.
+
+        Counted as it arrives, so a chunked body (no ``Content-Length``) is bounded too.
+        """
         chunks: list[bytes] = []
         size = 0
         try:
@@ -279,6 +354,57 @@ class RequestGuard:
         except ClientDisconnect as exc:
             raise Rejected(400, "The client disconnected before sending the whole body.") from exc
         return b"".join(chunks)
+
+    def check_conversation(self, texts: Sequence[str], where: str = "messages.{index}") -> None:
+        """413 for too many messages or a message too long, naming which.
+
+        ``where`` formats a message's position the way the route's clients name it.
+        """
+        count = len(texts)
+        if self.max_messages and count > self.max_messages:
+            raise Rejected(
+                413,
+                f"Too many messages: {count}; this server accepts at most {self.max_messages}. "
+                "Drop the oldest turns of the conversation.",
+            )
+        if self.max_message_chars:
+            for index, text in enumerate(texts):
+                if len(text) > self.max_message_chars:
+                    raise Rejected(
+                        413,
+                        f"Message too long: {where.format(index=index)} has {len(text)} "
+                        f"characters; this server accepts at most {self.max_message_chars} "
+                        "per message. Shorten it.",
+                    )
+
+    def check_password(self, given: str | None) -> None:
+        """401 ``Invalid password.`` when the site has passwords and ``given`` is none of them."""
+        if self.passwords and not protocol.password_matches(given, self.passwords):
+            raise Rejected(401, protocol.INVALID_PASSWORD)
+
+    def check_bearer(self, request: Request) -> None:
+        """401 unless ``Authorization: Bearer`` carries an API key or a site password.
+
+        Open only when the server has neither (``gateway_warning`` says so at start-up).
+        """
+        if not self.bearer_tokens:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Rejected(
+                401,
+                "Missing API key: this server is locked. Send 'Authorization: Bearer KEY' with "
+                "one of its API keys or the site password (with the OpenAI SDK: api_key=...).",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if not protocol.password_matches(token, self.bearer_tokens):
+            raise Rejected(
+                401,
+                "Incorrect API key: it is neither one of this server's API keys (--api-key) "
+                "nor its site password.",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     def _too_large(self, size: int, at_least: bool = False) -> str:
         return (

@@ -1,33 +1,57 @@
 """ASGI middleware: one access-log line and the request metrics per HTTP request.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that streamed bodies pass through chunk
-by chunk and the time to first byte is measured where it is sent.
+by chunk and the time to first byte is measured where it is sent. It also sees every
+exception first, so it is where the front door's error answers are sent
+(``answer_error``, from ``front.py``): one wrapper of ``send`` per request, not two.
+
+``outcome`` says how the exchange ended: ``complete`` (the whole response was sent),
+``client_gone`` (the client hung up mid-answer; logged and counted with status 499,
+nginx's convention), ``aborted`` (the server cut the answer: the backend failed
+mid-answer, or a shutdown ran out of time).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .guard import Network, client_address_of_scope
 from .logs import access_logger
 from .metrics import ServerMetrics
 
-__all__ = ["ObserveMiddleware"]
+__all__ = ["CLIENT_GONE", "OUTCOME_KEY", "ObserveMiddleware"]
+
+#: The response for an exception raised before the response started, and whether the
+#: exception is a bug (then re-raised after the answer, so the server logs it).
+ErrorAnswer = Callable[[Exception, Scope], tuple[Response, bool]]
+
+#: The scope key a response sets to report how it ended, when it knows better.
+OUTCOME_KEY = "gprochat.outcome"
+CLIENT_GONE = "client_gone"
+CLIENT_GONE_STATUS = 499
 
 
 class ObserveMiddleware:
     """Counts requests by route and status, body bytes and time to first byte; logs access."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: ServerMetrics, trusted_proxies: tuple[Network, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ServerMetrics,
+        trusted_proxies: tuple[Network, ...] = (),
+        answer_error: Optional[ErrorAnswer] = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.trusted_proxies = trusted_proxies
+        self.answer_error = answer_error
         # labels() takes a lock and builds a key per call; the label sets are few.
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
@@ -52,14 +76,36 @@ class ObserveMiddleware:
                 sent += len(body)
             await send(message)
 
+        answered = False  # an error answer was sent in full, then the bug re-raised
         try:
-            await self.app(scope, receive, observed_send)
+            try:
+                await self.app(scope, receive, observed_send)
+            except Exception as exc:
+                # After the response started, the exception cuts the connection: how a
+                # client learns that a streamed answer is incomplete.
+                if status or self.answer_error is None:
+                    raise
+                response, is_bug = self.answer_error(exc, scope)
+                await response(scope, receive, observed_send)
+                answered = True
+                if is_bug:
+                    raise
+            outcome = scope.get(OUTCOME_KEY, outcome)
+            if outcome == CLIENT_GONE:
+                status = CLIENT_GONE_STATUS
         except BaseException:
-            outcome = "aborted"
+            if not answered:
+                outcome = "aborted"
             raise
         finally:
-            # The router records the matched route in the scope (shared, mutated in place).
-            route = str(getattr(scope.get("route"), "path", None) or "other")
+            # The path a route serves labels the log and metrics, not the (unbounded)
+            # URL: from the route a handler recorded, or from our endpoints (front.py),
+            # which the router puts in the scope.
+            route = str(
+                getattr(scope.get("route"), "path", None)
+                or getattr(scope.get("endpoint"), "route_path", None)
+                or "other"
+            )
             self._record(scope, route, status, sent, first_byte, started, outcome)
 
     def _record(

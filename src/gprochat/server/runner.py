@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
 from .. import __version__
@@ -205,7 +205,7 @@ def _stop_if_backend_fails(server: uvicorn.Server, backend: Any) -> None:
     threading.Thread(target=watch, name="gprochat-backend-watch", daemon=True).start()
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> Starlette:
     """The app a worker process serves: config and logging from environment variables."""
     logging_options = json.loads(os.environ.get(_LOGGING_ENV_VAR, "{}"))
     configure_logging(logging_options.get("level", "info"), logging_options.get("format", "json"))

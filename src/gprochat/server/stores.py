@@ -14,9 +14,8 @@ from hashlib import blake2b
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.errors import StorageError
-from limits.storage import MemoryStorage as SyncMemoryStorage
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -186,21 +185,18 @@ class SharedState:
     """The stores for one app: memory by default, Redis when ``redis_url`` is given.
 
     ``replay`` is a ``ReplayStore`` (in memory: at most ``replay_max_entries``, 0: no
-    cap); ``rate_storage`` a ``limits`` storage for the rate limiter
-    (``sync_rate_storage`` its synchronous twin, in memory only). ``ping()`` says
-    whether Redis answers (``None`` without Redis).
+    cap); ``rate_storage`` a ``limits`` storage for the rate limiter with Redis
+    (``None`` in memory: the guard keeps its own window, see
+    ``guard.MemoryMovingWindow``). ``ping()`` says whether Redis answers (``None``
+    without Redis).
     """
 
     def __init__(self, redis_url: str | None = None, *, replay_max_entries: int = 0) -> None:
         self.redis_url = redis_url
         self._client: aioredis.Redis | None = None
-        self.rate_storage: Storage
-        #: The same memory storage, synchronous (cheaper per hit); None with Redis.
-        self.sync_rate_storage: SyncMemoryStorage | None = None
+        self.rate_storage: Storage | None = None
         self.replay: ReplayStore
         if redis_url is None:
-            self.rate_storage = MemoryStorage()
-            self.sync_rate_storage = SyncMemoryStorage()
             self.replay = MemoryReplayStore(replay_max_entries)
             return
         options: dict[str, Any] = {
@@ -211,11 +207,13 @@ class SharedState:
         }
         self._client = aioredis.Redis.from_url(redis_url, **options)
         self.replay = RedisReplayStore(self._client)
+        # One connection pool for both, so that aclose() closes every connection.
         self.rate_storage = RedisStorage(
             "async+" + redis_url,
             implementation="redispy",
             wrap_exceptions=True,
             key_prefix=f"{_KEY_PREFIX}:rate",
+            connection_pool=self._client.connection_pool,
             **options,
         )
 

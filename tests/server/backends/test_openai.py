@@ -77,6 +77,7 @@ async def test_request_maps_conversation_and_streams_in_chunks(upstream, backend
             {"role": "user", "content": "Tell me a joke"},
         ],
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -96,6 +97,7 @@ async def test_conversation_options_are_passed_and_no_key_sends_no_auth(upstream
         "model": "qwen2.5",
         "messages": [{"role": "user", "content": "Hi"}],
         "stream": True,
+        "stream_options": {"include_usage": True},
         "temperature": 0.2,
         "max_tokens": 50,
         "stop": ["\n\n"],
@@ -141,8 +143,10 @@ async def test_401_is_a_configuration_error(upstream, backend):
     assert texts == []
     assert error.status == 502
     assert "configuration error" in error.message
-    assert "--openai-api-key" in error.message and "GPROCHAT_OPENAI_API_KEY" in error.message
-    assert "Incorrect API key provided" in error.message
+    # What to set, and what the upstream said, go to the operator's log, not to the client.
+    assert "--openai-api-key" in error.detail and "GPROCHAT_OPENAI_API_KEY" in error.detail
+    assert "Incorrect API key provided" in error.detail
+    assert "--openai-api-key" not in error.message
 
 
 async def test_429_passes_retry_after(upstream, backend):
@@ -215,7 +219,8 @@ async def test_refused_port_is_a_502(refused_url, closing):
     _, error = await collect_until_error(backend)
 
     assert error.status == 502
-    assert f"cannot reach upstream URL {refused_url}/v1/chat/completions" in error.message
+    assert refused_url not in error.message
+    assert f"cannot reach upstream URL {refused_url}/v1/chat/completions" in error.detail
 
 
 async def test_silent_upstream_is_a_504(upstream, closing):
@@ -234,7 +239,8 @@ async def test_html_page_is_reported_as_a_base_url_problem(upstream, closing):
 
     _, error = await collect_until_error(backend)
 
-    assert error.status == 502 and "check the base URL" in error.message
+    assert error.status == 502 and "configuration error" in error.message
+    assert "check the base URL" in error.detail and upstream.url not in error.message
 
 
 async def test_consumer_stopping_early_closes_the_upstream_connection(upstream, backend):

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from ._gguf import local_model_unavailable
-from .base import Backend, Conversation, Turn
+from .base import AnswerReport, Backend, Conversation, Turn
 from .echo import EchoBackend
 from .gemini import GeminiBackend
 from .local import LocalBackend
 from .openai import OpenAIBackend
 
 __all__ = [
+    "AnswerReport",
     "Backend",
     "Conversation",
     "Turn",

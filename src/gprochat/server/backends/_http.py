@@ -150,9 +150,11 @@ class StreamingHTTPBackend(Backend):
                 if response.content_type != "text/event-stream":
                     # A 200 HTML page usually means base_url points at a web site or proxy.
                     raise BackendError(
-                        f"{self.upstream} at {URL(url).with_query(None)} answered 200 with "
-                        f"Content-Type {response.content_type!r}, not an event stream; "
-                        f"check the base URL ({self.base_url})"
+                        f"{self.upstream} answered with Content-Type "
+                        f"{response.content_type!r}, not an event stream: a server "
+                        "configuration error; tell the operator",
+                        detail=f"POST {URL(url).with_query(None)}: check the base URL "
+                        f"({self.base_url})",
                     )
                 decoder = SSEDecoder()
                 async for chunk in response.content.iter_any():
@@ -173,22 +175,27 @@ class StreamingHTTPBackend(Backend):
             seconds = self.timeout.sock_connect if limit == "connect" else self.timeout.sock_read
             after = f" {seconds:g}s" if seconds else ""
             return BackendError(
-                f"{self.upstream} at {where} timed out ({limit} timeout{after})", status=504
+                f"{self.upstream} timed out ({limit} timeout{after})", status=504, detail=where
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
             reason = str(exc.os_error) or str(exc)
-            return BackendError(f"cannot reach upstream URL {where}: {reason}")
+            return BackendError(
+                f"this server cannot reach {self.upstream}; retry later",
+                detail=f"cannot reach upstream URL {where}: {reason}",
+            )
         if isinstance(exc, aiohttp.ClientPayloadError) or (
             answered and isinstance(exc, aiohttp.ServerDisconnectedError)
         ):
             return ended_early(self.upstream, f"{type(exc).__name__}: {exc}")
         if isinstance(exc, aiohttp.ServerDisconnectedError):
             return BackendError(
-                f"{self.upstream} at {where} closed the connection without answering"
+                f"{self.upstream} closed the connection without answering", detail=where
             )
         if isinstance(exc, SSEError):
             return BackendError(f"{self.upstream} sent a malformed event stream: {exc}")
-        return BackendError(f"request to {self.upstream} at {where} failed: {exc!r}")
+        return BackendError(
+            f"the request to {self.upstream} failed", detail=f"{where}: {exc!r}"
+        )
 
 
 async def drain(events: AsyncIterator[ServerSentEvent], timeout: float = 1.0) -> None:
@@ -221,9 +228,10 @@ def status_error(
     # Gemini reports a bad key as 400 INVALID_ARGUMENT with reason API_KEY_INVALID.
     if status in (401, 403) or reason == "API_KEY_INVALID":
         return BackendError(
-            f"server configuration error: the {upstream} key is wrong or missing "
-            f"({said}); {key_hint}",
+            f"server configuration error: {upstream} refused this server's key; tell the "
+            "operator",
             status=502,
+            detail=f"{said}; {key_hint}",
         )
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-__all__ = ["Turn", "Conversation", "Backend"]
+__all__ = ["Turn", "AnswerReport", "Conversation", "Backend"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,18 @@ class Turn:
 
     role: Literal["user", "model"]
     text: str
+
+
+@dataclass
+class AnswerReport:
+    """What a backend learned about its answer besides the text, for the gateway to pass on.
+
+    A backend that knows them fills ``id`` (the upstream's completion id, by its first
+    text) and ``usage`` (the upstream's token counts, by the end of the answer).
+    """
+
+    id: Optional[str] = None
+    usage: Optional[dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,8 @@ class Conversation:
     stop: tuple[str, ...] = field(default=())
     top_p: Optional[float] = None
     seed: Optional[int] = None
+    # Where the backend reports the upstream's id and usage (the gateway reads them).
+    report: Optional[AnswerReport] = field(default=None, compare=False, repr=False)
 
 
 class Backend(abc.ABC):

@@ -10,7 +10,7 @@ from typing import Any
 from gprochat.errors import BackendError
 
 from ._http import StreamingHTTPBackend, drain, ended_early
-from .base import Conversation
+from .base import AnswerReport, Conversation
 
 __all__ = ["OpenAIBackend"]
 
@@ -90,6 +90,8 @@ class OpenAIBackend(StreamingHTTPBackend):
             "model": conversation.model or self.model,
             "messages": messages,
             "stream": True,
+            # The upstream's own token counts, in a last chunk; the gateway passes them on.
+            "stream_options": {"include_usage": True},
         }
         if conversation.temperature is not None:
             body["temperature"] = conversation.temperature
@@ -111,13 +113,16 @@ class OpenAIBackend(StreamingHTTPBackend):
                 if event.data.strip() == "[DONE]":
                     await drain(events)
                     return
-                for text in _chunk_texts(event.data, self.upstream):
+                for text in _chunk_texts(event.data, self.upstream, conversation.report):
                     yield text
         raise ended_early(self.upstream, "connection closed before data: [DONE]")
 
 
-def _chunk_texts(data: str, upstream: str) -> list[str]:
-    """The content of one ``chat.completion.chunk`` (empty for role-only or usage chunks)."""
+def _chunk_texts(data: str, upstream: str, report: AnswerReport | None = None) -> list[str]:
+    """The content of one ``chat.completion.chunk`` (empty for role-only or usage chunks).
+
+    The chunk's ``id`` and ``usage`` go to ``report`` when given.
+    """
     try:
         chunk = json.loads(data)
     except ValueError as exc:
@@ -129,6 +134,15 @@ def _chunk_texts(data: str, upstream: str) -> list[str]:
         error = chunk["error"]
         message = error.get("message", error) if isinstance(error, dict) else error
         raise BackendError(f"{upstream} failed mid-answer: {message!r}")
+    if report is not None:
+        if report.id is None and isinstance(chunk.get("id"), str):
+            report.id = chunk["id"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and all(
+            isinstance(usage.get(name), int)
+            for name in ("prompt_tokens", "completion_tokens", "total_tokens")
+        ):
+            report.usage = usage
     texts = []
     for choice in chunk.get("choices") or ():
         if not isinstance(choice, dict):
