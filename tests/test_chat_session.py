@@ -7,7 +7,9 @@ a pty, so prompt_toolkit and rich see a real terminal.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pexpect
+import pyte
 import pytest
 
 from gprochat.server.backends import Backend
@@ -251,7 +254,7 @@ def test_esc_enter_makes_a_multi_line_message(
 
 def test_local_session_works_too(spawn: object, gprochat_home: Path) -> None:
     child = spawn("--local")  # type: ignore[operator]
-    child.expect("Chatting with local")
+    child.expect_exact("Chatting with local (echo)")  # the backend that answers
     child.expect_exact(PROMPT_READY)
     child.sendline("hello local")
     child.expect("backend.*hello local")
@@ -261,7 +264,7 @@ def test_local_session_works_too(spawn: object, gprochat_home: Path) -> None:
     child.close()
     assert child.exitstatus == 0
     (row,) = _log_rows(gprochat_home)
-    assert row["deployment"] == "local"
+    assert row["deployment"] == "local" and row["model"] == "echo"
 
 
 def test_interrupting_a_one_shot_chat_logs_the_cut_answer(
@@ -283,3 +286,127 @@ def test_interrupting_a_one_shot_chat_logs_the_cut_answer(
     assert backend.cut.wait(10)
     (row,) = _log_rows(gprochat_home)
     assert row["incomplete"] == 1 and row["answer"].startswith("word0 ")
+
+
+class TallAnswer(Backend):
+    """Forty numbered Markdown paragraphs, a few at a time: taller than a small terminal."""
+
+    name = "tall-answer"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        for i in range(40):
+            yield f"paragraph-{i:02d} of the tall answer\n\n"
+            if i % 4 == 3:
+                await asyncio.sleep(0.15)  # let the live display refresh in between
+
+
+def test_an_answer_taller_than_the_terminal_is_in_the_scrollback_once(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    """rich's Live display used to reprint the whole answer on every refresh once it no
+    longer fitted on the screen; a terminal emulator (pyte) replays what the user saw."""
+    rows, columns = 12, 80
+    server = make_server(backend=TallAnswer())
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gprochat", "chat", "--base-url", server.base_url],
+        env=_env(gprochat_home), encoding="utf-8", dimensions=(rows, columns), timeout=30,
+    )
+    seen = io.StringIO()
+    child.logfile_read = seen
+    try:
+        child.expect_exact(PROMPT_READY)
+        child.sendline("tell me a lot")
+        child.expect("paragraph-39")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    screen = pyte.HistoryScreen(columns, rows, history=1000)
+    pyte.Stream(screen).feed(seen.getvalue())
+    lines = [
+        "".join(line[x].data for x in range(columns)).rstrip()
+        for line in [*screen.history.top, *(screen.buffer[y] for y in range(rows))]
+    ]
+    text = "\n".join(lines)
+    for i in range(40):
+        assert text.count(f"paragraph-{i:02d} of the tall answer") == 1, (i, text)
+    # In order, after the prompt.
+    assert text.index("tell me a lot") < text.index("paragraph-00") < text.index("paragraph-39")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--base-url", "127.0.0.1:8000"),
+         "Error: base_url='127.0.0.1:8000' is not an http:// or https:// URL"),
+        (("--proxy", "ftp://127.0.0.1:21"), "Error: proxy="),
+    ],
+)
+def test_a_malformed_setting_stops_the_session_before_it_opens(
+    spawn: object, gprochat_home: Path, args: tuple[str, ...], message: str
+) -> None:
+    """Not at the first prompt, after the user typed it, as a failed exchange in the log."""
+    child = spawn(*args)  # type: ignore[operator]
+    child.expect_exact(message)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert "Chatting with" not in (child.before or "")
+    assert not (gprochat_home / "logs.db").exists() or _log_rows(gprochat_home) == []
+
+
+def test_chat_local_ignores_a_base_url_in_the_environment(gprochat_home: Path) -> None:
+    result = run_cli("chat", "--local", "hi", env=clean_env(GPROCHAT_HOME=str(gprochat_home),
+                                                            GPROCHAT_BASE_URL="localhost:8000"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(": hi\n")
+
+
+def test_a_message_that_is_not_utf8_is_repaired_not_fatal(gprochat_home: Path) -> None:
+    """A terminal in another encoding (or a paste of raw bytes): prompt_toolkit hands the
+    bad bytes over as lone surrogates, which used to end the session with a traceback."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gprochat", "chat", "--local"], env=_env(gprochat_home),
+        encoding="utf-8", codec_errors="replace", dimensions=(50, 200), timeout=30,
+    )
+    child.expect_exact(PROMPT_READY)
+    try:
+        os.write(child.child_fd, b"caf\xe9 au lait\r")  # raw bytes, as such a terminal sends them
+        child.expect_exact("Warning: the message is not valid UTF-8")
+        child.expect("backend.*caf\N{REPLACEMENT CHARACTER} au lait")
+        child.expect_exact(PROMPT_READY)
+        child.sendline("still here")
+        child.expect("backend.*still here")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    first, second = _log_rows(gprochat_home)
+    assert first["prompt"] == "caf\N{REPLACEMENT CHARACTER} au lait" and first["error"] is None
+    assert second["answer"].endswith("still here")
+
+
+def test_continue_goes_back_where_the_conversation_was_held(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    """As llm -c keeps the conversation's model: no --base-url needed (it would have gone
+    to gprochat.com); a --local conversation continues on the bundled server."""
+    server = make_server(backend=HistoryReporter())
+    env = _env(gprochat_home)
+    first = run_cli("chat", "--base-url", server.base_url, "about aardvarks", env=env)
+    assert first.returncode == 0, first.stderr
+    more = run_cli("chat", "-c", "and bonobos", env=env)
+    assert more.returncode == 0, more.stderr
+    assert "received 2 earlier turns first=aardvarks" in more.stdout and "now=bonobos" in more.stdout
+    assert _log_rows(gprochat_home)[-1]["deployment"] == server.base_url
+
+    local = run_cli("chat", "--local", "hello there", env=env)
+    assert local.returncode == 0, local.stderr
+    again = run_cli("chat", "-c", "hello again", env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Echo from the built-in echo backend")
+    last, before = _log_rows(gprochat_home)[-1], _log_rows(gprochat_home)[-2]
+    assert last["deployment"] == "local" and last["conversation_id"] == before["conversation_id"]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -235,7 +238,8 @@ def test_no_stream_and_json() -> None:
     record = json.loads(result.stdout)
     assert record["prompt"] == "as json"
     assert record["answer"].endswith(": as json")
-    assert record["deployment"] == "local" and record["model"] == "gemini-1.5-pro"
+    # The bundled server's backend answered, whatever the protocol's model name: it is logged.
+    assert record["deployment"] == "local" and record["model"] == "echo"
     assert record["incomplete"] is False and record["error"] is None
     assert isinstance(record["id"], int) and len(record["conversation_id"]) == 12
 
@@ -274,3 +278,41 @@ def test_usage_errors() -> None:
     assert result.returncode == 1 and "no conversation to continue" in result.stderr
     result = run_cli("chat", "--base-url", f"http://127.0.0.1:{free_port()}", "--max-retries", "0", "  ")
     assert result.returncode == 2 and "the prompt is empty" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("GPROCHAT_BACKEND", "bogus",
+         "Error: GPROCHAT_BACKEND='bogus': chat --local runs the local model or echo"),
+        ("GPROCHAT_N_CTX", "lots", "Error: GPROCHAT_N_CTX='lots' is not an integer"),
+        ("GPROCHAT_TEMPERATURE", "warm", "Error: GPROCHAT_TEMPERATURE='warm' is not a number"),
+    ],
+)
+def test_chat_local_refuses_a_bad_setting_in_one_line(variable: str, value: str, message: str) -> None:
+    env = clean_env(**{"GPROCHAT_BACKEND": "auto", variable: value})
+    result = run_cli("chat", "--local", "Hi", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_ctrl_c_before_the_answer_starts_is_a_clean_exit_130(tmp_path: Path) -> None:
+    """Here while standard input is still being read (a pipe that has not ended): one
+    line and status 130, as Ctrl-C during an answer gives, not click's 'Aborted!' and 1."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gprochat", "chat", "--local", "summarise"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=clean_env(GPROCHAT_HOME=str(tmp_path)), text=True,
+    )
+    try:
+        time.sleep(2)  # it is blocked reading stdin, which stays open
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stdin is not None
+        process.stdin.close()
+    assert process.returncode == 130
+    assert err == "Error: interrupted\n" and out == ""

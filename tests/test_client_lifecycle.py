@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from typing import Any
 
 import openai
 import pytest
@@ -12,7 +14,7 @@ from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.chat import ChatCompletionChunk as SDKChatCompletionChunk
 
 from gprochat import AsyncClient, Client
-from gprochat.errors import InvalidPasswordError
+from gprochat.errors import ConfigurationError, InvalidPasswordError
 
 from .conftest import ServerFactory
 from .scripted import LAST_CHUNK, RecordedRequest, ScriptedServer, chunk, head
@@ -120,3 +122,21 @@ async def test_a_missing_model_is_a_type_error_as_in_the_sdk(make_server: Server
         await AsyncClient(base_url=server.base_url).chat.completions.create(messages=HI)  # type: ignore[call-overload]
     # model="" still means the deployment's default, as documented.
     assert Client(base_url=server.base_url).chat.completions.create(model="", messages=HI).model
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"base_url": "localhost:8000"}, "base_url='localhost:8000' is not an http:// or https:// URL"),
+        ({"timeout": "soon"}, "timeout='soon' is invalid"),
+        ({"max_retries": -1}, "max_retries=-1 is invalid"),
+        ({"proxy": "ftp://127.0.0.1:21"}, "proxy='ftp://127.0.0.1:21' is not a proxy URL"),
+    ],
+)
+def test_a_bad_setting_fails_where_the_client_is_built(settings: dict[str, Any], message: str) -> None:
+    """As the SDK's constructor does, not at some later call (nor with_options' copy)."""
+    for client_class in (Client, AsyncClient):
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            client_class(**settings)
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            client_class(base_url="http://127.0.0.1:8000").with_options(**settings)

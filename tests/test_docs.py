@@ -37,3 +37,15 @@ def test_no_reference_to_a_missing_protocol_file() -> None:
     root = DOCS.parent
     for path in [root / "README.md", *DOCS.glob("*.md"), root / "src/gprochat/protocol.py"]:
         assert "PROTOCOL.md" not in path.read_text(), path
+
+
+def test_openai_md_names_the_model_ids_the_default_server_serves() -> None:
+    """The LangChain example used model="echo", which the default server (the local model
+    since issue 10) answers with 404 model_not_found."""
+    from gprochat.server.backends._gguf import _DEFAULT_MODEL_FILE
+
+    text = (DOCS / "openai.md").read_text()
+    served = _DEFAULT_MODEL_FILE.removesuffix(".gguf")
+    (example,) = re.findall(r'ChatOpenAI\(.*model="([^"]+)"\)', text)
+    assert example == served
+    assert f"`{served}` for the default local model" in text

@@ -159,3 +159,44 @@ def test_logs_command_text_and_filters(gprochat_home: Path) -> None:
     by_cid = run_cli("logs", "--cid", cid).stdout
     assert by_cid.count("## Prompt") == 2 and "walruses" not in by_cid
     assert run_cli("logs", "--path").stdout.strip() == str(gprochat_home / "logs.db")
+
+
+def test_a_file_where_the_log_directory_should_be_is_named(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "home"
+    in_the_way.write_text("a file, not a directory\n")
+    for home in (in_the_way, in_the_way / "deeper"):
+        result = run_cli("chat", "--local", "Hi", env=clean_env(GPROCHAT_HOME=str(home)))
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"Error: cannot open the conversation log {home / 'logs.db'}: {home} must be a directory, "
+            "and a file is in the way (set GPROCHAT_HOME to a writable directory, or pass --no-log)"
+        ]
+
+
+def test_logs_says_when_there_is_nothing_to_show(gprochat_home: Path) -> None:
+    db = gprochat_home / "logs.db"
+    empty = run_cli("logs")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr == f"The log ({db}) is empty: gprochat chat records every exchange.\n"
+    run_cli("chat", "--local", "about walruses")
+    missed = run_cli("logs", "-q", "narwhals")
+    assert missed.returncode == 0 and missed.stdout == ""
+    assert missed.stderr == f"No exchange with every word of 'narwhals' in the log ({db}).\n"
+    missed = run_cli("logs", "--cid", "000000000000", "-q", "walruses")
+    assert missed.stderr == (
+        f"No exchange in conversation '000000000000' with every word of 'walruses' in the log ({db}).\n"
+    )
+    # JSON stays a JSON array, with nothing on stderr.
+    as_json = run_cli("logs", "-q", "narwhals", "--json")
+    assert as_json.stdout == "[]\n" and as_json.stderr == ""
+
+
+def test_text_with_lone_surrogates_is_stored_repaired(tmp_path: Path) -> None:
+    """A caller's undecodable input reaches the log as U+FFFD, not as an encoding crash."""
+    with ConversationLog.open(tmp_path) as log:
+        record = _exchange("caf\udce9")
+        record.answer = "bad \udcff answer"
+        log.record(record)
+        (stored,) = log.recent(None)
+    assert stored.prompt == "caf\N{REPLACEMENT CHARACTER}"
+    assert stored.answer == "bad \N{REPLACEMENT CHARACTER} answer"

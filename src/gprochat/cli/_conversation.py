@@ -24,6 +24,13 @@ class Target:
     model: str
     deployment: str
     options: dict[str, Any]
+    #: The model that really answers, when known (``--local``: the bundled server's);
+    #: recorded in the log instead of ``model``, which the protocol does not send.
+    served_model: str = ""
+
+    @property
+    def model_label(self) -> str:
+        return self.served_model or self.model or GPROChat.default_model
 
 
 @dataclass
@@ -33,6 +40,8 @@ class Conversation:
     id: str = field(default_factory=new_conversation_id)
     system: Optional[str] = None
     turns: list[tuple[str, str]] = field(default_factory=list)
+    #: Where a conversation from the log was held ("local", or the URL without credentials).
+    deployment: Optional[str] = None
 
     @classmethod
     def from_log(cls, exchanges: list[Exchange], system: Optional[str]) -> Conversation:
@@ -42,6 +51,7 @@ class Conversation:
             id=exchanges[0].conversation_id,
             system=system if system is not None else last_system,
             turns=[(e.prompt, e.answer) for e in exchanges if e.answer],
+            deployment=exchanges[-1].deployment,
         )
 
     def messages(self, prompt: str) -> Messages:
@@ -74,7 +84,7 @@ async def exchange(
     record = Exchange(
         conversation_id=conversation.id,
         deployment=target.deployment,
-        model=target.model or GPROChat.default_model,
+        model=target.model_label,
         system=conversation.system,
         prompt=prompt,
     )

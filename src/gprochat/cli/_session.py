@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import GPROChatError
 from ..log import ConversationLog, LogError, data_dir
+from ._common import repair_text
 from ._conversation import Conversation, Target, exchange
 
 if TYPE_CHECKING:
@@ -64,8 +65,33 @@ class _PlainOutput:
         sys.stderr.flush()
 
 
+class _Tail:
+    """The last lines of a renderable that fit on the screen (the live region's content).
+
+    rich's Live display cannot move the cursor above the top of the screen: once an
+    answer is taller than the terminal, every refresh printed the whole answer again
+    below the lines it could no longer reach, so the scrollback held it many times.
+    """
+
+    def __init__(self, renderable: Any) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.segment import Segment
+
+        lines = console.render_lines(self.renderable, options, pad=False)
+        keep = max(1, console.size.height - 1)  # one row for the cursor below the region
+        for line in lines[-keep:]:
+            yield from line
+            yield Segment.line()
+
+
 class _MarkdownOutput:
-    """The answer rendered as Markdown while it streams (rich's Live display)."""
+    """The answer rendered as Markdown while it streams (rich's Live display).
+
+    While it streams, the live region shows the answer's last screenful; at the end the
+    region is erased and the whole answer printed once, so the scrollback holds it once.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -77,7 +103,7 @@ class _MarkdownOutput:
         from rich.live import Live
 
         self.text = []
-        self.live = Live(console=self.console, auto_refresh=False, vertical_overflow="visible")
+        self.live = Live(console=self.console, auto_refresh=False, transient=True)
         self.live.start()
 
     def write(self, chunk: str) -> None:
@@ -91,13 +117,16 @@ class _MarkdownOutput:
         from rich.markdown import Markdown
 
         assert self.live is not None
-        self.live.update(Markdown("".join(self.text)), refresh=True)
+        self.live.update(_Tail(Markdown("".join(self.text))), refresh=True)
 
     def stop(self) -> None:
         if self.live is not None:
-            self._render()
-            self.live.stop()
+            self.live.stop()  # transient: the region is erased
             self.live = None
+            if self.text:
+                from rich.markdown import Markdown
+
+                self.console.print(Markdown("".join(self.text)))
 
     def note(self, text: str) -> None:
         self.console.print(text, style="dim", markup=False, highlight=False)
@@ -144,7 +173,8 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
     )
     resumed = f", continuing {len(conversation.turns)} earlier turns" if conversation.turns else ""
     output.note(
-        f"Chatting with {target.deployment} ({target.model or 'default model'}), conversation "
+        f"Chatting with {target.deployment} ({target.served_model or target.model or 'default model'}), "
+        f"conversation "
         f"{conversation.id}{resumed}. /help for commands, Esc Enter for a new line, Ctrl-D to leave."
     )
     while True:
@@ -154,7 +184,7 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
             continue
         except EOFError:
             return
-        text = line.strip()
+        text = repair_text(line, "the message", output.note).strip()
         if not text:
             continue
         if text.startswith("/"):

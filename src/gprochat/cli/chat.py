@@ -16,7 +16,7 @@ from ..errors import GPROChatError
 from ..log import ConversationLog, LogError
 from ..protocol import DEFAULT_SECRET_KEY
 from ..providers import GPROChat
-from ._common import fail
+from ._common import fail, repair_text
 from ._conversation import Conversation, Target, exchange
 
 if TYPE_CHECKING:
@@ -83,7 +83,10 @@ def chat(
     log (gprochat logs) unless --no-log is given; -c and --cid continue a conversation,
     sending its earlier turns as history.
     """
-    text = _read_prompt(prompt)
+    try:
+        text = _read_prompt(prompt)
+    except KeyboardInterrupt:  # Ctrl-C while stdin is still being read
+        fail("interrupted", 130)
     interactive = text is None
     if interactive and (as_json or not stream):
         fail("--json and --no-stream need a prompt (an argument or standard input)", 2)
@@ -94,52 +97,126 @@ def chat(
     _show_retries()
     try:
         GPROChat.get_model(model)
+        _check_settings(base_url, proxy, timeout, max_retries, local=local)
     except GPROChatError as exc:
         fail(str(exc))
-    with ExitStack() as stack:
-        try:
-            log = None if no_log else stack.enter_context(ConversationLog.open())
-            conversation = _conversation(log, continue_, cid, system)
-        except LogError as exc:
-            fail(str(exc))
-        deployment = base_url or ""
-        if local:
-            from ..server import BackgroundServer
+    try:  # Ctrl-C while the bundled server or the model starts, too
+        with ExitStack() as stack:
+            try:
+                log = None if no_log else stack.enter_context(ConversationLog.open())
+                conversation = _conversation(log, continue_, cid, system)
+            except LogError as exc:
+                fail(str(exc))
+            if conversation.deployment and not (local or base_url):
+                # -c/--cid go on where the conversation was held, as llm -c keeps its model.
+                if conversation.deployment == "local":
+                    local = True
+                else:
+                    base_url = conversation.deployment
+            deployment = base_url or ""
+            served_model = ""
+            if local:
+                from ..server import BackgroundServer
 
-            server = BackgroundServer(_local_server_config(secret_key, password))
-            base_url = stack.enter_context(server).base_url
-            deployment = "local"
-        options: dict[str, Any] = {
-            "base_url": base_url,
-            "secret_key": secret_key,
-            "password": password,
-            "proxy": proxy,
-            "timeout": timeout,
-            "max_retries": max_retries,
-            "history": history,
-            "max_history": max_history,
-        }
-        options = {name: value for name, value in options.items() if value is not None}
-        target = Target(model, deployment or _default_deployment(), options)
-        if interactive:
-            from ._session import run_session
+                config = _local_server_config(secret_key, password)
+                try:
+                    server = BackgroundServer(config)
+                except ValueError as exc:  # a setting the backend refuses (e.g. GPROCHAT_N_CTX=1)
+                    fail(f"{config.backend} backend: {exc}", 2)
+                base_url = stack.enter_context(server).base_url
+                deployment = "local"
+                # The bundled server's backend answers whatever --model says: log its model.
+                served_model = server.app.state.backend.models()[0]
+            options: dict[str, Any] = {
+                "base_url": base_url,
+                "secret_key": secret_key,
+                "password": password,
+                "proxy": proxy,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "history": history,
+                "max_history": max_history,
+            }
+            options = {name: value for name, value in options.items() if value is not None}
+            target = Target(model, deployment or _default_deployment(), options, served_model)
+            if interactive:
+                from ._session import run_session
 
-            _run(run_session(target, conversation, log))
-        else:
-            assert text is not None
-            _run(_one_shot(target, conversation, text, log, stream=stream and not as_json, as_json=as_json))
+                _run(run_session(target, conversation, log))
+            else:
+                assert text is not None
+                _run(_one_shot(target, conversation, text, log,
+                               stream=stream and not as_json, as_json=as_json))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+#: The local backend's settings ``--local`` takes from the environment, as gprochat serve
+#: does: variable, constructor option, type.
+_LOCAL_SETTINGS: tuple[tuple[str, str, type], ...] = (
+    ("GPROCHAT_MODEL_PATH", "model_path", str),
+    ("GPROCHAT_LOCAL_SLOTS", "slots", int),
+    ("GPROCHAT_LOCAL_QUEUE", "queue", int),
+    ("GPROCHAT_N_CTX", "n_ctx", int),
+    ("GPROCHAT_THREADS", "threads", int),
+    ("GPROCHAT_MAX_TOKENS", "max_tokens", int),
+    ("GPROCHAT_TEMPERATURE", "temperature", float),
+    ("GPROCHAT_TOP_P", "top_p", float),
+    ("GPROCHAT_REPEAT_PENALTY", "repeat_penalty", float),
+)
 
 
 def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> ServerConfig:
-    """The bundled server ``--local`` starts (the one place that decides what it runs)."""
-    from ..server import ServerConfig
+    """The bundled server ``--local`` starts (the one place that decides what it runs).
 
+    The local model when installed, else echo (``GPROCHAT_BACKEND=echo`` or ``local``
+    chooses); the local backend's ``GPROCHAT_*`` settings apply. A model named by
+    ``GPROCHAT_MODEL_PATH`` that cannot run is an error, never a quiet echo instead.
+    """
+    from ..server import ServerConfig
+    from ..server.backends import resolve_backend
+
+    backend = os.environ.get("GPROCHAT_BACKEND", "auto").strip().lower() or "auto"
+    if backend not in ("auto", "local", "echo"):
+        fail(f"GPROCHAT_BACKEND={backend!r}: chat --local runs the local model or echo; "
+             "for another backend start gprochat serve and pass --base-url", 2)
+    options: dict[str, Any] = {}
+    if backend != "echo":
+        for variable, option, kind in _LOCAL_SETTINGS:
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                continue
+            try:
+                options[option] = kind(value)
+            except ValueError:
+                fail(f"{variable}={value!r} is not {'an integer' if kind is int else 'a number'}", 2)
+    backend, options, why_not_local = resolve_backend(backend, options)
+    if why_not_local:
+        click.echo(f"No local model, so the echo backend answers (a mirror, no model): {why_not_local}",
+                   err=True)
     return ServerConfig(
         secret_key=secret_key or DEFAULT_SECRET_KEY,
         passwords=(password,) if password else (),
-        # The local model when installed (GPROCHAT_MODEL_PATH picks another), else echo.
-        backend=os.environ.get("GPROCHAT_BACKEND", "auto"),
+        backend=backend,
+        backend_options=options,
     )
+
+
+def _check_settings(
+    base_url: Optional[str], proxy: Optional[str], timeout: Optional[float], max_retries: Optional[int],
+    *, local: bool,
+) -> None:
+    """Refuse a malformed URL, proxy or ``GPROCHAT_*`` number before the session opens
+    (rather than at the first prompt, in a log entry of its own)."""
+    from ..providers._proxy import resolve_proxy
+    from ..providers._retry import resolve_max_retries
+    from ..providers._timeouts import resolve_timeout
+
+    if not local:  # --local talks to its own server, whatever GPROCHAT_BASE_URL says
+        GPROChat._endpoint(base_url)
+    resolve_proxy(proxy)
+    resolve_timeout(timeout)
+    resolve_max_retries(max_retries)
 
 
 def _default_deployment() -> str:
@@ -162,9 +239,13 @@ def _run(main: Any) -> None:
         fail("interrupted", 130)
 
 
+def _warn(text: str) -> None:
+    click.echo(text, err=True)
+
+
 def _read_prompt(words: tuple[str, ...]) -> Optional[str]:
     """The prompt from the arguments and standard input; ``None`` means interactive."""
-    argument = _clean(" ".join(words), "the prompt") if words else None
+    argument = repair_text(" ".join(words), "the prompt", _warn) if words else None
     if sys.stdin is None or sys.stdin.isatty():
         return argument
     raw = sys.stdin.buffer.read()
@@ -183,20 +264,6 @@ def _read_prompt(words: tuple[str, ...]) -> Optional[str]:
     if not piped.strip():
         return argument
     return f"{piped}\n\n{argument}"  # as llm does: the piped text is the context
-
-
-def _clean(text: str, what: str) -> str:
-    """Text from the command line that holds undecodable bytes (lone surrogates), repaired."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        click.echo(
-            f"Warning: {what} is not valid UTF-8 (check the terminal's locale); "
-            "bytes that are not were replaced by \N{REPLACEMENT CHARACTER}",
-            err=True,
-        )
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _conversation(

@@ -36,6 +36,16 @@ def logs(count: int, query: Optional[str], cid: Optional[str], as_json: bool, sh
     if as_json:
         click.echo(to_json(exchanges))
         return
+    if not exchanges:  # say so (on stderr), rather than print nothing
+        if query or cid:
+            wanted = " ".join(
+                ([f"in conversation {cid!r}"] if cid else [])
+                + ([f"with every word of {query!r}"] if query else [])
+            )
+            click.echo(f"No exchange {wanted} in the log ({log.path}).", err=True)
+        else:
+            click.echo(f"The log ({log.path}) is empty: gprochat chat records every exchange.", err=True)
+        return
     for number, exchange in enumerate(exchanges):
         if number:
             click.echo()

@@ -23,7 +23,10 @@ from ..openai.params import (
 )
 from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..providers import GPROChat
+from ..providers._proxy import resolve_proxy
+from ..providers._retry import resolve_max_retries
 from ..providers._sync import iterate_in_background, run_in_background
+from ..providers._timeouts import resolve_timeout
 from ..typing import Messages
 
 __all__ = ["Client", "AsyncClient", "Stream", "AsyncStream"]
@@ -38,6 +41,16 @@ class _Settings:
     def __init__(self, provider: type[GPROChat], **options: Any) -> None:
         self.provider = provider
         self.options = options
+        # Settings given here are checked here, as the SDK's constructor does: a URL
+        # without a scheme or a bad timeout fails where it is written, not at a later call.
+        if options.get("base_url"):
+            provider._endpoint(options["base_url"])
+        if options.get("timeout") is not None:
+            resolve_timeout(options["timeout"])
+        if options.get("max_retries") is not None:
+            resolve_max_retries(options["max_retries"])
+        if options.get("proxy"):
+            resolve_proxy(options["proxy"])
 
     def provider_kwargs(self, timeout: Any) -> dict[str, Any]:
         options = dict(self.options)

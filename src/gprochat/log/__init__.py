@@ -246,8 +246,11 @@ class ConversationLog:
         except sqlite3.DatabaseError as exc:
             raise self._damaged(exc) from exc
         except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir met a file
+                reason = f"{exc.filename} must be a directory, and a file is in the way"
             raise LogError(
-                f"cannot open the conversation log {self.path}: {exc.strerror or exc} "
+                f"cannot open the conversation log {self.path}: {reason} "
                 "(set GPROCHAT_HOME to a writable directory, or pass --no-log)"
             ) from exc
 
@@ -265,6 +268,9 @@ class ConversationLog:
         values.pop("id")
         values["deployment"] = public_url(values["deployment"])
         values["incomplete"] = int(values["incomplete"])
+        for name, value in values.items():
+            if isinstance(value, str):  # a lone surrogate (undecodable input) cannot be stored
+                values[name] = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         names = ", ".join(values)
         marks = ", ".join(f":{name}" for name in values)
         with self._errors(), self._transaction():

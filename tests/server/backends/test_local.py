@@ -366,10 +366,13 @@ def test_serve_and_chat_local_default_to_the_real_model() -> None:
     with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=60) as base_url:
         answer = asyncio.run(GPROChat.create_async("", FRANCE, base_url=base_url))
     assert "Paris" in answer
-    result = run_cli("chat", "--local", "What is the capital of France?",
+    result = run_cli("chat", "--local", "--json", "What is the capital of France?",
                      env=clean_env(GPROCHAT_BACKEND="auto"))
     assert result.returncode == 0, result.stderr
-    assert "Paris" in result.stdout
+    record = json.loads(result.stdout)
+    assert "Paris" in record["answer"]
+    # The log names the model that answered, not the protocol's default name.
+    assert record["model"] == "SmolLM2-135M-Instruct.Q4_1"
 
 
 def test_auto_falls_back_to_echo_and_says_how_to_install(tmp_path: Path) -> None:
@@ -389,3 +392,41 @@ def test_auto_falls_back_to_echo_and_says_how_to_install(tmp_path: Path) -> None
     assert "echo backend answers" in result.stderr
     assert "pip install 'gprochat[local]'" in result.stderr
     assert "cannot listen on" in result.stderr and result.returncode == 1
+
+
+def test_chat_local_takes_the_local_settings_from_the_environment(tmp_path: Path) -> None:
+    """As gprochat serve does: GPROCHAT_MAX_TOKENS caps the answer, and a model named by
+    GPROCHAT_MODEL_PATH that cannot run is an error, not a quiet echo in its place."""
+    require_local_model()
+    result = run_cli("chat", "--local", "--json", "What is the capital of France?",
+                     env=clean_env(GPROCHAT_BACKEND="auto", GPROCHAT_MAX_TOKENS="2"))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)["answer"]
+    assert answer and "Paris" not in answer and len(answer.split()) <= 2
+
+    missing = tmp_path / "missing.gguf"
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_text("not a model\n")
+    for path, why in ((missing, "does not exist"), (not_gguf, "is not a GGUF model")):
+        result = run_cli("chat", "--local", "Hi", env=clean_env(GPROCHAT_BACKEND="auto",
+                                                                GPROCHAT_MODEL_PATH=str(path)))
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"Error: local backend: model file '{path}' {why}")
+        assert "Traceback" not in result.stderr
+
+
+async def test_an_answer_cut_by_the_token_limit_is_logged(
+    local: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The protocol has no way to say it, so the server's log does (and only then)."""
+    caplog.set_level(logging.INFO, logger="gprochat.server.local")
+    cut = "local backend: an answer reached its token limit (%d) and was cut; " \
+          "a request's max_tokens or --max-tokens raises it"
+    answer = await GPROChat.create_async("", LONG, base_url=local.base_url)  # max_tokens=32
+    assert answer.strip()
+    assert [r.args for r in caplog.records if r.msg == cut] == [(32,)]
+    caplog.clear()
+    answer = await GPROChat.create_async("", FRANCE, base_url=local.base_url)
+    assert "Paris" in answer
+    assert [r for r in caplog.records if r.msg == cut] == []

@@ -366,9 +366,10 @@ class LocalBackend(Backend):
             # An empty stop string would end every answer before its first token.
             stop = [text for text in (*conversation.stop, *(rendered.stop or ())) if text]
             temperature = conversation.temperature
+            limit = min(conversation.max_tokens or self.max_tokens, self.n_ctx - len(tokens))
             chunks = llama.create_completion(
                 tokens,
-                max_tokens=min(conversation.max_tokens or self.max_tokens, self.n_ctx - len(tokens)),
+                max_tokens=limit,
                 temperature=self.temperature if temperature is None else temperature,
                 top_p=self.top_p if conversation.top_p is None else conversation.top_p,
                 repeat_penalty=self.repeat_penalty,
@@ -377,15 +378,22 @@ class LocalBackend(Backend):
                 stopping_criteria=rendered.stopping_criteria,
                 stream=True,
             )
+            finish = None
             try:
                 for chunk in chunks:
                     if cancel.is_set():
                         return
-                    text = chunk["choices"][0]["text"]
+                    choice = chunk["choices"][0]
+                    finish = choice.get("finish_reason") or finish
+                    text = choice["text"]
                     if text:
                         send(text)
             finally:
                 chunks.close()
+            if finish == "length":
+                # The protocol cannot tell the client; the operator learns it here.
+                logger.info("local backend: an answer reached its token limit (%d) and was cut; "
+                            "a request's max_tokens or --max-tokens raises it", limit)
             send(_END)
         except BackendError as exc:
             send(exc)
