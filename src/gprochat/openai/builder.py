@@ -120,7 +120,10 @@ class CompletionBuilder:
         )
 
     def completion(
-        self, text: str, usage: Optional[CompletionUsage] = None
+        self,
+        text: str,
+        usage: Optional[CompletionUsage] = None,
+        finish_reason: FinishReason = "stop",
     ) -> ChatCompletion:
         return ChatCompletion(
             id=self.id,
@@ -129,7 +132,7 @@ class CompletionBuilder:
             choices=[
                 Choice(
                     index=0,
-                    finish_reason="stop",
+                    finish_reason=finish_reason,
                     message=ChatCompletionMessage(role="assistant", content=text),
                 )
             ],
@@ -177,6 +180,7 @@ async def _answer_chunks(
     encode: Callable[[ChatCompletionChunk], T],
     reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
     last: Optional[T] = None,
+    reported_finish: Optional[Callable[[], Optional[FinishReason]]] = None,
 ) -> AsyncIterator[T]:
     # The one sequence of an answer's chunks, whatever form they take.
     chars = len(first)
@@ -188,7 +192,8 @@ async def _answer_chunks(
             if text:
                 chars += len(text)
                 yield content(text)
-        yield encode(builder.finish_chunk())
+        finish = reported_finish() if reported_finish is not None else None
+        yield encode(builder.finish_chunk(finish or "stop"))
         if messages is not None:
             usage = reported_usage() if reported_usage is not None else None
             yield encode(builder.usage_chunk(usage or _usage(messages, chars)))
@@ -230,14 +235,17 @@ def stream_chunk_json(
     reported_usage: Optional[Callable[[], Optional[CompletionUsage]]] = None,
     end: bytes = b"",
     join_ready: bool = False,
+    reported_finish: Optional[Callable[[], Optional[FinishReason]]] = None,
 ) -> AsyncIterator[bytes]:
     """``stream_chunks``, each chunk as ``prefix + model_dump_json() + suffix`` bytes.
 
     Byte for byte what dumping ``stream_chunks``' models gives; content chunks come from
     a ``ContentChunkJSON`` template, the few others from their models. With
     ``messages``, the usage chunk carries ``reported_usage()`` (the upstream's figures,
-    read once the answer has ended) or, when that is None, the estimate. ``end``
-    follows the last chunk (the gateway's ``data: [DONE]``), not after a failure.
+    read once the answer has ended) or, when that is None, the estimate; the finish
+    chunk says ``reported_finish()`` (``"length"`` for an answer cut by its token limit),
+    ``"stop"`` when that is None. ``end`` follows the last chunk (the gateway's
+    ``data: [DONE]``), not after a failure.
 
     With ``join_ready`` (the gateway), texts ready at the same instant make one content
     chunk whose delta is their concatenation (``ready_texts``: a text that is ready is
@@ -251,5 +259,6 @@ def stream_chunk_json(
     if join_ready:
         texts, first = ready_texts(texts, first), ""
     return _answer_chunks(
-        builder, texts, messages, first, content, encode, reported_usage, end or None
+        builder, texts, messages, first, content, encode, reported_usage, end or None,
+        reported_finish,
     )

@@ -166,7 +166,9 @@ async def create_chat_completion(request: Request) -> Response:
         finally:
             await answer.close()
         text = "".join(parts)
-        completion = builder.completion(text, _usage(report, messages, text))
+        completion = builder.completion(
+            text, _usage(report, messages, text), report.finish_reason or "stop"
+        )
         return JSONResponse(completion.model_dump(mode="json"))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -176,6 +178,7 @@ async def create_chat_completion(request: Request) -> Response:
         first=answer.first,
         messages=messages if include_usage else None,
         reported_usage=lambda: _reported_usage(report),
+        reported_finish=lambda: report.finish_reason,
         prefix=b"data: ",
         suffix=b"\n\n",
         end=b"data: [DONE]\n\n",

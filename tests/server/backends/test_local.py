@@ -123,6 +123,26 @@ async def test_the_requests_sampling_reaches_the_model(local: BackgroundServer) 
         )
     assert stopped.choices[0].message.content == "The capital of France is"
     assert short.choices[0].message.content == "The capital"
+    # Why each ended, and the model's own token counts (not the gateway's estimate).
+    assert stopped.choices[0].finish_reason == "stop"
+    assert short.choices[0].finish_reason == "length"
+    assert short.usage is not None and short.usage.completion_tokens == 2
+    assert short.usage.prompt_tokens > 10
+    assert "estimated" not in short.usage.model_dump()
+
+
+async def test_a_streamed_answer_cut_by_the_token_limit_says_length(local: BackgroundServer) -> None:
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=local.base_url + "/v1", api_key="unused") as client:
+        stream = await client.chat.completions.create(
+            model=model_name(local), messages=FRANCE, temperature=0, max_tokens=3,  # type: ignore[arg-type]
+            stream=True, stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+    finishes = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
+    assert finishes == ["length"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
 async def test_native_history_reaches_the_model_as_turns(

@@ -23,11 +23,15 @@ class AnswerReport:
     """What a backend learned about its answer besides the text, for the gateway to pass on.
 
     A backend that knows them fills ``id`` (the upstream's completion id, by its first
-    text) and ``usage`` (the upstream's token counts, by the end of the answer).
+    text), ``usage`` (token counts, OpenAI's three fields, by the end of the answer) and
+    ``finish_reason`` (``"length"`` when the answer hit its token limit, ``"stop"`` when
+    the model ended it; None when the backend cannot tell, which the gateway reports
+    as ``"stop"``).
     """
 
     id: Optional[str] = None
     usage: Optional[dict[str, Any]] = None
+    finish_reason: Optional[Literal["stop", "length"]] = None
 
 
 @dataclass(frozen=True)

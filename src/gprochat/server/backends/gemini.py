@@ -11,7 +11,7 @@ from urllib.parse import quote
 from gprochat.errors import BackendError
 
 from ._http import InvalidOptionError, StreamingHTTPBackend, ended_early
-from .base import Conversation
+from .base import AnswerReport, Conversation
 
 __all__ = ["SAFETY_CATEGORIES", "THRESHOLDS", "GeminiBackend", "safety_settings"]
 
@@ -189,7 +189,13 @@ class GeminiBackend(StreamingHTTPBackend):
                         yield text
                     if finish is not None and finish not in _NORMAL_FINISH:
                         raise BackendError(_blocked_message(candidate))
+                    if finish is not None and conversation.report is not None:
+                        conversation.report.finish_reason = (
+                            "length" if finish == "MAX_TOKENS" else "stop"
+                        )
                     finished = finished or finish is not None
+                if conversation.report is not None:
+                    _report_usage(event.data, conversation.report)
         if not finished:
             raise ended_early(self.upstream, "connection closed before a finishReason")
 
@@ -209,6 +215,20 @@ def _candidates(data: str) -> list[dict[str, Any]]:
     if not candidates and feedback.get("blockReason"):
         raise BackendError(f"Gemini blocked the prompt: blockReason {feedback['blockReason']}")
     return [c for c in candidates if isinstance(c, dict)]
+
+
+def _report_usage(data: str, report: AnswerReport) -> None:
+    """Google's ``usageMetadata`` (on the last events) as OpenAI's usage fields."""
+    try:
+        metadata = json.loads(data).get("usageMetadata")
+    except (ValueError, AttributeError):
+        return
+    if not isinstance(metadata, dict):
+        return
+    prompt, answer = metadata.get("promptTokenCount"), metadata.get("candidatesTokenCount")
+    if isinstance(prompt, int) and isinstance(answer, int):
+        report.usage = {"prompt_tokens": prompt, "completion_tokens": answer,
+                        "total_tokens": metadata.get("totalTokenCount", prompt + answer)}
 
 
 def _candidate_text(candidate: Mapping[str, Any]) -> str:

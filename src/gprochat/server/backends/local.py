@@ -379,19 +379,30 @@ class LocalBackend(Backend):
                 stream=True,
             )
             finish = None
+            generated = 0
             try:
                 for chunk in chunks:
                     if cancel.is_set():
                         return
                     choice = chunk["choices"][0]
                     finish = choice.get("finish_reason") or finish
+                    if choice.get("finish_reason") is None:
+                        # One chunk per generated token; the last (with the reason) is
+                        # extra. This is the count llama's own usage gives.
+                        generated += 1
                     text = choice["text"]
                     if text:
                         send(text)
             finally:
                 chunks.close()
+            report = conversation.report
+            if report is not None:  # read by the gateway once _END has arrived
+                report.finish_reason = "length" if finish == "length" else "stop"
+                report.usage = {"prompt_tokens": len(tokens), "completion_tokens": generated,
+                                "total_tokens": len(tokens) + generated}
             if finish == "length":
-                # The protocol cannot tell the client; the operator learns it here.
+                # /api/generate cannot tell the client (the gateway says "length"); the
+                # operator learns it here.
                 logger.info("local backend: an answer reached its token limit (%d) and was cut; "
                             "a request's max_tokens or --max-tokens raises it", limit)
             send(_END)

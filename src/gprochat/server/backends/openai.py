@@ -150,7 +150,10 @@ def _chunk_texts(data: str, upstream: str, report: AnswerReport | None = None) -
         content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str) and content:
             texts.append(content)
-        if choice.get("finish_reason") == "content_filter":
+        finish = choice.get("finish_reason")
+        if report is not None and finish in ("stop", "length"):
+            report.finish_reason = finish
+        if finish == "content_filter":
             # Azure and others cut a filtered answer short; don't pass it off as complete.
             raise BackendError(f"{upstream} blocked the answer: finish_reason content_filter")
     return texts
