@@ -66,6 +66,10 @@ def _quiet_shutdown_cancellation() -> None:
     install_abort_filter(asyncio.CancelledError)
 
 
+#: Young-generation collections between two full ones (CPython's default: 10).
+_FULL_COLLECTION_EVERY = 100
+
+
 def freeze_startup_objects() -> None:
     """Keep what a server process has loaded so far out of the garbage collector's scans.
 
@@ -76,6 +80,12 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+    # Each open stream keeps some objects alive for its whole answer; with the default
+    # thresholds, a thousand of them start a full collection every few hundred new ones,
+    # and each pauses every stream (B4). Full collections a tenth as often; young
+    # garbage is still collected as before.
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, _FULL_COLLECTION_EVERY)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
