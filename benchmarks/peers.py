@@ -39,7 +39,11 @@ def locate_g4f() -> tuple[Optional[str], str]:
             version = _g4f_version(python)
             if version:
                 note = "" if version == "0.4.0.0" else " (WARNING: wanted 0.4.0.0)"
-                return python, f"g4f {version} in {python}{note}"
+                where = ("the benchmark's own interpreter" if python == sys.executable
+                         else "GPROCHAT_BENCH_G4F_PYTHON" if python == candidates[0]
+                         else "its own virtualenv (.bench-peers/g4f)")
+                # Which interpreter, not its path: reports are committed.
+                return python, f"g4f {version} in {where}{note}"
     return None, (
         f"g4f is missing: `pip install -e '.[bench]'` (which pins {G4F_REQUIREMENT}) or "
         "`python -m benchmarks --install-peers` to put it in its own venv; "
