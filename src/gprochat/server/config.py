@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from ..protocol import DEFAULT_SECRET_KEY
+from .http import HttpLimits
 
 __all__ = ["CONFIG_ENV_VAR", "LOG_LEVELS", "InvalidSettingError", "ServerConfig"]
 
@@ -99,16 +100,17 @@ class ServerConfig:
     redis_failure: Literal["open", "closed"] = "closed"
     replay_max_entries: int = 1_000_000
 
-    header_timeout: float = 10.0
-    body_idle_timeout: float = 10.0
-    body_timeout: float = 60.0
-    keepalive_timeout: float = 5.0
-    max_url_bytes: int = 8192
-    max_header_count: int = 100
-    max_header_bytes: int = 16384
-    max_connections: int = 2048
-    drain_bytes: int = 64 * 1024 * 1024
-    drain_timeout: float = 10.0
+    # The HTTP layer's settings; their defaults are defined once, in ``HttpLimits``.
+    header_timeout: float = HttpLimits.header_timeout
+    body_idle_timeout: float = HttpLimits.body_idle_timeout
+    body_timeout: float = HttpLimits.body_timeout
+    keepalive_timeout: float = HttpLimits.keepalive_timeout
+    max_url_bytes: int = HttpLimits.max_url_bytes
+    max_header_count: int = HttpLimits.max_header_count
+    max_header_bytes: int = HttpLimits.max_header_bytes
+    max_connections: int = HttpLimits.max_connections
+    drain_bytes: int = HttpLimits.drain_bytes
+    drain_timeout: float = HttpLimits.drain_timeout
 
     host: str = "127.0.0.1"
     port: int = 8000
