@@ -13,7 +13,10 @@ import urllib.request
 from types import TracebackType
 from typing import Any, Optional
 
-__all__ = ["ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "REPO_ROOT"]
+__all__ = [
+    "ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "stop_process",
+    "wait_until_ready", "REPO_ROOT",
+]
 
 
 def raise_nofile_limit(wanted: int = 16384) -> int:
@@ -65,29 +68,18 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             env=child_env(),
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"benchmark server {self.kind!r} exited at start; see above")
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as reply:
-                    if reply.status == 200:
-                        return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"benchmark server {self.kind!r} did not answer /healthz")
-            time.sleep(0.05)
+        try:
+            wait_until_ready(self.process, self.base_url + "/healthz", timeout, interval=0.05)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"benchmark server {self.kind!r} did not answer /healthz") from None
+        except ChildProcessError:
+            raise RuntimeError(f"benchmark server {self.kind!r} exited at start; see above") from None
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self._socket.close()
 
     def __enter__(self) -> ServerProcess:
@@ -103,6 +95,38 @@ class ServerProcess:
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_until_ready(
+    process: subprocess.Popen[Any], url: str, timeout: float, *, interval: float
+) -> None:
+    """Poll ``url`` until it answers 200; ChildProcessError if ``process`` exits first,
+    TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ChildProcessError(process.returncode)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(url)
+        time.sleep(interval)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def child_env() -> dict[str, str]:

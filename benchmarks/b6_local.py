@@ -34,7 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._proc import child_env
+from ._proc import child_env, stop_process, wait_until_ready
 from ._report import Row, paired_ratio, percentile
 
 __all__ = ["run"]
@@ -102,20 +102,14 @@ class _Server:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=child_env())
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"B6: {name} exited at start:\n{self.output()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url + ready_path, timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"B6: {name} did not become ready:\n{self.output()[-2000:]}")
-            time.sleep(0.1)
+        try:
+            wait_until_ready(self.process, self.base_url + ready_path, 120, interval=0.1)
+        except ChildProcessError:
+            raise RuntimeError(f"B6: {name} exited at start:\n{self.output()[-2000:]}") from None
+        except TimeoutError:
+            output = self.output()[-2000:]
+            self.stop()
+            raise RuntimeError(f"B6: {name} did not become ready:\n{output}") from None
 
     def output(self) -> str:
         self.log.seek(0)
@@ -127,13 +121,7 @@ class _Server:
         return float(psutil.Process(self.process.pid).memory_full_info().pss / 1e6)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 

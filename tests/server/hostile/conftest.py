@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ...processes import GPROCHAT, clean_env
+from ...processes import GPROCHAT, clean_env, stop_process
 from . import probes
 from .rawhttp import exchange, request
 
@@ -126,12 +126,7 @@ def _start(name: str, args: list[str], log_dir: Path, help_text: str) -> ServedP
 
 
 def _stop(served: ServedProcess) -> None:
-    served.process.terminate()
-    try:
-        served.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
-        served.process.wait()
+    stop_process(served.process, timeout=15)
 
 
 @pytest.fixture(scope="session")

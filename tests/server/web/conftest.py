@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ...processes import GPROCHAT, clean_env, free_port
+from ...processes import GPROCHAT, clean_env, free_port, stop_process
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -141,12 +141,7 @@ class WebServer:
         raise AssertionError(f"metric {name} not found")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=15)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
 
