@@ -18,6 +18,7 @@ from ..protocol import DEFAULT_SECRET_KEY
 from ..providers import GPROChat
 from ._common import fail, repair_text
 from ._conversation import Conversation, Target, exchange
+from .serve import local_backend_settings
 
 if TYPE_CHECKING:
     from ..server import ServerConfig
@@ -151,21 +152,6 @@ def chat(
         fail("interrupted", 130)
 
 
-#: The local backend's settings ``--local`` takes from the environment, as gprochat serve
-#: does: variable, constructor option, type.
-_LOCAL_SETTINGS: tuple[tuple[str, str, type], ...] = (
-    ("GPROCHAT_MODEL_PATH", "model_path", str),
-    ("GPROCHAT_LOCAL_SLOTS", "slots", int),
-    ("GPROCHAT_LOCAL_QUEUE", "queue", int),
-    ("GPROCHAT_N_CTX", "n_ctx", int),
-    ("GPROCHAT_THREADS", "threads", int),
-    ("GPROCHAT_MAX_TOKENS", "max_tokens", int),
-    ("GPROCHAT_TEMPERATURE", "temperature", float),
-    ("GPROCHAT_TOP_P", "top_p", float),
-    ("GPROCHAT_REPEAT_PENALTY", "repeat_penalty", float),
-)
-
-
 def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> ServerConfig:
     """The bundled server ``--local`` starts (the one place that decides what it runs).
 
@@ -182,7 +168,8 @@ def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> 
              "for another backend start gprochat serve and pass --base-url", 2)
     options: dict[str, Any] = {}
     if backend != "echo":
-        for variable, option, kind in _LOCAL_SETTINGS:
+        # The same variables as gprochat serve's local-backend flags, read from those flags.
+        for variable, option, kind in local_backend_settings():
             value = os.environ.get(variable, "").strip()
             if not value:
                 continue

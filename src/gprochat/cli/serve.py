@@ -14,7 +14,7 @@ from ._common import fail
 if TYPE_CHECKING:  # the server's modules load only when it runs: chat starts faster
     from ..server.config import ServerConfig
 
-__all__ = ["serve"]
+__all__ = ["local_backend_settings", "serve"]
 
 
 class _LazyChoice(click.Choice[str]):
@@ -336,6 +336,21 @@ _BACKEND_FLAGS = {
         "gemini_safety": "safety",
     },
 }
+
+
+def local_backend_settings() -> list[tuple[str, str, type]]:
+    """``(environment variable, constructor option, type)`` of each local-backend flag.
+
+    ``chat --local`` reads the same variables as these flags do, without a flag of its own.
+    """
+    flags = _BACKEND_FLAGS["local"]
+    settings = []
+    for param in serve.params:
+        if param.name in flags and isinstance(param.envvar, str):
+            kind: type = (int if isinstance(param.type, click.types.IntParamType)
+                          else float if isinstance(param.type, click.types.FloatParamType) else str)
+            settings.append((param.envvar, flags[param.name], kind))
+    return settings
 
 
 def _backend_options(settings: dict[str, Any]) -> dict[str, Any]:
