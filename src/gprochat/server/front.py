@@ -36,7 +36,7 @@ from .guard import Network, Rejected
 from .metrics import ServerMetrics
 from .observe import ObserveMiddleware
 
-__all__ = ["App", "answer_error", "error_response", "openai_error_response", "route"]
+__all__ = ["App", "answer_error", "error_response", "openai_error_body", "openai_error_response", "route"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -64,6 +64,31 @@ def error_response(
     )
 
 
+def openai_error_body(
+    status: int,
+    message: str,
+    *,
+    type: Optional[str] = None,
+    param: Optional[str] = None,
+    code: Optional[str] = None,
+) -> dict[str, Any]:
+    """OpenAI's ``{"error": {"message", "type", "param", "code"}}`` for ``status``.
+
+    ``type`` and ``code`` default from the status (``server_error`` for 5xx).
+    """
+    default_type, default_code = _OPENAI_KINDS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None)
+    )
+    return {
+        "error": {
+            "message": message,
+            "type": type or default_type,
+            "param": param,
+            "code": code or default_code,
+        }
+    }
+
+
 def openai_error_response(
     status: int,
     message: str,
@@ -73,21 +98,8 @@ def openai_error_response(
     code: Optional[str] = None,
     headers: Optional[dict[str, str]] = None,
 ) -> Response:
-    """OpenAI's ``{"error": {"message", "type", "param", "code"}}`` with ``status``.
-
-    ``type`` and ``code`` default from the status (``server_error`` for 5xx).
-    """
-    default_type, default_code = _OPENAI_KINDS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None)
-    )
-    body = {
-        "error": {
-            "message": message,
-            "type": type or default_type,
-            "param": param,
-            "code": code or default_code,
-        }
-    }
+    """``openai_error_body`` as a JSON response with ``status``."""
+    body = openai_error_body(status, message, type=type, param=param, code=code)
     return Response(
         json.dumps(body, ensure_ascii=False),
         status_code=status,

@@ -41,7 +41,7 @@ from ..openai.types import ChatCompletion, ChatCompletionChunk, CompletionUsage,
 from .backends import AnswerReport, Backend
 from .config import ServerConfig
 from .failures import Failure, backend_failure
-from .front import route
+from .front import openai_error_body, route
 from .gateway_errors import GatewayError, failure_response, from_failure, from_validation_error
 from .gateway_upstream import Upstream, create_upstream
 from .guard import RequestGuard
@@ -218,7 +218,9 @@ def _error_event(upstream: Upstream, backend: Backend) -> Callable[[Exception], 
         error = from_failure(_failure(exc, upstream, backend))
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
                        "cutting the connection", error.message)
-        return (b"data: " + json.dumps(error.body(), ensure_ascii=False).encode() + b"\n\n"
+        body = openai_error_body(error.status, error.message, type=error.type,
+                                 param=error.param, code=error.code)
+        return (b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
                 + b"data: [DONE]\n\n")
 
     return last_words

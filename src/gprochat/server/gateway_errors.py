@@ -9,7 +9,7 @@ front door answers it (``server/front.py``).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -38,10 +38,6 @@ class GatewayError(Rejected):
         self.type = type
         self.param = param
         self.code = code
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type or "invalid_request_error",
-                          "param": self.param, "code": self.code}}
 
 
 _KINDS = {
