@@ -86,3 +86,14 @@ def test_error_bodies_round_trip() -> None:
     assert protocol.parse_error_body(body) == ("boom", "Error")
     assert protocol.parse_error_body("plain text failure") == ("plain text failure", None)
     assert protocol.parse_error_body("") == (None, None)
+
+
+def test_signing_time_never_repeats_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def take(_: int) -> list[int]:
+        return [protocol.signing_time() for _ in range(500)]
+
+    with ThreadPoolExecutor(4) as pool:
+        values = [value for batch in pool.map(take, range(4)) for value in batch]
+    assert len(set(values)) == len(values) == 2000

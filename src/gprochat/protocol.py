@@ -19,6 +19,7 @@ import email.utils
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Optional
@@ -40,6 +41,7 @@ __all__ = [
     "GenerateRequest",
     "InvalidRequest",
     "generate_signature",
+    "signing_time",
     "verify_signature",
     "build_generate_request",
     "native_messages",
@@ -118,6 +120,24 @@ def generate_signature(timestamp: int, message: str, secret_key: str = DEFAULT_S
     '1973b490'
     """
     return hashlib.sha256(f"{timestamp}:{message}:{secret_key}".encode()).hexdigest()
+
+
+_last_signing_time = 0
+_signing_lock = threading.Lock()
+
+
+def signing_time() -> int:
+    """The current time in milliseconds, later than any value returned before in this process.
+
+    A signature covers the time and the last message, so two requests with the same
+    text signed in the same millisecond would carry the same signature, and a server
+    that accepts each signature once (ours) refuses the second. Stepping one
+    millisecond past the previous value keeps every request from one process distinct.
+    """
+    global _last_signing_time
+    with _signing_lock:
+        _last_signing_time = max(int(time.time() * 1000), _last_signing_time + 1)
+        return _last_signing_time
 
 
 def verify_signature(request: GenerateRequest, secret_key: str) -> bool:

@@ -79,7 +79,7 @@ async def test_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert second - first < 2
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
 async def test_retryable_statuses(status: int, monkeypatch: pytest.MonkeyPatch) -> None:
     script = failing_then_ok(error(status, {"Retry-After": "0"}))
     async with ScriptedServer(script) as server:

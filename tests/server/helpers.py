@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
 
-from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request
+from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, signing_time
 
 
 def signed(
@@ -22,7 +21,7 @@ def signed(
 ) -> dict[str, Any]:
     """A valid request body for ``text``, signed now (or at ``timestamp`` ms)."""
     messages = (history or []) + [{"role": "user", "parts": [{"text": text}]}]
-    when = int(time.time() * 1000) if timestamp is None else timestamp
+    when = signing_time() if timestamp is None else timestamp
     return build_generate_request(messages, timestamp=when, secret_key=secret, **extra)
 
 

@@ -220,3 +220,16 @@ def test_memory_moving_window_exact_boundaries_and_reset() -> None:
     now[0] = 1010.0
     assert window.hit(item, "generate", "c")
     assert len(window) == 1
+
+
+async def test_identical_prompts_sent_at_once_are_all_answered(make_server: ServerFactory) -> None:
+    # Same text, same secret: without distinct timestamps, two signatures made in the
+    # same millisecond are equal and the replay check refuses the second with 409.
+    from gprochat import GPROChat
+
+    server = make_server(**NO_RATE_LIMIT)
+    messages = [{"role": "user", "content": "Same question"}]
+    answers = await asyncio.gather(
+        *(GPROChat.create_async("", messages, base_url=server.base_url, max_retries=0) for _ in range(30))
+    )
+    assert all(answer.endswith("Same question") for answer in answers)

@@ -11,19 +11,11 @@ import pytest
 
 from gprochat import GPROChat, IncompleteResponseError, ServerError
 from gprochat.errors import BackendError
-from gprochat.protocol import build_generate_request
 from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends import Backend, Conversation, EchoBackend
 
 from ..conftest import ServerFactory
-
-
-def signed(
-    text: str = "Hi", *, secret: str = "2BC120D4-BB36-1B60-26DE-DB630472A3D8", **extra: Any
-) -> dict[str, Any]:
-    history = extra.pop("history", [])
-    messages = [*history, {"role": "user", "parts": [{"text": text}]}]
-    return build_generate_request(messages, timestamp=int(time.time() * 1000), secret_key=secret, **extra)
+from .helpers import signed
 
 
 async def post(

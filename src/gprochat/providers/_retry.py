@@ -44,7 +44,9 @@ LONG_WAIT = 2.0
 """Waits this long or longer are logged as warnings, shorter ones as info."""
 
 DEFAULT_MAX_RETRIES = 2
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# 409: the server had already seen this signature (our server accepts each once).
+# The retry is signed afresh, so it is a new request, not the same one again.
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
 """The longest ``Retry-After`` honoured; a server asking for more waits this long."""
 

@@ -142,7 +142,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
             with translating(endpoint, timeout, via):  # a lone surrogate: ProtocolError
                 body = _JSON.encode(
                     protocol.build_generate_request(
-                        wire, timestamp=int(time.time() * 1000), secret_key=secret_key, password=password
+                        wire, timestamp=protocol.signing_time(), secret_key=secret_key, password=password
                     )
                 ).encode()
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)

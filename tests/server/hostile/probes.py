@@ -9,12 +9,11 @@ Whatever the row says, a 5xx, a hang or a traceback in the server's log fails it
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gprochat.protocol import build_generate_request, generate_signature
+from gprochat.protocol import build_generate_request, generate_signature, signing_time
 
 from .rawhttp import Answer, exchange, request
 
@@ -125,7 +124,7 @@ def check_error_body(answer: Answer, shape: str, mentions: Sequence[str] = ()) -
 # --- /api/generate bodies -------------------------------------------------------------
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return signing_time()
 
 
 def generate_body(
