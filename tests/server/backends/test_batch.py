@@ -1,0 +1,113 @@
+"""The batch engine's own logic: stop strings across token pieces, shared prompt prefixes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from gprochat.server.backends._batch import END, BatchEngine, Job, Sampling
+from gprochat.server.backends.base import Conversation
+
+from .test_local import require_local_model
+
+
+def job(stop: list[str], sink: list[object]) -> Job:
+    return Job(seq_id=0, tokens=[1], limit=10, sampling=Sampling(0, 1, 1), stop=stop,
+               emit=sink.append, done=lambda reason, generated: None)
+
+
+def feed(pieces: list[str], stop: list[str]) -> tuple[str, bool]:
+    """The text emitted for ``pieces`` arriving one token at a time, and whether it stopped."""
+    sink: list[object] = []
+    answer = job(stop, sink)
+    for piece in pieces:
+        answer.held += piece
+        if BatchEngine._emit_text(answer):
+            return "".join(map(str, sink)), True
+    BatchEngine._emit_text(answer, final=True)
+    return "".join(map(str, sink)), False
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stop", "expected"),
+    [
+        (["The capital", " is", " Par", "is."], [" Paris"], ("The capital is", True)),
+        (["Hello", " wor", "ld"], ["world!"], ("Hello world", False)),  # a stop's start, then not
+        (["a<", "|", "end|>b"], ["<|end|>"], ("a", True)),
+        (["Paris"], ["Paris"], ("", True)),
+        (["no stop here"], [], ("no stop here", False)),
+    ],
+)
+def test_stop_strings_found_across_pieces(pieces: list[str], stop: list[str], expected: Any) -> None:
+    assert feed(pieces, stop) == expected
+
+
+def test_text_that_may_begin_a_stop_string_waits_for_the_next_piece() -> None:
+    sink: list[object] = []
+    answer = job(["STOP"], sink)
+    answer.held = "go ST"
+    assert not BatchEngine._emit_text(answer)
+    assert sink == ["go "] and answer.held == "ST"
+
+
+def test_a_prompt_starts_from_the_cached_beginning_it_shares() -> None:
+    require_local_model()
+    from gprochat.server.backends import LocalBackend
+
+    backend = LocalBackend(parallel=2, n_ctx=1024, max_tokens=12)
+    assert backend.wait_ready(60) == "ready"
+    engine = backend._engines[0]
+
+    async def answer(text: str) -> str:
+        return "".join([piece async for piece in backend.stream(Conversation(message=text))])
+
+    async def main() -> tuple[str, str, str]:
+        try:
+            first = await answer("What is the capital of France?")
+            second = await answer("What is the capital of France?")
+            other = await answer("Name a colour.")
+            return first, second, other
+        finally:
+            await backend.aclose()
+
+    first, second, other = asyncio.run(main())
+    assert "Paris" in first and second == first
+    # The second prompt was the first again: all of it but its last token came from the
+    # cache; the third shared the system prompt and the template's head.
+    assert engine.shared_tokens > engine.prompt_tokens / 3
+    assert other.strip()
+
+
+def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> None:
+    require_local_model()
+    from gprochat.server.backends import LocalBackend
+
+    backend = LocalBackend(parallel=1, n_ctx=1024, max_tokens=400)
+    assert backend.wait_ready(60) == "ready"
+    engine = backend._engines[0]
+    tokens = backend._prepare(Conversation(message="Write a long story about a dragon."))[0]
+    received: list[object] = []
+    finished = threading.Event()
+    ended: list[Any] = []
+
+    def done(reason: Any, generated: int) -> None:
+        ended.append((reason, generated))
+        finished.set()
+
+    cancel = threading.Event()
+
+    def emit(item: object) -> None:
+        received.append(item)
+        if len(received) == 3:
+            cancel.set()
+
+    engine.submit(Job(seq_id=0, tokens=tokens, limit=400, sampling=Sampling(0, 1, 1.1), stop=[],
+                      emit=emit, done=done, cancel=cancel))
+    assert finished.wait(30)
+    [(reason, generated)] = ended
+    assert reason is None and generated <= 4  # stopped within one token of the cancel
+    assert END not in received
+    asyncio.run(backend.aclose())
