@@ -15,9 +15,11 @@ our default), all on 127.0.0.1.
   settings, then with what a careful operator on this machine would choose. Each
   answer is checked against the floor's answer to the same prompt. The same text is
   complete. Another text is complete only when it carries all its tokens: it reaches
-  ``max_tokens``, or the model itself, given the prompt and that text, ends it there
-  (its next token, greedy, is the end of the answer); counted as "rephrased", because
-  batched decoding may break a near-tie in the logits another way. An empty or shortened
+  ``max_tokens`` (the stream's ``finish_reason`` says "length" and the text has that
+  many tokens, give or take two that tokenizing it again may merge), or the model
+  itself, given the prompt and that text, ends it there (the end of the answer is its
+  best next token after the repeat penalty, or within a near-tie of it); counted as
+  "rephrased", because batched decoding may break a near-tie in the logits another way. An empty or shortened
   answer is a failure, reported, even with a 200. Aggregate tokens/s = the tokens of
   complete answers / the batch's wall time.
 
@@ -37,6 +39,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
+
+from gprochat.server.backends.local import physical_cores
 
 from ._proc import child_env, stop_process, wait_until_ready
 from ._report import Row, paired_ratio, percentile
@@ -59,16 +63,18 @@ REPEAT_PENALTY = 1.1
 N_CTX = 4096
 CPUS = os.cpu_count() or 1
 
-THREADS = max(1, CPUS // 2)  # both servers' default per model instance
-# (our serve flags, the peer's flags) per setting. Defaults: nothing added (both give a
-# model instance half the logical CPUs). A careful operator turns off the peer's
-# interrupt_requests (on by default: a new request cuts the one streaming short) and
-# gives ours one slot per core, one thread each, so chats progress side by side and none
-# waits for a whole answer; a queue long enough for the load.
+# Our server's default threads (one per physical core); the floor gets the same. The
+# peer's default is half the logical CPUs (one here when the cores have no SMT).
+THREADS = physical_cores()
+# (our serve flags, the peer's flags) per setting. Defaults: nothing added. A careful
+# operator turns off the peer's interrupt_requests (on by default: a new request cuts
+# the one streaming short), and gives ours one context per core with one thread each,
+# which holds up when other work wants the CPUs (docs/local-model.md, "Threads"), and a
+# queue long enough for the load.
 SETTINGS = {
     "default": ([], []),
     "careful": (
-        ["--local-slots", str(CPUS), "--threads", "1", "--local-queue", "64"],
+        ["--local-slots", str(THREADS), "--threads", "1", "--local-queue", "64"],
         ["--interrupt_requests", "False"],
     ),
 }
@@ -84,6 +90,7 @@ class Answer:
     ttft: float  # seconds; nan when no text came
     elapsed: float
     status: int
+    finish: Any = None  # the stream's finish_reason, when it sent one
 
 
 @dataclass
@@ -162,6 +169,7 @@ async def _chat(session: Any, base_url: str, model: str, prompt: str, max_tokens
     started = time.perf_counter()
     ttft = float("nan")
     parts: list[str] = []
+    finish = None
     async with session.post(base_url + "/v1/chat/completions", json=body) as response:
         if response.status != 200:
             await response.read()
@@ -176,6 +184,7 @@ async def _chat(session: Any, base_url: str, model: str, prompt: str, max_tokens
                     break
                 chunk = json.loads(data)
                 for choice in chunk.get("choices") or ():
+                    finish = choice.get("finish_reason") or finish
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         if not parts:
@@ -184,38 +193,60 @@ async def _chat(session: Any, base_url: str, model: str, prompt: str, max_tokens
         except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
             # A cut connection: the text so far is judged against the reference.
             print(f"B6: an answer broke off: {exc!r}", file=sys.stderr)
-    return Answer("".join(parts), ttft, time.perf_counter() - started, 200)
+    return Answer("".join(parts), ttft, time.perf_counter() - started, 200, finish)
 
 
 class _Whole:
     """Whether an answer that is not the floor's text is nonetheless whole (see the module)."""
 
+    #: How far below the best next token (in logits) the end of the answer may be and
+    #: still count as the model's own choice: batched decoding perturbs the logits a
+    #: little, enough to break a near-tie between "end here" and one more word.
+    NEAR_TIE = 1.0
+    #: Tokens a cap-length answer may lose when its text is tokenized again (two
+    #: generated tokens can merge into one).
+    RETOKENIZED = 2
+
     def __init__(self, llama: Any, max_tokens: int) -> None:
+        import llama_cpp
+
         from gprochat.server.backends.local import LocalBackend
 
         self.llama = llama
         self.max_tokens = max_tokens
         self.format = LocalBackend._chat_formatter(llama)
-        self.seen: dict[tuple[str, str], int] = {}
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self.ends = [token for token in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, token)]
+        self.seen: dict[tuple[str, str, Any], int] = {}
 
-    def tokens(self, prompt: str, text: str) -> int:
+    def tokens(self, prompt: str, text: str, finish: Any) -> int:
         """The answer's token count when it is whole, else 0."""
-        if (prompt, text) not in self.seen:
-            self.seen[prompt, text] = self._judge(prompt, text)
-        return self.seen[prompt, text]
+        if (prompt, text, finish) not in self.seen:
+            self.seen[prompt, text, finish] = self._judge(prompt, text, finish)
+        return self.seen[prompt, text, finish]
 
-    def _judge(self, prompt: str, text: str) -> int:
+    def _judge(self, prompt: str, text: str, finish: Any) -> int:
+        import llama_cpp
+        import numpy
+
         llama = self.llama
         answer = llama.tokenize(text.encode(), add_bos=False, special=False) if text else []
         if not answer:
             return 0
-        if len(answer) >= self.max_tokens:
-            return len(answer)
+        if finish == "length" and len(answer) >= self.max_tokens - self.RETOKENIZED:
+            return len(answer)  # the server says it stopped at the cap, and the length agrees
         rendered = self.format(messages=_messages(prompt))
         head = llama.tokenize(rendered.prompt.encode(), add_bos=not rendered.added_special, special=True)
-        after = llama.create_completion(head + answer, max_tokens=1, temperature=0)
-        return len(answer) if after["choices"][0]["finish_reason"] == "stop" and not \
-            after["choices"][0]["text"] else 0
+        llama.reset()
+        llama.eval(head + answer)
+        logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, -1),
+                                          shape=(llama.n_vocab(),)).copy()
+        # The repeat penalty the answer was sampled with, over its last 64 tokens.
+        seen = list(set(answer[-64:]))
+        logits[seen] = numpy.where(logits[seen] > 0, logits[seen] / REPEAT_PENALTY,
+                                   logits[seen] * REPEAT_PENALTY)
+        end = max(float(logits[token]) for token in self.ends)
+        return len(answer) if end >= float(logits.max()) - self.NEAR_TIE else 0
 
 
 def _judge(tally: Tally, answer: Answer, prompt: str, reference: tuple[str, int], whole: _Whole) -> int:
@@ -229,12 +260,13 @@ def _judge(tally: Tally, answer: Answer, prompt: str, reference: tuple[str, int]
     if answer.text == reference[0]:
         tally.complete += 1
         return reference[1]
-    tokens = whole.tokens(prompt, answer.text)
+    tokens = whole.tokens(prompt, answer.text, answer.finish)
     if tokens:
         tally.complete += 1
         tally.rephrased += 1
         return tokens
     tally.cut += 1
+    print(f"B6: an answer judged cut ({prompt!r}): ...{answer.text[-60:]!r}", file=sys.stderr)
     return 0
 
 

@@ -81,6 +81,61 @@ def test_a_prompt_starts_from_the_cached_beginning_it_shares() -> None:
     assert other.strip()
 
 
+def test_the_next_turn_of_a_chat_computes_only_its_new_message() -> None:
+    require_local_model()
+    from gprochat.server.backends import LocalBackend, Turn
+
+    backend = LocalBackend(parallel=2, n_ctx=2048, max_tokens=24)
+    assert backend.wait_ready(60) == "ready"
+    engine = backend._engines[0]
+    question = "What is the capital of France?"
+
+    async def main() -> tuple[str, int, int]:
+        try:
+            first = "".join([p async for p in backend.stream(Conversation(message=question))])
+            before = engine.shared_tokens
+            follow_up = Conversation(message="And of Italy?",
+                                     history=(Turn("user", question), Turn("model", first)))
+            prompt = backend._prepare(follow_up)[0]
+            second = "".join([p async for p in backend.stream(follow_up)])
+            assert second.strip()
+            return first, engine.shared_tokens - before, len(prompt)
+        finally:
+            await backend.aclose()
+
+    first, shared, prompt = asyncio.run(main())
+    assert "Paris" in first
+    # The first turn's prompt and answer were kept: the second computes little more than
+    # "And of Italy?" and its template tokens.
+    assert shared >= prompt - 15, (shared, prompt)
+
+
+def test_prompts_that_arrive_together_share_what_they_have_in_common() -> None:
+    require_local_model()
+    from gprochat.server.backends import LocalBackend
+
+    backend = LocalBackend(parallel=4, n_ctx=2048, max_tokens=8)
+    assert backend.wait_ready(60) == "ready"
+    engine = backend._engines[0]
+
+    async def main() -> list[str]:
+        try:
+            conversations = [Conversation(message="What is the capital of France?")] * 3
+            return await asyncio.gather(*(collect(backend, c) for c in conversations))
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    assert all("Paris" in answer for answer in answers)
+    # Nothing was kept yet: the second and third copies followed the first and computed
+    # only their last prompt token each.
+    assert engine.shared_tokens == 2 * (engine.prompt_tokens // 3 - 1)
+
+
+async def collect(backend: Any, conversation: Conversation) -> str:
+    return "".join([piece async for piece in backend.stream(conversation)])
+
+
 def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> None:
     require_local_model()
     from gprochat.server.backends import LocalBackend

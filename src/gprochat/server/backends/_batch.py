@@ -12,10 +12,12 @@ token: batching shares the machine among the conversations rather than making it
 faster. On bigger models (memory-bound), a batch costs little more than one token.
 
 Prompts that begin alike (the same system prompt, the earlier turns of a conversation)
-share the cache cells of their common beginning: a new sequence starts from the longest
-prefix it has in common with a sequence in the cache, or with the prompt of the answer
-finished last (kept, up to ``PREFIX_CACHE`` tokens, in a sequence of its own), and
-computes only the rest.
+share the cache cells of their common beginning. The last few finished conversations,
+prompt and answer, stay in the cache (``KEPT`` of them, in at most an eighth of it, the
+least recently used leaving first), so the next turn of a chat computes only its new
+message. A new sequence starts from the longest beginning it has in common with a
+kept conversation or an answer being generated; when a prompt that arrived with it
+has more in common but is not computed yet, it waits for that one and shares it.
 
 Which sequence a conversation uses and how much of the cache it may fill are decided
 before it reaches the engine (``local.Capacity``); the engine assumes it fits.
@@ -46,9 +48,8 @@ _TOP_K = 40  # llama-cpp-python's create_completion defaults, so answers match i
 _MIN_P = 0.05
 _PENALTY_LAST_N = 64
 
-PREFIX_CACHE = 512
-"""Tokens of the last finished prompt kept for the next to start from (at most an
-eighth of the cache)."""
+KEPT = 8
+"""Finished conversations kept in the cache for the next ones to start from."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class Job:
     last: int = -1  # the token sampled last, decoded in the next step
     logits_at: int = -1  # this step's batch index of the logits to sample from, or -1
     held: str = ""  # text that may be the start of a stop string
+    output: list[int] = field(default_factory=list)  # the answer's tokens
+    cached: int = 0  # positions of this sequence in the KV cache
+    follow: Optional[tuple[Job, int]] = None  # waiting to share this job's first n tokens
     finish_reason: Optional[str] = None  # set when the answer has ended
     sampler: Any = None
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
@@ -96,7 +100,7 @@ class Job:
 
 class BatchEngine:
     """A llama.cpp context for up to ``parallel`` sequences sharing ``n_ctx`` KV cells, of
-    which ``room`` are for answers and the rest keep the last finished prompt.
+    which ``room`` are for answers and the rest keep finished conversations.
 
     ``model`` is a loaded ``llama_cpp.Llama`` (its weights and vocabulary are shared by
     every engine made from it); ``n_batch`` bounds the tokens decoded in one step, so a
@@ -111,14 +115,14 @@ class BatchEngine:
         self._model = model  # keeps the weights alive while the context uses them
         self.n_batch = max(n_batch, parallel)
         params = llama_cpp.llama_context_default_params()
-        self.prefix_cells = min(PREFIX_CACHE, n_ctx // 8)
-        self.room = n_ctx - self.prefix_cells
+        self.kept_cells = n_ctx // 8
+        self.room = n_ctx - self.kept_cells
         params.n_ctx = n_ctx
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
-        params.n_seq_max = parallel + 1  # sequence `parallel` keeps the last prompt
-        self._kept_seq = parallel
-        self._kept: Sequence[int] = ()  # the tokens it holds
+        params.n_seq_max = parallel + KEPT  # the sequences from `parallel` on keep conversations
+        self._kept: list[tuple[int, list[int]]] = []  # (sequence, its tokens), most recent last
+        self._kept_free = list(range(parallel, parallel + KEPT))
         params.kv_unified = True  # one pool of cells: a sequence may use all of them
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -215,18 +219,26 @@ class BatchEngine:
 
         for job in active:
             job.logits_at = -1
+            if job.follow is not None:
+                leader, lead = job.follow
+                if leader not in active:  # it left before computing what we share
+                    job.follow = None
+                elif leader.fed >= min(lead, len(job.tokens) - 1):
+                    job.follow = None
+                    self._share(leader.seq_id, job, lead)
             if not job.prefilling:
                 job.logits_at = n
-                add(job.last, len(job.tokens) + job.generated - 1, job.seq_id, True)
+                add(job.last, job.cached, job.seq_id, True)
+                job.cached += 1
         for job in active:
-            if job.prefilling and n < self.n_batch:
+            if job.prefilling and job.follow is None and n < self.n_batch:
                 take = min(len(job.tokens) - job.fed, self.n_batch - n)
                 for position in range(job.fed, job.fed + take):
                     last = position == len(job.tokens) - 1
                     if last:
                         job.logits_at = n
                     add(job.tokens[position], position, job.seq_id, last)
-                job.fed += take
+                job.fed = job.cached = job.fed + take
         batch.n_tokens = n
         status = self._llama_cpp.llama_decode(self._ctx, batch)
         if status != 0:
@@ -245,6 +257,7 @@ class BatchEngine:
             self._end(job, "stop")
             return
         job.generated += 1
+        job.output.append(token)
         job.last = token
         job.held += job.decoder.decode(self._token_bytes(token))
         if self._emit_text(job):
@@ -292,36 +305,62 @@ class BatchEngine:
         return self._piece.raw[:size]
 
     def _start_from_shared_prefix(self, job: Job, active: list[Job]) -> None:
-        """Let ``job`` share the cells of the longest prompt beginning it has in common
-        with a sequence in the cache; it then computes only the rest of its prompt."""
+        """Let ``job`` share the cells of the longest beginning it has in common with a
+        kept conversation or an answer in the cache; it then computes only the rest.
+        When a prompt still being computed has more in common, follow it instead."""
         best, source = 0, -1
-        for seq_id, tokens in [(self._kept_seq, self._kept),
-                               *((other.seq_id, other.tokens[: other.fed]) for other in active)]:
+        for seq_id, tokens in self._kept:
             common = _common_prefix(tokens, job.tokens)
             if common > best:
                 best, source = common, seq_id
-        best = min(best, len(job.tokens) - 1)  # the last prompt token is computed: its logits
+        leader, lead = None, best
+        for other in active:
+            common = _common_prefix(other.tokens, job.tokens)
+            if common > lead and other.follow is None:
+                leader, lead = other, common
         self.prompt_tokens += len(job.tokens)
-        if best > 0:
-            self.shared_tokens += best
-            self._llama_cpp.llama_memory_seq_cp(self._memory, source, job.seq_id, 0, best)
-            job.fed = best
+        if leader is not None and leader.fed < min(lead, len(job.tokens) - 1):
+            job.follow = (leader, lead)  # shared once the leader has computed it (_step)
+        elif leader is not None:
+            self._share(leader.seq_id, job, lead)
+        elif best > 0:
+            self._kept.append(self._kept.pop([seq for seq, _ in self._kept].index(source)))  # used
+            self._share(source, job, best)
 
-    def _keep_prompt(self, job: Job) -> None:
-        """Keep the finished ``job``'s computed prompt for the next ones to start from."""
-        length = min(job.fed, len(job.tokens), self.prefix_cells)
-        if length <= _common_prefix(self._kept, job.tokens[:length]) or length == 0:
+    def _share(self, source: int, job: Job, length: int) -> None:
+        length = min(length, len(job.tokens) - 1)  # the last prompt token is computed: its logits
+        if length > job.fed:
+            self._llama_cpp.llama_memory_seq_cp(self._memory, source, job.seq_id, job.fed, length)
+            self.shared_tokens += length - job.fed
+            job.fed = job.cached = length
+
+    def _keep(self, job: Job) -> None:
+        """Keep the finished ``job``'s conversation, prompt and answer, for the next ones."""
+        tokens = [*job.tokens, *job.output][: min(job.cached, self.kept_cells)]
+        if any(_common_prefix(kept, tokens) == len(tokens) for _, kept in self._kept):
+            return  # already kept, whole
+        for seq_id, kept in list(self._kept):  # what the new one contains goes
+            if _common_prefix(kept, tokens) == len(kept):
+                self._drop_kept(seq_id)
+        while self._kept and (not self._kept_free or
+                              sum(len(kept) for _, kept in self._kept) + len(tokens) > self.kept_cells):
+            self._drop_kept(self._kept[0][0])  # the least recently used
+        if not tokens or not self._kept_free:
             return
-        llama_cpp = self._llama_cpp
-        llama_cpp.llama_memory_seq_rm(self._memory, self._kept_seq, -1, -1)
-        llama_cpp.llama_memory_seq_cp(self._memory, job.seq_id, self._kept_seq, 0, length)
-        self._kept = list(job.tokens[:length])
+        seq_id = self._kept_free.pop()
+        self._llama_cpp.llama_memory_seq_cp(self._memory, job.seq_id, seq_id, 0, len(tokens))
+        self._kept.append((seq_id, tokens))
+
+    def _drop_kept(self, seq_id: int) -> None:
+        self._llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        self._kept = [(seq, tokens) for seq, tokens in self._kept if seq != seq_id]
+        self._kept_free.append(seq_id)
 
     def _retire(self, job: Job, reason: Optional[str]) -> None:
         """Take the sequence out of the cache and tell the owner (who frees its capacity)."""
         try:
             if reason is not None:
-                self._keep_prompt(job)
+                self._keep(job)
             self._llama_cpp.llama_memory_seq_rm(self._memory, job.seq_id, -1, -1)
             if job.sampler is not None:
                 self._llama_cpp.llama_sampler_free(job.sampler)

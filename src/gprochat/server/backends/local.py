@@ -49,6 +49,24 @@ _CHATML = (
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
+def physical_cores() -> int:
+    """The physical CPU cores this process may run on (hyperthreads of one core count once).
+
+    Linux reads the topology in /sys; elsewhere, or when that fails, half the logical
+    CPUs, which is right on the usual two-way SMT machines and cautious otherwise.
+    """
+    try:
+        usable = sorted(os.sched_getaffinity(0))
+        cores = set()
+        for cpu in usable:
+            topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+            cores.add((topology.joinpath("physical_package_id").read_text().strip(),
+                       topology.joinpath("core_id").read_text().strip()))
+        return max(1, len(cores))
+    except (AttributeError, OSError):
+        return max(1, (os.cpu_count() or 1) // 2)
+
+
 class Capacity:
     """Where each answer runs: a context with a free sequence and room for its tokens.
 
@@ -137,7 +155,7 @@ class LocalBackend(Backend):
     - ``n_ctx``: each context's KV cache in tokens, shared by its conversations; also the
       longest conversation, prompt and answer [--n-ctx], default 8192.
     - ``queue``: requests that may wait for room; beyond, 503 [--local-queue], default 16.
-    - ``threads``: CPU threads per context [--threads]; default half the logical CPUs
+    - ``threads``: CPU threads per context [--threads]; default the physical cores
       divided by ``slots`` (at least 1).
     - ``max_tokens``, ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults
       [--max-tokens, --temperature, --top-p, --repeat-penalty]; a request's own values
@@ -195,11 +213,10 @@ class LocalBackend(Backend):
         self.parallel = parallel
         self.queue_limit = queue
         self.n_ctx = n_ctx
-        # Half the logical CPUs (one per physical core on SMT machines) shared by the
-        # contexts: llama.cpp's threads wait for each other every layer, so one thread
-        # more than the cores that are free slows decoding down tenfold (measured;
-        # docs/local-model.md).
-        self.threads = threads or max(1, (os.cpu_count() or 1) // 2 // slots)
+        # One thread per physical core this process may use, shared by the contexts (as
+        # llama.cpp's own tools do): a second thread on a core's other hyperthread only
+        # makes the threads, which wait for each other every layer, wait longer.
+        self.threads = threads or max(1, physical_cores() // slots)
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
