@@ -71,8 +71,8 @@ def _local_options(command: Any) -> Any:
                      help="local backend: CPU threads per context (default: half the CPUs / "
                      "slots, at least 1)."),
         click.option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS",
-                     help="local backend: longest answer in tokens unless a request asks "
-                     "(default 512)."),
+                     help="local backend: longest answer in tokens; a request may ask for "
+                     "fewer, not more (default 512)."),
         click.option("--temperature", type=click.FloatRange(0, 2), envvar="GPROCHAT_TEMPERATURE",
                      help="local backend: sampling temperature unless a request sets one (default 0: "
                      "greedy, best for small models)."),

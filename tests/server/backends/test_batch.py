@@ -136,6 +136,34 @@ async def collect(backend: Any, conversation: Conversation) -> str:
     return "".join([piece async for piece in backend.stream(conversation)])
 
 
+def test_a_request_may_ask_for_fewer_tokens_than_the_server_allows_not_more() -> None:
+    require_local_model()
+    from gprochat.server.backends import LocalBackend
+    from gprochat.server.backends.base import AnswerReport
+
+    backend = LocalBackend(parallel=2, n_ctx=1024, max_tokens=8)
+    assert backend.wait_ready(60) == "ready"
+
+    async def ask(max_tokens: int) -> AnswerReport:
+        report = AnswerReport()
+        conversation = Conversation(message="Write a long story about a dragon.",
+                                    max_tokens=max_tokens, report=report)
+        await collect(backend, conversation)
+        return report
+
+    async def main() -> tuple[AnswerReport, AnswerReport]:
+        try:
+            return await ask(500), await ask(3)
+        finally:
+            await backend.aclose()
+
+    more, fewer = asyncio.run(main())
+    # Asking for 500 would reserve 500 tokens of the shared cache: capped at --max-tokens.
+    assert more.finish_reason == "length" and more.usage is not None
+    assert more.usage["completion_tokens"] == 8
+    assert fewer.usage is not None and fewer.usage["completion_tokens"] == 3
+
+
 def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> None:
     require_local_model()
     from gprochat.server.backends import LocalBackend

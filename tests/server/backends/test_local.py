@@ -49,7 +49,7 @@ def require_local_model() -> None:
 @pytest.fixture(scope="module")
 def local() -> Iterator[BackgroundServer]:
     """Our server with the default model: one conversation at a time, a queue of one, greedy."""
-    yield from serve_local(parallel=1, queue=1, n_ctx=1024, max_tokens=32)
+    yield from serve_local(parallel=1, queue=1, n_ctx=1024, max_tokens=600)
 
 
 def serve_local(**options: Any) -> Iterator[BackgroundServer]:
@@ -507,10 +507,11 @@ async def test_an_answer_cut_by_the_token_limit_is_logged(
     """The protocol has no way to say it, so the server's log does (and only then)."""
     caplog.set_level(logging.INFO, logger="gprochat.server.local")
     cut = "local backend: an answer reached its token limit (%d) and was cut; " \
-          "a request's max_tokens or --max-tokens raises it"
-    answer = await GPROChat.create_async("", LONG, base_url=local.base_url)  # max_tokens=32
-    assert answer.strip()
-    assert [r.args for r in caplog.records if r.msg == cut] == [(32,)]
+          "a request's max_tokens, up to --max-tokens, sets it"
+    session, response = await open_stream(local, LONG, max_tokens=16)
+    async with session, response:
+        assert (await read_answer(response)).strip()
+    assert [r.args for r in caplog.records if r.msg == cut] == [(16,)]
     caplog.clear()
     answer = await GPROChat.create_async("", FRANCE, base_url=local.base_url)
     assert "Paris" in answer

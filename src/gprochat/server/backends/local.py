@@ -157,9 +157,14 @@ class LocalBackend(Backend):
     - ``queue``: requests that may wait for room; beyond, 503 [--local-queue], default 16.
     - ``threads``: CPU threads per context [--threads]; default the physical cores
       divided by ``slots`` (at least 1).
-    - ``max_tokens``, ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults
-      [--max-tokens, --temperature, --top-p, --repeat-penalty]; a request's own values
-      (the OpenAI gateway's) take precedence. The defaults (512, 0, 0.9, 1.1) suit the
+    - ``max_tokens``: the longest answer [--max-tokens]; a request (the OpenAI
+      gateway's ``max_tokens``) may ask for fewer, not more: each answer reserves room
+      for its longest possible length in the shared cache, so a client asking for the
+      whole cache would hold every other chat back (llama-server's ``--n-predict`` caps
+      requests the same way).
+    - ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults [--temperature,
+      --top-p, --repeat-penalty]; a request's own values (the OpenAI gateway's) take
+      precedence. The defaults (512 tokens, 0, 0.9, 1.1) suit the
       small default model: greedy, because its second choices are often nonsense (asked
       for France's capital at temperature 0.2 it sometimes answers in made-up French),
       and a repeat penalty and a length cap so greedy decoding does not loop.
@@ -378,7 +383,8 @@ class LocalBackend(Backend):
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         capacity = self._ready()
         tokens, stop = await asyncio.to_thread(self._prepare, conversation)
-        limit = min(conversation.max_tokens or self.max_tokens, self.context_tokens - len(tokens))
+        limit = min(conversation.max_tokens or self.max_tokens, self.max_tokens,
+                    self.context_tokens - len(tokens))
         need = len(tokens) + limit
         engine, seq_id = await capacity.acquire(need)
         loop = asyncio.get_running_loop()
@@ -398,7 +404,7 @@ class LocalBackend(Backend):
                 # /api/generate cannot tell the client (the gateway says "length"); the
                 # operator learns it here.
                 logger.info("local backend: an answer reached its token limit (%d) and was cut; "
-                            "a request's max_tokens or --max-tokens raises it", limit)
+                            "a request's max_tokens, up to --max-tokens, sets it", limit)
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(capacity.release, engine, seq_id, need)
 
