@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -194,3 +195,41 @@ def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> Non
     assert reason is None and generated <= 4  # stopped within one token of the cancel
     assert END not in received
     asyncio.run(backend.aclose())
+
+
+def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
+    require_local_model()
+    from gprochat.server.backends import LocalBackend
+    from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
+
+    backend = LocalBackend(parallel=2, n_ctx=4096, max_tokens=400)
+    assert backend.wait_ready(60) == "ready"
+    engine = backend._engines[0]
+    story = backend._prepare(Conversation(message="Write a long story about a dragon."))[0]
+    long_prompt = backend._prepare(Conversation(message="word " * 1000))[0]
+    pieces = (len(long_prompt) - 1) // PREFILL_WHILE_STREAMING + 1
+    events: list[str] = []
+    ended = {"story": threading.Event(), "long": threading.Event()}
+
+    def make(name: str, tokens: list[int], limit: int) -> Job:
+        def emit(item: object) -> None:
+            if item is END or isinstance(item, BaseException):
+                ended[name].set()
+            else:
+                events.append(name)
+
+        return Job(seq_id=0 if name == "story" else 1, tokens=tokens, limit=limit,
+                   sampling=Sampling(0, 1, 1.1), stop=[], emit=emit, done=lambda r, g: None)
+
+    try:
+        engine.submit(make("story", story, 300))
+        while "story" not in events:
+            time.sleep(0.005)
+        submitted = len(events)
+        engine.submit(make("long", long_prompt, 1))
+        assert ended["long"].wait(60) and ended["story"].wait(60)
+    finally:
+        asyncio.run(backend.aclose())
+    # The story kept streaming while the long prompt was computed, a piece per step.
+    meanwhile = events[submitted: events.index("long")].count("story")
+    assert meanwhile >= pieces, (pieces, meanwhile)

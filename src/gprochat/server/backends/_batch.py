@@ -51,6 +51,10 @@ _PENALTY_LAST_N = 64
 KEPT = 8
 """Finished conversations kept in the cache for the next ones to start from."""
 
+PREFILL_WHILE_STREAMING = 256
+"""Prompt tokens one step may compute while answers are streaming: a long prompt is fed
+in pieces of this size, so the others' next tokens wait for one piece, not for all of it."""
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -230,9 +234,10 @@ class BatchEngine:
                 job.logits_at = n
                 add(job.last, job.cached, job.seq_id, True)
                 job.cached += 1
+        budget = self.n_batch if n == 0 else min(self.n_batch, n + PREFILL_WHILE_STREAMING)
         for job in active:
-            if job.prefilling and job.follow is None and n < self.n_batch:
-                take = min(len(job.tokens) - job.fed, self.n_batch - n)
+            if job.prefilling and job.follow is None and n < budget:
+                take = min(len(job.tokens) - job.fed, budget - n)
                 for position in range(job.fed, job.fed + take):
                     last = position == len(job.tokens) - 1
                     if last:
