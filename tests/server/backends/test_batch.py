@@ -55,11 +55,7 @@ def test_text_that_may_begin_a_stop_string_waits_for_the_next_piece() -> None:
 
 
 def test_a_prompt_starts_from_the_cached_beginning_it_shares() -> None:
-    require_local_model()
-    from gprochat.server.backends import LocalBackend
-
-    backend = LocalBackend(parallel=2, n_ctx=1024, max_tokens=12)
-    assert backend.wait_ready(60) == "ready"
+    backend = loaded(parallel=2, n_ctx=1024, max_tokens=12)
     engine = backend._engines[0]
 
     async def answer(text: str) -> str:
@@ -83,11 +79,9 @@ def test_a_prompt_starts_from_the_cached_beginning_it_shares() -> None:
 
 
 def test_the_next_turn_of_a_chat_computes_only_its_new_message() -> None:
-    require_local_model()
-    from gprochat.server.backends import LocalBackend, Turn
+    from gprochat.server.backends import Turn
 
-    backend = LocalBackend(parallel=2, n_ctx=2048, max_tokens=24)
-    assert backend.wait_ready(60) == "ready"
+    backend = loaded(parallel=2, n_ctx=2048, max_tokens=24)
     engine = backend._engines[0]
     question = "What is the capital of France?"
 
@@ -112,11 +106,7 @@ def test_the_next_turn_of_a_chat_computes_only_its_new_message() -> None:
 
 
 def test_prompts_that_arrive_together_share_what_they_have_in_common() -> None:
-    require_local_model()
-    from gprochat.server.backends import LocalBackend
-
-    backend = LocalBackend(parallel=4, n_ctx=2048, max_tokens=8)
-    assert backend.wait_ready(60) == "ready"
+    backend = loaded(parallel=4, n_ctx=2048, max_tokens=8)
     engine = backend._engines[0]
 
     async def main() -> list[str]:
@@ -133,17 +123,24 @@ def test_prompts_that_arrive_together_share_what_they_have_in_common() -> None:
     assert engine.shared_tokens == 2 * (engine.prompt_tokens // 3 - 1)
 
 
+def loaded(**options: Any) -> Any:
+    """A ``LocalBackend`` with the default model, loaded."""
+    require_local_model()
+    from gprochat.server.backends import LocalBackend
+
+    backend = LocalBackend(**options)
+    assert backend.wait_ready(60) == "ready"
+    return backend
+
+
 async def collect(backend: Any, conversation: Conversation) -> str:
     return "".join([piece async for piece in backend.stream(conversation)])
 
 
 def test_a_request_may_ask_for_fewer_tokens_than_the_server_allows_not_more() -> None:
-    require_local_model()
-    from gprochat.server.backends import LocalBackend
     from gprochat.server.backends.base import AnswerReport
 
-    backend = LocalBackend(parallel=2, n_ctx=1024, max_tokens=8)
-    assert backend.wait_ready(60) == "ready"
+    backend = loaded(parallel=2, n_ctx=1024, max_tokens=8)
 
     async def ask(max_tokens: int) -> AnswerReport:
         report = AnswerReport()
@@ -166,11 +163,7 @@ def test_a_request_may_ask_for_fewer_tokens_than_the_server_allows_not_more() ->
 
 
 def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> None:
-    require_local_model()
-    from gprochat.server.backends import LocalBackend
-
-    backend = LocalBackend(parallel=1, n_ctx=1024, max_tokens=400)
-    assert backend.wait_ready(60) == "ready"
+    backend = loaded(parallel=1, n_ctx=1024, max_tokens=400)
     engine = backend._engines[0]
     tokens = backend._prepare(Conversation(message="Write a long story about a dragon."))[0]
     received: list[object] = []
@@ -198,12 +191,9 @@ def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> Non
 
 
 def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
-    require_local_model()
-    from gprochat.server.backends import LocalBackend
     from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
 
-    backend = LocalBackend(parallel=2, n_ctx=4096, max_tokens=400)
-    assert backend.wait_ready(60) == "ready"
+    backend = loaded(parallel=2, n_ctx=4096, max_tokens=400)
     engine = backend._engines[0]
     story = backend._prepare(Conversation(message="Write a long story about a dragon."))[0]
     long_prompt = backend._prepare(Conversation(message="word " * 1000))[0]
