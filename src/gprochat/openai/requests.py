@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "RequestMessage",
@@ -40,6 +40,12 @@ class StreamOptions(BaseModel):
     include_obfuscation: Optional[bool] = None
 
 
+# OpenAI takes up to four stop strings; each is matched against every piece of an answer
+# as it is generated, so their number and length are bounded.
+MAX_STOP = 4
+MAX_STOP_CHARS = 256
+
+
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions``.
 
@@ -62,7 +68,9 @@ class ChatCompletionRequest(BaseModel):
     temperature: Optional[float] = Field(default=None, ge=0, le=2)
     max_tokens: Optional[int] = Field(default=None, ge=1)
     max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    stop: Union[str, list[str], None] = None
+    stop: Union[str, list[str], None] = Field(
+        default=None, description=f"Up to {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters."
+    )
 
     top_p: Optional[float] = Field(default=None, ge=0, le=1)
     presence_penalty: Optional[float] = Field(default=None, ge=-2, le=2)
@@ -99,6 +107,17 @@ class ChatCompletionRequest(BaseModel):
     web_search_options: Optional[dict[str, Any]] = Field(
         default=None, description="Not supported."
     )
+
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, stop: Union[str, list[str], None]) -> Union[str, list[str], None]:
+        strings = [stop] if isinstance(stop, str) else stop or []
+        if len(strings) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings are accepted, got {len(strings)}")
+        if any(len(text) > MAX_STOP_CHARS for text in strings):
+            raise ValueError(f"each stop string may be at most {MAX_STOP_CHARS} characters long")
+        return stop
 
 
 class ErrorDetail(BaseModel):

@@ -81,7 +81,8 @@ def from_validation_error(exc: ValidationError) -> GatewayError:
         )
     given = error.get("input")
     shown = f" {given!r}" if isinstance(given, (str, int, float, bool)) and len(repr(given)) < 80 else ""
-    return GatewayError(400, f"Invalid value{shown} for {param!r}: {error.get('msg')}", param=param)
+    says = str(error.get("msg")).removeprefix("Value error, ")  # our own validators' words
+    return GatewayError(400, f"Invalid value{shown} for {param!r}: {says}", param=param)
 
 
 def _dotted(loc: list[str]) -> str:
