@@ -316,3 +316,26 @@ def test_ctrl_c_before_the_answer_starts_is_a_clean_exit_130(tmp_path: Path) -> 
         process.stdin.close()
     assert process.returncode == 130
     assert err == "Error: interrupted\n" and out == ""
+
+
+def test_an_unreachable_default_deployment_points_to_base_url_and_local(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """gprochat.com is gone: with no --base-url, a failed connection says what to use instead."""
+    from click.testing import CliRunner
+
+    from gprochat.cli import main
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused, like a dead site
+    monkeypatch.setattr(GPROChat, "api_endpoint", closed + "/api/generate")
+    monkeypatch.delenv("GPROCHAT_BASE_URL", raising=False)
+    monkeypatch.setenv("GPROCHAT_HOME", str(tmp_path))
+    runner = CliRunner()
+    default = runner.invoke(main, ["chat", "--max-retries", "0", "Hi"])
+    assert default.exit_code == 1
+    assert "Cannot connect" in default.output
+    assert "--base-url" in default.output and "--local" in default.output
+    # A deployment the user named is their own to fix: no advice about the default.
+    named = runner.invoke(main, ["chat", "--max-retries", "0", "--base-url", closed, "Hi"])
+    assert named.exit_code == 1 and "Cannot connect" in named.output
+    assert "--local" not in named.output

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..errors import GPROChatError, IncompleteResponseError
+from ..errors import ConnectError, GPROChatError, IncompleteResponseError
 from ..log import ConversationLog, Exchange, new_conversation_id
 from ..providers import GPROChat
 from ..typing import Messages
@@ -31,6 +31,14 @@ class Target:
     @property
     def model_label(self) -> str:
         return self.served_model or self.model or GPROChat.default_model
+
+    def explain(self, error: GPROChatError) -> str:
+        """The error's one line, with what to do when the default deployment is unreachable."""
+        if isinstance(error, ConnectError) and "base_url" not in self.options:
+            return (f"{error}; gprochat.com, the default deployment, is gone: pass --base-url "
+                    "(or set GPROCHAT_BASE_URL) to a GeminiProChat deployment, or --local to "
+                    "chat with the bundled model")
+        return str(error)
 
 
 @dataclass

@@ -247,7 +247,7 @@ async def _answer(
         return log
     failure = task.exception()
     if isinstance(failure, GPROChatError):
-        output.note(f"Error: {failure}")
+        output.note(f"Error: {target.explain(failure)}")
     elif isinstance(failure, LogError):
         output.note(f"Error: {failure}; the rest of this session is not logged")
         return None

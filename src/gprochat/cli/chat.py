@@ -143,11 +143,11 @@ def chat(
             if interactive:
                 from ._session import run_session
 
-                _run(run_session(target, conversation, log))
+                _run(run_session(target, conversation, log), target)
             else:
                 assert text is not None
                 _run(_one_shot(target, conversation, text, log,
-                               stream=stream and not as_json, as_json=as_json))
+                               stream=stream and not as_json, as_json=as_json), target)
     except KeyboardInterrupt:
         fail("interrupted", 130)
 
@@ -214,12 +214,12 @@ def _default_deployment() -> str:
         return GPROChat.url
 
 
-def _run(main: Any) -> None:
+def _run(main: Any, target: Target) -> None:
     """Run the chat; errors become one line on stderr."""
     try:
         asyncio.run(main)
     except GPROChatError as exc:
-        fail(str(exc))
+        fail(target.explain(exc))
     except LogError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
