@@ -97,3 +97,12 @@ def test_signing_time_never_repeats_across_threads() -> None:
     with ThreadPoolExecutor(4) as pool:
         values = [value for batch in pool.map(take, range(4)) for value in batch]
     assert len(set(values)) == len(values) == 2000
+
+
+def test_signing_time_follows_a_clock_set_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [5_000_000.0]
+    monkeypatch.setattr(protocol.time, "time", lambda: now[0])
+    first = protocol.signing_time()
+    assert protocol.signing_time() == first + 1  # the same millisecond: one step ahead
+    now[0] -= 3600  # the clock is set back an hour
+    assert protocol.signing_time() == int(now[0] * 1000)

@@ -136,7 +136,11 @@ def signing_time() -> int:
     """
     global _last_signing_time
     with _signing_lock:
-        _last_signing_time = max(int(time.time() * 1000), _last_signing_time + 1)
+        now = int(time.time() * 1000)
+        # Ahead of the clock by at most a minute (a burst of requests); when the clock is
+        # set back further, follow it rather than sign ever further into the future.
+        ahead = _last_signing_time + 1
+        _last_signing_time = ahead if now < ahead <= now + 60_000 else now
         return _last_signing_time
 
 
