@@ -245,3 +245,26 @@ def test_worker_processes_get_the_http_limits_and_one_start_up_line() -> None:
         caught.value.close()
         assert caught.value.code == 414
         assert server.output().count('"event": "started"') == 1
+
+
+def test_serve_flag_defaults_are_the_config_defaults() -> None:
+    """A flag named as a ServerConfig field starts from the same default, or from none."""
+    import dataclasses
+
+    import click
+
+    from gprochat.cli.serve import serve
+
+    fields = {field.name: field for field in dataclasses.fields(ServerConfig)}
+    differ = {}
+    for param in serve.params:
+        if not isinstance(param, click.Option) or param.name not in fields or param.name == "backend":
+            continue  # backend: the command says "auto" (the local model when installed)
+        field = fields[param.name]
+        expected = (field.default if field.default is not dataclasses.MISSING
+                    else field.default_factory())  # type: ignore[misc]
+        given = param.get_default(click.Context(serve))
+        unset = given is None or given is getattr(click.core, "UNSET", None)  # no flag default
+        if not unset and given != expected:
+            differ[param.name] = (given, expected)
+    assert differ == {}
