@@ -262,7 +262,7 @@ def test_serve_flag_defaults_are_the_config_defaults() -> None:
             continue  # backend: the command says "auto" (the local model when installed)
         field = fields[param.name]
         expected = (field.default if field.default is not dataclasses.MISSING
-                    else field.default_factory())  # type: ignore[misc]
+                    else field.default_factory())  # type: ignore[operator]
         given = param.get_default(click.Context(serve))
         unset = given is None or given is getattr(click.core, "UNSET", None)  # no flag default
         if not unset and given != expected:
