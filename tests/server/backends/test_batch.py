@@ -223,3 +223,53 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     # The story kept streaming while the long prompt was computed, a piece per step.
     meanwhile = events[submitted: events.index("long")].count("story")
     assert meanwhile >= pieces, (pieces, meanwhile)
+
+
+def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
+    """Clients leaving while queued, while their prompt is computed, or mid-answer: once
+    it is over, the whole cache and every sequence are free again and nobody waits."""
+    from gprochat.errors import BackendError
+
+    backend = loaded(parallel=4, queue=12, n_ctx=2048, max_tokens=24)
+    capacity = backend._capacity
+    engine = backend._engines[0]
+    questions = ["What is the capital of France?", "Why is the sky blue?", "Name a colour.",
+                 "Write a long story about a dragon."]
+
+    async def client(index: int) -> str:
+        conversation = Conversation(message=questions[index % len(questions)])
+        pieces = []
+        try:
+            async for piece in backend.stream(conversation):
+                pieces.append(piece)
+                if index % 3 == 0:  # leaves after its first text
+                    break
+        except BackendError as exc:  # the queue was full: a clear 503
+            assert exc.status == 503
+            return "refused"
+        return "".join(pieces)
+
+    async def main() -> list[Any]:
+        tasks = [asyncio.ensure_future(client(index)) for index in range(24)]
+        await asyncio.sleep(0.3)
+        for task in tasks[1::4]:  # some leave while queued or while being computed
+            task.cancel()
+        # A place never given back would leave the queued ones waiting forever.
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+        for _ in range(100):  # the engine hands places back from its own thread
+            if capacity.queued == 0 and capacity._free_cells[engine] == engine.room:
+                break
+            await asyncio.sleep(0.05)
+        return results
+
+    try:
+        results = asyncio.run(main())
+        assert capacity.queued == 0
+        assert capacity._free_cells[engine] == engine.room
+        assert sorted(capacity._free_ids[engine]) == [0, 1, 2, 3]
+        answered = [r for r in results if isinstance(r, str) and r not in ("", "refused")]
+        assert answered, results
+        # And the backend still answers.
+        assert "Paris" in asyncio.run(collect(backend, Conversation(message=questions[0])))
+    finally:
+        asyncio.run(backend.aclose())
