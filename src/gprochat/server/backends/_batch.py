@@ -86,11 +86,10 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     # The engine's bookkeeping.
     fed: int = 0  # prompt tokens decoded so far
-    generated: int = 0
-    last: int = -1  # the token sampled last, decoded in the next step
     logits_at: int = -1  # this step's batch index of the logits to sample from, or -1
     held: str = ""  # text that may be the start of a stop string
-    output: list[int] = field(default_factory=list)  # the answer's tokens
+    # The answer's tokens; the last one is decoded in the next step.
+    output: list[int] = field(default_factory=list)
     cached: int = 0  # positions of this sequence in the KV cache
     follow: Optional[tuple[Job, int]] = None  # waiting to share this job's first n tokens
     finish_reason: Optional[str] = None  # set when the answer has ended
@@ -100,6 +99,10 @@ class Job:
     @property
     def prefilling(self) -> bool:
         return self.fed < len(self.tokens)
+
+    @property
+    def generated(self) -> int:
+        return len(self.output)
 
 
 class BatchEngine:
@@ -118,15 +121,15 @@ class BatchEngine:
         self._llama_cpp = llama_cpp
         self._model = model  # keeps the weights alive while the context uses them
         self.n_batch = max(n_batch, parallel)
-        params = llama_cpp.llama_context_default_params()
         self.kept_cells = n_ctx // 8
         self.room = n_ctx - self.kept_cells
+        self._kept: list[tuple[int, list[int]]] = []  # (sequence, its tokens), most recent last
+        self._kept_free = list(range(parallel, parallel + KEPT))
+        params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
         params.n_seq_max = parallel + KEPT  # the sequences from `parallel` on keep conversations
-        self._kept: list[tuple[int, list[int]]] = []  # (sequence, its tokens), most recent last
-        self._kept_free = list(range(parallel, parallel + KEPT))
         params.kv_unified = True  # one pool of cells: a sequence may use all of them
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -232,7 +235,7 @@ class BatchEngine:
                     self._share(leader.seq_id, job, lead)
             if not job.prefilling:
                 job.logits_at = n
-                add(job.last, job.cached, job.seq_id, True)
+                add(job.output[-1], job.cached, job.seq_id, True)
                 job.cached += 1
         budget = self.n_batch if n == 0 else min(self.n_batch, n + PREFILL_WHILE_STREAMING)
         for job in active:
@@ -261,9 +264,7 @@ class BatchEngine:
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._end(job, "stop")
             return
-        job.generated += 1
         job.output.append(token)
-        job.last = token
         job.held += job.decoder.decode(self._token_bytes(token))
         if self._emit_text(job):
             self._end(job, "stop", flush=False)
@@ -313,11 +314,11 @@ class BatchEngine:
         """Let ``job`` share the cells of the longest beginning it has in common with a
         kept conversation or an answer in the cache; it then computes only the rest.
         When a prompt still being computed has more in common, follow it instead."""
-        best, source = 0, -1
-        for seq_id, tokens in self._kept:
-            common = _common_prefix(tokens, job.tokens)
+        best, source = 0, None
+        for entry in self._kept:
+            common = _common_prefix(entry[1], job.tokens)
             if common > best:
-                best, source = common, seq_id
+                best, source = common, entry
         leader, lead = None, best
         for other in active:
             common = _common_prefix(other.tokens, job.tokens)
@@ -328,9 +329,10 @@ class BatchEngine:
             job.follow = (leader, lead)  # shared once the leader has computed it (_step)
         elif leader is not None:
             self._share(leader.seq_id, job, lead)
-        elif best > 0:
-            self._kept.append(self._kept.pop([seq for seq, _ in self._kept].index(source)))  # used
-            self._share(source, job, best)
+        elif source is not None:
+            self._kept.remove(source)  # used: the most recent now
+            self._kept.append(source)
+            self._share(source[0], job, best)
 
     def _share(self, source: int, job: Job, length: int) -> None:
         length = min(length, len(job.tokens) - 1)  # the last prompt token is computed: its logits

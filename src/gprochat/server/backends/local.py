@@ -56,9 +56,8 @@ def physical_cores() -> int:
     CPUs, which is right on the usual two-way SMT machines and cautious otherwise.
     """
     try:
-        usable = sorted(os.sched_getaffinity(0))
         cores = set()
-        for cpu in usable:
+        for cpu in os.sched_getaffinity(0):
             topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
             cores.add((topology.joinpath("physical_package_id").read_text().strip(),
                        topology.joinpath("core_id").read_text().strip()))
@@ -74,10 +73,10 @@ class Capacity:
     forever by small ones); at most ``queue_limit`` wait. Used on one event loop.
     """
 
-    def __init__(self, engines: list[BatchEngine], parallel: int, cells: int, queue_limit: int,
+    def __init__(self, engines: list[BatchEngine], parallel: int, queue_limit: int,
                  backend: LocalBackend) -> None:
         self._free_ids = {engine: list(range(parallel)) for engine in engines}
-        self._free_cells = dict.fromkeys(engines, cells)
+        self._free_cells = {engine: engine.room for engine in engines}
         self._waiting: deque[tuple[int, asyncio.Future[tuple[BatchEngine, int]]]] = deque()
         self.queue_limit = queue_limit
         self._backend = backend
@@ -280,7 +279,7 @@ class LocalBackend(Backend):
         if self._closed:
             self._free()
             return
-        self._capacity = Capacity(self._engines, self.parallel, self._engines[0].room, self.queue_limit, self)
+        self._capacity = Capacity(self._engines, self.parallel, self.queue_limit, self)
         self._status = "ready"
         logger.info(
             "local backend: loaded %s (%.1f MB) in %.2f s: %d context(s) of %d tokens, "
