@@ -12,7 +12,10 @@ import pytest
 from gprochat.server.backends._batch import END, BatchEngine, Job, Sampling
 from gprochat.server.backends.base import Conversation
 
+from .test_local import CAPITAL as CAPITAL_MESSAGES
 from .test_local import require_local_model
+
+CAPITAL = CAPITAL_MESSAGES[0]["content"]  # see test_local: no near tie before "Paris"
 
 
 def job(stop: list[str], sink: list[object]) -> Job:
@@ -111,7 +114,7 @@ def test_prompts_that_arrive_together_share_what_they_have_in_common() -> None:
 
     async def main() -> list[str]:
         try:
-            conversations = [Conversation(message="What is the capital of France?")] * 3
+            conversations = [Conversation(message=CAPITAL)] * 3
             return await asyncio.gather(*(collect(backend, c) for c in conversations))
         finally:
             await backend.aclose()
@@ -233,7 +236,7 @@ def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
     backend = loaded(parallel=4, queue=12, n_ctx=2048, max_tokens=24)
     capacity = backend._capacity
     engine = backend._engines[0]
-    questions = ["What is the capital of France?", "Why is the sky blue?", "Name a colour.",
+    questions = [CAPITAL, "Why is the sky blue?", "Name a colour.",
                  "Write a long story about a dragon."]
 
     async def client(index: int) -> str:

@@ -31,6 +31,11 @@ from ...processes import clean_env, run_cli, served
 from ..helpers import error_message, post, signed
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# For answers decoded alongside others. Asked as FRANCE, the model's first word is a near
+# tie ("The" leads "La" by 0.13 in logits), which the different summation order of a
+# shared batch can break the other way (docs/local-model.md); asked so, no choice before
+# "Paris" is closer than 1.7.
+CAPITAL = [{"role": "user", "content": "Name the capital of France."}]
 # A prompt the model answers at length: long enough that waiting for the whole answer
 # would take many seconds, so a slot freed only at its end is easy to tell apart.
 LONG = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
@@ -241,7 +246,7 @@ async def test_conversations_are_answered_together(batched: BackgroundServer) ->
     async with first_session, first:
         await first.content.readline()  # the first answer is streaming
         started = time.perf_counter()
-        second_session, second = await open_stream(batched, FRANCE, max_tokens=24)
+        second_session, second = await open_stream(batched, CAPITAL, max_tokens=24)
         async with second_session, second:
             await second.content.readline()
             second_started = time.perf_counter() - started
@@ -253,7 +258,7 @@ async def test_conversations_are_answered_together(batched: BackgroundServer) ->
     assert "Paris" in second_answer
     assert first_answer.startswith("Once upon a time")
     sky = [{"role": "user", "content": "Why is the sky blue?"}]
-    together = await asyncio.gather(*(read_whole(batched, m) for m in (FRANCE, sky, FRANCE, LONG)))
+    together = await asyncio.gather(*(read_whole(batched, m) for m in (CAPITAL, sky, CAPITAL, LONG)))
     assert "Paris" in together[0] and "Paris" in together[2]
     assert all(answer.strip() for answer in together)
 
@@ -273,7 +278,7 @@ async def test_a_conversation_waits_for_room_in_the_cache_instead_of_failing(
             session, response = await open_stream(batched, LONG, max_tokens=200)
             streams.append((session, response))
             await response.content.readline()
-        third = asyncio.create_task(read_whole(batched, FRANCE))
+        third = asyncio.create_task(read_whole(batched, CAPITAL))
         deadline = time.monotonic() + 10
         while await queued(batched) < 1:
             assert time.monotonic() < deadline, "the third request never queued"
