@@ -68,8 +68,8 @@ def _local_options(command: Any) -> Any:
                      help="local backend: each context's KV cache in tokens, shared by the "
                      "conversations it answers; also the longest conversation (default 8192)."),
         click.option("--threads", type=click.IntRange(min=1), envvar="GPROCHAT_THREADS",
-                     help="local backend: CPU threads per context (default: half the CPUs / "
-                     "slots, at least 1)."),
+                     help="local backend: CPU threads per context (default: the physical "
+                     "cores / slots, at least 1)."),
         click.option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS",
                      help="local backend: longest answer in tokens; a request may ask for "
                      "fewer, not more (default 512)."),
