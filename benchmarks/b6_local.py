@@ -19,9 +19,9 @@ our default), all on 127.0.0.1.
   many tokens, give or take two that tokenizing it again may merge), or the model
   itself, given the prompt and that text, ends it there (the end of the answer is its
   best next token after the repeat penalty, or within a near-tie of it); counted as
-  "rephrased", because batched decoding may break a near-tie in the logits another way. An empty or shortened
-  answer is a failure, reported, even with a 200. Aggregate tokens/s = the tokens of
-  complete answers / the batch's wall time.
+  "rephrased", because batched decoding may break a near-tie in the logits another way.
+  An empty or shortened answer is a failure, reported, even with a 200. Aggregate
+  tokens/s = the tokens of complete answers / the batch's wall time.
 
 Skipped, saying why, when llama-cpp-python, its server extra or the model is missing.
 """
