@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -268,3 +269,27 @@ def test_serve_flag_defaults_are_the_config_defaults() -> None:
         if not unset and given != expected:
             differ[param.name] = (given, expected)
     assert differ == {}
+
+
+def test_the_config_and_its_limits_load_without_the_web_stack() -> None:
+    """``ServerConfig``, ``HttpLimits`` and ``gprochat serve``'s options (whose defaults are
+    the config's) import with uvicorn and starlette unavailable; the config is built
+    with uvicorn unavailable."""
+    code = """if True:
+        import dataclasses, sys
+        sys.modules["uvicorn"] = None  # importing it now raises ImportError
+        sys.modules["starlette"] = None
+        from gprochat.server.config import HttpLimits, ServerConfig
+        from gprochat.cli.serve import serve
+        from gprochat.cli import main
+        defaults = {p.name: p.default for p in serve.params}
+        assert defaults["header_timeout"] == HttpLimits.header_timeout == ServerConfig.header_timeout
+        assert defaults["max_streams"] == ServerConfig.max_streams
+        del sys.modules["starlette"]  # the trusted-proxy check uses the guard's parser
+        config = ServerConfig(port=0, header_timeout=2.5, trusted_proxies=["10.0.0.0/8"])
+        assert config.header_timeout == 2.5
+        print("loaded", sorted(m for m in sys.modules if m.startswith("uvicorn") and sys.modules[m]))
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "loaded []"

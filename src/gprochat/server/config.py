@@ -1,8 +1,12 @@
-"""Server settings: one object, filled from CLI flags or environment variables.
+"""Server settings: one object, filled from CLI flags, environment variables or a file.
 
 ``ServerConfig`` checks every setting when it is built (``__post_init__``): a wrong
 value raises ``InvalidSettingError`` naming the setting, before any socket is
 opened; ``gprochat serve`` turns it into a usage error (exit 2) naming the flag.
+
+This module imports neither uvicorn nor starlette: ``gprochat serve`` takes its
+defaults from here, and ``HttpLimits`` (the HTTP layer's part of the settings) is
+defined here for ``http.py`` to use.
 """
 
 from __future__ import annotations
@@ -11,14 +15,24 @@ import dataclasses
 import inspect
 import json
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from ..protocol import DEFAULT_SECRET_KEY
-from .http import HttpLimits
 
-__all__ = ["CONFIG_ENV_VAR", "LOG_LEVELS", "InvalidSettingError", "ServerConfig"]
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "LOG_LEVELS",
+    "ConfigFile",
+    "ConfigFileError",
+    "HttpLimits",
+    "InvalidSettingError",
+    "ServerConfig",
+    "read_config_file",
+]
 
 #: The environment variable that carries a serialized ``ServerConfig`` to worker
 #: processes started by ``gprochat serve --workers N``.
@@ -29,6 +43,23 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # Upstream connections beyond --max-streams: a stream slot can be handed on a moment
 # before the previous answer's connection is back in the pool.
 _SPARE_CONNECTIONS = 16
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The HTTP layer's timeouts (seconds) and limits (bytes, counts); ``http.py`` says
+    what a client that exceeds each one gets."""
+
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 5.0
+    max_url_bytes: int = 8192
+    max_header_count: int = 100
+    max_header_bytes: int = 16384
+    max_connections: int = 2048
+    drain_bytes: int = 64 * 1024 * 1024
+    drain_timeout: float = 10.0
 
 
 class InvalidSettingError(ConfigurationError):
@@ -268,3 +299,64 @@ def _check_trusted_proxies(config: ServerConfig) -> None:
         parse_networks(config.trusted_proxies)
     except ValueError as exc:
         raise _fail("trusted_proxies", f"{exc}; give an IP address or a CIDR network") from None
+
+
+# -- the configuration file (gprochat serve --config FILE) -------------------------
+#
+# TOML: settings as top-level keys, named as the command's long options; tables are
+# sections. ``[models.NAME]`` (the router's models, each with its deployments) is
+# reserved for the router: a file that has it is refused until the router reads it.
+# A section the router adds goes in ``_SECTIONS``; ``ConfigFile.sections`` hands it on.
+
+_SECTIONS: frozenset[str] = frozenset()
+_RESERVED_SECTIONS = {
+    "models": "[models] (several models and deployments behind one endpoint) is not "
+              "supported yet; remove it, and give the backend's settings as top-level keys",
+}
+
+
+class ConfigFileError(ConfigurationError):
+    """A configuration file that cannot be used: ``path``, and the ``key`` at fault if any."""
+
+    def __init__(self, path: str, message: str, key: str | None = None) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file as read: ``settings`` (top-level keys as written, values as
+    TOML gives them) and ``sections`` (tables the server understands)."""
+
+    path: str
+    settings: dict[str, Any]
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> ConfigFile:
+    """Read a TOML configuration file; ``ConfigFileError`` says what is wrong and where.
+
+    Only the file's shape is checked here (TOML, reserved sections); the keys and
+    their types are the command's to check, since they are its options.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigFileError(name, f"cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(name, f"not valid TOML: {exc}") from None
+    sections = {}
+    for key in list(data):
+        if key in _RESERVED_SECTIONS:
+            raise ConfigFileError(name, _RESERVED_SECTIONS[key], key)
+        if key in _SECTIONS:
+            sections[key] = data.pop(key)
+    return ConfigFile(name, data, sections)

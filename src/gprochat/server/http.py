@@ -43,12 +43,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from .config import HttpLimits  # defined with the server's settings: importable without uvicorn
 
 __all__ = ["HttpLimits", "HttpServerConfig", "LimitedHttpProtocol"]
 
@@ -61,22 +62,6 @@ _Phase = Literal["head", "body", "idle", "drain"]
 _HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?"
 )
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """The HTTP layer's timeouts (seconds) and limits (bytes, counts); see the module doc."""
-
-    header_timeout: float = 10.0
-    body_idle_timeout: float = 10.0
-    body_timeout: float = 60.0
-    keepalive_timeout: float = 5.0
-    max_url_bytes: int = 8192
-    max_header_count: int = 100
-    max_header_bytes: int = 16384
-    max_connections: int = 2048
-    drain_bytes: int = 64 * 1024 * 1024
-    drain_timeout: float = 10.0
 
 
 class HttpServerConfig(uvicorn.Config):
