@@ -410,3 +410,102 @@ def test_continue_goes_back_where_the_conversation_was_held(
     assert again.stdout.startswith("Echo from the built-in echo backend")
     last, before = _log_rows(gprochat_home)[-1], _log_rows(gprochat_home)[-2]
     assert last["deployment"] == "local" and last["conversation_id"] == before["conversation_id"]
+
+
+class FirstLineThenWords(Backend):
+    """A first line, then a word every 0.1 s until the connection is cut."""
+
+    name = "first-line-then-words"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        yield "The first line of the answer.\n\n"
+        for i in range(600):
+            yield f"word{i} "
+            await asyncio.sleep(0.1)
+
+
+def _screen_text(output: str, rows: int, columns: int) -> str:
+    """What a terminal shows after ``output``, scrollback included (pyte)."""
+    screen = pyte.HistoryScreen(columns, rows, history=1000)
+    pyte.Stream(screen).feed(output)
+    lines = [
+        "".join(line[x].data for x in range(columns)).rstrip()
+        for line in [*screen.history.top, *(screen.buffer[y] for y in range(rows))]
+    ]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("columns", [80, 34])
+def test_ctrl_c_during_an_answer_leaves_it_on_the_screen_once(
+    make_server: ServerFactory, gprochat_home: Path, columns: int
+) -> None:
+    """Ctrl-C used to leave the answer's first line on the screen twice. At 34 columns
+    the words wrap over several lines while the answer streams."""
+    rows = 20
+    server = make_server(backend=FirstLineThenWords())
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gprochat", "chat", "--base-url", server.base_url],
+        env=_env(gprochat_home), encoding="utf-8", dimensions=(rows, columns), timeout=30,
+    )
+    seen = io.StringIO()
+    child.logfile_read = seen
+    try:
+        child.expect_exact(PROMPT_READY)
+        child.sendline("go on")
+        child.expect("word12")
+        child.sendintr()
+        child.expect_exact("[answer stopped]")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    text = _screen_text(seen.getvalue(), rows, columns)
+    assert text.count("The first line of the answer.") == 1, text
+    assert text.count("word3 ") == 1, text
+    # The answer, then the note, then the next prompt, nothing in between but the words.
+    assert text.index("go on") < text.index("The first line") < text.index("word12")
+    assert text.index("word12") < text.index("[answer stopped]")
+
+
+class FewSlowWords(Backend):
+    """Ten words, one every 0.2 s, then the end."""
+
+    name = "few-slow-words"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        for i in range(10):
+            yield f"slow{i} "
+            await asyncio.sleep(0.2)
+
+
+def test_what_is_typed_during_an_answer_waits_for_the_next_prompt(
+    make_server: ServerFactory, gprochat_home: Path
+) -> None:
+    """Not echoed into the answer being drawn; shown at the next prompt and sent with Enter."""
+    rows, columns = 20, 80
+    server = make_server(backend=FewSlowWords())
+    child = pexpect.spawn(
+        sys.executable, ["-m", "gprochat", "chat", "--base-url", server.base_url],
+        env=_env(gprochat_home), encoding="utf-8", dimensions=(rows, columns), timeout=30,
+    )
+    seen = io.StringIO()
+    child.logfile_read = seen
+    try:
+        child.expect_exact(PROMPT_READY)
+        child.sendline("first")
+        child.expect("slow2")
+        child.send("typed ahead")
+        child.expect("slow9")
+        child.expect_exact(PROMPT_READY)
+        child.send("\r")
+        child.expect("slow9")
+        child.expect_exact(PROMPT_READY)
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    text = _screen_text(seen.getvalue(), rows, columns)
+    assert text.count("typed ahead") == 1, text
+    assert text.index("slow9") < text.index("> typed ahead")
+    assert [row["prompt"] for row in _log_rows(gprochat_home)] == ["first", "typed ahead"]

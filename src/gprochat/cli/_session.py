@@ -8,9 +8,11 @@ Ctrl-D or /exit leaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -132,6 +134,34 @@ class _MarkdownOutput:
         self.console.print(text, style="dim", markup=False, highlight=False)
 
 
+@contextlib.contextmanager
+def _keys_not_echoed() -> Iterator[None]:
+    """The terminal does not echo what is typed (Ctrl-C's ``^C`` included) while an
+    answer is written: rich's live display pads each line to the full width, so an echo
+    at the end of one wrapped onto a new line, and the display, one line lower than it
+    knew, left the answer's first line on the screen twice. What is typed meanwhile
+    is kept for the next prompt, which shows it."""
+    try:
+        import termios
+    except ImportError:  # Windows: no echo to turn off this way
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (termios.error, OSError, ValueError):  # standard input is not a terminal
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO  # lflag
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 def _history(path: Path) -> Any:
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
@@ -227,21 +257,22 @@ async def _answer(
 ) -> Optional[ConversationLog]:
     """One exchange; Ctrl-C cancels it. The log to use next (``None`` once it failed)."""
     loop = asyncio.get_running_loop()
-    output.start()
-    task = asyncio.ensure_future(exchange(target, conversation, prompt, output.write, log))
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C: stop this answer only
-        handled = True
-    except (NotImplementedError, RuntimeError):  # no loop signal handlers (Windows)
-        handled = False
-    try:
-        await asyncio.wait({task})
-    finally:
-        if handled:
-            loop.remove_signal_handler(signal.SIGINT)
-            signal.signal(signal.SIGINT, previous)
-        output.stop()
+    with _keys_not_echoed():
+        output.start()
+        task = asyncio.ensure_future(exchange(target, conversation, prompt, output.write, log))
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C: stop this answer only
+            handled = True
+        except (NotImplementedError, RuntimeError):  # no loop signal handlers (Windows)
+            handled = False
+        try:
+            await asyncio.wait({task})
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
+                signal.signal(signal.SIGINT, previous)
+            output.stop()
     if task.cancelled():
         output.note("[answer stopped]")
         return log
