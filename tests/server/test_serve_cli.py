@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.request
@@ -232,3 +233,35 @@ async def test_the_file_sets_what_the_environment_and_the_command_line_do_not(tm
             urllib.request.urlopen(base_url + "/", timeout=10)  # web = false: no chat page
         caught.value.close()
         assert caught.value.code == 404
+
+
+def test_the_readme_table_has_every_serve_option_and_its_variables() -> None:
+    from gprochat.cli.serve import serve
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `--")}
+    missing = []
+    for param in serve.params:
+        assert isinstance(param, click.Option)
+        row = next((line for key, line in rows.items() if key.startswith(f"`{param.opts[0]}")), None)
+        envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        if row is None or not all(f"`{name}`" in row for name in envvars):
+            missing.append(param.opts[0])
+    assert missing == []
+
+
+async def test_gateway_keys_from_the_variable_replace_the_file_s(tmp_path: Path) -> None:
+    config = tmp_path / "gprochat.toml"
+    config.write_text('api-key = "file-key"\n')
+    body = {"model": "echo", "messages": [{"role": "user", "content": "Hi"}]}
+
+    async def status(base_url: str, key: str) -> int:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        code, _, _ = await post(base_url, json.dumps(body).encode(), path="/v1/chat/completions",
+                                headers=headers)
+        return code
+
+    with served("--config", str(config), env=clean_env(GPROCHAT_API_KEYS="k1, k2")) as base_url:
+        assert [await status(base_url, key) for key in ("k1", "k2", "file-key")] == [200, 200, 401]
+    with served("--config", str(config)) as base_url:
+        assert [await status(base_url, key) for key in ("file-key", "k1")] == [200, 401]

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import click
 from click.core import ParameterSource
 
-from ..server.config import ConfigFileError, HttpLimits, ServerConfig, read_config_file
+from ..server.config import ConfigFileError, ServerConfig, read_config_file
 from ._common import fail
 from ._options import SectionedCommand, option, section, size
 
@@ -202,34 +202,34 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
         help="Used signatures remembered in memory (16-32 bytes each); when full, requests are "
         "refused as --redis-failure says rather than a signature forgotten (0: no limit).")
 @section("HTTP: timeouts and limits of the HTTP layer")
-@option("--header-timeout", default=HttpLimits.header_timeout, type=click.FloatRange(min=0, min_open=True),
+@option("--header-timeout", default=_default("header_timeout"), type=click.FloatRange(min=0, min_open=True),
         envvar="GPROCHAT_HEADER_TIMEOUT",
         help="Seconds a client has to send a request's line and headers (408, then close).")
-@option("--body-idle-timeout", default=HttpLimits.body_idle_timeout,
+@option("--body-idle-timeout", default=_default("body_idle_timeout"),
         type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_BODY_IDLE_TIMEOUT",
         help="Seconds a request body may pause (408, then close).")
-@option("--body-timeout", default=HttpLimits.body_timeout, type=click.FloatRange(min=0, min_open=True),
+@option("--body-timeout", default=_default("body_timeout"), type=click.FloatRange(min=0, min_open=True),
         envvar="GPROCHAT_BODY_TIMEOUT", help="Seconds a whole request body may take (408, then close).")
-@option("--keepalive-timeout", default=HttpLimits.keepalive_timeout,
+@option("--keepalive-timeout", default=_default("keepalive_timeout"),
         type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_KEEPALIVE_TIMEOUT",
         help="Seconds an idle keep-alive connection stays open.")
-@option("--max-url-bytes", default=HttpLimits.max_url_bytes, type=click.IntRange(min=1),
-        envvar="GPROCHAT_MAX_URL_BYTES", show_default=size(HttpLimits.max_url_bytes),
+@option("--max-url-bytes", default=_default("max_url_bytes"), type=click.IntRange(min=1),
+        envvar="GPROCHAT_MAX_URL_BYTES", show_default=size(_default("max_url_bytes")),
         help="Longest request URL (414 beyond).")
-@option("--max-header-count", default=HttpLimits.max_header_count, type=click.IntRange(min=1),
+@option("--max-header-count", default=_default("max_header_count"), type=click.IntRange(min=1),
         envvar="GPROCHAT_MAX_HEADER_COUNT", help="Most request headers (431 beyond).")
-@option("--max-header-bytes", default=HttpLimits.max_header_bytes, type=click.IntRange(min=1),
-        envvar="GPROCHAT_MAX_HEADER_BYTES", show_default=size(HttpLimits.max_header_bytes),
+@option("--max-header-bytes", default=_default("max_header_bytes"), type=click.IntRange(min=1),
+        envvar="GPROCHAT_MAX_HEADER_BYTES", show_default=size(_default("max_header_bytes")),
         help="Largest request head, headers together (431 beyond).")
-@option("--max-connections", default=HttpLimits.max_connections, type=click.IntRange(min=0),
+@option("--max-connections", default=_default("max_connections"), type=click.IntRange(min=0),
         envvar="GPROCHAT_MAX_CONNECTIONS",
         help="Open connections per process; beyond, idle keep-alive ones are closed, else 503 "
         "(0: no limit).")
-@option("--drain-bytes", default=HttpLimits.drain_bytes, type=click.IntRange(min=0),
-        envvar="GPROCHAT_DRAIN_BYTES", show_default=size(HttpLimits.drain_bytes),
+@option("--drain-bytes", default=_default("drain_bytes"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_DRAIN_BYTES", show_default=size(_default("drain_bytes")),
         help="After an early answer (a 413), request body bytes read and dropped before the "
         "close, so that a client writing its whole body first still reads the answer.")
-@option("--drain-timeout", default=HttpLimits.drain_timeout, type=click.FloatRange(min=0, min_open=True),
+@option("--drain-timeout", default=_default("drain_timeout"), type=click.FloatRange(min=0, min_open=True),
         envvar="GPROCHAT_DRAIN_TIMEOUT", help="Seconds spent on that drain at most.")
 @section("Scale-out: several processes and hosts")
 @option("--workers", default=_default("workers"), type=click.IntRange(min=1), envvar="GPROCHAT_WORKERS",
