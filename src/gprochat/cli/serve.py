@@ -17,7 +17,7 @@ from typing import Any, Optional
 import click
 from click.core import ParameterSource
 
-from ..server.config import ConfigFileError, ServerConfig, read_config_file
+from ..server.config import ConfigFile, ConfigFileError, ServerConfig, read_config_file
 from ._common import fail
 from ._options import SectionedCommand, option, section, size
 
@@ -75,15 +75,19 @@ def _load_env_file(ctx: click.Context, param: click.Parameter, value: Optional[s
     return value
 
 
-_CONFIG_FILE = "gprochat.config_file"
+_CONFIG_FILE = "gprochat.config_file"  # ctx.meta: the ConfigFile read (its sections, its path)
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
     """``--config``: the file's settings become the options' defaults (``default_map``),
     beneath the command line and the environment."""
     if value:
-        ctx.default_map = {**(ctx.default_map or {}), **_file_settings(ctx, value)}
-        ctx.meta[_CONFIG_FILE] = value
+        try:
+            config_file = read_config_file(value)
+        except ConfigFileError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
+        ctx.default_map = {**(ctx.default_map or {}), **_file_settings(ctx, config_file)}
+        ctx.meta[_CONFIG_FILE] = config_file
     return value
 
 
@@ -340,7 +344,7 @@ def _usage_error(setting: str, message: str) -> click.BadParameter:
     from_file = param is not None and param.name is not None and (
         ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT_MAP)
     if param is not None and from_file:
-        where = f"'{param.opts[0]}' (set in {ctx.meta.get(_CONFIG_FILE, 'the --config file')})"
+        where = f"'{param.opts[0]}' (set in {ctx.meta[_CONFIG_FILE].path})"
         return click.BadParameter(message, ctx=ctx, param_hint=where)
     return click.BadParameter(message, ctx=ctx, param=param)
 
@@ -421,13 +425,10 @@ def _expected(param: click.Option) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: isinstance(v, str)), "a string"
 
 
-def _file_settings(ctx: click.Context, path: str) -> dict[str, Any]:
+def _file_settings(ctx: click.Context, config_file: ConfigFile) -> dict[str, Any]:
     """The file's settings by option name; a usage error names the file, the key and
     what is wrong (the nearest valid key for an unknown one, the type for a wrong one)."""
-    try:
-        settings = read_config_file(path).settings
-    except ConfigFileError as exc:
-        raise click.UsageError(str(exc), ctx=ctx) from None
+    path, settings = config_file.path, config_file.settings
     keys = _file_keys(ctx.command)
     values: dict[str, Any] = {}
     for key, value in settings.items():
@@ -435,7 +436,8 @@ def _file_settings(ctx: click.Context, path: str) -> dict[str, Any]:
         if param is not None and param.name in _NOT_IN_FILE:
             raise click.UsageError(f"{path}: '{key}' is a command-line option only", ctx=ctx)
         if param is None or param.name is None:
-            nearest = difflib.get_close_matches(key.replace("-", "_"), keys, n=1, cutoff=0)
+            settable = [name for name, known in keys.items() if known.name not in _NOT_IN_FILE]
+            nearest = difflib.get_close_matches(key.replace("-", "_"), settable, n=1, cutoff=0)
             hint = f"; the nearest setting is '{nearest[0].replace('_', '-')}'" if nearest else ""
             raise click.UsageError(f"{path}: unknown key '{key}'{hint}", ctx=ctx)
         accepts, kind = _expected(param)

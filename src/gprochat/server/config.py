@@ -306,7 +306,8 @@ def _check_trusted_proxies(config: ServerConfig) -> None:
 # TOML: settings as top-level keys, named as the command's long options; tables are
 # sections. ``[models.NAME]`` (the router's models, each with its deployments) is
 # reserved for the router: a file that has it is refused until the router reads it.
-# A section the router adds goes in ``_SECTIONS``; ``ConfigFile.sections`` hands it on.
+# A section the server learns goes in ``_SECTIONS``: ``ConfigFile.sections`` then holds
+# it (``gprochat serve`` keeps the ConfigFile it read in its click context's ``meta``).
 
 _SECTIONS: frozenset[str] = frozenset()
 _RESERVED_SECTIONS = {
