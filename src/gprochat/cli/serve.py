@@ -257,7 +257,11 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
     help="Log lines as JSON objects or as plain text.",
 )
 def serve(**settings: Any) -> None:
-    """Run a GeminiProChat-compatible server."""
+    """Run a GeminiProChat-compatible server.
+
+    Each setting comes from the command line, else the environment (--env-file's lines
+    beneath the variables already set), else the --config file, else the default shown.
+    """
     from ..server import serve as run_server
     from ..server.gateway import gateway_warning
 
