@@ -3,7 +3,8 @@
 ``DirectUpstream`` builds a ``Conversation`` and asks ``app.state.backend``.
 ``RelayUpstream`` sends the conversation through the GPROChat provider to another
 GeminiProChat deployment (``ServerConfig.relay_url``) with its secret key and password.
-Both take messages already normalised by ``gprochat.openai.params``.
+Both take messages already normalised by ``gprochat.openai.params``. ``upstream_for``
+gives a request the app's one upstream, made on first use.
 """
 
 from __future__ import annotations
@@ -11,12 +12,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Optional, Protocol
 
-from ..providers import GPROChat
-from .backends import AnswerReport, Backend, Conversation, Turn
-from .config import ServerConfig
-from .gateway_errors import GatewayError
+from starlette.requests import Request
 
-__all__ = ["Upstream", "DirectUpstream", "RelayUpstream", "SamplingOptions", "create_upstream"]
+from ...providers import GPROChat
+from ..backends import AnswerReport, Backend, Conversation, Turn
+from ..config import ServerConfig
+from .errors import GatewayError
+
+__all__ = [
+    "Upstream",
+    "DirectUpstream",
+    "RelayUpstream",
+    "SamplingOptions",
+    "create_upstream",
+    "upstream_for",
+]
 
 
 class SamplingOptions(Protocol):
@@ -161,3 +171,12 @@ def create_upstream(config: ServerConfig, backend: Backend) -> Upstream:
             system_prompt=config.system_prompt,
         )
     return DirectUpstream(backend, config.system_prompt)
+
+
+def upstream_for(request: Request) -> Upstream:
+    """The app's upstream (``app.state.gateway_upstream``), created on first use."""
+    state = request.app.state
+    upstream: Optional[Upstream] = getattr(state, "gateway_upstream", None)
+    if upstream is None:
+        upstream = state.gateway_upstream = create_upstream(state.config, state.backend)
+    return upstream
