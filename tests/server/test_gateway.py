@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Optional
 
@@ -83,6 +84,20 @@ async def test_models_list_and_retrieve(echo_server: BackgroundServer) -> None:
     assert missing[1]["error"]["code"] == "model_not_found"
 
 
+async def test_models_were_created_when_the_server_started(make_server: ServerFactory) -> None:
+    before = int(time.time())
+    server = make_server()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.base_url}/v1/models") as response:
+            (listed,) = (await response.json())["data"]
+        async with session.get(f"{server.base_url}/v1/models/echo") as response:
+            retrieved = await response.json()
+    # OpenAI's four keys, and a real Unix time (it was 0): the server's start.
+    assert listed == retrieved == {"id": "echo", "object": "model", "created": listed["created"],
+                                   "owned_by": "gprochat"}
+    assert before <= listed["created"] <= time.time()
+
+
 async def test_non_streamed_completion(echo_server: BackgroundServer) -> None:
     status, body, headers = await post(echo_server, {"model": "echo", "messages": HELLO})
     assert status == 200
@@ -123,7 +138,8 @@ async def test_stream_without_usage_ends_with_stop(echo_server: BackgroundServer
     events = await sse_events(echo_server, {"model": "echo", "messages": HELLO})
     last = json.loads(events[-2])
     assert last["choices"][0]["finish_reason"] == "stop"
-    assert last["usage"] is None
+    # Not asked for: no usage chunk, and no usage key (OpenAI sends none either).
+    assert all("usage" not in json.loads(event) for event in events[:-1])
 
 
 async def test_conversation_reaches_backend(make_server: ServerFactory) -> None:

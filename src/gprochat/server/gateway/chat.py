@@ -19,14 +19,14 @@ from typing import Optional
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ... import protocol
 from ...errors import InvalidParameterError
 from ...openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
-from ...openai.types import CompletionUsage
+from ...openai.types import CompletionUsage, wire_json
 from ..backends import AnswerReport, Backend
 from ..failures import Failure, backend_failure
 from ..front import openai_error_body
@@ -90,8 +90,9 @@ async def create_chat_completion(request: Request) -> Response:
         )
     except AnswerFailed as exc:
         return failure_response(exc.failure)
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     # The upstream's own id when it gave one (it has, by its first text).
-    builder = CompletionBuilder(model, completion_id=report.id)
+    builder = CompletionBuilder(model, completion_id=report.id, include_usage=include_usage)
 
     if not body.stream:
         try:
@@ -105,9 +106,8 @@ async def create_chat_completion(request: Request) -> Response:
         completion = builder.completion(
             text, _usage(report, messages, text), report.finish_reason or "stop"
         )
-        return JSONResponse(completion.model_dump(mode="json"))
+        return Response(wire_json(completion), media_type="application/json")
 
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = stream_chunk_json(
         builder,
         answer.rest,

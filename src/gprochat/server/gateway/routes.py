@@ -10,16 +10,17 @@ from starlette.routing import BaseRoute
 from ..config import ServerConfig
 from ..front import route
 from .chat import create_chat_completion
-from .models import list_models, retrieve_model
+from .models import ModelRoutes
 
 __all__ = ["gateway_routes", "gateway_warning"]
 
 
 def gateway_routes() -> list[BaseRoute]:
-    """The gateway's routes, for the app's one router."""
+    """The gateway's routes, for the app's one router (built as the server starts)."""
+    models = ModelRoutes()
     return [
-        route("/v1/models", list_models, ["GET"]),
-        route("/v1/models/{model_id:path}", retrieve_model, ["GET"]),
+        route("/v1/models", models.list_models, ["GET"]),
+        route("/v1/models/{model_id:path}", models.retrieve_model, ["GET"]),
         route("/v1/chat/completions", create_chat_completion, ["POST"]),
     ]
 
