@@ -203,6 +203,30 @@ async def test_bad_requests_are_400_naming_the_param(
     assert says in error["message"]
 
 
+async def test_an_empty_model_means_the_servers_default(make_server: ServerFactory) -> None:
+    # Our Client's docs say model="" is the default, and it sends it so.
+    server = make_server(backend=EchoBackend(delay=0.001))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.base_url}/v1/models") as response:
+            default = (await response.json())["data"][0]["id"]
+    status, body, _ = await post(server, {"model": "", "messages": HELLO})
+    assert status == 200, body
+    assert body["model"] == default == "echo"
+    assert body["choices"][0]["message"]["content"].endswith("Hello gateway")
+    events = await sse_events(server, {"model": "", "messages": HELLO})
+    assert {json.loads(event)["model"] for event in events[:-1]} == {"echo"}
+
+
+async def test_an_empty_model_on_a_relay_is_the_providers_default(make_server: ServerFactory) -> None:
+    deployment = make_server()
+    relay = make_server(relay_url=deployment.base_url)
+    status, body, _ = await post(relay, {"model": "", "messages": HELLO})
+    assert status == 200, body
+    assert body["model"] == "gemini-1.5-pro"
+    status, body, _ = await post(relay, {"model": "gemini-pro", "messages": HELLO})
+    assert body["model"] == "gemini-1.5-pro"  # an alias answers as the name it stands for
+
+
 async def test_wrong_content_type_is_400(echo_server: BackgroundServer) -> None:
     status, answer, _ = await post(
         echo_server, json.dumps({"model": "echo", "messages": HELLO}),
@@ -218,6 +242,7 @@ async def test_unknown_model_is_404(echo_server: BackgroundServer) -> None:
     assert answer["error"]["code"] == "model_not_found"
     assert answer["error"]["param"] == "model"
     assert "echo" in answer["error"]["message"]
+    assert '"" for the default (echo)' in answer["error"]["message"]
 
 
 async def test_api_keys(make_server: ServerFactory) -> None:

@@ -41,9 +41,13 @@ class SamplingOptions(Protocol):
 class Upstream(Protocol):
     relay: bool
 
-    def models(self) -> list[str]: ...
+    def models(self) -> list[str]:
+        """The names ``GET /v1/models`` lists; the first is the default."""
+        ...
 
-    def resolve(self, model: str) -> str: ...
+    def resolve(self, model: str) -> str:
+        """The listed name ``model`` stands for (``""``: the default), or a 404 naming them."""
+        ...
 
     def stream(
         self, model: str, messages: list[dict[str, str]], options: SamplingOptions,
@@ -55,7 +59,7 @@ def _unknown_model(model: str, known: list[str]) -> GatewayError:
     return GatewayError(
         404,
         f"The model {model!r} does not exist on this gateway; use one of: "
-        f"{', '.join(known)} (GET /v1/models lists them)",
+        f"{', '.join(known)} (GET /v1/models lists them), or \"\" for the default ({known[0]})",
         param="model",
         code="model_not_found",
     )
@@ -74,8 +78,11 @@ class DirectUpstream:
         return self.backend.models()
 
     def resolve(self, model: str) -> str:
-        if model not in self.models():
-            raise _unknown_model(model, self.models())
+        names = self.models()
+        if not model:
+            return names[0]
+        if model not in names:
+            raise _unknown_model(model, names)
         return model
 
     def stream(
@@ -142,7 +149,7 @@ class RelayUpstream:
         return GPROChat.get_models()
 
     def resolve(self, model: str) -> str:
-        if model in GPROChat.get_models() or model in GPROChat.model_aliases:
+        if not model or model in GPROChat.get_models() or model in GPROChat.model_aliases:
             return GPROChat.get_model(model)
         raise _unknown_model(model, self.models())
 
