@@ -5,12 +5,18 @@ answer) serves both routes; the client (this process) reads each answer to its e
 with raw aiohttp, alternating routes round by round. Time per chunk = the answer's
 wall time / its chunk count (the same for both: one backend event, one chunk).
 Skipped, saying so, when the server has no gateway yet.
+
+Beside it, the size of what the gateway sends: the mean bytes of a content event whose
+delta is three characters (framing included), against the same chunk dumped with every
+field the openai package defines, ``null`` or not (what the gateway sent before it wrote
+only OpenAI's fields; docs/benchmarks.md, B5).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from typing import Any, Optional
 
@@ -78,6 +84,49 @@ async def _measure(
     return times
 
 
+SHORT_DELTA = "ab "  # three characters: one echo chunk per word
+SHORT_ANSWERS = 5
+
+
+async def _event_bytes(base_url: str, answers: int) -> tuple[list[float], list[float]]:
+    """Per answer: mean bytes of an event whose delta is ``SHORT_DELTA``, as sent and as
+    dumped with every field (the form before). The server must not join texts."""
+    import aiohttp
+
+    from gprochat.openai.types import ChatCompletionChunk
+
+    sent: list[float] = []
+    padded: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(answers):
+            payload = {
+                "model": "echo",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"r{index} " + SHORT_DELTA * 200}],
+            }
+            async with session.post(
+                base_url + "/v1/chat/completions",
+                json=payload,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as r:
+                raw = await r.read()
+            ours: list[int] = []
+            every_field: list[int] = []
+            for event in raw.split(b"\n\n"):
+                if not event.startswith(b"data: {"):
+                    continue
+                chunk = ChatCompletionChunk.model_validate_json(event[len(b"data: "):])
+                delta = chunk.choices[0].delta if chunk.choices else None
+                if delta is not None and delta.role is None and delta.content == SHORT_DELTA:
+                    ours.append(len(event) + 2)
+                    every_field.append(len(b"data: " + chunk.model_dump_json().encode()) + 2)
+            if not ours:
+                raise RuntimeError(f"B5: no event with the delta {SHORT_DELTA!r} (texts joined?)")
+            sent.append(statistics.mean(ours))
+            padded.append(statistics.mean(every_field))
+    return sent, padded
+
+
 PACED_DELAY = 1e-6  # seconds: each text waits for the event loop, so none is ready together
 
 
@@ -106,6 +155,7 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
         "gprochat", config=server_config, echo={"words_per_chunk": 1, "delay": PACED_DELAY}
     ) as server:
         paced = asyncio.run(_measure(server.base_url, rounds, per_round, paced_words))
+        sent, padded = asyncio.run(_event_bytes(server.base_url, SHORT_ANSWERS))
     assert paced is not None
 
     def median(values: list[float]) -> float:
@@ -137,6 +187,21 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
                 f"{rounds} pairs x {per_round} answers of {PREFIX_WORDS + paced_words} chunks, "
                 f"the echo backend sleeping {PACED_DELAY:g} s before each: nothing is ready "
                 "together, so neither route joins"
+            ),
+        ),
+        Row(
+            "B5",
+            "bytes per event, 3-character delta: sent vs every field dumped (the form before)",
+            statistics.median(sent),
+            statistics.median(padded),
+            "B",
+            paired_ratio(sent, padded),
+            better="lower",
+            target_text="-",
+            note=(
+                f"{SHORT_ANSWERS} answers of ~200 events, model \"echo\"; framing (data: and "
+                "the blank line) included; the baseline re-dumps each received chunk with every "
+                "field the openai package defines, as the gateway sent it before"
             ),
         ),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Optional
 
@@ -83,6 +84,20 @@ async def test_models_list_and_retrieve(echo_server: BackgroundServer) -> None:
     assert missing[1]["error"]["code"] == "model_not_found"
 
 
+async def test_models_were_created_when_the_server_started(make_server: ServerFactory) -> None:
+    before = int(time.time())
+    server = make_server()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.base_url}/v1/models") as response:
+            (listed,) = (await response.json())["data"]
+        async with session.get(f"{server.base_url}/v1/models/echo") as response:
+            retrieved = await response.json()
+    # OpenAI's four keys, and a real Unix time (it was 0): the server's start.
+    assert listed == retrieved == {"id": "echo", "object": "model", "created": listed["created"],
+                                   "owned_by": "gprochat"}
+    assert before <= listed["created"] <= time.time()
+
+
 async def test_non_streamed_completion(echo_server: BackgroundServer) -> None:
     status, body, headers = await post(echo_server, {"model": "echo", "messages": HELLO})
     assert status == 200
@@ -123,7 +138,8 @@ async def test_stream_without_usage_ends_with_stop(echo_server: BackgroundServer
     events = await sse_events(echo_server, {"model": "echo", "messages": HELLO})
     last = json.loads(events[-2])
     assert last["choices"][0]["finish_reason"] == "stop"
-    assert last["usage"] is None
+    # Not asked for: no usage chunk, and no usage key (OpenAI sends none either).
+    assert all("usage" not in json.loads(event) for event in events[:-1])
 
 
 async def test_conversation_reaches_backend(make_server: ServerFactory) -> None:
@@ -187,6 +203,30 @@ async def test_bad_requests_are_400_naming_the_param(
     assert says in error["message"]
 
 
+async def test_an_empty_model_means_the_servers_default(make_server: ServerFactory) -> None:
+    # Our Client's docs say model="" is the default, and it sends it so.
+    server = make_server(backend=EchoBackend(delay=0.001))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.base_url}/v1/models") as response:
+            default = (await response.json())["data"][0]["id"]
+    status, body, _ = await post(server, {"model": "", "messages": HELLO})
+    assert status == 200, body
+    assert body["model"] == default == "echo"
+    assert body["choices"][0]["message"]["content"].endswith("Hello gateway")
+    events = await sse_events(server, {"model": "", "messages": HELLO})
+    assert {json.loads(event)["model"] for event in events[:-1]} == {"echo"}
+
+
+async def test_an_empty_model_on_a_relay_is_the_providers_default(make_server: ServerFactory) -> None:
+    deployment = make_server()
+    relay = make_server(relay_url=deployment.base_url)
+    status, body, _ = await post(relay, {"model": "", "messages": HELLO})
+    assert status == 200, body
+    assert body["model"] == "gemini-1.5-pro"
+    status, body, _ = await post(relay, {"model": "gemini-pro", "messages": HELLO})
+    assert body["model"] == "gemini-1.5-pro"  # an alias answers as the name it stands for
+
+
 async def test_wrong_content_type_is_400(echo_server: BackgroundServer) -> None:
     status, answer, _ = await post(
         echo_server, json.dumps({"model": "echo", "messages": HELLO}),
@@ -202,6 +242,7 @@ async def test_unknown_model_is_404(echo_server: BackgroundServer) -> None:
     assert answer["error"]["code"] == "model_not_found"
     assert answer["error"]["param"] == "model"
     assert "echo" in answer["error"]["message"]
+    assert '"" for the default (echo)' in answer["error"]["message"]
 
 
 async def test_api_keys(make_server: ServerFactory) -> None:

@@ -7,10 +7,11 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from gprochat.errors import BackendError
-from gprochat.server import BackgroundServer
-from gprochat.server.backends import EchoBackend
+from gprochat.server import BackgroundServer, ServerConfig, create_app
+from gprochat.server.backends import EchoBackend, LocalBackend
 
 from ..conftest import ServerFactory
+from .backends.test_local import require_local_model
 from .test_gateway import ScriptedBackend
 
 KEY = "sk-test-gateway"
@@ -63,6 +64,31 @@ def test_sdk_lists_and_retrieves_models(gateway: BackgroundServer) -> None:
     assert client.models.retrieve("echo").owned_by == "gprochat"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
+
+
+def test_sdk_with_an_empty_model_gets_the_default(gateway: BackgroundServer) -> None:
+    client = sdk(gateway)
+    completion = client.chat.completions.create(model="", messages=HELLO)  # type: ignore[arg-type]
+    assert completion.model == client.models.list().data[0].id == "echo"
+    with client.chat.completions.create(model="", messages=HELLO, stream=True) as stream:  # type: ignore[arg-type]
+        assert {chunk.model for chunk in stream} == {"echo"}
+
+
+def test_the_local_model_answers_under_the_name_it_is_listed_by() -> None:
+    require_local_model()
+    backend = LocalBackend(temperature=0.0, parallel=1, queue=1, n_ctx=512, max_tokens=8)
+    server = BackgroundServer(app=create_app(ServerConfig(rate_limit=None), backend=backend)).start()
+    try:
+        client = sdk(server)
+        [listed] = [model.id for model in client.models.list()]
+        for name in ("", listed):
+            completion = client.chat.completions.create(
+                model=name, messages=HELLO, max_tokens=4  # type: ignore[arg-type]
+            )
+            assert completion.model == listed == "SmolLM2-135M-Instruct.Q4_1"
+            assert completion.usage is not None and completion.usage.completion_tokens <= 4
+    finally:
+        server.stop()
 
 
 def test_sdk_wrong_key_is_authentication_error(gateway: BackgroundServer) -> None:

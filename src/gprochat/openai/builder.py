@@ -2,7 +2,16 @@
 
 ``Client``/``AsyncClient`` and the gateway build their ``ChatCompletion`` and
 ``ChatCompletionChunk`` objects here, so what our client returns and what the gateway
-sends an OpenAI SDK are the same by construction.
+sends an OpenAI SDK are the same by construction. The builder sets exactly the fields
+OpenAI's API sends, so ``wire_json`` writes them as OpenAI does::
+
+    {"id":"chatcmpl-…","object":"chat.completion.chunk","created":1733230000,"model":"echo",
+     "system_fingerprint":null,"choices":[{"index":0,"delta":{"content":"Hi!"},
+     "logprobs":null,"finish_reason":null}]}
+
+The first chunk's delta is ``{"role":"assistant","content":"","refusal":null}``, the
+last one's ``{}`` with the finish reason; with ``include_usage`` every chunk says
+``"usage":null`` and one more chunk, with no choices, carries the usage.
 
 Streams are built per text chunk, so that path is kept cheap: ``chunk`` validates one
 nested dict (one call into pydantic-core, not one per nested model), and
@@ -19,7 +28,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 from pydantic_core import to_json
 
@@ -27,11 +36,10 @@ from .._streams import aclose, ready_texts
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionMessage,
-    Choice,
     ChoiceDelta,
     CompletionUsage,
     FinishReason,
+    wire_json,
 )
 
 __all__ = [
@@ -48,7 +56,7 @@ CHARS_PER_TOKEN = 4
 T = TypeVar("T")
 
 _validate_chunk = ChatCompletionChunk.__pydantic_validator__.validate_python
-_chunk_to_json = ChatCompletionChunk.__pydantic_serializer__.to_json
+_validate_completion = ChatCompletion.__pydantic_validator__.validate_python
 
 
 def estimate_tokens(text: str) -> int:
@@ -73,12 +81,23 @@ def _usage(messages: Sequence[Mapping[str, str]], answer_chars: int) -> Completi
 
 
 class CompletionBuilder:
-    """Objects for one answer: they share an ``id``, ``created`` time and ``model``."""
+    """Objects for one answer: they share an ``id``, ``created`` time and ``model``.
 
-    def __init__(self, model: str, *, completion_id: Optional[str] = None) -> None:
+    ``include_usage`` (``stream_options.include_usage``): every chunk has ``usage``
+    set (None until the usage chunk), as OpenAI sends ``"usage":null`` then.
+    """
+
+    def __init__(
+        self, model: str, *, completion_id: Optional[str] = None, include_usage: bool = False
+    ) -> None:
         self.id = completion_id or f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
+        self.include_usage = include_usage
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
 
     def chunk(
         self,
@@ -88,23 +107,22 @@ class CompletionBuilder:
         return self._chunk(delta, finish_reason)
 
     def _chunk(
-        self, delta: ChoiceDelta | dict[str, str], finish_reason: Optional[FinishReason] = None
+        self, delta: ChoiceDelta | dict[str, Optional[str]], finish_reason: Optional[FinishReason] = None
     ) -> ChatCompletionChunk:
         # One validation of nested dicts: the same objects (and fields set) as
         # ChatCompletionChunk(choices=[ChunkChoice(...)]), for less (docs/benchmarks.md, B5).
-        chunk: ChatCompletionChunk = _validate_chunk(
-            {
-                "id": self.id,
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-        )
+        data = self._head("chat.completion.chunk")
+        data["choices"] = [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        ]
+        if self.include_usage:
+            data["usage"] = None
+        chunk: ChatCompletionChunk = _validate_chunk(data)
         return chunk
 
     def role_chunk(self) -> ChatCompletionChunk:
-        """The first chunk: the role, and empty content (as OpenAI sends it)."""
-        return self._chunk({"role": "assistant", "content": ""})
+        """The first chunk: the role, empty content and no refusal (as OpenAI sends it)."""
+        return self._chunk({"role": "assistant", "content": "", "refusal": None})
 
     def content_chunk(self, text: str) -> ChatCompletionChunk:
         return self._chunk({"content": text})
@@ -115,9 +133,10 @@ class CompletionBuilder:
 
     def usage_chunk(self, usage: CompletionUsage) -> ChatCompletionChunk:
         """``stream_options.include_usage``: one more chunk with no choices."""
-        return ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.model, choices=[], usage=usage
+        chunk: ChatCompletionChunk = _validate_chunk(
+            {**self._head("chat.completion.chunk"), "choices": [], "usage": usage}
         )
+        return chunk
 
     def completion(
         self,
@@ -125,23 +144,20 @@ class CompletionBuilder:
         usage: Optional[CompletionUsage] = None,
         finish_reason: FinishReason = "stop",
     ) -> ChatCompletion:
-        return ChatCompletion(
-            id=self.id,
-            created=self.created,
-            model=self.model,
-            choices=[
-                Choice(
-                    index=0,
-                    finish_reason=finish_reason,
-                    message=ChatCompletionMessage(role="assistant", content=text),
-                )
-            ],
-            usage=usage,
-        )
+        data = self._head("chat.completion")
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None,
+                                   "annotations": []}
+        data["choices"] = [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        ]
+        if usage is not None:
+            data["usage"] = usage
+        completion: ChatCompletion = _validate_completion(data)
+        return completion
 
 
 class ContentChunkJSON:
-    """``content_chunk(text)``'s JSON bytes, without building a model per chunk.
+    """``wire_json(content_chunk(text))``, without building a model per chunk.
 
     Once per answer, a content chunk whose text is a sentinel is dumped by the model and
     split around the sentinel's JSON; per chunk only the text is JSON-encoded (by
@@ -153,7 +169,7 @@ class ContentChunkJSON:
     _SENTINEL = "\x00gprochat-content\x00"
 
     def __init__(self, builder: CompletionBuilder, *, prefix: bytes = b"", suffix: bytes = b"") -> None:
-        whole = _chunk_to_json(builder.content_chunk(self._SENTINEL))
+        whole = wire_json(builder.content_chunk(self._SENTINEL))
         marker = to_json(self._SENTINEL)
         head, found, tail = whole.partition(marker)
         self.head = prefix + head
@@ -164,11 +180,11 @@ class ContentChunkJSON:
             self.encode = self._dump  # type: ignore[method-assign]
 
     def encode(self, text: str) -> bytes:
-        """``prefix + content_chunk(text).model_dump_json() + suffix``, as bytes."""
+        """``prefix + wire_json(content_chunk(text)) + suffix``."""
         return self.head + to_json(text) + self.tail
 
     def _dump(self, text: str) -> bytes:
-        return self._prefix + _chunk_to_json(self._builder.content_chunk(text)) + self._suffix
+        return self._prefix + wire_json(self._builder.content_chunk(text)) + self._suffix
 
 
 async def _answer_chunks(
@@ -237,9 +253,9 @@ def stream_chunk_json(
     join_ready: bool = False,
     reported_finish: Optional[Callable[[], Optional[FinishReason]]] = None,
 ) -> AsyncIterator[bytes]:
-    """``stream_chunks``, each chunk as ``prefix + model_dump_json() + suffix`` bytes.
+    """``stream_chunks``, each chunk as ``prefix + wire_json(chunk) + suffix`` bytes.
 
-    Byte for byte what dumping ``stream_chunks``' models gives; content chunks come from
+    Byte for byte what ``wire_json`` of ``stream_chunks``' models gives; content chunks come from
     a ``ContentChunkJSON`` template, the few others from their models. With
     ``messages``, the usage chunk carries ``reported_usage()`` (the upstream's figures,
     read once the answer has ended) or, when that is None, the estimate; the finish
@@ -253,7 +269,7 @@ def stream_chunk_json(
     """
 
     def encode(chunk: ChatCompletionChunk) -> bytes:
-        return prefix + _chunk_to_json(chunk) + suffix
+        return prefix + wire_json(chunk) + suffix
 
     content = ContentChunkJSON(builder, prefix=prefix, suffix=suffix).encode
     if join_ready:

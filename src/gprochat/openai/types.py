@@ -4,7 +4,12 @@ Field names, nesting and literal values follow ``openai.types.chat`` so code wri
 for the OpenAI SDK reads ours unchanged (``completion.choices[0].message.content``,
 ``chunk.choices[0].delta.content``). Fields GPROChat never fills (tool calls, log
 probabilities, refusals) exist and are ``None``, as the SDK's are for a plain answer.
-The gateway uses the same models for its JSON and its OpenAPI schema.
+
+Fields are declared in the order OpenAI's API writes them, and ``gprochat.openai.builder``
+sets only those the API sends (``logprobs: null`` yes, ``audio: null`` no): ``wire_json``
+(the fields set, as openai-python's ``to_json`` writes an object read from the API) is
+then what OpenAI sends, with no ``null`` padding. The gateway answers with it and builds
+its OpenAPI schema from the same models.
 """
 
 from __future__ import annotations
@@ -25,11 +30,17 @@ __all__ = [
     "Model",
     "SyncPage",
     "FinishReason",
+    "wire_json",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 T = TypeVar("T")
+
+
+def wire_json(obj: BaseModel) -> bytes:
+    """``obj`` as the API sends it: the fields that were set (given or read), compact JSON."""
+    return obj.__pydantic_serializer__.to_json(obj, exclude_unset=True)
 
 
 class _OpenAIObject(BaseModel):
@@ -48,8 +59,8 @@ class _OpenAIObject(BaseModel):
     ) -> dict[str, object]:
         """The object as a dict, with openai-python's ``to_dict`` arguments.
 
-        Every field is included by default: the SDK's default ``exclude_unset=True``
-        gives the same for an object parsed from the API's JSON, where every field is set.
+        Every field is included by default; ``exclude_unset=True`` (the SDK's default)
+        gives only the fields the API sends, as ``wire_json`` does.
         """
         return self.model_dump(
             mode=mode, by_alias=use_api_names, exclude_unset=exclude_unset,
@@ -77,8 +88,8 @@ class CompletionUsage(_OpenAIObject):
     """Token counts: the upstream's own, or gprochat's estimate (about four characters per
     token), which then also carries ``estimated=True``."""
 
-    completion_tokens: int
     prompt_tokens: int
+    completion_tokens: int
     total_tokens: int
     completion_tokens_details: Optional[Any] = None
     prompt_tokens_details: Optional[Any] = None
@@ -87,9 +98,9 @@ class CompletionUsage(_OpenAIObject):
 class ChatCompletionMessage(_OpenAIObject):
     """The assistant's message in a non-streamed answer."""
 
+    role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
     refusal: Optional[str] = None
-    role: Literal["assistant"] = "assistant"
     annotations: Optional[list[Any]] = None
     audio: Optional[Any] = None
     function_call: Optional[Any] = None
@@ -99,45 +110,45 @@ class ChatCompletionMessage(_OpenAIObject):
 class Choice(_OpenAIObject):
     """One answer of a ``ChatCompletion`` (gprochat always gives exactly one)."""
 
-    finish_reason: FinishReason
     index: int
-    logprobs: Optional[Any] = None
     message: ChatCompletionMessage
+    logprobs: Optional[Any] = None
+    finish_reason: FinishReason
 
 
 class ChatCompletion(_OpenAIObject):
     """A whole answer: ``object == "chat.completion"``."""
 
     id: str
-    choices: list[Choice]
+    object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
-    object: Literal["chat.completion"] = "chat.completion"
-    metadata: Optional[dict[str, str]] = None
-    moderation: Optional[Any] = None
+    choices: list[Choice]
+    usage: Optional[CompletionUsage] = None
     service_tier: Optional[str] = None
     system_fingerprint: Optional[str] = None
-    usage: Optional[CompletionUsage] = None
+    metadata: Optional[dict[str, str]] = None
+    moderation: Optional[Any] = None
 
 
 class ChoiceDelta(_OpenAIObject):
     """What one chunk adds: the role (first chunk) or some content."""
 
-    audio: Optional[Any] = None
-    content: Optional[str] = None
-    function_call: Optional[Any] = None
-    refusal: Optional[str] = None
     role: Optional[Literal["developer", "system", "user", "assistant", "tool"]] = None
+    content: Optional[str] = None
+    refusal: Optional[str] = None
+    function_call: Optional[Any] = None
     tool_calls: Optional[list[Any]] = None
+    audio: Optional[Any] = None
 
 
 class ChunkChoice(_OpenAIObject):
     """``openai.types.chat.chat_completion_chunk.Choice``."""
 
-    delta: ChoiceDelta
-    finish_reason: Optional[FinishReason] = None
     index: int
+    delta: ChoiceDelta
     logprobs: Optional[Any] = None
+    finish_reason: Optional[FinishReason] = None
 
 
 class ChatCompletionChunk(_OpenAIObject):
@@ -148,23 +159,23 @@ class ChatCompletionChunk(_OpenAIObject):
     """
 
     id: str
-    choices: list[ChunkChoice]
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    system_fingerprint: Optional[str] = None
+    choices: list[ChunkChoice]
+    usage: Optional[CompletionUsage] = None
+    service_tier: Optional[str] = None
     moderation: Optional[Any] = None
     obfuscation: Optional[str] = None
-    service_tier: Optional[str] = None
-    system_fingerprint: Optional[str] = None
-    usage: Optional[CompletionUsage] = None
 
 
 class Model(_OpenAIObject):
     """A model name the client or gateway answers to."""
 
     id: str
-    created: int
     object: Literal["model"] = "model"
+    created: int
     owned_by: str
     shutdown_date: Optional[str] = None
 
@@ -172,8 +183,8 @@ class Model(_OpenAIObject):
 class SyncPage(_OpenAIObject, Generic[T]):
     """A list response (``object == "list"``): iterate it, or read ``.data``."""
 
-    data: list[T]
     object: Literal["list"] = "list"
+    data: list[T]
 
     def __iter__(self) -> Iterator[T]:  # type: ignore[override]
         # openai-python's pages iterate their items, not their fields.

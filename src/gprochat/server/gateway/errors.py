@@ -1,4 +1,4 @@
-"""The gateway's own refusals in OpenAI's shape, and a backend failure written that way.
+"""The gateway's refusals in OpenAI's shape, and a backend failure written that way.
 
 ``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`` with the status an
 OpenAI SDK maps to the right exception: 400 ``BadRequestError``, 401
@@ -14,9 +14,9 @@ from typing import Optional
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from .failures import Failure
-from .front import openai_error_response
-from .guard import Rejected
+from ..failures import Failure
+from ..front import openai_error_response
+from ..guard import Rejected
 
 __all__ = ["GatewayError", "failure_response", "from_failure", "from_validation_error"]
 

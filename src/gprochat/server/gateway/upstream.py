@@ -3,7 +3,8 @@
 ``DirectUpstream`` builds a ``Conversation`` and asks ``app.state.backend``.
 ``RelayUpstream`` sends the conversation through the GPROChat provider to another
 GeminiProChat deployment (``ServerConfig.relay_url``) with its secret key and password.
-Both take messages already normalised by ``gprochat.openai.params``.
+Both take messages already normalised by ``gprochat.openai.params``. ``upstream_for``
+gives a request the app's one upstream, made on first use.
 """
 
 from __future__ import annotations
@@ -11,12 +12,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Optional, Protocol
 
-from ..providers import GPROChat
-from .backends import AnswerReport, Backend, Conversation, Turn
-from .config import ServerConfig
-from .gateway_errors import GatewayError
+from starlette.requests import Request
 
-__all__ = ["Upstream", "DirectUpstream", "RelayUpstream", "SamplingOptions", "create_upstream"]
+from ...providers import GPROChat
+from ..backends import AnswerReport, Backend, Conversation, Turn
+from ..config import ServerConfig
+from .errors import GatewayError
+
+__all__ = [
+    "Upstream",
+    "DirectUpstream",
+    "RelayUpstream",
+    "SamplingOptions",
+    "create_upstream",
+    "upstream_for",
+]
 
 
 class SamplingOptions(Protocol):
@@ -31,9 +41,13 @@ class SamplingOptions(Protocol):
 class Upstream(Protocol):
     relay: bool
 
-    def models(self) -> list[str]: ...
+    def models(self) -> list[str]:
+        """The names ``GET /v1/models`` lists; the first is the default."""
+        ...
 
-    def resolve(self, model: str) -> str: ...
+    def resolve(self, model: str) -> str:
+        """The listed name ``model`` stands for (``""``: the default), or a 404 naming them."""
+        ...
 
     def stream(
         self, model: str, messages: list[dict[str, str]], options: SamplingOptions,
@@ -45,7 +59,7 @@ def _unknown_model(model: str, known: list[str]) -> GatewayError:
     return GatewayError(
         404,
         f"The model {model!r} does not exist on this gateway; use one of: "
-        f"{', '.join(known)} (GET /v1/models lists them)",
+        f"{', '.join(known)} (GET /v1/models lists them), or \"\" for the default ({known[0]})",
         param="model",
         code="model_not_found",
     )
@@ -64,8 +78,11 @@ class DirectUpstream:
         return self.backend.models()
 
     def resolve(self, model: str) -> str:
-        if model not in self.models():
-            raise _unknown_model(model, self.models())
+        names = self.models()
+        if not model:
+            return names[0]
+        if model not in names:
+            raise _unknown_model(model, names)
         return model
 
     def stream(
@@ -132,7 +149,7 @@ class RelayUpstream:
         return GPROChat.get_models()
 
     def resolve(self, model: str) -> str:
-        if model in GPROChat.get_models() or model in GPROChat.model_aliases:
+        if not model or model in GPROChat.get_models() or model in GPROChat.model_aliases:
             return GPROChat.get_model(model)
         raise _unknown_model(model, self.models())
 
@@ -161,3 +178,12 @@ def create_upstream(config: ServerConfig, backend: Backend) -> Upstream:
             system_prompt=config.system_prompt,
         )
     return DirectUpstream(backend, config.system_prompt)
+
+
+def upstream_for(request: Request) -> Upstream:
+    """The app's upstream (``app.state.gateway_upstream``), created on first use."""
+    state = request.app.state
+    upstream: Optional[Upstream] = getattr(state, "gateway_upstream", None)
+    if upstream is None:
+        upstream = state.gateway_upstream = create_upstream(state.config, state.backend)
+    return upstream

@@ -1,0 +1,162 @@
+"""``POST /v1/chat/completions``: an answer as one ``chat.completion`` or as a stream.
+
+A streamed answer is server-sent events, ``data: {chat.completion.chunk}`` lines ending
+``data: [DONE]``. When the upstream fails after the stream started, a last
+``data: {"error": {...}}`` event and ``data: [DONE]`` are sent, then the connection is
+cut (no chunked terminator), so no client can take the answer for a complete one.
+
+Usage: when the backend reports the upstream's own figures (the openai backend asks
+for them), they are passed on with the upstream's completion id; otherwise they are
+estimated (``gprochat.openai.builder.estimate_usage``) and marked ``"estimated": true``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Optional
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ... import protocol
+from ...errors import InvalidParameterError
+from ...openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
+from ...openai.params import check_parameters, normalize_messages
+from ...openai.requests import ChatCompletionRequest
+from ...openai.types import CompletionUsage, wire_json
+from ..backends import AnswerReport, Backend
+from ..failures import Failure, backend_failure
+from ..front import openai_error_body
+from ..guard import RequestGuard
+from ..metrics import ServerMetrics
+from ..routes import STREAM_HEADERS
+from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
+from .errors import GatewayError, failure_response, from_failure, from_validation_error
+from .upstream import Upstream, upstream_for
+
+__all__ = ["create_chat_completion", "parse_request"]
+
+logger = logging.getLogger("gprochat.server.gateway")
+
+_SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS)
+
+
+def parse_request(body: bytes, content_type: Optional[str] = None) -> ChatCompletionRequest:
+    """The request, or ``GatewayError(400)`` naming what is wrong."""
+    media_type = (content_type or "application/json").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise GatewayError(
+            400, f"Content-Type {media_type!r} is not JSON: send the body as application/json "
+            "(a JSON object with model and messages)."
+        )
+    if not body.strip():
+        raise GatewayError(400, "Empty request body: send a JSON object with model and messages.")
+    try:
+        data = protocol.parse_json(body)
+    except protocol.InvalidRequest as exc:
+        raise GatewayError(400, exc.message) from exc
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
+
+
+async def create_chat_completion(request: Request) -> Response:
+    state = request.app.state
+    guard: RequestGuard = state.guard
+    body = parse_request(await guard.admit(request, "gateway", bearer=True),
+                         request.headers.get("content-type"))
+    try:
+        check_parameters(body.model_dump(exclude_unset=True))
+        messages = normalize_messages([m.model_dump(exclude_none=True) for m in body.messages])
+    except InvalidParameterError as exc:
+        raise GatewayError(400, exc.message, param=exc.param) from exc
+    guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
+    upstream = upstream_for(request)
+    model = upstream.resolve(body.model)
+    release = guard.streams.try_acquire()
+    report = AnswerReport()
+    metrics: ServerMetrics = state.metrics
+    backend: Backend = state.backend
+    try:
+        answer = await open_answer(
+            lambda: upstream.stream(model, messages, body, report),
+            release,
+            backend="relay" if upstream.relay else backend.name,
+            metrics=metrics,
+        )
+    except AnswerFailed as exc:
+        return failure_response(exc.failure)
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    # The upstream's own id when it gave one (it has, by its first text).
+    builder = CompletionBuilder(model, completion_id=report.id, include_usage=include_usage)
+
+    if not body.stream:
+        try:
+            parts = [answer.first]
+            parts += [text async for text in answer.rest]
+        except Exception as exc:
+            return failure_response(_failure(exc, upstream, backend))
+        finally:
+            await answer.close()
+        text = "".join(parts)
+        completion = builder.completion(
+            text, _usage(report, messages, text), report.finish_reason or "stop"
+        )
+        return Response(wire_json(completion), media_type="application/json")
+
+    events = stream_chunk_json(
+        builder,
+        answer.rest,
+        first=answer.first,
+        messages=messages if include_usage else None,
+        reported_usage=lambda: _reported_usage(report),
+        reported_finish=lambda: report.finish_reason,
+        prefix=b"data: ",
+        suffix=b"\n\n",
+        end=b"data: [DONE]\n\n",
+        join_ready=True,
+    )
+    # A failure after the stream started: an error event, data: [DONE], then the
+    # connection is cut (no chunked terminator), so no client takes it for complete.
+    return ChunkStream(
+        events,
+        on_close=answer.close,
+        raw_headers=_SSE_HEADERS,
+        on_failure=_error_event(upstream, backend),
+    )
+
+
+def _failure(exc: Exception, upstream: Upstream, backend: Backend) -> Failure:
+    return backend_failure(exc, "relay" if upstream.relay else backend.name)
+
+
+def _reported_usage(report: AnswerReport) -> Optional[CompletionUsage]:
+    if report.usage is None:
+        return None
+    return CompletionUsage.model_validate(report.usage)
+
+
+def _usage(report: AnswerReport, messages: list[dict[str, str]], text: str) -> CompletionUsage:
+    reported = _reported_usage(report)
+    if reported is not None:
+        return reported
+    return estimate_usage(messages, text)
+
+
+def _error_event(upstream: Upstream, backend: Backend) -> Callable[[Exception], bytes]:
+    """An upstream failure mid-stream: a last error event and ``data: [DONE]`` (then the cut)."""
+
+    def last_words(exc: Exception) -> bytes:
+        error = from_failure(_failure(exc, upstream, backend))
+        logger.warning("upstream failed mid-stream (%s); sending an error event and "
+                       "cutting the connection", error.message)
+        body = openai_error_body(error.status, error.message, type=error.type,
+                                 param=error.param, code=error.code)
+        return (b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+                + b"data: [DONE]\n\n")
+
+    return last_words

@@ -1,0 +1,46 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the names the gateway answers to.
+
+Each model is ``{"id", "object": "model", "created", "owned_by": "gprochat"}``, as
+OpenAI lists its own; ``created`` is when the server started (the app was built).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ...openai.types import Model, SyncPage
+from ..guard import RequestGuard
+from .upstream import upstream_for
+
+__all__ = ["ModelRoutes"]
+
+
+class ModelRoutes:
+    """The two handlers, sharing the server's start time as every model's ``created``."""
+
+    def __init__(self, created: Optional[int] = None) -> None:
+        self.created = int(time.time()) if created is None else created
+
+    def model(self, name: str) -> Model:
+        return Model(id=name, object="model", created=self.created, owned_by="gprochat")
+
+    async def list_models(self, request: Request) -> Response:
+        await _admit(request)
+        page = SyncPage[Model](
+            object="list", data=[self.model(name) for name in upstream_for(request).models()]
+        )
+        return JSONResponse(page.model_dump(mode="json", exclude_unset=True))
+
+    async def retrieve_model(self, request: Request) -> Response:
+        await _admit(request)
+        model = self.model(upstream_for(request).resolve(request.path_params["model_id"]))
+        return JSONResponse(model.model_dump(mode="json", exclude_unset=True))
+
+
+async def _admit(request: Request) -> None:
+    guard: RequestGuard = request.app.state.guard
+    await guard.admit(request, "gateway", bearer=True)
