@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import re
 import socket
 import time
 import urllib.error
@@ -392,3 +394,102 @@ def test_the_drain_is_bounded(make_server: ServerFactory) -> None:
     assert sent < 20_000_000
     assert time.monotonic() - started < 15
     still_serves(server)
+
+
+# -- every refusal is an access-log line and a count in /metrics ----------------
+
+
+def _refused_lines(caplog: pytest.LogCaptureFixture, count: int = 1) -> list[logging.LogRecord]:
+    """The access-log lines of refused requests, once ``count`` have been logged."""
+    for _ in range(500):
+        lines = [r for r in caplog.records
+                 if r.name == "gprochat.access" and getattr(r, "outcome", "") == "refused"]
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} refused requests in the access log: {caplog.text}")
+
+
+def _metric(server: BackgroundServer, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=15) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and labels.items() <= dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")).items():
+            return float(match.group(2))
+    return 0.0
+
+
+def _assert_logged_and_counted(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture, status: int, reason: str,
+    method: str = "GET", route: str = "other",
+) -> None:
+    [line] = _refused_lines(caplog)
+    assert (line.status, line.reason, line.route, line.method) == (  # type: ignore[attr-defined]
+        status, reason, route, method)
+    assert line.error and line.client == "127.0.0.1"  # type: ignore[attr-defined]
+    assert line.getMessage() == f"{method} {route} {status}"
+    assert _metric(server, "gprochat_http_refusals_total", status=str(status), reason=reason) == 1
+    assert _metric(server, "gprochat_http_requests_total", method=method, route=route,
+                   status=str(status)) == 1
+
+
+_TOO_MANY_HEADERS = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+
+REFUSALS = [
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, "malformed",
+                 id="malformed"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_host", id="no-host"),
+    pytest.param(b"GET /healthz?" + b"u" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+                 "url_too_long", id="long-url"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + _TOO_MANY_HEADERS + b"\r\n", 431,
+                 "too_many_headers", id="many-headers"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", 431,
+                 "head_too_large", id="large-head"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 408, "head_timeout", id="slow-head"),
+]
+
+
+@pytest.mark.parametrize(("data", "status", "reason"), REFUSALS)
+def test_a_refusal_before_routing_is_logged_and_counted(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture, data: bytes, status: int, reason: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    raw, _ = exchange(server, data)
+    assert status_of(raw) == status
+    _assert_logged_and_counted(server, caplog, status, reason)
+
+
+def test_a_body_too_slow_is_one_line_for_its_route(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    raw, _ = exchange(server, post_head() + GOOD[:10])
+    assert status_of(raw) == 408
+    _assert_logged_and_counted(server, caplog, 408, "body_timeout", "POST", "/api/generate")
+    # The app's own line for that request is that one: not a second with another status.
+    time.sleep(0.2)
+    generate_lines = [r for r in caplog.records
+                      if r.name == "gprochat.access" and getattr(r, "route", "") == "/api/generate"]
+    assert len(generate_lines) == 1
+
+
+def test_a_503_for_too_many_connections_is_logged_and_counted(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    server = make_server(ServerConfig(max_connections=2, header_timeout=30))
+    busy = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(2)]
+    try:
+        for sock in busy:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # heads in progress: not idle
+        time.sleep(0.3)
+        raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 503
+        [line] = _refused_lines(caplog)
+        assert (line.status, line.reason) == (503, "too_many_connections")  # type: ignore[attr-defined]
+    finally:
+        for sock in busy:
+            sock.close()
+    assert _metric(server, "gprochat_http_refusals_total", status="503",
+                   reason="too_many_connections") == 1

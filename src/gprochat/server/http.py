@@ -30,12 +30,17 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
 
 "Then close" is always a lingering close: the answer is written, the sending side
 is shut (FIN), and what the client still sends is read and dropped (bounded as
-above) until it closes. Closing a socket with unread data sends a reset, which
-destroys the answer in the client's receive buffer: that is why a client that
-writes a 20 MB body before reading used to see "connection reset" instead of 413.
+above) until it closes. (Closing a socket with unread data sends a reset, which
+destroys the answer in the client's receive buffer.)
 
-Timers cost almost nothing per request: each connection has one timer, re-armed
-only when it fires before the current deadline (see ``_check``).
+Each refusal above is one access-log line and one count in the metrics, like any
+other answer: the app (``observe.py``) puts a callable taking a ``Refusal`` in the
+ASGI lifespan state under ``REFUSAL_OBSERVER``; a refusal of a request the app is
+already reading (a body too slow) is put in that request's scope under
+``REFUSED_KEY`` instead, so that the request has one line, not two.
+
+Each connection has one timer for every phase, re-armed only when it fires before
+the current deadline (see ``_check``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,7 +56,18 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-__all__ = ["HttpLimits", "HttpServerConfig", "LimitedHttpProtocol"]
+from .logs import log_access
+
+__all__ = [
+    "REFUSAL_OBSERVER", "REFUSED_KEY", "HttpLimits", "HttpServerConfig", "LimitedHttpProtocol",
+    "Refusal",
+]
+
+#: The ASGI lifespan state key under which the app puts its ``Callable[[Refusal], None]``.
+REFUSAL_OBSERVER = "gprochat.http.refusal_observer"
+#: The scope key of a request the app was reading when the HTTP layer refused it.
+REFUSED_KEY = "gprochat.http.refused"
+
 
 # head: the request line and headers are due; body: the request is being read (or
 # answered, once its body is complete); idle: between requests; drain: closing.
@@ -94,12 +111,30 @@ class HttpServerConfig(uvicorn.Config):
         self.http_limits = limits
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request the HTTP layer answered with an error itself, for the access log and metrics.
+
+    ``reason`` is a short fixed code (``url_too_long``, ``head_timeout``, ...), ``message``
+    what the client was told, ``scope`` what is known of the request (``client`` and
+    ``headers`` always), ``duration`` the seconds from its first byte to the refusal.
+    """
+
+    status: int
+    reason: str
+    message: str
+    method: str
+    scope: MutableMapping[str, Any]
+    duration: float
+
+
 class _Refused(Exception):
     """Raised inside a parser callback: answer ``status`` with ``message``, then close."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
         self.message = message
 
 
@@ -139,6 +174,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._drained = 0
         self._over_capacity = False
+        self._request_began = 0.0  # loop time of the current request's first byte
 
     # -- connection --------------------------------------------------------
 
@@ -186,9 +222,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, _Refused):
-                self._refuse(cause.status, cause.message)
+                self._refuse(cause.status, cause.reason, cause.message)
             else:
-                self._refuse(400, f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
+                self._refuse(400, "malformed", f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
             return
         if self._phase == "head":
             if self._head_seen:
@@ -204,11 +240,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """Bound a head still arriving (llhttp keeps a header's bytes until it ends)."""
         limits = self.limits
         if len(self.url) > limits.max_url_bytes:
-            self._refuse(414, self._too_long_url())
+            self._refuse(414, "url_too_long", self._too_long_url())
             return
         self._head_bytes += received
         if self._head_bytes > limits.max_url_bytes + limits.max_header_bytes + 1024:
-            self._refuse(431, self._too_large_head())
+            self._refuse(431, "head_too_large", self._too_large_head())
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # uvicorn logs two warnings per Upgrade request: a way to flood the log
@@ -220,6 +256,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_seen = True
         self._head_bytes = 0
         self._enter("head")
+        self._request_began = self._started
 
     def on_headers_complete(self) -> None:
         self._check_head()
@@ -239,11 +276,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
         limits = self.limits
         if len(self.url) > limits.max_url_bytes:
-            raise _Refused(414, self._too_long_url())
+            raise _Refused(414, "url_too_long", self._too_long_url())
         headers = self.headers  # uvicorn's list: (lower-cased name, value)
         if len(headers) > limits.max_header_count:
             raise _Refused(
                 431,
+                "too_many_headers",
                 f"Too many request headers: more than {limits.max_header_count}. "
                 "Send fewer headers.",
             )
@@ -261,16 +299,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
                 has_body = True
         if size > limits.max_header_bytes:
-            raise _Refused(431, self._too_large_head())
+            raise _Refused(431, "head_too_large", self._too_large_head())
         if not host_ok or (hosts != 1 and self.parser.get_http_version() == "1.1"):
             raise _Refused(
                 400,
+                "bad_host",
                 "Invalid Host header: an HTTP/1.1 request needs exactly one Host header, "
                 "a host name or address with an optional port.",
             )
         if not chunked_last:
             raise _Refused(
                 400,
+                "bad_transfer_encoding",
                 "Unsupported Transfer-Encoding: the last coding must be chunked. "
                 "Send the body with Content-Length or chunked encoding.",
             )
@@ -279,6 +319,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # served as HTTP/1.1, the request would arrive without its body.
             raise _Refused(
                 400,
+                "upgrade_with_body",
                 "Upgrade is not supported on a request with a body: send it without the "
                 "Upgrade and Connection: upgrade headers.",
             )
@@ -341,6 +382,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._refuse(
                     408,
+                    "head_timeout",
                     f"Request headers not received within {limits.header_timeout:g} s; "
                     "send the whole request head at once.",
                 )
@@ -349,6 +391,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             seconds = limits.body_idle_timeout if slow == "silent for" else limits.body_timeout
             self._refuse(
                 408,
+                "body_timeout",
                 f"Request body too slow: {slow} {seconds:g} s. Send the body without pauses.",
             )
         else:
@@ -368,7 +411,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             "Send fewer or shorter headers (and cookies)."
         )
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, reason: str, message: str) -> None:
         """Answer ``status`` (unless an answer has started: then cut), then close lingering."""
         cycle = self.cycle
         started = cycle is not None and cycle.response_started and not cycle.response_complete
@@ -379,9 +422,36 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if started:
             self.transport.close()
             return
-        self.logger.debug("refused a request: %d %s", status, message)
         self.transport.write(_error_bytes(status, message))
         self.linger()
+        if cycle is not None and not cycle.response_complete:
+            # The app has this request: its access line says it was refused.
+            cycle.scope[REFUSED_KEY] = self._refusal(status, reason, message, cycle.scope)  # type: ignore[literal-required]
+        else:
+            self._report(self._refusal(status, reason, message, self.scope))
+
+    def _refusal(self, status: int, reason: str, message: str, scope: Any) -> Refusal:
+        method = scope.get("method", "") if scope else ""
+        if not method:
+            try:
+                method = self.parser.get_method().decode("ascii", "replace")
+            except Exception:  # the request line did not get that far
+                method = ""
+        known = scope if scope else {"client": self.client, "headers": []}
+        return Refusal(status, reason, message, method, known, self.loop.time() - self._request_began)
+
+    def _report(self, refusal: Refusal) -> None:
+        """The app's observer records ``refusal``; without one (not our app), a log line."""
+        observer: Callable[[Refusal], None] | None = self.app_state.get(REFUSAL_OBSERVER)
+        if observer is not None:
+            observer(refusal)
+        else:
+            client = refusal.scope.get("client")
+            log_access(
+                refusal.method, "other", refusal.status, duration=refusal.duration, sent=0,
+                client=str(client[0]) if client else "unknown", outcome="refused",
+                reason=refusal.reason, error=refusal.message,
+            )
 
     def linger(self) -> None:
         """Shut our sending side, read and drop what the client still sends, then close."""
@@ -396,10 +466,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     async def _busy_app(self, scope: Any, receive: Any, send: Any) -> None:
-        body = json.dumps({"error": {"message": (
+        message = (
             f"The server has too many open connections (limit {self.limits.max_connections}); "
             "retry in a moment."
-        )}}).encode()
+        )
+        body = json.dumps({"error": {"message": message}}).encode()
         await send({"type": "http.response.start", "status": 503, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -407,6 +478,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             (b"connection", b"close"),
         ]})
         await send({"type": "http.response.body", "body": body})
+        self._report(self._refusal(503, "too_many_connections", message, scope))
 
 
 class _LingeringTransport:

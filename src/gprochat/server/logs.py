@@ -12,13 +12,38 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["ExpectedAbortFilter", "JsonFormatter", "access_logger", "configure_logging"]
+__all__ = ["ExpectedAbortFilter", "JsonFormatter", "access_logger", "configure_logging", "log_access"]
 
 access_logger = logging.getLogger("gprochat.access")
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "color_message",  # uvicorn's copy with terminal colours
 }
+
+
+def log_access(
+    method: str, route: str, status: int | None, *, duration: float, sent: int, client: str,
+    outcome: str, first_byte: float | None = None, **more: Any,
+) -> None:
+    """One access-log line: every request's has this shape (``more``: ``reason``, ``error``).
+
+    ``duration`` and ``first_byte`` are in seconds; the line has them in milliseconds.
+    """
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    extra: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "status": status or None,
+        "duration_ms": round(duration * 1000, 1),
+        "bytes": sent,
+        "client": client,
+        "outcome": outcome,
+    }
+    if first_byte is not None:
+        extra["ttfb_ms"] = round(first_byte * 1000, 1)
+    extra.update(more)
+    access_logger.info("%s %s %s", method or "-", route, status or "-", extra=extra)
 
 
 class JsonFormatter(logging.Formatter):
