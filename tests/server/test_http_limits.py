@@ -6,18 +6,22 @@ closes; then the server must still answer a good request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gprochat.server import BackgroundServer, ServerConfig
+from gprochat.server.backends import Backend, Conversation
 
 from ..conftest import ServerFactory
 from .helpers import signed
@@ -187,6 +191,66 @@ def test_valid_hosts_are_served(server: BackgroundServer, host: bytes) -> None:
 def test_http_1_0_without_host_is_served(server: BackgroundServer) -> None:
     raw, _ = exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200")
+
+
+# -- HTTP/1.0 has no chunked framing (RFC 9112 section 7.1): close-delimited -------
+
+
+def _head_and_body(raw: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")[1:]
+    return {n.strip().lower(): v.strip() for n, _, v in (line.partition(b":") for line in lines)}, body
+
+
+class GatedBackend(Backend):
+    """Says "first ", then waits for the test to have read it, then says "second"."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.read_first = threading.Event()
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        yield "first "
+        while not self.read_first.is_set():
+            await asyncio.sleep(0.01)
+        yield "second"
+
+
+def test_a_streamed_answer_to_http_1_0_is_close_delimited_and_streams(make_server: ServerFactory) -> None:
+    backend = GatedBackend()
+    server = make_server(ServerConfig(rate_limit=None), backend=backend)
+    request = (f"POST /api/generate HTTP/1.0\r\nContent-Type: text/plain\r\n"
+               f"Content-Length: {len(GOOD)}\r\n\r\n").encode() + GOOD
+    with socket.create_connection((server.host, server.port), timeout=15) as sock:
+        sock.sendall(request)
+        raw = b""
+        while b"first " not in raw:  # arrives before the answer ends: not held back
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before the first words: {raw!r}"
+            raw += chunk
+        backend.read_first.set()
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert status_of(raw) == 200
+    headers, body = _head_and_body(raw)
+    assert b"transfer-encoding" not in headers and b"content-length" not in headers
+    assert headers[b"connection"] == b"close"
+    assert body == b"first second"  # as the words came: no chunk sizes
+
+
+def test_a_sized_answer_to_http_1_0_keeps_its_length_and_closes(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    headers, body = _head_and_body(raw)
+    assert status_of(raw) == 200 and headers[b"connection"] == b"close"
+    assert int(headers[b"content-length"]) == len(body) and json.loads(body)["status"] == "ok"
+    assert b"transfer-encoding" not in headers
+
+
+def test_http_1_1_still_gets_a_chunked_stream(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, post_head(extra=b"Connection: close\r\n") + GOOD)
+    headers, _ = _head_and_body(raw)
+    assert status_of(raw) == 200 and headers[b"transfer-encoding"] == b"chunked"
 
 
 # -- slow and idle clients -----------------------------------------------------

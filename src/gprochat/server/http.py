@@ -18,6 +18,9 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
     Transfer-Encoding not ending in chunked, or      400, then close
       any framing llhttp refuses, or an Upgrade
       request with a body
+    HTTP/1.0 (ApacheBench, some proxies), answered   no chunked framing (1.0 has none): the
+      without a Content-Length (a stream)              body as it comes, Connection: close,
+                                                       then close
     keep-alive connection idle for                   closed
       keepalive_timeout
     a new connection beyond max_connections          idle keep-alive connections are
@@ -268,9 +271,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
-        if self.cycle is not None and self.cycle.scope is self.scope:
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
             self._enter("body")
             self._last_body = self._started
+            if self.scope["http_version"] == "1.0" and type(cycle) is RequestResponseCycle:
+                cycle.__class__ = _Cycle  # no chunked answer: HTTP/1.0 has no such framing
 
     def _check_head(self) -> None:
         """URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
@@ -501,14 +507,44 @@ class _LingeringTransport:
         return self._transport.get_extra_info(name, default)
 
 
+_CONNECTION_CLOSE = (b"connection", b"close")
+
+
 class _Cycle(RequestResponseCycle):
-    """uvicorn's request cycle; an answer started before the body has all arrived closes."""
+    """uvicorn's request cycle, for the requests that need more than it does.
+
+    An answer started before the body has all arrived closes (lingering). An answer to
+    HTTP/1.0 (which has no chunked framing, RFC 9112 section 7.1) without a
+    Content-Length is close-delimited: its body as it comes, then the close.
+    """
+
+    _close_delimited = False
 
     async def send(self, message: Any) -> None:
-        if self.more_body and not self.response_started and message["type"] == "http.response.start":
-            protocol = self.transport.get_protocol()
-            if isinstance(protocol, LimitedHttpProtocol):
-                # The body will not be read (a 413, say): answer, then close lingering.
-                self.keep_alive = False
-                self.transport = _LingeringTransport(self.transport, protocol)  # type: ignore[assignment]
+        if not self.response_started and message["type"] == "http.response.start":
+            if self.more_body:
+                protocol = self.transport.get_protocol()
+                if isinstance(protocol, LimitedHttpProtocol):
+                    # The body will not be read (a 413, say): answer, then close lingering.
+                    self.keep_alive = False
+                    self.transport = _LingeringTransport(self.transport, protocol)  # type: ignore[assignment]
+            if self.scope["http_version"] == "1.0":
+                message = self._for_http_1_0(message)
+        elif self._close_delimited and message["type"] == "http.response.body":
+            # uvicorn counts a body down from its Content-Length: this piece's length, and
+            # one byte more while more are coming, lets it write the piece as it is.
+            self.expected_content_length = len(message.get("body", b"")) + bool(message.get("more_body"))
         await super().send(message)
+
+    def _for_http_1_0(self, message: Any) -> Any:
+        self.keep_alive = False  # uvicorn closes after an HTTP/1.0 answer: say so
+        headers = [
+            (name, value) for name, value in message.get("headers", [])
+            if name.lower() not in (b"connection", b"transfer-encoding")
+        ]
+        headers.append(_CONNECTION_CLOSE)
+        has_length = any(name.lower() == b"content-length" for name, _ in headers)
+        if not (has_length or self.scope["method"] == "HEAD" or message["status"] in (204, 304)):
+            self.chunked_encoding = False
+            self._close_delimited = True
+        return {**message, "headers": headers}

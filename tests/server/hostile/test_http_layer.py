@@ -181,6 +181,28 @@ PIPELINING = [
 ]
 
 
+def _close_delimited(answers: list[Answer]) -> None:
+    """An answer to HTTP/1.0 without a length: no chunked framing, the body until the close."""
+    [answer] = answers
+    assert answer.status == 200, answer
+    assert "transfer-encoding" not in answer.headers and "content-length" not in answer.headers, answer
+    assert answer.headers["connection"] == "close" and answer.body, answer
+    assert b"\r\n0\r\n" not in answer.body, answer  # no chunk framing leaked into the text
+
+
+def _generate_1_0(text: str, *headers: tuple[str, str]) -> bytes:
+    body = json.dumps(generate_body(text)).encode()
+    return request("POST", "/api/generate", body, headers=[TEXT_PLAIN, *headers], version="HTTP/1.0")
+
+
+# ApacheBench (ab) and some proxies speak HTTP/1.0, which has no chunked framing.
+VERSIONS = [
+    P("HTTP/1.0 streamed answer", lambda: _generate_1_0("over HTTP/1.0"), 200, check=_close_delimited),
+    P("HTTP/1.0 with keep-alive, streamed answer",
+      lambda: _generate_1_0("kept alive", ("Connection", "keep-alive")), 200, check=_close_delimited),
+]
+
+
 ROUTES = [
     P("unknown path", lambda: request("GET", "/nope"), 404, mentions=("not found", "/nope")),
     P("unknown path under /api", lambda: request("POST", "/api/nope", b"{}"), 404),
@@ -214,6 +236,6 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("probe", FRAMING + LIMITS + PIPELINING + ROUTES, ids=str)
+@pytest.mark.parametrize("probe", FRAMING + LIMITS + PIPELINING + VERSIONS + ROUTES, ids=str)
 async def test_http_layer(probe: Probe, server: ServedProcess) -> None:
     await run(probe, server.port)
