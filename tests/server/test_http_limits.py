@@ -193,6 +193,13 @@ def test_http_1_0_without_host_is_served(server: BackgroundServer) -> None:
     assert raw.startswith(b"HTTP/1.1 200")
 
 
+def test_a_request_line_without_a_version_is_refused(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz\r\n\r\n")  # HTTP/0.9's form; was served 200
+    assert status_of(raw) == 400 and "no HTTP version" in body_message(raw)
+    assert b"connection: close" in raw.lower()
+    still_serves(server)
+
+
 # -- HTTP/1.0 has no chunked framing (RFC 9112 section 7.1): close-delimited -------
 
 
@@ -504,6 +511,7 @@ REFUSALS = [
     pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, "malformed",
                  id="malformed"),
     pytest.param(b"GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_host", id="no-host"),
+    pytest.param(b"GET /healthz\r\n\r\n", 400, "no_http_version", id="http-0.9"),
     pytest.param(b"GET /healthz?" + b"u" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
                  "url_too_long", id="long-url"),
     pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + _TOO_MANY_HEADERS + b"\r\n", 431,

@@ -15,6 +15,7 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
     more than max_header_count headers, or a         431, then close
       head larger than max_header_bytes
     HTTP/1.1 without exactly one valid Host          400, then close
+    a request line without a version (HTTP/0.9)      400, then close
     Transfer-Encoding not ending in chunked, or      400, then close
       any framing llhttp refuses, or an Upgrade
       request with a body
@@ -279,7 +280,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 cycle.__class__ = _Cycle  # no chunked answer: HTTP/1.0 has no such framing
 
     def _check_head(self) -> None:
-        """URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
+        """Version, URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
+        if self.parser.get_http_version() == "0.9":  # llhttp's reading of a line without one
+            raise _Refused(
+                400,
+                "no_http_version",
+                "Invalid request line: it has no HTTP version (HTTP/0.9 is not served). "
+                "Send 'GET /path HTTP/1.1' with a Host header.",
+            )
         limits = self.limits
         if len(self.url) > limits.max_url_bytes:
             raise _Refused(414, "url_too_long", self._too_long_url())

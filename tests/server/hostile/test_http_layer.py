@@ -158,6 +158,8 @@ LIMITS = [
     P("no Host on HTTP/1.1", lambda: request("GET", "/healthz", host=""), 400, shape="any"),
     P("two Host headers", lambda: request("GET", "/healthz", headers=[("Host", "other.example")]), 400,
       shape="any"),
+    P("HTTP/0.9: no version", lambda: b"GET /healthz\r\n\r\n", 400,
+      mentions=("no http version",)),
     P("HTTP/1.0 without Host", lambda: request("GET", "/healthz", host="", version="HTTP/1.0"), 200),
     P("HTTP/2 preface on HTTP/1", lambda: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, 404, 405, CLOSED,
       shape="any"),
