@@ -200,6 +200,49 @@ def test_a_request_line_without_a_version_is_refused(server: BackgroundServer) -
     still_serves(server)
 
 
+def _statuses(raw: bytes) -> list[int]:
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+@pytest.mark.parametrize("garbage", [b"HELLO THERE\r\n\r\n", b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n",
+                                     bytes(range(256))])
+def test_a_valid_request_then_garbage_in_one_packet_is_answered_then_refused(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture, garbage: bytes,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + garbage)
+    assert _statuses(raw) == [200, 400], raw
+    assert b'"status":"ok"' in raw and "Invalid HTTP request" in raw.rsplit(b"\r\n\r\n", 1)[1].decode()
+    [refused] = _refused_lines(caplog)
+    assert (refused.status, refused.reason) == (400, "malformed")  # type: ignore[attr-defined]
+
+
+def test_a_streamed_answer_then_garbage_streams_whole_then_400(make_server: ServerFactory) -> None:
+    backend = GatedBackend()
+    server = make_server(ServerConfig(rate_limit=None), backend=backend)
+    with socket.create_connection((server.host, server.port), timeout=15) as sock:
+        sock.sendall(post_head() + GOOD + b"\x00\x01 not a request\r\n\r\n")
+        raw = b""
+        while b"first " not in raw:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before the first words: {raw!r}"
+            raw += chunk
+        backend.read_first.set()
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert _statuses(raw) == [200, 400], raw
+    answer, refusal = raw.split(b"HTTP/1.1 400", 1)
+    assert answer.endswith(b"second\r\n0\r\n\r\n")  # the whole stream, its last chunk included
+    assert b"connection: close" in refusal.lower()
+
+
+def test_a_valid_request_then_a_bad_host_is_answered_then_refused(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n")
+    assert _statuses(raw) == [200, 400], raw
+    assert "Invalid Host header" in body_message(raw.split(b"HTTP/1.1 400", 1)[1])
+
+
 # -- HTTP/1.0 has no chunked framing (RFC 9112 section 7.1): close-delimited -------
 
 

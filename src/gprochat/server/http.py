@@ -15,6 +15,8 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
     more than max_header_count headers, or a         431, then close
       head larger than max_header_bytes
     HTTP/1.1 without exactly one valid Host          400, then close
+    a valid request, then bytes that are not one     the request's answer, then 400, then
+      (in the same packet or pipelined)                close
     a request line without a version (HTTP/0.9)      400, then close
     Transfer-Encoding not ending in chunked, or      400, then close
       any framing llhttp refuses, or an Upgrade
@@ -179,6 +181,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._drained = 0
         self._over_capacity = False
         self._request_began = 0.0  # loop time of the current request's first byte
+        # A refusal (status, reason, message) waiting for the answers to the requests
+        # that came before the bad bytes, on the same connection.
+        self._refusal_due: tuple[int, str, str] | None = None
 
     # -- connection --------------------------------------------------------
 
@@ -216,6 +221,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             if self._drained > self.limits.drain_bytes:
                 self.transport.close()
             return
+        if self._refusal_due is not None:
+            return  # past bad bytes: nothing more is read as requests
         if phase == "body":
             self._last_body = self.loop.time()
         self._unset_keepalive_if_required()
@@ -226,9 +233,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, _Refused):
-                self._refuse(cause.status, cause.reason, cause.message)
+                refusal = (cause.status, cause.reason, cause.message)
             else:
-                self._refuse(400, "malformed", f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
+                refusal = (400, "malformed", f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
+            cycle = self.cycle
+            if cycle is not None and not cycle.more_body and not cycle.response_complete:
+                # Whole requests came before the bad bytes (in the same packet, say): they
+                # are answered first, then the refusal (on_response_complete).
+                self._refusal_due = refusal
+                self._phase = "body"  # no deadline while those answers are written
+            else:
+                self._refuse(*refusal)
             return
         if self._phase == "head":
             if self._head_seen:
@@ -343,7 +358,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
-        if self._phase == "body" and not self.pipeline and not self.transport.is_closing():
+        if self._refusal_due is not None:
+            cycle = self.cycle
+            if cycle is not None and cycle.response_complete and not self.transport.is_closing():
+                # The last request before the bad bytes is answered (not just started).
+                self._unset_keepalive_if_required()
+                self._refuse(*self._refusal_due)
+        elif self._phase == "body" and not self.pipeline and not self.transport.is_closing():
             self._phase = "idle"
 
     # -- timeouts ----------------------------------------------------------

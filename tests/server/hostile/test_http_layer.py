@@ -46,6 +46,10 @@ def _all_ok(count: int) -> Callable[[list[Answer]], None]:
     return check
 
 
+def _statuses_are(answers: list[Answer], statuses: list[int | None]) -> None:
+    assert [a.status for a in answers] == statuses, answers
+
+
 def _empty_body(answers: list[Answer]) -> None:
     assert answers[0].status == 200 and answers[0].body == b"", answers
 
@@ -178,6 +182,12 @@ PIPELINING = [
     P("two pipelined signed requests",
       lambda: b"".join(generate(generate_body(f"pipelined {i}")) for i in range(2)), 200, answers=2,
       check=_all_ok(2)),
+    P("a GET then garbage in the same packet", lambda: request("GET", "/healthz") + b"HELLO THERE\r\n\r\n",
+      200, 400, CLOSED, answers=3, shape="any",
+      check=lambda answers: _statuses_are(answers, [200, 400, None])),
+    P("a GET, a GET, then binary garbage", lambda: request("GET", "/healthz") * 2 + bytes(range(256)),
+      200, 400, CLOSED, answers=4, shape="any",
+      check=lambda answers: _statuses_are(answers, [200, 200, 400, None])),
     P("a 413 then a pipelined GET", lambda: generate(b"x" * (MAX_BODY + 1)) + request("GET", "/healthz"),
       413, 200, CLOSED, answers=2, mentions=("too large",)),
 ]
