@@ -260,9 +260,10 @@ def _local_options(command: Any) -> Any:
     envvar="GPROCHAT_LOG_LEVEL", show_default=True,
 )
 @click.option(
-    "--log-format", type=click.Choice(["json", "text"]), default="json",
+    "--log-format", type=click.Choice(["auto", "text", "json"]), default="auto",
     envvar="GPROCHAT_LOG_FORMAT", show_default=True,
-    help="Log lines as JSON objects or as plain text.",
+    help="Log lines as plain text or as JSON objects; auto: text when stderr is a terminal, "
+    "JSON otherwise.",
 )
 @click.option(
     "--gateway/--no-gateway",

@@ -7,7 +7,9 @@ the protocol's error shape (OpenAI's on ``/v1``); HEAD works wherever GET does.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -27,7 +29,7 @@ from .probes import (
     generate_body,
     run,
 )
-from .rawhttp import Answer, request
+from .rawhttp import Answer, exchange, request
 
 
 def _raw(text: str) -> bytes:
@@ -251,3 +253,34 @@ ROUTES = [
 @pytest.mark.parametrize("probe", FRAMING + LIMITS + PIPELINING + VERSIONS + ROUTES, ids=str)
 async def test_http_layer(probe: Probe, server: ServedProcess) -> None:
     await run(probe, server.port)
+
+
+async def _refusals_counted(port: int, status: int, reason: str) -> float:
+    [answer] = await exchange(port, request("GET", "/metrics"))
+    for line in answer.body.decode().splitlines():
+        if line.startswith("gprochat_http_refusals_total{") and f'status="{status}"' in line \
+                and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize(("data", "status", "reason"), [
+    (lambda: request("GET", "/healthz?q=" + "u" * 100_000), 414, "url_too_long"),
+    (lambda: b"GET /healthz\r\n\r\n", 400, "no_http_version"),
+    (lambda: request("GET", "/healthz") + b"HELLO THERE\r\n\r\n", 400, "malformed"),
+], ids=["long-url", "http-0.9", "garbage-after-a-request"])
+async def test_each_refusal_is_in_the_servers_access_log_and_metrics(
+    server: ServedProcess, data: Callable[[], bytes], status: int, reason: str,
+) -> None:
+    before = await _refusals_counted(server.port, status, reason)
+    start = server.log_size()
+    answers = await exchange(server.port, data(), answers=3)
+    assert status in [a.status for a in answers], answers
+    line = (rf"INFO gprochat\.access: GET other {status} in [\d.]+ ms, 0 B to 127\.0\.0\.1, "
+            rf"refused: {reason} \(")
+    for _ in range(100):  # logged as the answer goes out: the client may read it first
+        if re.search(line, server.log(start)):
+            break
+        await asyncio.sleep(0.02)
+    assert re.search(line, server.log(start)), server.log(start)
+    assert await _refusals_counted(server.port, status, reason) == before + 1
