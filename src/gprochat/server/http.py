@@ -15,12 +15,12 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
     more than max_header_count headers, or a         431, then close
       head larger than max_header_bytes
     HTTP/1.1 without exactly one valid Host          400, then close
-    a valid request, then bytes that are not one     the request's answer, then 400, then
-      (in the same packet or pipelined)                close
     a request line without a version (HTTP/0.9)      400, then close
     Transfer-Encoding not ending in chunked, or      400, then close
       any framing llhttp refuses, or an Upgrade
       request with a body
+    a valid request, then bytes that are not one     the request's answer (a stream in
+      (in the same packet, or pipelined)               full), then 400, then close
     HTTP/1.0 (ApacheBench, some proxies), answered   no chunked framing (1.0 has none): the
       without a Content-Length (a stream)              body as it comes, Connection: close,
                                                        then close
