@@ -204,7 +204,7 @@ def _get_refused(url: str, status: int) -> None:
 def _serve_on_a_terminal(*args: str, **env: str) -> pexpect.spawn:
     """``gprochat serve --port 0 ARGS`` with stderr on a pty, as in a terminal."""
     return pexpect.spawn(sys.executable, [*GPROCHAT[1:], "serve", "--port", "0", *args],
-                         env=clean_env(**env), encoding="utf-8", timeout=30)
+                         env=clean_env(**env), encoding="utf-8", timeout=60)
 
 
 def _stop_terminal(child: pexpect.spawn) -> str:
@@ -255,6 +255,7 @@ def _serve_on_a_pipe(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[
             lines.append(line)
             if "serving on" in line:
                 break
+        assert lines and "serving on" in lines[-1], f"no start-up line: {lines}"
         yield process, lines
     finally:
         stop_process(process)
