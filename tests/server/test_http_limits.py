@@ -6,16 +6,22 @@ closes; then the server must still answer a good request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
+import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gprochat.server import BackgroundServer, ServerConfig
+from gprochat.server.backends import Backend, Conversation
 
 from ..conftest import ServerFactory
 from .helpers import signed
@@ -185,6 +191,116 @@ def test_valid_hosts_are_served(server: BackgroundServer, host: bytes) -> None:
 def test_http_1_0_without_host_is_served(server: BackgroundServer) -> None:
     raw, _ = exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_line_without_a_version_is_refused(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz\r\n\r\n")  # HTTP/0.9's form; was served 200
+    assert status_of(raw) == 400 and "no HTTP version" in body_message(raw)
+    assert b"connection: close" in raw.lower()
+    still_serves(server)
+
+
+def _statuses(raw: bytes) -> list[int]:
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+@pytest.mark.parametrize("garbage", [b"HELLO THERE\r\n\r\n", b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n",
+                                     bytes(range(256))])
+def test_a_valid_request_then_garbage_in_one_packet_is_answered_then_refused(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture, garbage: bytes,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + garbage)
+    assert _statuses(raw) == [200, 400], raw
+    assert b'"status":"ok"' in raw and "Invalid HTTP request" in raw.rsplit(b"\r\n\r\n", 1)[1].decode()
+    [refused] = _refused_lines(caplog)
+    assert (refused.status, refused.reason) == (400, "malformed")  # type: ignore[attr-defined]
+
+
+def test_a_streamed_answer_then_garbage_streams_whole_then_400(make_server: ServerFactory) -> None:
+    backend = GatedBackend()
+    server = make_server(ServerConfig(rate_limit=None), backend=backend)
+    with socket.create_connection((server.host, server.port), timeout=15) as sock:
+        sock.sendall(post_head() + GOOD + b"\x00\x01 not a request\r\n\r\n")
+        raw = b""
+        while b"first " not in raw:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before the first words: {raw!r}"
+            raw += chunk
+        backend.read_first.set()
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert _statuses(raw) == [200, 400], raw
+    answer, refusal = raw.split(b"HTTP/1.1 400", 1)
+    assert answer.endswith(b"second\r\n0\r\n\r\n")  # the whole stream, its last chunk included
+    assert b"connection: close" in refusal.lower()
+
+
+def test_a_valid_request_then_a_bad_host_is_answered_then_refused(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n")
+    assert _statuses(raw) == [200, 400], raw
+    assert "Invalid Host header" in body_message(raw.split(b"HTTP/1.1 400", 1)[1])
+
+
+# -- HTTP/1.0 has no chunked framing (RFC 9112 section 7.1): close-delimited -------
+
+
+def _head_and_body(raw: bytes) -> tuple[dict[bytes, bytes], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")[1:]
+    return {n.strip().lower(): v.strip() for n, _, v in (line.partition(b":") for line in lines)}, body
+
+
+class GatedBackend(Backend):
+    """Says "first ", then waits for the test to have read it, then says "second"."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.read_first = threading.Event()
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        yield "first "
+        while not self.read_first.is_set():
+            await asyncio.sleep(0.01)
+        yield "second"
+
+
+def test_a_streamed_answer_to_http_1_0_is_close_delimited_and_streams(make_server: ServerFactory) -> None:
+    backend = GatedBackend()
+    server = make_server(ServerConfig(rate_limit=None), backend=backend)
+    request = (f"POST /api/generate HTTP/1.0\r\nContent-Type: text/plain\r\n"
+               f"Content-Length: {len(GOOD)}\r\n\r\n").encode() + GOOD
+    with socket.create_connection((server.host, server.port), timeout=15) as sock:
+        sock.sendall(request)
+        raw = b""
+        while b"first " not in raw:  # arrives before the answer ends: not held back
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before the first words: {raw!r}"
+            raw += chunk
+        backend.read_first.set()
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert status_of(raw) == 200
+    headers, body = _head_and_body(raw)
+    assert b"transfer-encoding" not in headers and b"content-length" not in headers
+    assert headers[b"connection"] == b"close"
+    assert body == b"first second"  # as the words came: no chunk sizes
+
+
+def test_a_sized_answer_to_http_1_0_keeps_its_length_and_closes(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    headers, body = _head_and_body(raw)
+    assert status_of(raw) == 200 and headers[b"connection"] == b"close"
+    assert int(headers[b"content-length"]) == len(body) and json.loads(body)["status"] == "ok"
+    assert b"transfer-encoding" not in headers
+
+
+def test_http_1_1_still_gets_a_chunked_stream(server: BackgroundServer) -> None:
+    raw, _ = exchange(server, post_head(extra=b"Connection: close\r\n") + GOOD)
+    headers, _ = _head_and_body(raw)
+    assert status_of(raw) == 200 and headers[b"transfer-encoding"] == b"chunked"
 
 
 # -- slow and idle clients -----------------------------------------------------
@@ -392,3 +508,103 @@ def test_the_drain_is_bounded(make_server: ServerFactory) -> None:
     assert sent < 20_000_000
     assert time.monotonic() - started < 15
     still_serves(server)
+
+
+# -- every refusal is an access-log line and a count in /metrics ----------------
+
+
+def _refused_lines(caplog: pytest.LogCaptureFixture, count: int = 1) -> list[logging.LogRecord]:
+    """The access-log lines of refused requests, once ``count`` have been logged."""
+    for _ in range(500):
+        lines = [r for r in caplog.records
+                 if r.name == "gprochat.access" and getattr(r, "outcome", "") == "refused"]
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} refused requests in the access log: {caplog.text}")
+
+
+def _metric(server: BackgroundServer, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(server.base_url + "/metrics", timeout=15) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and labels.items() <= dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")).items():
+            return float(match.group(2))
+    return 0.0
+
+
+def _assert_logged_and_counted(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture, status: int, reason: str,
+    method: str = "GET", route: str = "other",
+) -> None:
+    [line] = _refused_lines(caplog)
+    assert (line.status, line.reason, line.route, line.method) == (  # type: ignore[attr-defined]
+        status, reason, route, method)
+    assert line.error and line.client == "127.0.0.1"  # type: ignore[attr-defined]
+    assert line.getMessage() == f"{method} {route} {status}"
+    assert _metric(server, "gprochat_http_refusals_total", status=str(status), reason=reason) == 1
+    assert _metric(server, "gprochat_http_requests_total", method=method, route=route,
+                   status=str(status)) == 1
+
+
+_TOO_MANY_HEADERS = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+
+REFUSALS = [
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, "malformed",
+                 id="malformed"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_host", id="no-host"),
+    pytest.param(b"GET /healthz\r\n\r\n", 400, "no_http_version", id="http-0.9"),
+    pytest.param(b"GET /healthz?" + b"u" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+                 "url_too_long", id="long-url"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + _TOO_MANY_HEADERS + b"\r\n", 431,
+                 "too_many_headers", id="many-headers"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", 431,
+                 "head_too_large", id="large-head"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 408, "head_timeout", id="slow-head"),
+]
+
+
+@pytest.mark.parametrize(("data", "status", "reason"), REFUSALS)
+def test_a_refusal_before_routing_is_logged_and_counted(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture, data: bytes, status: int, reason: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    raw, _ = exchange(server, data)
+    assert status_of(raw) == status
+    _assert_logged_and_counted(server, caplog, status, reason)
+
+
+def test_a_body_too_slow_is_one_line_for_its_route(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    raw, _ = exchange(server, post_head() + GOOD[:10])
+    assert status_of(raw) == 408
+    _assert_logged_and_counted(server, caplog, 408, "body_timeout", "POST", "/api/generate")
+    # The app's own line for that request is that one: not a second with another status.
+    time.sleep(0.2)
+    generate_lines = [r for r in caplog.records
+                      if r.name == "gprochat.access" and getattr(r, "route", "") == "/api/generate"]
+    assert len(generate_lines) == 1
+
+
+def test_a_503_for_too_many_connections_is_logged_and_counted(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    server = make_server(ServerConfig(max_connections=2, header_timeout=30))
+    busy = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(2)]
+    try:
+        for sock in busy:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # heads in progress: not idle
+        time.sleep(0.3)
+        raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 503
+        [line] = _refused_lines(caplog)
+        assert (line.status, line.reason) == (503, "too_many_connections")  # type: ignore[attr-defined]
+    finally:
+        for sock in busy:
+            sock.close()
+    assert _metric(server, "gprochat_http_refusals_total", status="503",
+                   reason="too_many_connections") == 1

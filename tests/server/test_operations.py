@@ -1,4 +1,5 @@
-"""Operations in-process: /metrics, /healthz, backend error statuses, quiet expected aborts."""
+"""Operations: /metrics, /healthz, backend error statuses, quiet expected aborts (in-process);
+the log's format and the start-up line (``gprochat serve`` processes, on a pty and on a pipe)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,22 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aiohttp
+import pexpect
 import pytest
 
 from gprochat.errors import BackendError
 from gprochat.server.backends import Backend, Conversation
 
 from ..conftest import ServerFactory
+from ..processes import GPROCHAT, clean_env, stop_process
 from .helpers import error_message, post, signed
 
 
@@ -174,3 +182,115 @@ async def test_access_log_says_complete_only_for_completed_answers(
     await _wait_for_access(caplog, "/api/generate", 3)
     done = _access_records(caplog, "/api/generate")[2]
     assert (done.outcome, done.status) == ("complete", 200)  # type: ignore[attr-defined]
+
+
+# -- the log's format and the start-up line -------------------------------------------
+
+_TEXT_START = re.compile(r"INFO gprochat\.server: gprochat \S+ serving on (http://127\.0\.0\.1:(\d+)) ")
+
+
+def _get_ok(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200
+
+
+def _get_refused(url: str, status: int) -> None:
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url, timeout=10)
+    caught.value.close()
+    assert caught.value.code == status
+
+
+def _serve_on_a_terminal(*args: str, **env: str) -> pexpect.spawn:
+    """``gprochat serve --port 0 ARGS`` with stderr on a pty, as in a terminal."""
+    return pexpect.spawn(sys.executable, [*GPROCHAT[1:], "serve", "--port", "0", *args],
+                         env=clean_env(**env), encoding="utf-8", timeout=60)
+
+
+def _stop_terminal(child: pexpect.spawn) -> str:
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    return str(child.before)
+
+
+def test_on_a_terminal_the_log_is_readable_lines_and_the_banner_has_the_links() -> None:
+    child = _serve_on_a_terminal()
+    try:
+        child.expect(_TEXT_START)
+        url = child.match.group(1)
+        child.expect(r"\(echo backend, 1 worker, state in memory\); chat page (\S+), "
+                     r"OpenAI-compatible API (\S+)\r\n")
+        assert (child.match.group(1), child.match.group(2)) == (url + "/", url + "/v1")
+        _get_ok(url + "/healthz")
+        child.expect(r"INFO gprochat\.access: GET /healthz 200 in [\d.]+ ms \(first byte [\d.]+ ms\), "
+                     r"\d+ B to 127\.0\.0\.1\r\n")
+        _get_refused(url + "/healthz?" + "a" * 9000, 414)
+        child.expect(r"INFO gprochat\.access: GET other 414 in [\d.]+ ms, 0 B to 127\.0\.0\.1, "
+                     r"refused: url_too_long \(URL too long: more than 8192 bytes")
+    finally:
+        rest = _stop_terminal(child)
+    assert "{" not in rest  # no JSON line anywhere
+    assert "INFO uvicorn: Shutting down" in rest
+
+
+def test_on_a_terminal_json_on_request() -> None:
+    child = _serve_on_a_terminal("--log-format", "json")
+    try:
+        child.expect(r'\{[^\r\n]*"event": "started"[^\r\n]*\}\r\n')
+        started = json.loads(child.after)
+        assert started["page_url"] == started["url"] + "/"
+    finally:
+        _stop_terminal(child)
+
+
+@contextmanager
+def _serve_on_a_pipe(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``gprochat serve --port 0 ARGS`` with stderr on a pipe; yields it and its lines so far."""
+    process = subprocess.Popen([*GPROCHAT, "serve", "--port", "0", *args], env=clean_env(**env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "serving on" in line:
+                break
+        assert lines and "serving on" in lines[-1], f"no start-up line: {lines}"
+        yield process, lines
+    finally:
+        stop_process(process)
+        if process.stderr:
+            lines += process.stderr.readlines()
+            process.stderr.close()
+
+
+def test_on_a_pipe_the_log_is_json_and_the_start_up_line_names_the_links_and_model() -> None:
+    with _serve_on_a_pipe("--backend", "openai", "--openai-base-url", "http://127.0.0.1:9/v1",
+                          "--openai-model", "my-model") as (_, lines):
+        started = json.loads(lines[-1])
+        assert started["event"] == "started" and started["backend"] == "openai"
+        assert started["model"] == "my-model"
+        assert started["page_url"] == started["url"] + "/"
+        assert started["gateway_url"] == started["url"] + "/v1"
+        assert "(openai backend, model my-model, 1 worker, state in memory); chat page " in started["message"]
+        _get_ok(started["url"] + "/healthz")
+    entries = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
+    [access] = [e for e in entries if e["logger"] == "gprochat.access"]
+    assert (access["route"], access["status"], access["outcome"]) == ("/healthz", 200, "complete")
+
+
+def test_without_the_page_and_gateway_the_start_up_line_has_no_links() -> None:
+    with _serve_on_a_pipe("--no-web", "--no-gateway") as (_, lines):
+        started = json.loads(lines[-1])
+        assert started["page_url"] is None and started["gateway_url"] is None
+        assert started["message"].endswith("state in memory)")
+
+
+def test_the_log_format_variable_forces_text_on_a_pipe() -> None:
+    with _serve_on_a_pipe(GPROCHAT_LOG_FORMAT="text") as (_, lines):
+        match = _TEXT_START.search(lines[-1])
+        assert match, lines
+        _get_ok(match.group(1) + "/healthz")
+    # The lines logged until the server stopped are all read by then.
+    assert not any(line.startswith("{") for line in lines), lines
+    assert any("gprochat.access: GET /healthz 200 in" in line for line in lines), lines

@@ -252,9 +252,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
     help="The least important lines logged.",
 )
 @option(
-    "--log-format", type=click.Choice(["json", "text"]), default=_default("log_format"),
+    "--log-format", type=click.Choice(["auto", "text", "json"]), default=_default("log_format"),
     envvar="GPROCHAT_LOG_FORMAT",
-    help="Log lines as JSON objects or as plain text.",
+    help="Log lines as plain text or as JSON objects; auto: text when stderr is a terminal, "
+    "JSON otherwise.",
 )
 def serve(**settings: Any) -> None:
     """Run a GeminiProChat-compatible server.

@@ -96,8 +96,9 @@ class ServerConfig:
     remembered in memory.
 
     Operations: ``host``, ``port`` (0: any free port), ``workers``, ``log_level``,
-    ``log_format``; ``shutdown_timeout`` is how long in-flight streams may run on
-    after a shutdown request before they are cut (``None``: wait for them).
+    ``log_format`` (``auto``: text on a terminal, JSON otherwise); ``shutdown_timeout``
+    is how long in-flight streams may run on after a shutdown request before they are
+    cut (``None``: wait for them).
     """
 
     secret_key: str = DEFAULT_SECRET_KEY
@@ -147,7 +148,7 @@ class ServerConfig:
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"
     shutdown_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
@@ -246,8 +247,9 @@ def _check(config: ServerConfig) -> None:
         raise _fail("host", f"must be an address or host name to listen on, not {config.host!r}")
     if config.log_level not in LOG_LEVELS:
         raise _fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {config.log_level!r}")
-    if config.log_format not in ("json", "text"):
-        raise _fail("log_format", f"must be 'json' or 'text', not {config.log_format!r}")
+    if config.log_format not in ("auto", "json", "text"):
+        raise _fail("log_format", f"must be 'auto' (text on a terminal), 'json' or 'text', "
+                    f"not {config.log_format!r}")
     if config.redis_failure not in ("open", "closed"):
         raise _fail("redis_failure", f"must be 'open' or 'closed', not {config.redis_failure!r}")
     if config.redis_url is not None and not (

@@ -15,9 +15,15 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
     more than max_header_count headers, or a         431, then close
       head larger than max_header_bytes
     HTTP/1.1 without exactly one valid Host          400, then close
+    a request line without a version (HTTP/0.9)      400, then close
     Transfer-Encoding not ending in chunked, or      400, then close
       any framing llhttp refuses, or an Upgrade
       request with a body
+    a valid request, then bytes that are not one     the request's answer (a stream in
+      (in the same packet, or pipelined)               full), then 400, then close
+    HTTP/1.0 (ApacheBench, some proxies), answered   no chunked framing (1.0 has none): the
+      without a Content-Length (a stream)              body as it comes, Connection: close,
+                                                       then close
     keep-alive connection idle for                   closed
       keepalive_timeout
     a new connection beyond max_connections          idle keep-alive connections are
@@ -30,12 +36,17 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
 
 "Then close" is always a lingering close: the answer is written, the sending side
 is shut (FIN), and what the client still sends is read and dropped (bounded as
-above) until it closes. Closing a socket with unread data sends a reset, which
-destroys the answer in the client's receive buffer: that is why a client that
-writes a 20 MB body before reading used to see "connection reset" instead of 413.
+above) until it closes. (Closing a socket with unread data sends a reset, which
+destroys the answer in the client's receive buffer.)
 
-Timers cost almost nothing per request: each connection has one timer, re-armed
-only when it fires before the current deadline (see ``_check``).
+Each refusal above is one access-log line and one count in the metrics, like any
+other answer: the app (``observe.py``) puts a callable taking a ``Refusal`` in the
+ASGI lifespan state under ``REFUSAL_OBSERVER``; a refusal of a request the app is
+already reading (a body too slow) is put in that request's scope under
+``REFUSED_KEY`` instead, so that the request has one line, not two.
+
+Each connection has one timer for every phase, re-armed only when it fires before
+the current deadline (see ``_check``).
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httptools
@@ -50,8 +63,18 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .config import HttpLimits  # defined with the server's settings: importable without uvicorn
+from .logs import log_access
 
-__all__ = ["HttpLimits", "HttpServerConfig", "LimitedHttpProtocol"]
+__all__ = [
+    "REFUSAL_OBSERVER", "REFUSED_KEY", "HttpLimits", "HttpServerConfig", "LimitedHttpProtocol",
+    "Refusal",
+]
+
+#: The ASGI lifespan state key under which the app puts its ``Callable[[Refusal], None]``.
+REFUSAL_OBSERVER = "gprochat.http.refusal_observer"
+#: The scope key of a request the app was reading when the HTTP layer refused it.
+REFUSED_KEY = "gprochat.http.refused"
+
 
 # head: the request line and headers are due; body: the request is being read (or
 # answered, once its body is complete); idle: between requests; drain: closing.
@@ -79,12 +102,30 @@ class HttpServerConfig(uvicorn.Config):
         self.http_limits = limits
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request the HTTP layer answered with an error itself, for the access log and metrics.
+
+    ``reason`` is a short fixed code (``url_too_long``, ``head_timeout``, ...), ``message``
+    what the client was told, ``scope`` what is known of the request (``client`` and
+    ``headers`` always), ``duration`` the seconds from its first byte to the refusal.
+    """
+
+    status: int
+    reason: str
+    message: str
+    method: str
+    scope: MutableMapping[str, Any]
+    duration: float
+
+
 class _Refused(Exception):
     """Raised inside a parser callback: answer ``status`` with ``message``, then close."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
         self.message = message
 
 
@@ -124,6 +165,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._drained = 0
         self._over_capacity = False
+        self._request_began = 0.0  # loop time of the current request's first byte
+        # A refusal (status, reason, message) waiting for the answers to the requests
+        # that came before the bad bytes, on the same connection.
+        self._refusal_due: tuple[int, str, str] | None = None
 
     # -- connection --------------------------------------------------------
 
@@ -161,6 +206,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             if self._drained > self.limits.drain_bytes:
                 self.transport.close()
             return
+        if self._refusal_due is not None:
+            return  # past bad bytes: nothing more is read as requests
         if phase == "body":
             self._last_body = self.loop.time()
         self._unset_keepalive_if_required()
@@ -171,9 +218,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, _Refused):
-                self._refuse(cause.status, cause.message)
+                refusal = (cause.status, cause.reason, cause.message)
             else:
-                self._refuse(400, f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
+                refusal = (400, "malformed", f"Invalid HTTP request: {exc}. Send well-formed HTTP/1.1.")
+            cycle = self.cycle
+            if cycle is not None and not cycle.more_body and not cycle.response_complete:
+                # Whole requests came before the bad bytes (in the same packet, say): they
+                # are answered first, then the refusal (on_response_complete).
+                self._refusal_due = refusal
+                self._phase = "body"  # no deadline while those answers are written
+            else:
+                self._refuse(*refusal)
             return
         if self._phase == "head":
             if self._head_seen:
@@ -189,11 +244,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """Bound a head still arriving (llhttp keeps a header's bytes until it ends)."""
         limits = self.limits
         if len(self.url) > limits.max_url_bytes:
-            self._refuse(414, self._too_long_url())
+            self._refuse(414, "url_too_long", self._too_long_url())
             return
         self._head_bytes += received
         if self._head_bytes > limits.max_url_bytes + limits.max_header_bytes + 1024:
-            self._refuse(431, self._too_large_head())
+            self._refuse(431, "head_too_large", self._too_large_head())
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # uvicorn logs two warnings per Upgrade request: a way to flood the log
@@ -205,6 +260,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_seen = True
         self._head_bytes = 0
         self._enter("head")
+        self._request_began = self._started
 
     def on_headers_complete(self) -> None:
         self._check_head()
@@ -216,19 +272,30 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
-        if self.cycle is not None and self.cycle.scope is self.scope:
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
             self._enter("body")
             self._last_body = self._started
+            if self.scope["http_version"] == "1.0" and type(cycle) is RequestResponseCycle:
+                cycle.__class__ = _Cycle  # no chunked answer: HTTP/1.0 has no such framing
 
     def _check_head(self) -> None:
-        """URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
+        """Version, URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
+        if self.parser.get_http_version() == "0.9":  # llhttp's reading of a line without one
+            raise _Refused(
+                400,
+                "no_http_version",
+                "Invalid request line: it has no HTTP version (HTTP/0.9 is not served). "
+                "Send 'GET /path HTTP/1.1' with a Host header.",
+            )
         limits = self.limits
         if len(self.url) > limits.max_url_bytes:
-            raise _Refused(414, self._too_long_url())
+            raise _Refused(414, "url_too_long", self._too_long_url())
         headers = self.headers  # uvicorn's list: (lower-cased name, value)
         if len(headers) > limits.max_header_count:
             raise _Refused(
                 431,
+                "too_many_headers",
                 f"Too many request headers: more than {limits.max_header_count}. "
                 "Send fewer headers.",
             )
@@ -246,16 +313,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
                 has_body = True
         if size > limits.max_header_bytes:
-            raise _Refused(431, self._too_large_head())
+            raise _Refused(431, "head_too_large", self._too_large_head())
         if not host_ok or (hosts != 1 and self.parser.get_http_version() == "1.1"):
             raise _Refused(
                 400,
+                "bad_host",
                 "Invalid Host header: an HTTP/1.1 request needs exactly one Host header, "
                 "a host name or address with an optional port.",
             )
         if not chunked_last:
             raise _Refused(
                 400,
+                "bad_transfer_encoding",
                 "Unsupported Transfer-Encoding: the last coding must be chunked. "
                 "Send the body with Content-Length or chunked encoding.",
             )
@@ -264,6 +333,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             # served as HTTP/1.1, the request would arrive without its body.
             raise _Refused(
                 400,
+                "upgrade_with_body",
                 "Upgrade is not supported on a request with a body: send it without the "
                 "Upgrade and Connection: upgrade headers.",
             )
@@ -273,7 +343,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
-        if self._phase == "body" and not self.pipeline and not self.transport.is_closing():
+        if self._refusal_due is not None:
+            cycle = self.cycle
+            if cycle is not None and cycle.response_complete and not self.transport.is_closing():
+                # The last request before the bad bytes is answered (not just started).
+                self._unset_keepalive_if_required()
+                self._refuse(*self._refusal_due)
+        elif self._phase == "body" and not self.pipeline and not self.transport.is_closing():
             self._phase = "idle"
 
     # -- timeouts ----------------------------------------------------------
@@ -326,6 +402,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._refuse(
                     408,
+                    "head_timeout",
                     f"Request headers not received within {limits.header_timeout:g} s; "
                     "send the whole request head at once.",
                 )
@@ -334,6 +411,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             seconds = limits.body_idle_timeout if slow == "silent for" else limits.body_timeout
             self._refuse(
                 408,
+                "body_timeout",
                 f"Request body too slow: {slow} {seconds:g} s. Send the body without pauses.",
             )
         else:
@@ -353,7 +431,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             "Send fewer or shorter headers (and cookies)."
         )
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, reason: str, message: str) -> None:
         """Answer ``status`` (unless an answer has started: then cut), then close lingering."""
         cycle = self.cycle
         started = cycle is not None and cycle.response_started and not cycle.response_complete
@@ -364,9 +442,36 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if started:
             self.transport.close()
             return
-        self.logger.debug("refused a request: %d %s", status, message)
         self.transport.write(_error_bytes(status, message))
         self.linger()
+        if cycle is not None and not cycle.response_complete:
+            # The app has this request: its access line says it was refused.
+            cycle.scope[REFUSED_KEY] = self._refusal(status, reason, message, cycle.scope)  # type: ignore[literal-required]
+        else:
+            self._report(self._refusal(status, reason, message, self.scope))
+
+    def _refusal(self, status: int, reason: str, message: str, scope: Any) -> Refusal:
+        method = scope.get("method", "") if scope else ""
+        if not method:
+            try:
+                method = self.parser.get_method().decode("ascii", "replace")
+            except Exception:  # the request line did not get that far
+                method = ""
+        known = scope if scope else {"client": self.client, "headers": []}
+        return Refusal(status, reason, message, method, known, self.loop.time() - self._request_began)
+
+    def _report(self, refusal: Refusal) -> None:
+        """The app's observer records ``refusal``; without one (not our app), a log line."""
+        observer: Callable[[Refusal], None] | None = self.app_state.get(REFUSAL_OBSERVER)
+        if observer is not None:
+            observer(refusal)
+        else:
+            client = refusal.scope.get("client")
+            log_access(
+                refusal.method, "other", refusal.status, duration=refusal.duration, sent=0,
+                client=str(client[0]) if client else "unknown", outcome="refused",
+                reason=refusal.reason, error=refusal.message,
+            )
 
     def linger(self) -> None:
         """Shut our sending side, read and drop what the client still sends, then close."""
@@ -381,10 +486,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     async def _busy_app(self, scope: Any, receive: Any, send: Any) -> None:
-        body = json.dumps({"error": {"message": (
+        message = (
             f"The server has too many open connections (limit {self.limits.max_connections}); "
             "retry in a moment."
-        )}}).encode()
+        )
+        body = json.dumps({"error": {"message": message}}).encode()
         await send({"type": "http.response.start", "status": 503, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -392,6 +498,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             (b"connection", b"close"),
         ]})
         await send({"type": "http.response.body", "body": body})
+        self._report(self._refusal(503, "too_many_connections", message, scope))
 
 
 class _LingeringTransport:
@@ -414,14 +521,44 @@ class _LingeringTransport:
         return self._transport.get_extra_info(name, default)
 
 
+_CONNECTION_CLOSE = (b"connection", b"close")
+
+
 class _Cycle(RequestResponseCycle):
-    """uvicorn's request cycle; an answer started before the body has all arrived closes."""
+    """uvicorn's request cycle, for the requests that need more than it does.
+
+    An answer started before the body has all arrived closes (lingering). An answer to
+    HTTP/1.0 (which has no chunked framing, RFC 9112 section 7.1) without a
+    Content-Length is close-delimited: its body as it comes, then the close.
+    """
+
+    _close_delimited = False
 
     async def send(self, message: Any) -> None:
-        if self.more_body and not self.response_started and message["type"] == "http.response.start":
-            protocol = self.transport.get_protocol()
-            if isinstance(protocol, LimitedHttpProtocol):
-                # The body will not be read (a 413, say): answer, then close lingering.
-                self.keep_alive = False
-                self.transport = _LingeringTransport(self.transport, protocol)  # type: ignore[assignment]
+        if not self.response_started and message["type"] == "http.response.start":
+            if self.more_body:
+                protocol = self.transport.get_protocol()
+                if isinstance(protocol, LimitedHttpProtocol):
+                    # The body will not be read (a 413, say): answer, then close lingering.
+                    self.keep_alive = False
+                    self.transport = _LingeringTransport(self.transport, protocol)  # type: ignore[assignment]
+            if self.scope["http_version"] == "1.0":
+                message = self._for_http_1_0(message)
+        elif self._close_delimited and message["type"] == "http.response.body":
+            # uvicorn counts a body down from its Content-Length: this piece's length, and
+            # one byte more while more are coming, lets it write the piece as it is.
+            self.expected_content_length = len(message.get("body", b"")) + bool(message.get("more_body"))
         await super().send(message)
+
+    def _for_http_1_0(self, message: Any) -> Any:
+        self.keep_alive = False  # uvicorn closes after an HTTP/1.0 answer: say so
+        headers = [
+            (name, value) for name, value in message.get("headers", [])
+            if name.lower() not in (b"connection", b"transfer-encoding")
+        ]
+        headers.append(_CONNECTION_CLOSE)
+        has_length = any(name.lower() == b"content-length" for name, _ in headers)
+        if not (has_length or self.scope["method"] == "HEAD" or message["status"] in (204, 304)):
+            self.chunked_encoding = False
+            self._close_delimited = True
+        return {**message, "headers": headers}

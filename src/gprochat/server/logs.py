@@ -1,5 +1,8 @@
-"""Structured logs: one JSON object per line, no secrets.
+"""The server's logs on stderr: readable lines on a terminal, JSON lines otherwise; no secrets.
 
+``configure_logging(level, "auto")`` picks the format as uvicorn, llama-server and
+ollama do: plain text when stderr is a terminal (a person reads it), one JSON object
+per line when it is not (a collector parses it); ``"json"`` or ``"text"`` force one.
 The access log (logger ``gprochat.access``) records method, route, status, duration,
 bytes and the client's address; never bodies, passwords, signatures or message texts.
 """
@@ -12,13 +15,44 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["ExpectedAbortFilter", "JsonFormatter", "access_logger", "configure_logging"]
+__all__ = [
+    "LOG_FORMATS", "ExpectedAbortFilter", "JsonFormatter", "TextFormatter", "access_logger",
+    "configure_logging", "log_access", "resolve_log_format",
+]
+
+#: ``--log-format``'s choices; ``auto`` is text on a terminal, JSON otherwise.
+LOG_FORMATS = ("auto", "text", "json")
 
 access_logger = logging.getLogger("gprochat.access")
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "color_message",  # uvicorn's copy with terminal colours
 }
+
+
+def log_access(
+    method: str, route: str, status: int | None, *, duration: float, sent: int, client: str,
+    outcome: str, first_byte: float | None = None, **more: Any,
+) -> None:
+    """One access-log line: every request's has this shape (``more``: ``reason``, ``error``).
+
+    ``duration`` and ``first_byte`` are in seconds; the line has them in milliseconds.
+    """
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    extra: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "status": status or None,
+        "duration_ms": round(duration * 1000, 1),
+        "bytes": sent,
+        "client": client,
+        "outcome": outcome,
+    }
+    if first_byte is not None:
+        extra["ttfb_ms"] = round(first_byte * 1000, 1)
+    extra.update(more)
+    access_logger.info("%s %s %s", method or "-", route, status or "-", extra=extra)
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +72,38 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``; an access line adds its duration, size, client, outcome.
+
+    ``2026-01-05 10:00:00,123 INFO gprochat.access: POST /api/generate 200 in 35.1 ms
+    (first byte 3.2 ms), 512 B to 127.0.0.1``
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "uvicorn.error":  # uvicorn's general log, not only errors
+            record = logging.makeLogRecord({**record.__dict__, "name": "uvicorn"})
+        return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        if record.name != access_logger.name or not hasattr(record, "duration_ms"):
+            return line
+        fields = record.__dict__
+        line += f" in {fields['duration_ms']} ms"
+        if fields.get("ttfb_ms") is not None:
+            line += f" (first byte {fields['ttfb_ms']} ms)"
+        line += f", {fields.get('bytes', 0)} B to {fields.get('client', 'unknown')}"
+        outcome = fields.get("outcome", "complete")
+        if outcome == "refused":
+            line += f", refused: {fields.get('reason')} ({fields.get('error')})"
+        elif outcome != "complete":
+            line += f", {outcome}"
+        return line
 
 
 class ExpectedAbortFilter(logging.Filter):
@@ -78,13 +144,24 @@ def install_abort_filter(*exception_types: type[BaseException]) -> None:
     target.addFilter(ExpectedAbortFilter(*exception_types))
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Root logging to stderr, as JSON lines (``fmt="json"``) or plain text."""
+def resolve_log_format(fmt: str) -> str:
+    """``"text"`` or ``"json"``: ``"auto"`` is text when stderr is a terminal."""
+    if fmt == "auto":
+        isatty = getattr(sys.stderr, "isatty", None)
+        return "text" if isatty is not None and isatty() else "json"
+    return fmt
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Root logging to stderr, as JSON lines (``fmt="json"``) or plain text (``"text"``).
+
+    ``"auto"``: text when stderr is a terminal, JSON otherwise.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
+    if resolve_log_format(fmt) == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -38,6 +38,14 @@ class ServerMetrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "gprochat_http_refusals",
+            "Requests the HTTP layer answered with an error itself (a head or body too slow, "
+            "a URL or head too large, malformed HTTP), by status and reason; also counted in "
+            "gprochat_http_requests.",
+            ["status", "reason"],
+            registry=self.registry,
+        )
         self.streams_in_flight = Gauge(
             "gprochat_streams_in_flight",
             "Answers streaming right now.",

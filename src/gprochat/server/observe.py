@@ -8,12 +8,18 @@ exception first, so it is where the front door's error answers are sent
 ``outcome`` says how the exchange ended: ``complete`` (the whole response was sent),
 ``client_gone`` (the client hung up mid-answer; logged and counted with status 499,
 nginx's convention), ``aborted`` (the server cut the answer: the backend failed
-mid-answer, or a shutdown ran out of time).
+mid-answer, or a shutdown ran out of time), ``refused`` (the HTTP layer answered an
+error itself: a head or body too slow, a URL too long; the line has its ``reason``
+and the ``error`` the client was told).
+
+The HTTP layer's refusals reach this middleware through the lifespan state: at
+start-up it puts ``record_refusal`` there (``http.REFUSAL_OBSERVER``), so that a
+request refused before routing is logged and counted like any other (route
+``other``), and also in ``gprochat_http_refusals_total{status,reason}``.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, Optional
@@ -22,7 +28,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .guard import Network, client_address_of_scope
-from .logs import access_logger
+from .http import REFUSAL_OBSERVER, REFUSED_KEY, Refusal
+from .logs import log_access
 from .metrics import ServerMetrics
 
 __all__ = ["CLIENT_GONE", "OUTCOME_KEY", "ObserveMiddleware"]
@@ -57,6 +64,8 @@ class ObserveMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and isinstance(scope.get("state"), dict):
+                scope["state"][REFUSAL_OBSERVER] = self.record_refusal
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -106,13 +115,24 @@ class ObserveMiddleware:
                 or getattr(scope.get("endpoint"), "route_path", None)
                 or "other"
             )
-            self._record(scope, route, status, sent, first_byte, started, outcome)
+            refusal: Refusal | None = scope.get(REFUSED_KEY)
+            if refusal is not None:  # the HTTP layer answered (a body too slow), not the app
+                self._record(scope, route, refusal.status, 0, None, time.perf_counter() - started,
+                             "refused", refusal)
+            else:
+                self._record(scope, route, status, sent, first_byte,
+                             time.perf_counter() - started, outcome)
+
+    def record_refusal(self, refusal: Refusal) -> None:
+        """Log and count a request the HTTP layer refused before routing (``http.py``)."""
+        self._record(refusal.scope, "other", refusal.status, 0, None, refusal.duration,
+                     "refused", refusal, method=refusal.method)
 
     def _record(
-        self, scope: Scope, route: str, status: int, sent: int,
-        first_byte: float | None, started: float, outcome: str,
+        self, scope: Scope, route: str, status: int, sent: int, first_byte: float | None,
+        duration: float, outcome: str, refusal: Refusal | None = None, method: str | None = None,
     ) -> None:
-        method = scope.get("method", "")
+        method = scope.get("method", "") if method is None else method
         shown_status = str(status) if status else "none"
         children = self._children.get((method, route, shown_status))
         if children is None:
@@ -126,18 +146,13 @@ class ObserveMiddleware:
         bytes_streamed.inc(sent)
         if first_byte is not None and status == 200:
             time_to_first_byte.observe(first_byte)
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        extra: dict[str, Any] = {
-            "method": method,
-            "route": route,
-            "status": status or None,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            "bytes": sent,
-            "client": client_address_of_scope(scope, self.trusted_proxies),
-            "outcome": outcome,
-        }
-        if first_byte is not None:
-            extra["ttfb_ms"] = round(first_byte * 1000, 1)
-        access_logger.info("%s %s %s", method, route, status or "-", extra=extra)
+        more: dict[str, str] = {}
+        if refusal is not None:
+            self.metrics.refusals.labels(str(refusal.status), refusal.reason).inc()
+            more = {"reason": refusal.reason, "error": refusal.message}
+        log_access(
+            method, route, status, duration=duration, sent=sent,
+            client=client_address_of_scope(scope, self.trusted_proxies), outcome=outcome,
+            first_byte=first_byte, **more,
+        )
 

@@ -33,6 +33,7 @@ from uvicorn.supervisors import Multiprocess
 
 from .. import __version__
 from .app import create_app
+from .backends import create_backend
 from .config import CONFIG_ENV_VAR, ServerConfig
 from .http import HttpLimits, HttpServerConfig
 from .logs import configure_logging, install_abort_filter
@@ -107,22 +108,48 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def announce(config: ServerConfig, sock: socket.socket) -> None:
-    """The start-up line, once the port is bound: the real address, backend and state."""
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _model_of(backend: Any) -> str | None:
+    """The model a backend answers with by default, if it names one beside its own name."""
+    try:
+        models = backend.models() if backend is not None else []
+    except Exception:  # a backend that cannot say: the line goes without
+        return None
+    model = models[0] if models else None
+    return model if model and model != getattr(backend, "name", None) else None
+
+
+def announce(config: ServerConfig, sock: socket.socket, backend: Any = None) -> None:
+    """The start-up line, once the port is bound: the address, backend, model, page and /v1.
+
+    ``gprochat 0.1.0 serving on http://127.0.0.1:8000 (local backend, model
+    SmolLM2-135M-Instruct, 1 worker, state in memory); chat page http://127.0.0.1:8000/,
+    OpenAI-compatible API http://127.0.0.1:8000/v1``
+    """
     address = sock.getsockname()
     host, port = address[0], address[1]
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    backend = config.backend
-    answers = f"{backend} backend"
+    url = _url(host, port)
+    # Listening on every address: the links a person can open are on this machine's.
+    link = _url("127.0.0.1", port) if host in ("0.0.0.0", "::") else url
+    model = _model_of(backend)
+    answers = f"{config.backend} backend" + (f", model {model}" if model else "")
     if config.relay_url:
         answers += f"; gateway relays to {config.relay_url}"
     workers = config.workers
+    page_url = f"{link}/" if config.web else None
+    gateway_url = f"{link}/v1" if config.gateway else None
+    links = [f"chat page {page_url}"] if page_url else []
+    links += [f"OpenAI-compatible API {gateway_url}"] if gateway_url else []
     logger.info(
-        "gprochat %s serving on %s (%s, %d worker%s, state in %s)",
+        "gprochat %s serving on %s (%s, %d worker%s, state in %s)%s",
         __version__, url, answers, workers, "s" if workers > 1 else "",
-        "redis" if config.redis_url else "memory",
-        extra={"event": "started", "url": url, "host": host, "port": port, "backend": backend,
-               "relay_url": config.relay_url, "workers": workers,
+        "redis" if config.redis_url else "memory", "; " + ", ".join(links) if links else "",
+        extra={"event": "started", "url": url, "host": host, "port": port,
+               "backend": config.backend, "model": model, "page_url": page_url,
+               "gateway_url": gateway_url, "relay_url": config.relay_url, "workers": workers,
                "state": "redis" if config.redis_url else "memory", "version": __version__},
     )
 
@@ -130,14 +157,15 @@ def announce(config: ServerConfig, sock: socket.socket) -> None:
 class _AnnouncingServer(uvicorn.Server):
     """uvicorn's server; says where it listens once listening (``--port 0`` included)."""
 
-    def __init__(self, config: uvicorn.Config, server_config: ServerConfig) -> None:
+    def __init__(self, config: uvicorn.Config, server_config: ServerConfig, backend: Any = None) -> None:
         super().__init__(config)
         self.server_config = server_config
+        self.backend = backend
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and sockets:
-            announce(self.server_config, sockets[0])
+            announce(self.server_config, sockets[0], self.backend)
 
 
 def serve(config: ServerConfig, **overrides: Any) -> None:
@@ -161,7 +189,7 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
         if config.workers <= 1:
             app = create_app(config)
             freeze_startup_objects()
-            server = _AnnouncingServer(_uvicorn_config(app, config, **options), config)
+            server = _AnnouncingServer(_uvicorn_config(app, config, **options), config, app.state.backend)
             _stop_if_backend_fails(server, app.state.backend)
             server.run(sockets=[sock])
             if app.state.backend.status.startswith("failed"):
@@ -179,7 +207,7 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
                 "gprochat.server.runner:app_from_environment", config,
                 factory=True, workers=config.workers, **options,
             )
-            announce(config, sock)
+            announce(config, sock, _named_backend(config))
             Multiprocess(uvicorn_config, sockets=[sock]).run()
         finally:
             if own_metrics_dir:
@@ -189,6 +217,14 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
         pass
     finally:
         sock.close()
+
+
+def _named_backend(config: ServerConfig) -> Any:
+    """The workers' backend, made (never started) in this process to name its model."""
+    try:
+        return create_backend(config.backend, **config.backend_options)
+    except Exception:  # each worker makes its own, and logs why it cannot
+        return None
 
 
 def serve_socket(app: Any, config: ServerConfig, sock: socket.socket) -> None:

@@ -7,7 +7,9 @@ the protocol's error shape (OpenAI's on ``/v1``); HEAD works wherever GET does.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -27,7 +29,7 @@ from .probes import (
     generate_body,
     run,
 )
-from .rawhttp import Answer, request
+from .rawhttp import Answer, exchange, request
 
 
 def _raw(text: str) -> bytes:
@@ -44,6 +46,10 @@ def _all_ok(count: int) -> Callable[[list[Answer]], None]:
     def check(answers: list[Answer]) -> None:
         assert [a.status for a in answers] == [200] * count, answers
     return check
+
+
+def _statuses_are(answers: list[Answer], statuses: list[int | None]) -> None:
+    assert [a.status for a in answers] == statuses, answers
 
 
 def _empty_body(answers: list[Answer]) -> None:
@@ -158,6 +164,8 @@ LIMITS = [
     P("no Host on HTTP/1.1", lambda: request("GET", "/healthz", host=""), 400, shape="any"),
     P("two Host headers", lambda: request("GET", "/healthz", headers=[("Host", "other.example")]), 400,
       shape="any"),
+    P("HTTP/0.9: no version", lambda: b"GET /healthz\r\n\r\n", 400,
+      mentions=("no http version",)),
     P("HTTP/1.0 without Host", lambda: request("GET", "/healthz", host="", version="HTTP/1.0"), 200),
     P("HTTP/2 preface on HTTP/1", lambda: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, 404, 405, CLOSED,
       shape="any"),
@@ -176,8 +184,36 @@ PIPELINING = [
     P("two pipelined signed requests",
       lambda: b"".join(generate(generate_body(f"pipelined {i}")) for i in range(2)), 200, answers=2,
       check=_all_ok(2)),
+    P("a GET then garbage in the same packet", lambda: request("GET", "/healthz") + b"HELLO THERE\r\n\r\n",
+      200, 400, CLOSED, answers=3, shape="any",
+      check=lambda answers: _statuses_are(answers, [200, 400, None])),
+    P("a GET, a GET, then binary garbage", lambda: request("GET", "/healthz") * 2 + bytes(range(256)),
+      200, 400, CLOSED, answers=4, shape="any",
+      check=lambda answers: _statuses_are(answers, [200, 200, 400, None])),
     P("a 413 then a pipelined GET", lambda: generate(b"x" * (MAX_BODY + 1)) + request("GET", "/healthz"),
       413, 200, CLOSED, answers=2, mentions=("too large",)),
+]
+
+
+def _close_delimited(answers: list[Answer]) -> None:
+    """An answer to HTTP/1.0 without a length: no chunked framing, the body until the close."""
+    [answer] = answers
+    assert answer.status == 200, answer
+    assert "transfer-encoding" not in answer.headers and "content-length" not in answer.headers, answer
+    assert answer.headers["connection"] == "close" and answer.body, answer
+    assert b"\r\n0\r\n" not in answer.body, answer  # no chunk framing leaked into the text
+
+
+def _generate_1_0(text: str, *headers: tuple[str, str]) -> bytes:
+    body = json.dumps(generate_body(text)).encode()
+    return request("POST", "/api/generate", body, headers=[TEXT_PLAIN, *headers], version="HTTP/1.0")
+
+
+# ApacheBench (ab) and some proxies speak HTTP/1.0, which has no chunked framing.
+VERSIONS = [
+    P("HTTP/1.0 streamed answer", lambda: _generate_1_0("over HTTP/1.0"), 200, check=_close_delimited),
+    P("HTTP/1.0 with keep-alive, streamed answer",
+      lambda: _generate_1_0("kept alive", ("Connection", "keep-alive")), 200, check=_close_delimited),
 ]
 
 
@@ -214,6 +250,37 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize("probe", FRAMING + LIMITS + PIPELINING + ROUTES, ids=str)
+@pytest.mark.parametrize("probe", FRAMING + LIMITS + PIPELINING + VERSIONS + ROUTES, ids=str)
 async def test_http_layer(probe: Probe, server: ServedProcess) -> None:
     await run(probe, server.port)
+
+
+async def _refusals_counted(port: int, status: int, reason: str) -> float:
+    [answer] = await exchange(port, request("GET", "/metrics"))
+    for line in answer.body.decode().splitlines():
+        if line.startswith("gprochat_http_refusals_total{") and f'status="{status}"' in line \
+                and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize(("data", "status", "reason"), [
+    (lambda: request("GET", "/healthz?q=" + "u" * 100_000), 414, "url_too_long"),
+    (lambda: b"GET /healthz\r\n\r\n", 400, "no_http_version"),
+    (lambda: request("GET", "/healthz") + b"HELLO THERE\r\n\r\n", 400, "malformed"),
+], ids=["long-url", "http-0.9", "garbage-after-a-request"])
+async def test_each_refusal_is_in_the_servers_access_log_and_metrics(
+    server: ServedProcess, data: Callable[[], bytes], status: int, reason: str,
+) -> None:
+    before = await _refusals_counted(server.port, status, reason)
+    start = server.log_size()
+    answers = await exchange(server.port, data(), answers=3)
+    assert status in [a.status for a in answers], answers
+    line = (rf"INFO gprochat\.access: GET other {status} in [\d.]+ ms, 0 B to 127\.0\.0\.1, "
+            rf"refused: {reason} \(")
+    for _ in range(100):  # logged as the answer goes out: the client may read it first
+        if re.search(line, server.log(start)):
+            break
+        await asyncio.sleep(0.02)
+    assert re.search(line, server.log(start)), server.log(start)
+    assert await _refusals_counted(server.port, status, reason) == before + 1
