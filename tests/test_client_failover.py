@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +29,13 @@ STALL = Timeout(connect=5, read=0.5)
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
+def frozen_registry() -> Iterator[None]:
+    """The process's registry, emptied, on a clock that stands still: no cool-down ends
+    during a test however slow the machine (the registry's clock is replaceable)."""
     registry.clear()
+    registry.clock = lambda: 1000.0
     yield
+    registry.clock = time.monotonic
     registry.clear()
 
 

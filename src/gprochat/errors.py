@@ -13,7 +13,7 @@
     │   │   └── ProxyError                             the proxy refused or failed
     │   ├── TimeoutError            (also builtins.TimeoutError)  connect / read / total limit
     │   └── IncompleteResponseError                    the body was cut before its end
-    ├── AllDeploymentsFailedError                      no deployment of a list could answer (each one's error inside)
+    ├── AllDeploymentsFailedError                      no deployment of a list answered (each one's error)
     ├── APIStatusError                                 the server answered 4xx/5xx
     │   ├── BadRequestError              400
     │   ├── AuthenticationError          401

@@ -37,7 +37,8 @@ __all__ = ["chat"]
 @click.argument("prompt", nargs=-1)
 @click.option("--base-url", envvar="GPROCHAT_BASE_URL", show_envvar=True,
               help="The deployment's root URL, e.g. https://chat.example.com.")
-@click.option("--deployment", "deployment_specs", multiple=True, metavar="URL[,secret=KEY][,password=PW][,model=NAME]",
+@click.option("--deployment", "deployment_specs", multiple=True,
+              metavar="URL[,secret=KEY][,password=PW][,model=NAME]",
               help="A deployment to fail over across (repeat the option, first tried first).")
 @click.option("--deployments", "deployments_file", envvar="GPROCHAT_DEPLOYMENTS", show_envvar=True,
               type=click.Path(dir_okay=False), metavar="FILE",
@@ -46,7 +47,8 @@ __all__ = ["chat"]
               help="The deployment's public secret key (default: gprochat.com's).")
 @click.option("--password", envvar="GPROCHAT_PASSWORD", show_envvar=True,
               help="The deployment's site password.")
-@click.option("-m", "--model", default="", help="Model name (default: the deployment's; see gprochat models).")
+@click.option("-m", "--model", default="",
+              help="Model name (default: the deployment's; see gprochat models).")
 @click.option("-s", "--system", help="A system prompt, sent in front of the conversation.")
 @click.option("--proxy", envvar="GPROCHAT_PROXY", show_envvar=True,
               help="Proxy URL: http://, https://, socks5://, socks4:// (user:pass@ allowed).")
@@ -117,8 +119,6 @@ def chat(
         if deployments is not None:
             base_url = None
             select_deployments(GPROChat, model, deployments)
-        elif not local:
-            GPROChat.get_model(model)
         _check_settings(base_url, proxy, timeout, max_retries, local=local or deployments is not None)
     except GPROChatError as exc:
         fail(str(exc))
@@ -158,6 +158,11 @@ def chat(
                 model = _local_model(model, served_names)
             elif deployments is not None:
                 deployment = ", ".join(d.display for d in deployments)
+            else:
+                try:
+                    GPROChat.get_model(model)
+                except GPROChatError as exc:
+                    fail(str(exc))
             options: dict[str, Any] = {
                 "base_url": base_url,
                 "deployments": deployments,
@@ -207,8 +212,8 @@ def _deployments(
     named = [flag for flag, name in (("--base-url", "base_url"), ("--deployment", "deployment_specs"),
                                      ("--deployments", "deployments_file")) if given(name)]
     if local:
-        if named:
-            fail(f"--local talks to the bundled server: drop {' and '.join(named)}", 2)
+        if specs or given("deployments_file"):
+            fail("--local talks to the bundled server: drop --deployment / --deployments", 2)
         return None
     if len(named) > 1:
         fail(f"{' and '.join(named)} each choose the deployments: use one of them", 2)
@@ -226,9 +231,12 @@ def _local_by_default() -> bool:
     from ..server.backends._gguf import local_model_unavailable
 
     chosen = os.environ.get("GPROCHAT_BACKEND", "").strip().lower()
-    if chosen in ("local", "echo") or local_model_unavailable() is None:
+    if chosen in ("local", "echo"):
         return True
-    fail(NO_DEPLOYMENT, 2)
+    why_not = local_model_unavailable()
+    if why_not is None:
+        return True
+    fail(f"{NO_DEPLOYMENT}. The local model cannot run here: {why_not}", 2)
 
 
 def _local_model(model: str, served: list[str]) -> str:

@@ -2,8 +2,9 @@
 
 Each deployment gets one real, signed request ("Reply with OK."), with no retry and
 outside the failover registry; the connection is cut as soon as the first text
-arrives, so a model stops generating at once. ``GET /v1/models`` is asked too (a
-gprochat server's gateway names its model there; the GeminiProChat protocol cannot).
+arrives, so a model stops generating at once. A deployment that answered is also asked
+``GET /v1/models`` (a gprochat server's gateway names its model there; the GeminiProChat
+protocol cannot).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def deployments() -> None:
 
 @deployments.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--deployment", "specs", multiple=True, metavar="URL[,secret=KEY][,password=PW][,model=NAME]",
+@click.option("--deployment", "specs", multiple=True,
+              metavar="URL[,secret=KEY][,password=PW][,model=NAME]",
               help="A deployment to check (repeatable), instead of a file.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds to wait to connect and for the first text.")
@@ -87,7 +89,8 @@ def check(file: Optional[str], specs: tuple[str, ...], timeout: float, proxy: Op
             path = os.environ[DEPLOYMENTS_ENV_VAR].strip()
             listed = load_deployments(path, f"{DEPLOYMENTS_ENV_VAR}={path!r}")
         else:
-            fail(f"no deployments to check: give a FILE, --deployment URL,... or set {DEPLOYMENTS_ENV_VAR}", 2)
+            fail("no deployments to check: give a FILE, --deployment URL,... "
+                 f"or set {DEPLOYMENTS_ENV_VAR}", 2)
         resolve_proxy(proxy)
     except GPROChatError as exc:
         fail(str(exc), 2)
@@ -127,7 +130,9 @@ async def _probe(deployment: Deployment, seconds: float, proxy: Optional[str]) -
     finally:
         await texts.aclose()  # cut: the model need not finish the answer
     latency = round((time.monotonic() - started) * 1000)
-    model, source = await _served_model(deployment, password, seconds, proxy)
+    model, source = None, None
+    if status == "ok":  # a deployment that refused the probe is not asked again
+        model, source = await _served_model(deployment, password, seconds, proxy)
     if model is None and deployment.model:
         model, source = deployment.model, "declared"
     return Probe(deployment.display, status == "ok", status, latency, model, source, detail)
@@ -176,5 +181,5 @@ def _print_table(probes: list[Probe]) -> None:
         rows.append((probe.base_url, probe.status, latency, model, probe.detail))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
         click.echo("  ".join([*cells, row[4]]).rstrip())

@@ -84,7 +84,8 @@ class DeploymentState:
     """A ``clock()`` value; no request before it."""
     retired: Optional[str] = None
     """Why it is not used again (its credentials were refused), or ``None``."""
-    last_error: Optional[str] = None
+    last_failure: Optional[str] = None
+    """A few words on its last failure ("cannot connect", "answered 429 ...")."""
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,12 @@ class DeploymentRegistry:
         state.failures = 0
         state.cooling_until = 0.0
 
-    def failed(self, route: Route, error: GPROChatError, retry_after: Optional[float]) -> float:
+    def failed(self, route: Route, reason: str, retry_after: Optional[float]) -> float:
         """Record a failure; the cool-down it gives, in seconds."""
         state = self.state(route)
         with self._lock:
             state.failures += 1
-            state.last_error = str(error)
+            state.last_failure = reason
             if retry_after is not None:
                 seconds = min(max(retry_after, 0.0), MAX_RETRY_AFTER_COOLDOWN)
             else:
@@ -232,7 +233,8 @@ def _all_failed(
         else:
             cooling = reg.cooling_for(route)
             if cooling > 0:
-                reason = (f"{reason}; " if reason else "") + f"cooling down {cooling:.1f}s more"
+                reason = reason or f"{state.last_failure} earlier"
+                reason += f"; cooling down {cooling:.1f}s more"
         listed.append((route.display, reason or "not tried", error))
     count = len(routes)
     what = "the deployment" if count == 1 else f"any of the {count} deployments"
@@ -286,7 +288,7 @@ async def open_with_failover(
                         logger.warning("%s %s (this process will not use it again)",
                                        route.display, why.removesuffix("; not used again"))
                 else:
-                    seconds = reg.failed(route, exc, getattr(exc, "retry_after", None))
+                    seconds = reg.failed(route, reason, getattr(exc, "retry_after", None))
                     logger.info("%s %s; cooling it down for %.1fs", route.display, reason, seconds)
                 last = route
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Optional
 
 from .. import protocol
@@ -150,6 +151,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
             model, deployments = select_deployments(cls, model, deployments)
         if not messages:
             raise ProtocolError("messages is empty: pass at least one user message")
+        endpoint = cls._endpoint(kwargs.get("base_url")) if deployments is None else ""
         wire = wire_messages(messages, kwargs.get("history"), kwargs.get("max_history"))
         timeout = resolve_timeout(kwargs.get("timeout"))
         max_retries = resolve_max_retries(kwargs.get("max_retries"))
@@ -158,7 +160,9 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         on_answer = kwargs.get("on_answer")
         session = await pool.session(via)
 
-        async def attempt(endpoint: str, secret_key: str, password: Optional[str]) -> tuple[TextStream, Optional[str]]:
+        async def attempt(
+            endpoint: str, secret_key: str, password: Optional[str]
+        ) -> tuple[TextStream, Optional[str]]:
             # Signed afresh on every attempt: the timestamp is part of the signature.
             with translating(endpoint, timeout, via):  # a lone surrogate: ProtocolError
                 body = _JSON.encode(
@@ -195,29 +199,43 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
                 deadline=deadline,
                 reg=kwargs.get("registry"),
             )
-            if on_answer is not None:
-                on_answer(AnsweredBy(route.display, route.deployment.model or model, route.deployment))
-            return opened
+        else:
+            route = None
+            opened = await cls._open_single(endpoint, attempt, kwargs, max_retries, deadline)
+        if on_answer is not None:
+            try:
+                if route is not None:
+                    on_answer(AnsweredBy(route.display, route.deployment.model or model, route.deployment))
+                else:
+                    on_answer(AnsweredBy(endpoint.removesuffix(protocol.GENERATE_PATH), cls.get_model(model)))
+            except BaseException:
+                opened[0].close()
+                raise
+        return opened
 
-        endpoint = cls._endpoint(kwargs.get("base_url"))
+    @classmethod
+    async def _open_single(
+        cls,
+        endpoint: str,
+        attempt: Callable[[str, str, Optional[str]], Awaitable[tuple[TextStream, Optional[str]]]],
+        kwargs: dict[str, Any],
+        max_retries: int,
+        deadline: Optional[float],
+    ) -> tuple[TextStream, Optional[str]]:
+        """One deployment (``base_url``, the environment or the class): the seed's behaviour."""
         secret_key = cls._secret_key(kwargs.get("secret_key"))
         password = cls._password(kwargs.get("password"))
         if cls._is_the_dead_default(endpoint, kwargs.get("base_url")):
             # gprochat.com is gone: retrying it only makes the user wait for the same error.
             try:
-                opened = await attempt(endpoint, secret_key, password)
+                return await attempt(endpoint, secret_key, password)
             except (ConnectError, TimeoutError) as exc:
                 exc.args = (f"{exc}; {DEAD_DEFAULT_ADVICE}", *exc.args[1:])
                 raise
-        else:
-            # Retries cover the request up to its first text; what follows is never retried.
-            opened = await with_retries(
-                lambda: attempt(endpoint, secret_key, password), max_retries=max_retries, deadline=deadline
-            )
-        if on_answer is not None:
-            origin = endpoint.removesuffix(protocol.GENERATE_PATH)
-            on_answer(AnsweredBy(origin, cls.get_model(model), None))
-        return opened
+        # Retries cover the request up to its first text; what follows is never retried.
+        return await with_retries(
+            lambda: attempt(endpoint, secret_key, password), max_retries=max_retries, deadline=deadline
+        )
 
     @classmethod
     def _deployments(cls, kwargs: dict[str, Any]) -> Optional[list[Deployment]]:
