@@ -108,6 +108,10 @@ class ScriptedServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The server is closing (a stalling script): ending quietly here keeps asyncio
+            # from logging the cancelled handler as an error.
+            pass
         finally:
             self.disconnects += 1
             writer.close()

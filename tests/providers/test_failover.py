@@ -92,8 +92,8 @@ async def test_back_off_doubles_on_repeated_failures() -> None:
         clock.now += 3.9  # inside the 4 s
         await GPROChat.create_async("", HELLO, deployments=listed, registry=reg)
         assert fleet.count("failing") == 3 and fleet.count("healthy") == 4
-    [state] = [s for s in reg.states() if s.display == fleet.url("failing")]
-    assert state.failures == 3
+        [state] = [s for s in reg.states() if s.display == fleet.url("failing")]
+        assert state.failures == 3
 
 
 async def test_a_cut_after_the_first_text_is_reported_as_cut_never_completed_elsewhere() -> None:
