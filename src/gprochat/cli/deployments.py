@@ -37,11 +37,12 @@ from ..providers._http import get_json
 from ..providers._proxy import resolve_proxy
 from ..providers._session import pool
 from ..providers._timeouts import resolve_timeout
+from ..typing import Messages
 from ._common import fail
 
 __all__ = ["deployments"]
 
-PROBE = [{"role": "user", "content": "Reply with OK."}]
+PROBE: Messages = [{"role": "user", "content": "Reply with OK."}]
 
 
 @dataclass
