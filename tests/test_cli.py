@@ -119,6 +119,7 @@ def test_chat_with_no_deployment_uses_the_bundled_server() -> None:
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["deployment"] == "local" and record["answer"].endswith("Hi")
+    assert "no deployment chosen, so the bundled server answers" in result.stderr
 
 
 def test_deployments_check_probes_each_and_prints_a_table(tmp_path: Path) -> None:

@@ -231,10 +231,10 @@ def _local_by_default() -> bool:
     from ..server.backends._gguf import local_model_unavailable
 
     chosen = os.environ.get("GPROCHAT_BACKEND", "").strip().lower()
-    if chosen in ("local", "echo"):
-        return True
-    why_not = local_model_unavailable()
+    why_not = None if chosen in ("local", "echo") else local_model_unavailable()
     if why_not is None:
+        click.echo("gprochat: no deployment chosen, so the bundled server answers (as --local); "
+                   "--base-url, --deployment or --deployments choose one", err=True)
         return True
     fail(f"{NO_DEPLOYMENT}. The local model cannot run here: {why_not}", 2)
 
