@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -21,6 +22,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     connection: int
+    #: ``time.monotonic()`` when the request had arrived whole.
+    received: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body)

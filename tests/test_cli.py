@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from .processes import clean_env, free_port, run_cli, served
-from .scripted import FAULTS, Fleet
+from .scripted import FAULTS, Fleet, refusing_status
 
 ORDER = ["refusing", "rate-limited", "failing", "stalling", "wrong-key", "healthy"]
 
@@ -85,6 +85,23 @@ def test_chat_fails_over_across_deployments_and_answers_once() -> None:
         # The log names the deployment that answered.
         [record] = json.loads(run_cli("logs", "--json").stdout)
         assert record["deployment"] == fleet.url("healthy")
+
+
+def test_chat_waits_out_a_retry_after_and_never_asks_a_rejected_key_again() -> None:
+    """Two rounds (--max-retries 1): the 401 is not asked in the second, and the 429 is
+    asked again only once its Retry-After has passed (the order of the server's events)."""
+    scripts = {"wrong-key": FAULTS["wrong-key"],
+               "rate-limited": refusing_status(429, "Too many requests.", {"Retry-After": "1"})}
+    with Fleet(scripts).in_thread() as fleet:
+        result = run_cli("chat", "--deployment", fleet.url("wrong-key"), "--deployment",
+                         fleet.url("rate-limited"), "--max-retries", "1", "Hi")
+        assert result.returncode == 1
+        assert fleet.count("wrong-key") == 1 and fleet.count("rate-limited") == 2
+        first, second = fleet.servers["rate-limited"].requests
+        assert second.received - first.received >= 0.95
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: No answer from any of the 2 deployments")
+        assert "not used again" in last and last.endswith("(after 3 attempts)")
 
 
 def test_chat_reports_a_cut_answer_as_cut_from_a_deployments_file(tmp_path: Path) -> None:
