@@ -87,16 +87,15 @@ class Deployment:
     secret_key: Optional[str] = field(default=None, repr=False)
     password: Optional[str] = field(default=None, repr=False)
     model: Optional[str] = None
-    source: str = field(default="deployments", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str):
-            raise ConfigurationError(f"{self.source}: base_url={self.base_url!r} is not a string")
+            raise ConfigurationError(f"base_url={self.base_url!r} is not a string")
         for name in ("secret_key", "password", "model"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise ConfigurationError(f"{self.source}: {name}={value!r} is not a string")
-        check_base_url(self.base_url, f"{self.source}: base_url")
+                raise ConfigurationError(f"{name}={value!r} is not a string")
+        check_base_url(self.base_url)
 
     @property
     def endpoint(self) -> str:
@@ -139,7 +138,15 @@ def parse_deployment(spec: str, source: str = "--deployment") -> Deployment:
                 "goes in a deployments file)"
             )
         values[key] = value.strip()
-    return Deployment(url.strip(), source=f"{source} {url.strip()!r}", **values)
+    return _made(source, base_url=url.strip(), **values)
+
+
+def _made(source: str, **fields: Any) -> Deployment:
+    """A ``Deployment``, its errors prefixed with where it was written."""
+    try:
+        return Deployment(**fields)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: {exc}") from None
 
 
 def _from_mapping(item: Mapping[str, Any], source: str) -> Deployment:
@@ -151,7 +158,7 @@ def _from_mapping(item: Mapping[str, Any], source: str) -> Deployment:
         )
     if "base_url" not in item:
         raise ConfigurationError(f"{source}: base_url is missing")
-    return Deployment(**{name: item[name] for name in _FIELDS if name in item}, source=source)
+    return _made(source, **{name: item[name] for name in _FIELDS if name in item})
 
 
 # Parsed files by (path, mtime, size): the environment variable is read on every call.
