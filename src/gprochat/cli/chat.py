@@ -115,7 +115,7 @@ def chat(
     _show_retries()
     context = click.get_current_context()
     try:
-        deployments = _deployments(context, deployment_specs, deployments_file, base_url, local)
+        deployments = _deployments(context, deployment_specs, deployments_file, local)
         if deployments is not None:
             base_url = None
             select_deployments(GPROChat, model, deployments)
@@ -197,8 +197,7 @@ NO_DEPLOYMENT = (
 
 
 def _deployments(
-    context: click.Context, specs: tuple[str, ...], path: Optional[str], base_url: Optional[str],
-    local: bool,
+    context: click.Context, specs: tuple[str, ...], path: Optional[str], local: bool
 ) -> Optional[list[Deployment]]:
     """The deployment list the options name, or ``None`` (one --base-url, or --local).
 
