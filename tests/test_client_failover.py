@@ -25,7 +25,7 @@ from .scripted import FAULTS, Fleet
 
 HI = [{"role": "user", "content": "Hi"}]
 ORDER = ["refusing", "rate-limited", "failing", "stalling", "wrong-key", "healthy"]
-STALL = Timeout(connect=5, read=1.0)
+STALL = Timeout(connect=10, read=2.0)
 
 
 @pytest.fixture(autouse=True)
