@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -21,6 +22,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     connection: int
+    #: ``time.monotonic()`` when the request had arrived whole.
+    received: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -108,6 +111,10 @@ class ScriptedServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The server is closing (a stalling script): ending quietly here keeps asyncio
+            # from logging the cancelled handler as an error.
+            pass
         finally:
             self.disconnects += 1
             writer.close()
@@ -129,3 +136,118 @@ async def _read_request(reader: asyncio.StreamReader, connection: int) -> Option
     length = int(headers.get("content-length", "0"))
     body = await reader.readexactly(length) if length else b""
     return RecordedRequest(method, path, headers, body, connection)
+
+
+# -- upstreams for failover: one script per fault, and a fleet of them --------------------
+
+
+def answering(*pieces: str) -> Script:
+    """A good answer streamed in ``pieces``."""
+
+    async def script(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(head())
+        for piece in pieces:
+            writer.write(chunk(piece.encode()))
+            await writer.drain()
+        writer.write(LAST_CHUNK)
+
+    return script
+
+
+def refusing_status(status: int, message: str, headers: Optional[dict[str, str]] = None) -> Script:
+    """Every request answered ``status`` with the protocol's JSON error body."""
+    body = json.dumps({"error": {"message": message}}).encode()
+
+    async def script(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(full_response(status, body, headers))
+
+    return script
+
+
+async def stalling(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+    """Accepts the request and never answers (until the test ends)."""
+    await asyncio.sleep(3600)
+
+
+def cutting(first: str) -> Script:
+    """Starts an answer with ``first``, then drops the connection mid-body."""
+
+    async def script(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(head() + chunk(first.encode()))
+        await writer.drain()
+        writer.close()
+
+    return script
+
+
+def closed_url() -> str:
+    """A loopback URL nothing listens on: connections are refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+FAULTS: dict[str, Script] = {
+    "rate-limited": refusing_status(429, "Too many requests.", {"Retry-After": "2"}),
+    "failing": refusing_status(500, "The model crashed."),
+    "stalling": stalling,
+    "cutting": cutting("Half an ans"),
+    "wrong-key": refusing_status(401, "Invalid signature."),
+    "healthy": answering("The whole ", "answer."),
+}
+"""The issue's scripted upstreams by name (the refusing one is ``closed_url()``)."""
+
+
+class Fleet:
+    """Several scripted upstreams at once: ``fleet.url(name)``, ``fleet.count(name)``.
+
+    ``async with Fleet(names) as fleet:`` in a test's loop; ``with Fleet(names).in_thread()``
+    from synchronous tests (a CLI run as a process), on a loop of its own.
+    """
+
+    def __init__(self, scripts: dict[str, Script]) -> None:
+        self.scripts = scripts
+        self.servers: dict[str, ScriptedServer] = {}
+        self.refused = closed_url()
+
+    def url(self, name: str) -> str:
+        return self.refused if name == "refusing" else self.servers[name].base_url
+
+    def count(self, name: str) -> int:
+        """Requests the upstream ``name`` received."""
+        return len(self.servers[name].requests)
+
+    async def __aenter__(self) -> Fleet:
+        for name, script in self.scripts.items():
+            self.servers[name] = await ScriptedServer(script).__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for server in self.servers.values():
+            await server.__aexit__(None, None, None)
+
+    def in_thread(self) -> _FleetThread:
+        return _FleetThread(self)
+
+
+class _FleetThread:
+    def __init__(self, fleet: Fleet) -> None:
+        import threading
+
+        self.fleet = fleet
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Fleet:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.fleet.__aenter__(), self.loop).result(10)
+        return self.fleet
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fleet.__aexit__(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

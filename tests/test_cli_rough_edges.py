@@ -321,19 +321,22 @@ def test_ctrl_c_before_the_answer_starts_is_a_clean_exit_130(tmp_path: Path) -> 
 def test_an_unreachable_default_deployment_points_to_base_url_and_local(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """gprochat.com is gone: with no --base-url, a failed connection says what to use instead."""
+    """gprochat.com is gone: with no deployment chosen and no local model, chat fails at
+    once (no request, no retry) saying what to use instead."""
     from click.testing import CliRunner
 
     from gprochat.cli import main
 
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused, like a dead site
     monkeypatch.setattr(GPROChat, "api_endpoint", closed + "/api/generate")
-    monkeypatch.delenv("GPROCHAT_BASE_URL", raising=False)
+    for name in ("GPROCHAT_BASE_URL", "GPROCHAT_DEPLOYMENTS", "GPROCHAT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GPROCHAT_MODEL_PATH", str(tmp_path / "no-such-model.gguf"))
     monkeypatch.setenv("GPROCHAT_HOME", str(tmp_path))
     runner = CliRunner()
-    default = runner.invoke(main, ["chat", "--max-retries", "0", "Hi"])
-    assert default.exit_code == 1
-    assert "Cannot connect" in default.output
+    default = runner.invoke(main, ["chat", "Hi"])
+    assert default.exit_code == 2
+    assert "no deployment chosen" in default.output and "Cannot connect" not in default.output
     assert "--base-url" in default.output and "--local" in default.output
     # A deployment the user named is their own to fix: no advice about the default.
     named = runner.invoke(main, ["chat", "--max-retries", "0", "--base-url", closed, "Hi"])

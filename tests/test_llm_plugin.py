@@ -113,3 +113,20 @@ def test_llm_as_a_process_with_environment_settings(make_server: ServerFactory, 
                             capture_output=True, text=True, env=env, timeout=60)
     assert failed.returncode == 1
     assert "Invalid signature." in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_with_no_deployment_a_prompt_fails_at_once_with_advice() -> None:
+    """gprochat.com is gone: no request to it, no retries, and what to pass instead."""
+    with pytest.raises(llm.ModelError) as info:
+        llm.get_model("gprochat").prompt("Hi").text()
+    assert "-o base_url" in str(info.value) and "GPROCHAT_DEPLOYMENTS" in str(info.value)
+
+
+def test_a_deployments_file_is_failed_over(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(ServerConfig(secret_key="k3"))
+    file = tmp_path / "deployments.toml"
+    dead = "http://127.0.0.1:1"
+    file.write_text(f'[[deployment]]\nbase_url = "{dead}"\n\n'
+                    f'[[deployment]]\nbase_url = "{server.base_url}"\nsecret_key = "k3"\n')
+    text = llm.get_model("gprochat").prompt("Hi", deployments=str(file)).text()
+    assert text.endswith(": Hi")

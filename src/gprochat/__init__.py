@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .client import AsyncClient, Client
 from .errors import (
+    AllDeploymentsFailedError,
     APIStatusError,
     AuthenticationError,
     BackendError,
@@ -36,6 +37,7 @@ from .errors import (
 from .providers import (
     AsyncGeneratorProvider,
     BaseProvider,
+    Deployment,
     GPROChat,
     ProviderModelMixin,
     Timeout,
@@ -46,6 +48,7 @@ from .typing import AsyncResult, CreateResult, Messages
 __all__ = [
     "__version__",
     "GPROChat",
+    "Deployment",
     "Client",
     "AsyncClient",
     "AsyncGeneratorProvider",
@@ -67,6 +70,7 @@ __all__ = [
     "ProxyError",
     "TimeoutError",
     "IncompleteResponseError",
+    "AllDeploymentsFailedError",
     "APIStatusError",
     "BadRequestError",
     "AuthenticationError",

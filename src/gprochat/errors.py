@@ -13,6 +13,7 @@
     │   │   └── ProxyError                             the proxy refused or failed
     │   ├── TimeoutError            (also builtins.TimeoutError)  connect / read / total limit
     │   └── IncompleteResponseError                    the body was cut before its end
+    ├── AllDeploymentsFailedError                      no deployment of a list answered (each one's error)
     ├── APIStatusError                                 the server answered 4xx/5xx
     │   ├── BadRequestError              400
     │   ├── AuthenticationError          401
@@ -47,6 +48,7 @@ __all__ = [
     "ProxyError",
     "TimeoutError",
     "IncompleteResponseError",
+    "AllDeploymentsFailedError",
     "APIStatusError",
     "BadRequestError",
     "AuthenticationError",
@@ -145,6 +147,24 @@ class IncompleteResponseError(TransportError):
     def __init__(self, message: str, *, url: str | None = None, partial_text: str = "") -> None:
         super().__init__(message, url=url)
         self.partial_text = partial_text
+
+
+class AllDeploymentsFailedError(GPROChatError):
+    """No deployment of the list could answer (``deployments=``, ``--deployment``, a file).
+
+    ``failures`` lists, in the order tried, ``(deployment, reason, error)``: the
+    deployment's URL (without credentials), a short reason ("cannot connect", "429,
+    cooling down 2s", "401 Invalid signature., not used again") and the exception it
+    raised (``None`` when it was skipped: retired or still cooling down from an earlier
+    request). Never raised after text was yielded: a cut answer stays an
+    ``IncompleteResponseError``.
+    """
+
+    def __init__(
+        self, message: str, *, failures: list[tuple[str, str, GPROChatError | None]]
+    ) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class APIStatusError(GPROChatError):

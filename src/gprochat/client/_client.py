@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any, Literal, Optional, TypeVar, Union, overload
 
 from .._streams import aclose
-from ..errors import UnsupportedParameterError
+from ..errors import ConfigurationError, UnsupportedParameterError
 from ..openai.builder import CompletionBuilder, estimate_usage, stream_chunks
 from ..openai.params import (
     IGNORED_PARAMETERS,
@@ -23,6 +23,8 @@ from ..openai.params import (
 )
 from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..providers import GPROChat
+from ..providers._deployments import Deployment, DeploymentsSetting, resolve_deployments, select_deployments
+from ..providers._failover import AnsweredBy
 from ..providers._proxy import resolve_proxy
 from ..providers._retry import resolve_max_retries
 from ..providers._sync import iterate_in_background, run_in_background
@@ -45,12 +47,28 @@ class _Settings:
         # without a scheme or a bad timeout fails where it is written, not at a later call.
         if options.get("base_url"):
             provider._endpoint(options["base_url"])
+        if options.get("deployments") is not None:
+            if options.get("base_url"):
+                raise ConfigurationError(
+                    "pass either base_url= (one deployment) or deployments= (several), not both"
+                )
+            # Read (and a file parsed) once, here: every request uses the same list.
+            options["deployments"] = resolve_deployments(options["deployments"])
         if options.get("timeout") is not None:
             resolve_timeout(options["timeout"])
         if options.get("max_retries") is not None:
             resolve_max_retries(options["max_retries"])
         if options.get("proxy"):
             resolve_proxy(options["proxy"])
+
+    def deployments(self) -> Optional[list[Deployment]]:
+        """The client's deployment list, else ``GPROCHAT_DEPLOYMENTS``'s (when no base_url)."""
+        if self.options.get("deployments") is not None:
+            listed: list[Deployment] = self.options["deployments"]
+            return listed
+        if self.options.get("base_url"):
+            return None
+        return self.provider._deployments({})
 
     def provider_kwargs(self, timeout: Any) -> dict[str, Any]:
         options = dict(self.options)
@@ -80,19 +98,29 @@ class _Request:
             )
         check_parameters(params)
         self.messages = normalize_messages(messages)
-        self.model = settings.provider.get_model(model)
+        deployments = settings.deployments()
+        if deployments is None:
+            self.model = settings.provider.get_model(model)
+        else:
+            self.model = select_deployments(settings.provider, model, deployments)[0]
+        self.requested = model
         options = params.get("stream_options") or {}
         self.include_usage = bool(options.get("include_usage"))
         self.provider = settings.provider
         self.kwargs = settings.provider_kwargs(params.get("timeout"))
+        self.kwargs["on_answer"] = self._answered
+
+    def _answered(self, answered: AnsweredBy) -> None:
+        # The answer's ``model``: what the deployment that answered declares, else the
+        # name asked for (the GeminiProChat protocol does not say which model answered).
+        self.model = answered.model
 
     def texts(self) -> AsyncIterator[str]:
-        return self.provider.create_async_generator(self.model, list(self.messages), **self.kwargs)
+        return self.provider.create_async_generator(self.requested, list(self.messages), **self.kwargs)
 
     async def completion(self) -> ChatCompletion:
-        builder = CompletionBuilder(self.model)
         text = "".join([chunk async for chunk in self.texts()])
-        return builder.completion(text, estimate_usage(self.messages, text))
+        return CompletionBuilder(self.model).completion(text, estimate_usage(self.messages, text))
 
     async def open_stream(self) -> AsyncIterator[ChatCompletionChunk]:
         """The chunk stream, after the first text arrived, so errors raise at ``create``."""
@@ -174,14 +202,23 @@ class _Models:
     def __init__(self, settings: _Settings) -> None:
         self._settings = settings
 
+    def _names(self) -> list[str]:
+        names = self._settings.provider.get_models()
+        declared = [d.model for d in self._settings.deployments() or [] if d.model]
+        return names + [name for name in dict.fromkeys(declared) if name not in names]
+
     def _page(self) -> SyncPage[Model]:
         return SyncPage[Model](
-            data=[Model(id=name, created=0, owned_by="gprochat")
-                  for name in self._settings.provider.get_models()]
+            data=[Model(id=name, created=0, owned_by="gprochat") for name in self._names()]
         )
 
     def _retrieve(self, model: str) -> Model:
-        return Model(id=self._settings.provider.get_model(model), created=0, owned_by="gprochat")
+        deployments = self._settings.deployments()
+        if deployments is None:
+            name = self._settings.provider.get_model(model)
+        else:
+            name = select_deployments(self._settings.provider, model, deployments)[0]
+        return Model(id=name, created=0, owned_by="gprochat")
 
 
 class Models(_Models):
@@ -277,6 +314,7 @@ class _BaseClient:
         base_url: Optional[str] = None,
         secret_key: Optional[str] = None,
         password: Optional[str] = None,
+        deployments: DeploymentsSetting = None,
         proxy: Optional[str] = None,
         timeout: Optional[Any] = None,
         max_retries: Optional[int] = None,
@@ -288,6 +326,7 @@ class _BaseClient:
             "base_url": base_url,
             "secret_key": secret_key,
             "password": password,
+            "deployments": deployments,
             "proxy": proxy,
             "timeout": timeout,
             "max_retries": max_retries,
@@ -323,7 +362,10 @@ class Client(_BaseClient):
     ``client.chat.completions.create(model=..., messages=[...], stream=False|True)`` and
     ``client.models.list()``. Settings left ``None`` fall back to the provider's
     (environment variables ``GPROCHAT_BASE_URL``, ``GPROCHAT_SECRET_KEY``,
-    ``GPROCHAT_PASSWORD``, then gprochat.com). Works in scripts and inside a thread
+    ``GPROCHAT_PASSWORD``, ``GPROCHAT_DEPLOYMENTS``, then gprochat.com). Several
+    deployments, failed over before the first text:
+    ``Client(deployments=[Deployment(base_url=...), {"base_url": ...}])`` or a TOML
+    file's path (see docs/router.md). Works in scripts and inside a thread
     whose event loop is running (Jupyter). Conversations go as real turns
     (``history="native"``, as the GeminiProChat web app sends them); pass
     ``history="flatten"`` for g4f's single flattened prompt.

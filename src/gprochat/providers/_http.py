@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -35,7 +36,7 @@ from ..protocol import parse_error_body, parse_retry_after
 from ._proxy import Proxy
 from ._timeouts import Timeout
 
-__all__ = ["TextStream", "open_text_stream", "one_line", "translate_error", "translating"]
+__all__ = ["TextStream", "get_json", "open_text_stream", "one_line", "translate_error", "translating"]
 
 _MAX_ERROR_BODY = 64 * 1024
 # How much of a streamed answer is kept for IncompleteResponseError.partial_text.
@@ -361,6 +362,34 @@ async def open_text_stream(
             raise await _error_from(response, url)
         finally:
             response.close()
+
+async def get_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    proxy: Optional[Proxy],
+    timeout: Timeout,
+) -> object:
+    """GET ``url``: its JSON body, or the error its status means (``ProtocolError`` if not JSON)."""
+    proxy_url, proxy_auth = proxy.http_settings() if proxy else (None, None)
+    if proxy_auth:
+        headers = {**headers, **proxy_auth}
+    with _Translating(_Call(url, timeout, proxy)):
+        response = await session.get(
+            url, headers=headers, proxy=proxy_url, timeout=timeout.for_attempt(timeout.total)
+        )
+        try:
+            if response.status >= 400:
+                raise await _error_from(response, url)
+            raw = await response.content.read(_MAX_ERROR_BODY)
+        finally:
+            response.close()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"{url} did not answer JSON") from exc
+
 
 async def _error_from(response: aiohttp.ClientResponse, url: str) -> GPROChatError:
     raw = await response.content.read(_MAX_ERROR_BODY)

@@ -5,11 +5,26 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Optional
 
 from .. import protocol
-from ..errors import ConfigurationError, IncompleteResponseError, ProtocolError
+from ..errors import (
+    ConfigurationError,
+    ConnectError,
+    IncompleteResponseError,
+    ProtocolError,
+    TimeoutError,
+)
 from ..typing import AsyncResult, Messages
+from ._deployments import (
+    Deployment,
+    check_base_url,
+    deployments_from_environment,
+    resolve_deployments,
+    select_deployments,
+)
+from ._failover import AnsweredBy, Route, open_with_failover
 from ._history import wire_messages
 from ._http import TextStream, open_text_stream, translating
 from ._proxy import resolve_proxy
@@ -19,13 +34,19 @@ from ._sync import register_shutdown, run_if_started
 from ._timeouts import resolve_timeout
 from .base import AsyncGeneratorProvider, ProviderModelMixin
 
-__all__ = ["GPROChat"]
+__all__ = ["GPROChat", "DEAD_DEFAULT_ADVICE"]
 
 USER_AGENT = "gprochat/0.1 (+aiohttp)"
 
 # json.dumps(..., ensure_ascii=False) builds a new JSONEncoder on every call (only
 # the default arguments have a shared one): made once, the same bytes.
 _JSON = json.JSONEncoder(ensure_ascii=False)
+
+DEAD_DEFAULT_ADVICE = (
+    "gprochat.com, the default deployment, is gone: pass base_url= or deployments= "
+    "(or set GPROCHAT_BASE_URL or GPROCHAT_DEPLOYMENTS) to a GeminiProChat deployment, "
+    "or run `gprochat serve` and use its URL"
+)
 
 
 class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
@@ -123,21 +144,25 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         cls, model: str, messages: Messages, proxy: Optional[str], kwargs: dict[str, Any]
     ) -> tuple[TextStream, Optional[str]]:
         """Check the call's settings, post the request; its stream and first text."""
-        cls.get_model(model)
+        deployments = cls._deployments(kwargs)
+        if deployments is None:
+            cls.get_model(model)
+        else:
+            model, deployments = select_deployments(cls, model, deployments)
         if not messages:
             raise ProtocolError("messages is empty: pass at least one user message")
-        endpoint = cls._endpoint(kwargs.get("base_url"))
+        endpoint = cls._endpoint(kwargs.get("base_url")) if deployments is None else ""
         wire = wire_messages(messages, kwargs.get("history"), kwargs.get("max_history"))
-        secret_key = cls._secret_key(kwargs.get("secret_key"))
-        password = cls._password(kwargs.get("password"))
         timeout = resolve_timeout(kwargs.get("timeout"))
         max_retries = resolve_max_retries(kwargs.get("max_retries"))
         via = resolve_proxy(proxy)
-        headers = cls._headers(endpoint)
         deadline = time.monotonic() + timeout.total if timeout.total else None
+        on_answer = kwargs.get("on_answer")
         session = await pool.session(via)
 
-        async def attempt() -> tuple[TextStream, Optional[str]]:
+        async def attempt(
+            endpoint: str, secret_key: str, password: Optional[str]
+        ) -> tuple[TextStream, Optional[str]]:
             # Signed afresh on every attempt: the timestamp is part of the signature.
             with translating(endpoint, timeout, via):  # a lone surrogate: ProtocolError
                 body = _JSON.encode(
@@ -150,7 +175,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
                 session,
                 endpoint,
                 body,
-                headers=headers,
+                headers=cls._headers(endpoint),
                 proxy=via,
                 timeout=timeout,
                 remaining=remaining,
@@ -161,8 +186,80 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
                 stream.close()
                 raise
 
+        if deployments is not None:
+            routes = [
+                Route(d, cls._secret_key(d.secret_key or kwargs.get("secret_key")),
+                      cls._password(d.password or kwargs.get("password")))
+                for d in deployments
+            ]
+            route, opened = await open_with_failover(
+                routes,
+                lambda r: attempt(r.deployment.endpoint, r.secret_key, r.password),
+                max_retries=max_retries,
+                deadline=deadline,
+                reg=kwargs.get("registry"),
+            )
+        else:
+            route = None
+            opened = await cls._open_single(endpoint, attempt, kwargs, max_retries, deadline)
+        if on_answer is not None:
+            try:
+                if route is not None:
+                    on_answer(AnsweredBy(route.display, route.deployment.model or model, route.deployment))
+                else:
+                    on_answer(AnsweredBy(endpoint.removesuffix(protocol.GENERATE_PATH), cls.get_model(model)))
+            except BaseException:
+                opened[0].close()
+                raise
+        return opened
+
+    @classmethod
+    async def _open_single(
+        cls,
+        endpoint: str,
+        attempt: Callable[[str, str, Optional[str]], Awaitable[tuple[TextStream, Optional[str]]]],
+        kwargs: dict[str, Any],
+        max_retries: int,
+        deadline: Optional[float],
+    ) -> tuple[TextStream, Optional[str]]:
+        """One deployment (``base_url``, the environment or the class): the seed's behaviour."""
+        secret_key = cls._secret_key(kwargs.get("secret_key"))
+        password = cls._password(kwargs.get("password"))
+        if cls._is_the_dead_default(endpoint, kwargs.get("base_url")):
+            # gprochat.com is gone: retrying it only makes the user wait for the same error.
+            try:
+                return await attempt(endpoint, secret_key, password)
+            except (ConnectError, TimeoutError) as exc:
+                exc.args = (f"{exc}; {DEAD_DEFAULT_ADVICE}", *exc.args[1:])
+                raise
         # Retries cover the request up to its first text; what follows is never retried.
-        return await with_retries(attempt, max_retries=max_retries, deadline=deadline)
+        return await with_retries(
+            lambda: attempt(endpoint, secret_key, password), max_retries=max_retries, deadline=deadline
+        )
+
+    @classmethod
+    def _deployments(cls, kwargs: dict[str, Any]) -> Optional[list[Deployment]]:
+        """The call's deployment list: ``deployments=``, else ``GPROCHAT_DEPLOYMENTS`` when
+        no ``base_url=`` is given; ``None`` for the single-deployment settings."""
+        value = kwargs.get("deployments")
+        if value is not None:
+            if kwargs.get("base_url"):
+                raise ConfigurationError(
+                    "pass either base_url= (one deployment) or deployments= (several), not both"
+                )
+            return resolve_deployments(value)
+        if kwargs.get("base_url"):
+            return None
+        return deployments_from_environment()
+
+    @classmethod
+    def _is_the_dead_default(cls, endpoint: str, base_url: Optional[str]) -> bool:
+        return (
+            not base_url
+            and not os.environ.get("GPROCHAT_BASE_URL")
+            and cls.api_endpoint == GPROChat.api_endpoint
+            and endpoint == GPROChat.api_endpoint
+        )
 
     # -- pooled connections -------------------------------------------------------------
 
@@ -200,15 +297,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         if not base_url and os.environ.get("GPROCHAT_BASE_URL"):
             base_url, source = os.environ["GPROCHAT_BASE_URL"], "GPROCHAT_BASE_URL"
         if base_url:
-            if not base_url.lower().startswith(("http://", "https://")):
-                hint = base_url.split("://", 1)[-1].strip("/") or "host:port"
-                raise ConfigurationError(
-                    f"{source}={base_url!r} is not an http:// or https:// URL: "
-                    f"write the scheme too, e.g. http://{hint}"
-                )
-            if not base_url.split("://", 1)[1].strip("/"):
-                raise ConfigurationError(f"{source}={base_url!r} has no host: e.g. http://host:port")
-            return base_url.rstrip("/") + protocol.GENERATE_PATH
+            return check_base_url(base_url, source)
         if cls.api_endpoint == GPROChat.api_endpoint and cls.url != GPROChat.url:
             # A subclass that set only ``url`` means that deployment's endpoint.
             return cls.url.rstrip("/") + protocol.GENERATE_PATH
