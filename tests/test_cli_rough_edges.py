@@ -297,6 +297,27 @@ def test_chat_local_refuses_a_bad_setting_in_one_line(variable: str, value: str,
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def _wait_until_reading_stdin(pid: int, timeout: float = 120) -> None:
+    """Wait for the event, not a guessed delay: the process blocked in read(0, ...).
+
+    /proc/PID/syscall names the system call a sleeping process is in (read is 0 on
+    x86_64, 63 on aarch64) and its first argument (the file descriptor).
+    """
+    read_numbers = {"0", "63"} if os.uname().machine in ("x86_64", "aarch64") else set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        except OSError:
+            fields = []
+        if not read_numbers or (len(fields) > 1 and fields[0] in read_numbers and fields[1] == "0x0"):
+            if not read_numbers:
+                time.sleep(5)  # no way to see the call here: fall back to a generous delay
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never blocked reading standard input")
+
+
 def test_ctrl_c_before_the_answer_starts_is_a_clean_exit_130(tmp_path: Path) -> None:
     """Here while standard input is still being read (a pipe that has not ended): one
     line and status 130, as Ctrl-C during an answer gives, not click's 'Aborted!' and 1."""
@@ -306,7 +327,7 @@ def test_ctrl_c_before_the_answer_starts_is_a_clean_exit_130(tmp_path: Path) -> 
         env=clean_env(GPROCHAT_HOME=str(tmp_path)), text=True,
     )
     try:
-        time.sleep(2)  # it is blocked reading stdin, which stays open
+        _wait_until_reading_stdin(process.pid)  # the pipe stays open: it blocks there
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
