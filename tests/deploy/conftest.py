@@ -18,10 +18,10 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -67,19 +67,24 @@ def unit_command() -> list[str]:
     return argv[1:]
 
 
-def start_gprochat(*extra: str) -> WebServer:
-    """``gprochat serve`` as the unit runs it, on a free port, plus ``extra`` flags."""
+def unit_serve_flags() -> list[str]:
+    """The unit's ``gprochat serve`` flags, without ``--host`` and ``--port`` (checked)."""
     args = unit_command()
     assert args[0] == "serve", args
     serve_args = args[1:]
-    # WebServer gives --host 127.0.0.1 and a free --port itself: take the unit's out.
     for index in range(len(serve_args) - len(UNIT_LISTEN) + 1):
         if tuple(serve_args[index:index + len(UNIT_LISTEN)]) == UNIT_LISTEN:
             del serve_args[index:index + len(UNIT_LISTEN)]
             break
     else:
         raise AssertionError(f"the unit no longer listens on {UPSTREAM}: {args}")
-    return WebServer(*serve_args, *extra)
+    return serve_args
+
+
+def start_gprochat(*extra: str) -> WebServer:
+    """``gprochat serve`` as the unit runs it, on a free port, plus ``extra`` flags."""
+    # WebServer gives --host 127.0.0.1 and a free --port itself.
+    return WebServer(*unit_serve_flags(), *extra)
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,11 @@ class Proxy:
 
     name: str
 
-    def __init__(self, backend: WebServer, certificate: Certificate) -> None:
+    def __init__(self, backend: Any, certificate: Certificate, changes: dict[str, str] | None = None) -> None:
+        """``backend`` has ``port`` and ``base_url``; ``changes`` alter the shipped file further."""
         self.backend = backend
         self.certificate = certificate
+        self.changes = changes or {}
         self.folder = Path(tempfile.mkdtemp(prefix=f"gprochat-{self.name}-"))
         self.http_port = free_port()
         self.https_port = free_port()
@@ -172,6 +179,7 @@ class Nginx(Proxy):
             "listen [::]:443 ssl http2;": "",
             "/etc/letsencrypt/live/chat.example.org/fullchain.pem": str(self.certificate.cert),
             "/etc/letsencrypt/live/chat.example.org/privkey.pem": str(self.certificate.key),
+            **self.changes,
         })
         (self.folder / "site.conf").write_text(site)
         temp = "\n".join(f"    {kind}_temp_path {self.folder}/{kind};"
@@ -204,6 +212,7 @@ class Caddy(Proxy):
             "chat.example.org {": (f"https://127.0.0.1:{self.https_port} {{\n"
                                    f"\ttls {self.certificate.cert} {self.certificate.key}"),
             f"reverse_proxy {UPSTREAM} {{": f"reverse_proxy 127.0.0.1:{self.backend.port} {{",
+            **self.changes,
         })
         config = self.folder / "Caddyfile"
         config.write_text(f"""{{

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from html.parser import HTMLParser
-from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -21,7 +20,7 @@ import aiohttp
 from gprochat.server.backends.echo import EchoBackend
 
 from ..server.helpers import error_message, signed
-from .conftest import PREFIX, Proxy
+from .conftest import PREFIX, Certificate, Nginx, Proxy, require, start_gprochat
 
 Deployment = Callable[..., Proxy]
 
@@ -44,22 +43,46 @@ def streams_in_flight(proxy: Proxy) -> int:
         return int(json.load(response)["streams_in_flight"])
 
 
-async def test_an_answer_streams_through_the_proxy_unbuffered(deployment: Deployment) -> None:
-    proxy = deployment(*SLOW)
+async def _first_chunk_and_answer(proxy: Proxy) -> tuple[int, bytes, str]:
+    """Streams in flight in gprochat when the first chunk came through; that chunk; the answer."""
     async with client(proxy) as session, session.post(
         proxy.site_url + "/api/generate", data=json.dumps(signed(MESSAGE)),
         headers={"Content-Type": "text/plain;charset=UTF-8"},
     ) as response:
         assert response.status == 200, await response.text()
         first = await response.content.readany()
-        # The first chunk is here while gprochat is still generating the rest.
+        # Asked of gprochat itself, not through the proxy.
         in_flight_at_first_chunk = streams_in_flight(proxy)
         rest = await response.read()
-    answer = (first + rest).decode()
+    return in_flight_at_first_chunk, first, (first + rest).decode()
+
+
+async def test_an_answer_streams_through_the_proxy_unbuffered(deployment: Deployment) -> None:
+    proxy = deployment(*SLOW)
+    in_flight_at_first_chunk, first, answer = await _first_chunk_and_answer(proxy)
     assert answer == EchoBackend.PREFIX + MESSAGE
     assert first and MESSAGE not in first.decode()
+    # The first chunk is here while gprochat is still generating the rest.
     assert in_flight_at_first_chunk == 1
     assert streams_in_flight(proxy) == 0
+
+
+async def test_the_streaming_check_tells_a_buffering_proxy(certificate: Certificate) -> None:
+    require("nginx", "nginx-light")
+    backend = start_gprochat(*SLOW)
+    try:
+        proxy = Nginx(backend, certificate, changes={
+            "proxy_buffering off;": "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;",
+        })
+        try:
+            in_flight_at_first_chunk, _, answer = await _first_chunk_and_answer(proxy)
+        finally:
+            proxy.stop()
+    finally:
+        backend.stop()
+    assert answer == EchoBackend.PREFIX + MESSAGE
+    # Buffered: nothing came through before gprochat had written the whole answer.
+    assert in_flight_at_first_chunk == 0
 
 
 async def test_the_gateway_streams_through_the_prefix_unbuffered(deployment: Deployment) -> None:
@@ -67,8 +90,9 @@ async def test_the_gateway_streams_through_the_prefix_unbuffered(deployment: Dep
     async with client(proxy) as session:
         async with session.get(proxy.site_url + "/v1/models") as response:
             assert response.status == 200
-            assert (await response.json())["object"] == "list"
-        request = {"model": "", "stream": True, "messages": [{"role": "user", "content": MESSAGE}]}
+            models = await response.json()
+        request = {"model": models["data"][0]["id"], "stream": True,
+                   "messages": [{"role": "user", "content": MESSAGE}]}
         async with session.post(proxy.site_url + "/v1/chat/completions", json=request) as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -132,8 +156,9 @@ async def test_the_page_and_every_asset_it_references_load_under_the_prefix(
                             re.findall(rb"""from\s+["'](\.{1,2}/[^"']+)["']""", body)
                             for name in [name.decode()]]
             if url.endswith(".css"):
+                # KaTeX lists .woff and .ttf fallbacks that no browser needs; only .woff2 ships.
                 pending += [urljoin(url, name.decode()) for name in
-                            re.findall(rb"url\(([^)\"':]+)\)", body)]
+                            re.findall(rb"url\(([^)\"':]+\.(?:woff2|svg|png))\)", body)]
     assert sum(url.endswith(".js") for url in seen) >= 8
     assert any(url.endswith(".woff2") for url in seen)
 
