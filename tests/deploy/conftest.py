@@ -129,11 +129,16 @@ class Proxy:
         self.https_port = free_port()
         self.url = f"https://127.0.0.1:{self.https_port}"
         self.site_url = self.url + PREFIX.rstrip("/")
-        self.log = self.folder / "output.log"
-        self._output = self.log.open("wb")
-        self.process = subprocess.Popen(self.command(), stdout=self._output, stderr=subprocess.STDOUT,
+        command = self.command()
+        self._output = (self.folder / "output.log").open("wb")
+        self.process = subprocess.Popen(command, stdout=self._output, stderr=subprocess.STDOUT,
                                         env=self.environment(), cwd=self.folder)
-        self._wait_listening()
+        try:
+            self._wait_listening()
+        except Exception as exc:
+            logs = self.logs()
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start ({exc}):\n{logs}") from exc
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -149,13 +154,13 @@ class Proxy:
         for port in (self.http_port, self.https_port):
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()}")
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"{self.name} does not listen on {port}:\n{self.logs()}") from None
+                        raise RuntimeError(f"{self.name} does not listen on {port}") from None
                     time.sleep(0.05)
 
     def stop(self) -> None:
