@@ -119,16 +119,19 @@ class Proxy:
 
     name: str
 
-    def __init__(self, backend: Any, certificate: Certificate, changes: dict[str, str] | None = None) -> None:
-        """``backend`` has ``port`` and ``base_url``; ``changes`` alter the shipped file further."""
+    def __init__(self, backend: Any, certificate: Certificate, changes: dict[str, str] | None = None,
+                 prefix: str = PREFIX) -> None:
+        """``backend`` has ``port`` and ``base_url``; ``changes`` alter the shipped file further
+        (then the site may be at another ``prefix``)."""
         self.backend = backend
         self.certificate = certificate
         self.changes = changes or {}
+        self.prefix = prefix
         self.folder = Path(tempfile.mkdtemp(prefix=f"gprochat-{self.name}-"))
         self.http_port = free_port()
         self.https_port = free_port()
         self.url = f"https://127.0.0.1:{self.https_port}"
-        self.site_url = self.url + PREFIX.rstrip("/")
+        self.site_url = self.url + prefix.rstrip("/")
         command = self.command()
         self._output = (self.folder / "output.log").open("wb")
         self.process = subprocess.Popen(command, stdout=self._output, stderr=subprocess.STDOUT,
@@ -239,6 +242,19 @@ class Caddy(Proxy):
 
 PROXIES: dict[str, type[Proxy]] = {"nginx": Nginx, "caddy": Caddy}
 
+#: The edits docs/deploy.md gives for serving the site at the root instead of /chat/.
+AT_THE_ROOT = {
+    "nginx": {
+        "    location = /chat {\n        return 301 /chat/;\n    }\n": "",
+        "location /chat/ {": "location / {",
+        "proxy_pass http://gprochat/;": "proxy_pass http://gprochat;",
+    },
+    "caddy": {
+        "\tredir /chat /chat/ 301\n": "",
+        "handle_path /chat/* {": "handle {",
+    },
+}
+
 
 @pytest.fixture(params=sorted(PROXIES))
 def proxy_kind(request: pytest.FixtureRequest) -> type[Proxy]:
@@ -249,13 +265,17 @@ def proxy_kind(request: pytest.FixtureRequest) -> type[Proxy]:
 
 @pytest.fixture
 def deployment(proxy_kind: type[Proxy], certificate: Certificate) -> Iterator[Callable[..., Proxy]]:
-    """``deployment(*serve_flags)`` -> gprochat as the unit runs it, behind the proxy."""
+    """``deployment(*serve_flags, at_the_root=False)`` -> gprochat as the unit runs it, behind
+    the proxy (the site under /chat/, or at the root as docs/deploy.md says how)."""
     started: list[Any] = []
 
-    def start(*flags: str) -> Proxy:
+    def start(*flags: str, at_the_root: bool = False) -> Proxy:
         backend = start_gprochat(*flags)
         started.append(backend)
-        proxy = proxy_kind(backend, certificate)
+        if at_the_root:
+            proxy = proxy_kind(backend, certificate, AT_THE_ROOT[proxy_kind.name], prefix="/")
+        else:
+            proxy = proxy_kind(backend, certificate)
         started.append(proxy)
         return proxy
 

@@ -123,15 +123,10 @@ class _References(HTMLParser):
                 self.assets = value
 
 
-async def test_the_page_and_every_asset_it_references_load_under_the_prefix(
-    deployment: Deployment,
-) -> None:
-    proxy = deployment("--backend", "echo")
+async def _check_the_page_and_every_asset_it_references(proxy: Proxy) -> set[str]:
+    """Load the page through ``proxy``, then every URL it refers to; the URLs loaded."""
     page_url = proxy.site_url + "/"
     async with client(proxy) as session:
-        async with session.get(proxy.site_url, allow_redirects=False) as response:
-            assert response.status in (301, 308)
-            assert urljoin(proxy.site_url, response.headers["Location"]) == page_url
         async with session.get(page_url) as response:
             assert response.status == 200
             page = await response.text()
@@ -147,7 +142,7 @@ async def test_the_page_and_every_asset_it_references_load_under_the_prefix(
             if url in seen:
                 continue
             seen.add(url)
-            assert urlsplit(url).path.startswith(PREFIX), url
+            assert urlsplit(url).path.startswith(proxy.prefix), url
             async with session.get(url) as response:
                 assert response.status == 200, url
                 body = await response.read()
@@ -161,6 +156,27 @@ async def test_the_page_and_every_asset_it_references_load_under_the_prefix(
                             re.findall(rb"url\(([^)\"':]+\.(?:woff2|svg|png))\)", body)]
     assert sum(url.endswith(".js") for url in seen) >= 8
     assert any(url.endswith(".woff2") for url in seen)
+    return seen
+
+
+async def test_the_page_and_every_asset_it_references_load_under_the_prefix(
+    deployment: Deployment,
+) -> None:
+    proxy = deployment("--backend", "echo")
+    async with client(proxy) as session, session.get(proxy.site_url, allow_redirects=False) as response:
+        assert response.status in (301, 308)
+        assert urljoin(proxy.site_url, response.headers["Location"]) == proxy.site_url + "/"
+    seen = await _check_the_page_and_every_asset_it_references(proxy)
+    assert all(urlsplit(url).path.startswith(PREFIX) for url in seen)
+
+
+async def test_the_site_at_the_root_as_the_guide_says(deployment: Deployment) -> None:
+    proxy = deployment(*SLOW, at_the_root=True)
+    assert proxy.site_url == proxy.url
+    await _check_the_page_and_every_asset_it_references(proxy)
+    in_flight_at_first_chunk, _, answer = await _first_chunk_and_answer(proxy)
+    assert answer == EchoBackend.PREFIX + MESSAGE
+    assert in_flight_at_first_chunk == 1
 
 
 async def test_plain_http_is_redirected_to_https(deployment: Deployment) -> None:
