@@ -7,8 +7,10 @@ distinct clients, as it would on the internet.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -218,5 +220,8 @@ async def test_rate_limits_follow_the_proxied_client_and_ignore_spoofed_addresse
     for forged in ("203.0.113.1", "203.0.113.2"):
         assert (await _generate(proxy, mallory, {"X-Forwarded-For": forged}, direct=True))[0] == 200
     assert (await _generate(proxy, mallory, {"X-Forwarded-For": "203.0.113.3"}, direct=True))[0] == 429
-    clients = [entry["client"] for entry in proxy.backend.access_log("/api/generate")]
-    assert clients == [alice] * 4 + [bob] + [mallory] * 3
+    # Each access-log line is written just after its answer is sent: wait for the eighth.
+    deadline = time.monotonic() + 30
+    while len(entries := proxy.backend.access_log("/api/generate")) < 8 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert [entry["client"] for entry in entries] == [alice] * 4 + [bob] + [mallory] * 3
