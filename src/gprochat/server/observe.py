@@ -21,6 +21,7 @@ from typing import Any, Optional
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .backends.router import ANSWERED_BY
 from .guard import Network, client_address_of_scope
 from .logs import access_logger
 from .metrics import ServerMetrics
@@ -139,5 +140,8 @@ class ObserveMiddleware:
         }
         if first_byte is not None:
             extra["ttfb_ms"] = round(first_byte * 1000, 1)
+        deployment = ANSWERED_BY.get()
+        if deployment is not None:
+            extra["deployment"] = deployment  # the router's deployment that answered
         access_logger.info("%s %s %s", method, route, status or "-", extra=extra)
 

@@ -112,8 +112,10 @@ def announce(config: ServerConfig, sock: socket.socket) -> None:
     address = sock.getsockname()
     host, port = address[0], address[1]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    backend = config.backend
+    backend = config.backend if config.router is None else "router"
     answers = f"{backend} backend"
+    if config.router is not None:
+        answers = f"router over {len(config.router['models'])} model(s)"
     if config.relay_url:
         answers += f"; gateway relays to {config.relay_url}"
     workers = config.workers
