@@ -7,6 +7,7 @@ answerable request is answered exactly once, from one deployment, on both routes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from gprochat.server import ServerConfig
 from ...conftest import ServerFactory
 from .conftest import ScriptedUpstream
 from .test_gemini import answer as gemini_answer
+from .test_openai import answer as openai_answer
 
 Upstreams = Callable[[int], Awaitable[list[ScriptedUpstream]]]
 ANSWER = "The healthy one answers."
@@ -229,3 +231,50 @@ async def test_metrics_and_models_name_the_deployments(
     assert 'gprochat_deployment_failovers_total{deployment="gemini-pro[0]"} 1.0' in metrics
     assert 'gprochat_deployment_requests_total{deployment="gemini-pro[1]"} 1.0' in metrics
     assert 'gprochat_deployment_failures_total{deployment="gemini-pro[1]"}' not in metrics
+
+
+async def test_the_access_log_names_the_deployment_that_answered(
+    upstreams: Upstreams, refused_url: str, make_server: ServerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (healthy,) = await upstreams(1)
+    healthy.respond_events(gemini_answer(ANSWER))
+    server = make_server(router=router(gemini(refused_url), gemini(healthy.url, name="backup")))
+    caplog.set_level(logging.INFO, logger="gprochat.access")
+    assert await ask(server.base_url) == ANSWER
+    for _ in range(200):  # the line is written just after the last byte is sent
+        if any(r.name == "gprochat.access" for r in caplog.records):
+            break
+        await asyncio.sleep(0.02)
+    (line,) = [r for r in caplog.records if r.name == "gprochat.access"]
+    assert line.deployment == "backup"  # type: ignore[attr-defined]
+
+
+async def test_openai_deployments_fail_over_on_a_refused_key_and_a_500(
+    upstreams: Upstreams, make_server: ServerFactory
+) -> None:
+    refusing, failing, healthy = await upstreams(3)
+    refusing.respond_error(401, {"error": {"message": "Incorrect API key provided"}})
+    failing.respond_error(500, {"error": {"message": "boom"}})
+    healthy.respond_events(openai_answer("Answered ", "by OpenAI."))
+    server = make_server(router=router(
+        *({"backend": "openai", "base-url": u.url + "/v1", "api-key": "sk-test"}
+          for u in (refusing, failing, healthy))))
+    for stream in (False, True):
+        status, body = await chat(server.base_url, stream=stream)
+        text = stream_text(body) if stream else json.loads(body)["choices"][0]["message"]["content"]
+        assert (status, text) == (200, "Answered by OpenAI.")
+    assert [len(u.requests) for u in (refusing, failing, healthy)] == [1, 1, 2]
+    assert healthy.requests[0].json["model"] == "gemini-pro"  # the model's name, by default
+
+
+async def test_a_relayed_deployment_answers_after_a_refused_one(
+    refused_url: str, make_server: ServerFactory
+) -> None:
+    relayed = make_server()  # another GeminiProChat deployment (echo)
+    server = make_server(router=router(
+        {"backend": "relay", "url": refused_url},
+        {"backend": "relay", "url": relayed.base_url}))
+    assert (await ask(server.base_url, "relay me")).endswith("relay me")
+    states = [d["state"] for d in (await healthz(server.base_url))["deployments"]]
+    assert states == ["cooling", "healthy"]
