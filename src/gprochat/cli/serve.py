@@ -422,7 +422,8 @@ def _check_router_backends(router: dict[str, Any]) -> None:
     """Build the router's backends once, only to check their options (no connection opened)."""
     import asyncio
 
-    from ..server.backends._router_config import MemoryHealth, RouterSettingError, build_router
+    from ..server.backends._router_config import RouterSettingError, build_router
+    from ..server.backends._router_health import MemoryHealth
 
     try:
         backend = build_router(router, health=MemoryHealth(cooldown=1, max_cooldown=1))

@@ -49,7 +49,7 @@ def make_router(*names: str, strategy: Strategy = "failover", clock: Clock,
                 **budgets: Optional[int]) -> tuple[RouterBackend, list[Scripted]]:
     backends = [Scripted(name) for name in names]
     deployments = [Deployment(name, "scripted", [("key #1", backend)], **budgets)
-                   for name, backend in zip(names, backends)]
+                   for name, backend in zip(names, backends, strict=False)]
     health = MemoryHealth(cooldown=10, max_cooldown=40, clock=clock)
     return RouterBackend([RoutedModel("m", deployments, strategy)], health=health), backends
 
@@ -65,7 +65,7 @@ def test_back_off_doubles_up_to_the_maximum_and_retry_after_is_honoured_exactly(
 
 async def test_a_failed_deployment_cools_then_half_opens_for_exactly_one_trial() -> None:
     clock = Clock()
-    router, (first, second) = make_router("first", "second", clock=clock)
+    router, (first, _second) = make_router("first", "second", clock=clock)
     first.fail = BackendError("overloaded", status=503)
     assert await answer(router) == "second"
     assert await answer(router) == "second"  # cooling: not asked

@@ -21,7 +21,6 @@ from ...processes import clean_env, served
 from ..conftest import RedisProcess
 from ..helpers import post, signed
 from .conftest import ScriptedUpstream
-from .test_gemini import answer as gemini_answer
 
 
 class Clock:

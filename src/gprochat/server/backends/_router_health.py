@@ -221,7 +221,8 @@ class RedisHealth:
 
     async def admit(self, name: str, rpm: Optional[int]) -> Admission:
         now = self.clock()
-        args = [repr(now), rpm or 0, int(self.trial_timeout * 1000), f"{now!r}:{uuid.uuid4().hex}"]
+        args: list[str | int | float] = [
+            repr(now), rpm or 0, int(self.trial_timeout * 1000), f"{now!r}:{uuid.uuid4().hex}"]
         try:
             verdict, value = await self._admit(keys=self._keys(name), args=args)
         except (RedisError, OSError) as exc:  # fail open
@@ -237,8 +238,9 @@ class RedisHealth:
 
     async def failed(self, name: str, retry_after: Optional[float]) -> float:
         keys = self._keys(name)[:2]
-        args = [repr(self.clock()), -1 if retry_after is None else retry_after, self.cooldown,
-                self.max_cooldown]
+        args: list[str | int | float] = [
+            repr(self.clock()), -1 if retry_after is None else retry_after, self.cooldown,
+            self.max_cooldown]
         try:
             return float(await self._failed(keys=keys, args=args))
         except (RedisError, OSError) as exc:

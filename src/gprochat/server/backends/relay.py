@@ -12,6 +12,7 @@ from contextlib import aclosing
 from typing import Any, Optional
 
 from gprochat.errors import BackendError, GPROChatError
+from gprochat.typing import Messages
 
 from .base import Backend, Conversation
 
@@ -56,7 +57,7 @@ class RelayBackend(Backend):
         from ...providers import GPROChat
         from ..failures import backend_failure
 
-        messages: list[dict[str, str]] = []
+        messages: Messages = []
         if conversation.system:
             messages.append({"role": "system", "content": conversation.system})
         for turn in conversation.history:
