@@ -171,3 +171,16 @@ async def test_the_requests_own_fault_is_passed_on_without_failover() -> None:
     assert info.value.status == 400 and second.calls == 0
     first.fail = None
     assert await answer(router) == "first"  # and it is not cooling
+
+
+async def test_failovers_are_counted_for_the_deployment_left_only_when_another_is_tried() -> None:
+    clock = Clock()
+    router, (first, second) = make_router("first", "second", clock=clock)
+    events: list[tuple[str, str]] = []
+    router.on_event = lambda deployment, event: events.append((deployment, event))
+    first.fail = second.fail = BackendError("down", status=502)
+    with pytest.raises(BackendError) as info:
+        await answer(router)
+    assert info.value.status == 503
+    assert events == [("first", "request"), ("first", "failure"), ("first", "failover"),
+                      ("second", "request"), ("second", "failure")]

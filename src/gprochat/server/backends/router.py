@@ -53,7 +53,8 @@ STRATEGIES: tuple[Strategy, ...] = ("failover", "round-robin", "least-busy")
 ANSWERED_BY: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "gprochat_answered_by", default=None)
 
-#: Router events for the metrics: (deployment, "request" | "failure" | "failover").
+#: Router events for the metrics: (deployment, "request" | "failure" | "failover"); a
+#: failover is counted for the deployment that failed when the next one is tried.
 EventHook = Callable[[str, str], None]
 
 
@@ -202,6 +203,7 @@ class RouterBackend(Backend):
         if model is None:
             raise ModelNotSupportedError(str(conversation.model), "router", self.models())
         outcomes: list[_Outcome] = []
+        failed: Optional[Deployment] = None  # the last one that failed: a failover from it
         for deployment in model.order():
             if deployment.retired:
                 outcomes.append(_Outcome(deployment.name, "every key refused"))
@@ -216,10 +218,13 @@ class RouterBackend(Backend):
                 outcomes.append(_Outcome(deployment.name, state, admission.wait,
                                          admission.reason == "rpm"))
                 continue
+            if failed is not None:
+                self._event(failed, "failover")
             deployment.in_flight += 1
             try:
                 answer = await self._first_text(deployment, conversation, admission.trial, outcomes)
                 if answer is None:
+                    failed = deployment
                     continue
                 first, chunks = answer
                 ANSWERED_BY.set(deployment.name)
@@ -269,7 +274,6 @@ class RouterBackend(Backend):
                     if _is_the_requests_fault(exc):
                         raise
                     self._event(deployment, "failure")
-                    self._event(deployment, "failover")
                     retry_after = exc.retry_after if isinstance(exc, BackendError) else None
                     until = await self.health.failed(deployment.name, retry_after)
                     verdict = True
@@ -282,7 +286,6 @@ class RouterBackend(Backend):
                 verdict = True
                 return first, chunks
             outcomes.append(_Outcome(deployment.name, "every key refused"))
-            self._event(deployment, "failover")
             return None
         finally:
             if trial and not verdict:
