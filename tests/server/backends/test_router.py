@@ -278,3 +278,15 @@ async def test_a_relayed_deployment_answers_after_a_refused_one(
     assert (await ask(server.base_url, "relay me")).endswith("relay me")
     states = [d["state"] for d in (await healthz(server.base_url))["deployments"]]
     assert states == ["cooling", "healthy"]
+
+
+async def test_the_keys_of_a_deployment_take_turns(
+    upstreams: Upstreams, make_server: ServerFactory
+) -> None:
+    (upstream,) = await upstreams(1)
+    upstream.respond_events(gemini_answer(ANSWER))
+    keys = ["AIza-key-one", "AIza-key-two", "AIza-key-three"]
+    server = make_server(router=router(gemini(upstream.url, key=None) | {"api-keys": keys}))
+    for _ in range(6):
+        assert await ask(server.base_url) == ANSWER
+    assert [r.headers["x-goog-api-key"] for r in upstream.requests] == keys * 2
