@@ -103,3 +103,15 @@ async def test_two_servers_sharing_redis_skip_a_deployment_either_one_cooled(
             async with session.get(second + "/healthz") as response:
                 states = {d["name"]: d for d in json.loads(await response.read())["deployments"]}
     assert states["limited"]["state"] == "cooling" and states["fallback"]["state"] == "healthy"
+
+
+async def test_max_concurrency_is_shared_and_a_released_lease_frees_its_place(stores) -> None:
+    first, second, _ = stores
+    held = [await first.admit("d", None, 2), await second.admit("d", None, 2)]
+    assert all(a.ok and a.lease for a in held)
+    busy = await first.admit("d", None, 2)
+    assert (busy.ok, busy.reason) == (False, "busy")
+    lease = held[0].lease
+    assert lease is not None
+    await first.release("d", lease)
+    assert (await second.admit("d", None, 2)).ok

@@ -1,4 +1,4 @@
-"""Each deployment's health for the router: cool-downs, the half-open circuit, the rpm budget.
+"""Each deployment's health for the router: cool-downs, the half-open circuit, its budgets.
 
     event                                   what the deployment's state becomes
     a failure (refused, 5xx, timeout, cut)  cooling for cooldown x 2^(n-1), at most max_cooldown
@@ -8,6 +8,9 @@
                                             every other request skips it meanwhile
     the trial gives its first text          healthy: the count of failures is reset
     the trial fails                         cooling again, twice as long as before
+
+Budgets: ``rpm`` requests started in the last 60 seconds, ``max_concurrency`` answers
+in flight (each admitted request holds a lease until ``release``).
 
 ``MemoryHealth`` keeps this in the process; ``RedisHealth`` in Redis, so that every
 process and host sees one deployment cooled by any of them. Both take a ``clock``
@@ -39,14 +42,17 @@ class Admission:
     """Whether a request may go to a deployment now.
 
     ``ok`` with ``trial`` true: the request is the half-open circuit's one trial.
-    Otherwise ``reason`` (``cooling``, ``trial``: another request is the trial,
-    ``rpm``: the budget is spent) and ``wait``: seconds until that changes.
+    ``lease`` is to be given back to ``release`` when the request ends. Otherwise
+    ``reason`` (``cooling``, ``trial``: another request is the trial, ``busy``:
+    ``max_concurrency`` answers in flight, ``rpm``: the budget is spent) and ``wait``:
+    seconds until that changes.
     """
 
     ok: bool
     trial: bool = False
-    reason: Literal["", "cooling", "trial", "rpm"] = ""
+    reason: Literal["", "cooling", "trial", "busy", "rpm"] = ""
     wait: float = 0.0
+    lease: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,12 @@ class HealthStore(Protocol):
     #: Seconds since the epoch (tests inject their own).
     clock: Callable[[], float]
 
-    async def admit(self, name: str, rpm: Optional[int]) -> Admission: ...
+    async def admit(self, name: str, rpm: Optional[int],
+                    max_concurrency: Optional[int] = None) -> Admission: ...
+
+    async def release(self, name: str, lease: str) -> None:
+        """The admitted request ended: its place under ``max_concurrency`` is free."""
+        ...
 
     async def failed(self, name: str, retry_after: Optional[float]) -> float:
         """Record a failure; the time (clock seconds) its cool-down ends."""
@@ -100,8 +111,10 @@ class MemoryHealth:
         self._until: dict[str, float] = {}
         self._trials: set[str] = set()
         self._starts: dict[str, deque[float]] = {}
+        self._in_flight: dict[str, int] = {}
 
-    async def admit(self, name: str, rpm: Optional[int]) -> Admission:
+    async def admit(self, name: str, rpm: Optional[int],
+                    max_concurrency: Optional[int] = None) -> Admission:
         now = self.clock()
         trial = False
         if self._failures.get(name):
@@ -111,6 +124,8 @@ class MemoryHealth:
             if name in self._trials:
                 return Admission(False, reason="trial", wait=1.0)
             trial = True
+        if max_concurrency and self._in_flight.get(name, 0) >= max_concurrency:
+            return Admission(False, reason="busy", wait=1.0)
         if rpm:
             starts = self._starts.setdefault(name, deque())
             while starts and starts[0] <= now - _WINDOW:
@@ -120,7 +135,11 @@ class MemoryHealth:
             starts.append(now)
         if trial:
             self._trials.add(name)
-        return Admission(True, trial=trial)
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+        return Admission(True, trial=trial, lease="1")
+
+    async def release(self, name: str, lease: str) -> None:
+        self._in_flight[name] -= 1
 
     async def failed(self, name: str, retry_after: Optional[float]) -> float:
         failures = self._failures[name] = self._failures.get(name, 0) + 1
@@ -147,14 +166,19 @@ class MemoryHealth:
 
 
 # One round trip each, atomic across processes. KEYS: the state hash, the trial key, the
-# rpm window (a sorted set of request starts).
+# rpm window (a sorted set of request starts), the leases (a sorted set: expiry by lease).
 _ADMIT = """
 local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
 local till = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
 local now = tonumber(ARGV[1])
 local trial = 0
+if failures > 0 and now < till then return {'cooling', tostring(till - now)} end
+local most = tonumber(ARGV[5])
+if most > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) >= most then return {'busy', '1'} end
+end
 if failures > 0 then
-  if now < till then return {'cooling', tostring(till - now)} end
   if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return {'trial', '1'} end
   trial = 1
 end
@@ -168,6 +192,10 @@ if rpm > 0 then
   end
   redis.call('ZADD', KEYS[3], now, ARGV[4])
   redis.call('EXPIRE', KEYS[3], 61)
+end
+if most > 0 then
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), ARGV[4])
+  redis.call('EXPIRE', KEYS[4], math.ceil(tonumber(ARGV[6])) + 1)
 end
 return {'ok', tostring(trial)}
 """
@@ -195,7 +223,8 @@ class RedisHealth:
     """
 
     def __init__(self, redis_url: str, *, cooldown: float, max_cooldown: float,
-                 trial_timeout: float = 120.0, clock: Callable[[], float] = time.time) -> None:
+                 trial_timeout: float = 120.0, lease_timeout: float = 600.0,
+                 clock: Callable[[], float] = time.time) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -207,6 +236,8 @@ class RedisHealth:
         self.clock = clock
         #: A trial whose process died is given up after this long.
         self.trial_timeout = trial_timeout
+        #: A lease whose process died (or whose answer runs longer) frees its place then.
+        self.lease_timeout = lease_timeout
         self._client: Any = aioredis.Redis.from_url(
             redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
@@ -217,12 +248,15 @@ class RedisHealth:
     @staticmethod
     def _keys(name: str) -> list[str]:
         base = f"gprochat:router:{name}"
-        return [f"{base}:state", f"{base}:trial", f"{base}:rpm"]
+        return [f"{base}:state", f"{base}:trial", f"{base}:rpm", f"{base}:leases"]
 
-    async def admit(self, name: str, rpm: Optional[int]) -> Admission:
+    async def admit(self, name: str, rpm: Optional[int],
+                    max_concurrency: Optional[int] = None) -> Admission:
         now = self.clock()
+        lease = f"{now!r}:{uuid.uuid4().hex}"
         args: list[str | int | float] = [
-            repr(now), rpm or 0, int(self.trial_timeout * 1000), f"{now!r}:{uuid.uuid4().hex}"]
+            repr(now), rpm or 0, int(self.trial_timeout * 1000), lease, max_concurrency or 0,
+            self.lease_timeout]
         try:
             verdict, value = await self._admit(keys=self._keys(name), args=args)
         except (RedisError, OSError) as exc:  # fail open
@@ -231,10 +265,17 @@ class RedisHealth:
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         number = float(value)
         if verdict == "ok":
-            return Admission(True, trial=number == 1)
-        reason: Literal["cooling", "trial", "rpm"] = (
-            "cooling" if verdict == "cooling" else "trial" if verdict == "trial" else "rpm")
+            return Admission(True, trial=number == 1, lease=lease if max_concurrency else None)
+        reason: Literal["cooling", "trial", "busy", "rpm"] = (
+            "cooling" if verdict == "cooling" else "trial" if verdict == "trial"
+            else "busy" if verdict == "busy" else "rpm")
         return Admission(False, reason=reason, wait=number)
+
+    async def release(self, name: str, lease: str) -> None:
+        try:
+            await self._client.zrem(self._keys(name)[3], lease)
+        except (RedisError, OSError) as exc:
+            _redis_down(exc)
 
     async def failed(self, name: str, retry_after: Optional[float]) -> float:
         keys = self._keys(name)[:2]
@@ -260,7 +301,7 @@ class RedisHealth:
             _redis_down(exc)
 
     async def health(self, name: str) -> DeploymentHealth:
-        state_key, trial_key, _ = self._keys(name)
+        state_key, trial_key = self._keys(name)[:2]
         try:
             state = await self._client.hgetall(state_key)
             trial = bool(await self._client.exists(trial_key))

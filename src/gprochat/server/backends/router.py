@@ -208,13 +208,12 @@ class RouterBackend(Backend):
             if deployment.retired:
                 outcomes.append(_Outcome(deployment.name, "every key refused"))
                 continue
-            if deployment.max_concurrency and deployment.in_flight >= deployment.max_concurrency:
-                outcomes.append(_Outcome(deployment.name, "busy", 1.0))
-                continue
-            admission = await self.health.admit(deployment.name, deployment.rpm)
+            admission = await self.health.admit(deployment.name, deployment.rpm,
+                                                deployment.max_concurrency)
             if not admission.ok:
                 state = {"cooling": "cooling down", "trial": "testing whether it recovered",
-                         "rpm": "requests-per-minute budget spent"}[admission.reason]
+                         "busy": "busy", "rpm": "requests-per-minute budget spent",
+                         }[admission.reason]
                 outcomes.append(_Outcome(deployment.name, state, admission.wait,
                                          admission.reason == "rpm"))
                 continue
@@ -242,6 +241,8 @@ class RouterBackend(Backend):
                 return
             finally:
                 deployment.in_flight -= 1
+                if admission.lease is not None:
+                    await self.health.release(deployment.name, admission.lease)
         raise _exhausted(model, outcomes)
 
     async def _first_text(
