@@ -293,6 +293,8 @@ class RouterBackend(Backend):
                 await self.health.abandon_trial(deployment.name)
 
     def _retire(self, deployment: Deployment, key: _Key, exc: BackendError) -> None:
+        if key.retired:
+            return  # two requests were refused the same key at once: logged by the first
         key.retired = True
         left = sum(not k.retired for k in deployment.keys)
         # Logged once: a retired key is never tried again. Never the key itself.
