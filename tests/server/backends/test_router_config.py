@@ -111,3 +111,8 @@ def test_a_relay_url_and_models_together_are_refused() -> None:
     with pytest.raises(InvalidSettingError) as info:
         ServerConfig(router=models(GEMINI), relay_url="https://chat.example.org")
     assert info.value.setting == "relay_url" and 'backend = "relay"' in str(info.value)
+
+
+def test_the_router_settings_reach_worker_processes() -> None:
+    config = ServerConfig(router=models(GEMINI, {"backend": "echo"}) | {"router": {"cooldown": 5}})
+    assert ServerConfig.from_json(config.to_json()).router == config.router
