@@ -107,8 +107,8 @@ async def test_every_broken_deployment_is_skipped_and_each_request_answered_once
     stalling.respond_events([], then="stall")
     healthy.respond_events(gemini_answer("The healthy ", "one answers."))
     config = ServerConfig(router=router(
-        gemini(refused_url), gemini(limited.url), gemini(failing.url), gemini(stalling.url),
-        gemini(healthy.url), **{"first-text-timeout": 1}))
+        gemini(refused_url), gemini(limited.url), gemini(failing.url),
+        gemini(stalling.url, **{"first-text-timeout": 1}), gemini(healthy.url)))
     server = make_server(config)
 
     assert await ask(server.base_url) == ANSWER
