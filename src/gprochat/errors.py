@@ -236,7 +236,8 @@ class BackendError(GPROChatError):
 
     ``message`` is what the client is told; ``detail`` is for the server's log only
     (the upstream's URL, which flag to set), never sent. ``retry_after`` is passed on
-    to the client when the upstream gave one.
+    to the client when the upstream gave one. ``key_rejected`` is true when the
+    upstream refused the server's own key (401/403): the router retires that key.
     """
 
     def __init__(
@@ -246,12 +247,14 @@ class BackendError(GPROChatError):
         status: int = 502,
         retry_after: float | None = None,
         detail: str | None = None,
+        key_rejected: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
         self.detail = detail
+        self.key_rejected = key_rejected
 
     def __str__(self) -> str:
         return f"{self.message} [{self.detail}]" if self.detail else self.message

@@ -180,8 +180,8 @@ def _serve_with(tmp_path: Path, toml: str, *args: str) -> click.testing.Result:
         ("port = 1\nport = 2", "not valid TOML"),
         ("max-streams = 1\nmax_streams = 2", "'max_streams' is given twice"),
         ('config = "other.toml"', "'config' is a command-line option only"),
-        ('[models.fast]\nbackend = "gemini"', "[models] (several models and deployments behind one "
-                                              "endpoint) is not supported yet"),
+        ('[models.fast]\nbackend = "gemini"', "models.fast.backend: unknown key; use one of: "
+                                              "strategy, deployments"),
     ],
 )
 def test_a_wrong_config_file_is_a_usage_error_naming_the_key(tmp_path: Path, toml: str, says: str) -> None:

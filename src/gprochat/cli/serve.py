@@ -364,6 +364,9 @@ def _config(settings: dict[str, Any]) -> ServerConfig:
     from ..server.backends import AUTO, create_backend, resolve_backend
     from ..server.config import InvalidSettingError
 
+    router = _router_settings()
+    if router is not None:
+        settings["backend"] = "echo"  # not used: the router is the backend
     if settings["backend"] == AUTO and settings["gemini_api_key"]:
         settings["backend"] = "gemini"  # as a GeminiProChat deployment with its GEMINI_API_KEY
     backend, backend_options, why_not_local = resolve_backend(settings["backend"], _backend_options(settings))
@@ -384,9 +387,15 @@ def _config(settings: dict[str, Any]) -> ServerConfig:
             "rate_limit": limit,
             "trusted_proxies": _split(settings["trusted_proxies"]),
             "redis_failure": "open" if settings["redis_failure"] == "open" else "closed",
+            "router": router,
         })
     except InvalidSettingError as exc:
+        if exc.setting == "router":
+            raise click.UsageError(f"{_config_path()}: {exc}") from None
         raise _usage_error(exc.setting, str(exc)) from None
+    if router is not None:
+        _check_router_backends(router)
+        return config
     try:
         # Built once here only to check the options: it opens no connection.
         create_backend(backend, **backend_options)
@@ -395,6 +404,33 @@ def _config(settings: dict[str, Any]) -> ServerConfig:
         flag = next((f for f, o in _BACKEND_FLAGS.get(backend, {}).items() if o == option), "backend")
         raise _usage_error(flag, f"{backend} backend: {exc}") from None
     return config
+
+
+def _config_path() -> str:
+    return str(click.get_current_context().meta[_CONFIG_FILE].path)
+
+
+def _router_settings() -> Optional[dict[str, Any]]:
+    """The --config file's ``[models]`` and ``[router]`` tables, when it has them."""
+    config_file: Optional[ConfigFile] = click.get_current_context().meta.get(_CONFIG_FILE)
+    if config_file is None or "models" not in config_file.sections:
+        return None
+    return {name: config_file.sections[name] for name in ("models", "router")
+            if name in config_file.sections}
+
+
+def _check_router_backends(router: dict[str, Any]) -> None:
+    """Build the router's backends once, only to check their options (no connection opened)."""
+    import asyncio
+
+    from ..server.backends._router_config import RouterSettingError, build_router
+    from ..server.backends._router_health import MemoryHealth
+
+    try:
+        backend = build_router(router, health=MemoryHealth(cooldown=1, max_cooldown=1))
+    except RouterSettingError as exc:
+        raise click.UsageError(f"{_config_path()}: {exc}") from None
+    asyncio.run(backend.aclose())
 
 
 # -- the configuration file: keys named as the long options -------------------------

@@ -21,6 +21,8 @@ from starlette.routing import BaseRoute
 
 from .. import __version__
 from .backends import Backend, create_backend
+from .backends._router_config import build_router
+from .backends.router import RouterBackend
 from .config import ServerConfig
 from .front import App, route
 from .gateway import gateway_routes, openapi_schema
@@ -41,12 +43,17 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     ``backend`` overrides the one ``config.backend`` names (tests pass scripted ones).
     """
     config = config or ServerConfig()
+    if backend is None and config.router is not None:
+        backend = build_router(config.router, redis_url=config.redis_url,
+                               max_streams=config.max_streams)
     backend = backend or create_backend(config.backend, **config.backend_options)
     trusted = parse_networks(config.trusted_proxies)
     shared_state = SharedState(config.redis_url, replay_max_entries=config.replay_max_entries)
     policy = FailurePolicy(config.redis_failure)
     metrics = ServerMetrics()
     backend.on_queue_change = metrics.backend_queued.inc
+    if isinstance(backend, RouterBackend):
+        backend.on_event = metrics.count_deployment_event
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,6 +93,8 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
             body["status"] = "loading" if backend.status == "loading" else "unavailable"
             body["backend_status"] = backend.status
             status = 503
+        if isinstance(backend, RouterBackend):
+            body["deployments"] = await backend.deployments_health()
         if redis_ok is not None:
             body["redis"] = "ok" if redis_ok else "unreachable"
             if not redis_ok:

@@ -118,6 +118,9 @@ class ServerConfig:
     relay_url: str | None = None
     relay_secret_key: str | None = None
     relay_password: str | None = None
+    # The router (``[models]`` and ``[router]`` of ``serve --config``, as TOML gives them):
+    # when set, it is the backend (``backend`` and ``backend_options`` are not used).
+    router: dict[str, Any] | None = None
 
     timestamp_window: float = 300.0
     max_body_bytes: int = 1_048_576
@@ -268,6 +271,7 @@ def _check(config: ServerConfig) -> None:
     if not isinstance(config.backend_options, dict):
         raise _fail("backend_options", f"must be a dict, not {config.backend_options!r}")
     _check_backend_name(config)
+    _check_router(config)
     _check_rate_limit(config)
     _check_trusted_proxies(config)
 
@@ -278,6 +282,20 @@ def _check_backend_name(config: ServerConfig) -> None:
     if config.backend not in BACKENDS and config.backend != AUTO:
         known = ", ".join(sorted([*BACKENDS, AUTO]))
         raise _fail("backend", f"unknown backend {config.backend!r}; choose one of: {known}")
+
+
+def _check_router(config: ServerConfig) -> None:
+    if config.router is None:
+        return
+    from .backends._router_config import RouterSettingError, check_router_settings
+
+    if config.relay_url:
+        raise _fail("relay_url", "cannot be used with [models]: declare the relayed deployment "
+                    'as one of a model\'s deployments (backend = "relay", url = "...")')
+    try:
+        check_router_settings(config.router)
+    except RouterSettingError as exc:
+        raise InvalidSettingError("router", str(exc)) from None
 
 
 def _check_rate_limit(config: ServerConfig) -> None:
@@ -306,16 +324,13 @@ def _check_trusted_proxies(config: ServerConfig) -> None:
 # -- the configuration file (gprochat serve --config FILE) -------------------------
 #
 # TOML: settings as top-level keys, named as the command's long options; tables are
-# sections. ``[models.NAME]`` (the router's models, each with its deployments) is
-# reserved for the router: a file that has it is refused until the router reads it.
+# sections. ``[models.NAME]`` (the router's models, each with its deployments) and
+# ``[router]`` are the router's (docs/router-server.md).
 # A section the server learns goes in ``_SECTIONS``: ``ConfigFile.sections`` then holds
 # it (``gprochat serve`` keeps the ConfigFile it read in its click context's ``meta``).
 
-_SECTIONS: frozenset[str] = frozenset()
-_RESERVED_SECTIONS = {
-    "models": "[models] (several models and deployments behind one endpoint) is not "
-              "supported yet; remove it, and give the backend's settings as top-level keys",
-}
+_SECTIONS: frozenset[str] = frozenset({"models", "router"})
+_RESERVED_SECTIONS: dict[str, str] = {}
 
 
 class ConfigFileError(ConfigurationError):
@@ -362,4 +377,7 @@ def read_config_file(path: str | os.PathLike[str]) -> ConfigFile:
             raise ConfigFileError(name, _RESERVED_SECTIONS[key], key)
         if key in _SECTIONS:
             sections[key] = data.pop(key)
+    if "router" in sections and "models" not in sections:
+        raise ConfigFileError(name, "[router] settings need [models] to route: declare "
+                              '[models."NAME"] with its [[models."NAME".deployments]]', "router")
     return ConfigFile(name, data, sections)

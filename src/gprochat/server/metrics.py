@@ -78,6 +78,22 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+        # The router (backends/router.py): each deployment's requests (each key tried
+        # counts), failures (before or after the first text) and failovers (to the next).
+        self.deployment_events = {
+            event: Counter(
+                f"gprochat_deployment_{event}s",
+                f"Router deployments' {event}s, by deployment.",
+                ["deployment"],
+                registry=self.registry,
+            )
+            for event in ("request", "failure", "failover")
+        }
+
+    def count_deployment_event(self, deployment: str, event: str) -> None:
+        """Count a router ``event`` (``request``, ``failure``, ``failover``) of ``deployment``."""
+        self.deployment_events[event].labels(deployment).inc()
+
     def render(self) -> bytes:
         """The exposition text: this process's, or every worker's in multiprocess mode."""
         if os.environ.get(MULTIPROC_ENV_VAR):

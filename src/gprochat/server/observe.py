@@ -27,6 +27,7 @@ from typing import Any, Optional
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .backends.router import ANSWERED_BY
 from .guard import Network, client_address_of_scope
 from .http import REFUSAL_OBSERVER, REFUSED_KEY, Refusal
 from .logs import log_access
@@ -150,6 +151,9 @@ class ObserveMiddleware:
         if refusal is not None:
             self.metrics.refusals.labels(str(refusal.status), refusal.reason).inc()
             more = {"reason": refusal.reason, "error": refusal.message}
+        deployment = ANSWERED_BY.get()
+        if deployment is not None:
+            more["deployment"] = deployment  # the router's deployment that answered
         log_access(
             method, route, status, duration=duration, sent=sent,
             client=client_address_of_scope(scope, self.trusted_proxies), outcome=outcome,

@@ -136,6 +136,8 @@ def announce(config: ServerConfig, sock: socket.socket, backend: Any = None) -> 
     link = _url("127.0.0.1", port) if host in ("0.0.0.0", "::") else url
     model = _model_of(backend)
     answers = f"{config.backend} backend" + (f", model {model}" if model else "")
+    if config.router is not None:
+        answers = f"router over {len(config.router['models'])} model(s)"
     if config.relay_url:
         answers += f"; gateway relays to {config.relay_url}"
     workers = config.workers

@@ -115,6 +115,10 @@ class ScriptedUpstream:
 
         self._script = script
 
+    def respond(self, script: Script) -> None:
+        """Answer every request with ``script(request)``."""
+        self._script = script
+
     def respond_error(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """Answer ``status`` with ``body`` as JSON (or as text, when it is a str)."""
 

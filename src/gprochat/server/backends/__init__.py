@@ -1,6 +1,9 @@
 """Model backends the server can put behind ``/api/generate``.
 
 ``create_backend(name, **options)`` builds one by name; ``BACKENDS`` lists the names.
+``RouterBackend`` (several deployments behind each model name, built from
+``serve --config``'s ``[models]``) and ``RelayBackend`` (another GeminiProChat
+deployment) are built by ``_router_config.build_router``.
 ``resolve_backend("auto", ...)`` picks the default: ``local`` when llama-cpp-python and
 a model are installed, else ``echo`` (with the reason, for the start-up line).
 """
@@ -17,6 +20,8 @@ from .echo import EchoBackend
 from .gemini import GeminiBackend
 from .local import LocalBackend
 from .openai import OpenAIBackend
+from .relay import RelayBackend
+from .router import RouterBackend
 
 __all__ = [
     "AnswerReport",
@@ -27,6 +32,8 @@ __all__ = [
     "GeminiBackend",
     "OpenAIBackend",
     "LocalBackend",
+    "RelayBackend",
+    "RouterBackend",
     "BACKENDS",
     "AUTO",
     "create_backend",

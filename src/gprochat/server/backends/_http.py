@@ -232,6 +232,7 @@ def status_error(
             "operator",
             status=502,
             detail=f"{said}; {key_hint}",
+            key_rejected=True,
         )
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))

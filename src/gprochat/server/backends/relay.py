@@ -1,0 +1,83 @@
+"""A backend that relays to another GeminiProChat deployment, through the GPROChat provider.
+
+The provider's errors (written for a user of the client) become ``BackendError`` here,
+worded for our own clients by ``failures.backend_failure``; a deployment refusing our
+secret key or password is ``key_rejected``, so the router retires it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Optional
+
+from gprochat.errors import BackendError, GPROChatError
+from gprochat.typing import Messages
+
+from .base import Backend, Conversation
+
+__all__ = ["RelayBackend"]
+
+
+class RelayBackend(Backend):
+    """Answers from the GeminiProChat deployment at ``url`` (``secret_key``, ``password``).
+
+    The GeminiProChat wire has no sampling fields: temperature, max_tokens and stop are
+    dropped. The provider does not retry (the router fails over instead);
+    ``timeout`` is the provider's (seconds, or a ``gprochat.Timeout``).
+
+    >>> backend = RelayBackend(url="https://chat.example.org", password="site password")
+    """
+
+    name = "relay"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret_key: Optional[str] = None,
+        password: Optional[str] = None,
+        model: str = "",
+        timeout: Any = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"the relay backend needs an http:// or https:// url, not {url!r}")
+        self.url = url.rstrip("/")
+        self.secret_key = secret_key
+        self.password = password
+        self.model = model
+        self.timeout = timeout
+
+    def models(self) -> list[str]:
+        from ...providers import GPROChat
+
+        return GPROChat.get_models()
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        from ...providers import GPROChat
+        from ..failures import backend_failure
+
+        messages: Messages = []
+        if conversation.system:
+            messages.append({"role": "system", "content": conversation.system})
+        for turn in conversation.history:
+            messages.append({"role": "assistant" if turn.role == "model" else "user",
+                             "content": turn.text})
+        messages.append({"role": "user", "content": conversation.message})
+        kwargs: dict[str, Any] = {"base_url": self.url, "history": "native", "max_retries": 0}
+        for name in ("secret_key", "password", "timeout"):
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        chunks = GPROChat.create_async_generator(self.model, messages, **kwargs)
+        try:
+            async with aclosing(chunks):
+                async for text in chunks:
+                    yield text
+        except GPROChatError as exc:
+            if isinstance(exc, BackendError):
+                raise
+            failure = backend_failure(exc, f"relay to {self.url}")
+            raise BackendError(
+                failure.message, status=failure.status, retry_after=failure.retry_after,
+                key_rejected=failure.kind == "upstream_auth", detail=str(exc),
+            ) from exc
