@@ -325,7 +325,7 @@ def _check_trusted_proxies(config: ServerConfig) -> None:
 #
 # TOML: settings as top-level keys, named as the command's long options; tables are
 # sections. ``[models.NAME]`` (the router's models, each with its deployments) and
-# ``[router]`` are the router's (docs/router-server.md).
+# ``[router]`` are the router's (docs/router.md).
 # A section the server learns goes in ``_SECTIONS``: ``ConfigFile.sections`` then holds
 # it (``gprochat serve`` keeps the ConfigFile it read in its click context's ``meta``).
 
