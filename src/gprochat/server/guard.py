@@ -214,6 +214,7 @@ class MemoryMovingWindow:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._hits: OrderedDict[str, tuple[float, deque[float]]] = OrderedDict()
+        self._next_forget = -math.inf  # no key is stale before then
 
     def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
         """Count a hit and return True, or return False (and count nothing) over the limit."""
@@ -243,6 +244,8 @@ class MemoryMovingWindow:
         return WindowStats(reset, max(0, item.amount - len(hits)))
 
     def _forget_idle(self, now: float) -> None:
+        if now < self._next_forget:
+            return
         entries = self._hits
         for _ in range(self.FORGET_PER_HIT):
             if not entries:
@@ -250,7 +253,10 @@ class MemoryMovingWindow:
             key = next(iter(entries))
             window, hits = entries[key]
             if hits and hits[-1] > now - window:
-                return  # the least recently counted key is still in its window
+                # The least recently counted key is still in its window; none is stale
+                # before it leaves (keys behind it were counted later).
+                self._next_forget = hits[-1] + window
+                return
             del entries[key]
 
     def __len__(self) -> int:
