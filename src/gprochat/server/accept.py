@@ -8,7 +8,8 @@ many turns as came before them while the connections already open are served
 ``backlog`` connections each time the listening socket is ready; ``new_event_loop``
 gives uvloop that behaviour back.
 
-``new_event_loop`` is the loop factory ``HttpServerConfig`` names: a uvloop loop whose
+``new_event_loop`` is the loop factory every server process runs on (``runner`` passes
+it to uvicorn as ``loop=``, which uvicorn 0.36 and later accept): a uvloop loop whose
 ``create_server(sock=...)`` (how uvicorn serves a socket it is given) accepts with
 ``add_reader`` on the listening socket, up to ``ACCEPT_BATCH`` connections each time it
 is readable, and hands each to ``connect_accepted_socket``. Everything else is uvloop's.
@@ -24,7 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ACCEPT_BATCH", "new_event_loop"]
+__all__ = ["ACCEPT_BATCH", "BatchAcceptServer", "new_event_loop"]
 
 logger = logging.getLogger("gprochat.server")
 
