@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 import threading
 import urllib.request
@@ -10,9 +12,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import uvicorn
 
-from gprochat.server import ServerConfig, create_app
+from gprochat.server import ServerConfig, accept, create_app
 from gprochat.server.accept import BatchAcceptServer, new_event_loop
 from gprochat.server.runner import _uvicorn_config
 
@@ -135,3 +138,46 @@ def test_a_server_on_a_host_and_port_is_uvloops_own() -> None:
             await server.wait_closed()
 
     run_on_server_loop(main)
+
+
+class OutOfDescriptorsOnce(socket.socket):
+    """A listening socket whose first accept fails as when the process has no fd left."""
+
+    failed = False
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_out_of_descriptors_pauses_accepting_then_resumes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(accept, "ACCEPT_RETRY_DELAY", 0.05)
+    made: list[asyncio.BaseTransport] = []
+
+    async def main() -> None:
+        sock = OutOfDescriptorsOnce(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        protocol = type("P", (Counting,), {"made": made})
+        server = await asyncio.get_running_loop().create_server(protocol, sock=sock)
+        client = socket.create_connection(sock.getsockname())
+        await turns(TURNS)
+        assert sock.failed and made == []  # paused, not spinning on the error
+        assert "cannot accept connections" in caplog.text
+        for _ in range(3_000):  # resumes after ACCEPT_RETRY_DELAY: the waiting client gets in
+            if made:
+                break
+            await asyncio.sleep(0.01)
+        assert len(made) == 1
+        server.close()
+        for item in (client, sock):
+            item.close()
+        for transport in made:
+            transport.close()
+
+    with caplog.at_level(logging.ERROR, logger="gprochat.server"):
+        run_on_server_loop(main)
