@@ -12,6 +12,10 @@ fresh and unseen. Rounds alternate the two servers.
 A second view, for a machine shared with other work (where requests per second swing
 with the neighbours' load): each server process's CPU time per request over the same
 rounds (``psutil``), as bare's over ours, so it reads like the req/s ratio.
+
+Tail latency: each round's p99 (wrk's, or the aiohttp generator's), ours over bare's
+in the same pair. A round starts with the generator opening its connections, so a
+server slow to let new connections in shows here (docs/benchmarks.md, B3).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 from typing import Any
 
 from ._proc import ServerProcess, child_env, python_cmd
-from ._report import Row, paired_ratio
+from ._report import Row, paired_ratio, percentile
 
 __all__ = ["run"]
 
@@ -92,6 +96,7 @@ async def _aiohttp_load(base_url: str, seconds: float, tag: str) -> dict[str, An
     url = base_url + "/api/generate"
     headers = {"Content-Type": "text/plain;charset=UTF-8"}
     done = status_errors = socket_errors = 0
+    latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def one_connection(session: aiohttp.ClientSession, lane: int) -> None:
@@ -99,12 +104,14 @@ async def _aiohttp_load(base_url: str, seconds: float, tag: str) -> dict[str, An
         index = 0
         while time.perf_counter() < deadline:
             index += 1
+            sent = time.perf_counter()
             try:
                 async with session.post(
                     url, data=signed_body(f"ping {tag}-{lane}-{index}"), headers=headers
                 ) as r:
                     await r.read()
                     status_errors += r.status >= 400
+                latencies.append(time.perf_counter() - sent)
             except aiohttp.ClientError:
                 socket_errors += 1
             done += 1
@@ -118,6 +125,7 @@ async def _aiohttp_load(base_url: str, seconds: float, tag: str) -> dict[str, An
         "rps": done / elapsed,
         "status_errors": status_errors,
         "socket_errors": socket_errors,
+        "p99_us": percentile(latencies, 99) * 1e6 if latencies else float("nan"),
     }
 
 
@@ -175,9 +183,13 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
         f"ours {errors['ours']}, bare {errors['bare']}"
         + (f"; {replayed} requests reused a body (replays)" if replayed else "")
     )
+    p99s = {k: [r["p99_us"] / 1000 for r in rs] for k, rs in results.items()}
+    p99 = {k: median(values) for k, values in p99s.items()}
+    note += f"; p99 latency ours {p99['ours']:.1f} ms, bare {p99['bare']:.1f} ms"
+    tail_note = f"each pair's p99 under the same load ({generator}), opening its connections included"
     if use_wrk:
-        p99 = {k: median([r["p99_us"] / 1000 for r in rs]) for k, rs in results.items()}
-        note += f"; p99 latency ours {p99['ours']:.1f} ms, bare {p99['bare']:.1f} ms"
+        p50 = {k: median([r["p50_us"] / 1000 for r in rs]) for k, rs in results.items()}
+        tail_note += f"; p50 ours {p50['ours']:.1f} ms, bare {p50['bare']:.1f} ms"
     cpu = {k: [r["cpu_us"] for r in rs] for k, rs in results.items()}
     return [
         Row(
@@ -191,6 +203,18 @@ def run(quick: bool, server_config: dict[str, Any]) -> list[Row]:
             "higher",
             ">= 0.6x",
             note=note,
+        ),
+        Row(
+            "B3",
+            "p99 latency, guarded / bare",
+            p99["ours"],
+            p99["bare"],
+            "ms",
+            paired_ratio(p99s["ours"], p99s["bare"]),
+            3.0,
+            "lower",
+            "<= 3x",
+            note=tail_note,
         ),
         Row(
             "B3",

@@ -8,6 +8,7 @@ the body in chunks, so the guard reads them exactly as it reads a server's.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -354,7 +355,7 @@ def test_moving_window_keys_apart() -> None:
     assert window.hit(parse("1/hour"), "generate", "a")  # another limit, another key
 
 
-def test_moving_window_forgets_idle_clients_once_a_window() -> None:
+def test_moving_window_forgets_clients_once_their_last_hit_has_left_the_window() -> None:
     clock = Clock()
     window = MemoryMovingWindow(clock)
     item = parse("5/minute")
@@ -363,17 +364,44 @@ def test_moving_window_forgets_idle_clients_once_a_window() -> None:
     assert len(window) == 3
     clock.now = 1_030.0
     window.hit(item, "d")
-    assert len(window) == 4  # no sweep before a window has passed
+    assert len(window) == 4  # a, b, c were hit 30 s ago: still in their window
     clock.now = 1_060.0
-    window.hit(item, "e")  # a, b, c are stale; d is not
+    window.hit(item, "e")  # a, b, c are exactly a window old: forgotten; d is not
     assert len(window) == 2
     clock.now = 1_090.0
-    window.hit(item, "f")  # no sweep yet: the next is a window after the last
-    assert len(window) == 3
+    window.hit(item, "f")  # d (1030) has left its window
+    assert len(window) == 2
     clock.now = 1_120.0
     window.hit(item, "g")
-    assert len(window) == 2  # d (1030) left; e (1060) is exactly a window old: stale too; f, g
+    assert len(window) == 2  # e (1060) left too: f, g
     assert window.get_window_stats(item, "e") == (1_180.0, 5)
+
+
+def test_moving_window_forgets_a_few_idle_clients_per_hit_and_stays_bounded() -> None:
+    clock = Clock()
+    window = MemoryMovingWindow(clock)
+    item = parse("5/minute")
+    for client in range(1_000):
+        assert window.hit(item, f"old-{client}")
+    clock.now += 61  # all of them have left their window
+    sizes = [len(window)]
+    for client in range(400):
+        assert window.hit(item, f"new-{client}")
+        sizes.append(len(window))
+    # Each hit forgets a bounded number of keys (no pass over every client) ...
+    assert all(before - after <= MemoryMovingWindow.FORGET_PER_HIT - 1
+               for before, after in itertools.pairwise(sizes))
+    # ... and together they have forgotten every idle client: only the new ones remain.
+    assert len(window) == 400
+    # A client that keeps hitting stays, wherever it was; one over its limit is kept too.
+    clock.now += 61
+    for _ in range(5):
+        assert window.hit(item, "busy")
+    assert not window.hit(item, "busy")
+    for client in range(200):
+        window.hit(item, f"later-{client}")
+    assert window.get_window_stats(item, "busy").remaining == 0
+    assert len(window) == 201
 
 
 # --- stream slots ---------------------------------------------------------------------

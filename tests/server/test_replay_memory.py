@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from gprochat.server import ServerConfig
-from gprochat.server.stores import MemoryReplayStore, ReplayStoreFull
+from gprochat.server.stores import MemoryReplayStore, ReplayStoreFull, _DigestTable
 
 from ..conftest import ServerFactory
 from .helpers import error_message, post, signed
@@ -40,8 +40,9 @@ async def test_bytes_per_remembered_signature_are_few() -> None:
         tracemalloc.stop()
     assert len(store) == count
     per_entry = grown / count
-    # The table is 8 bytes a slot, at most half and at least a quarter full: 16-32 bytes
-    # an entry. The OrderedDict of hex strings it replaces took ~270 bytes an entry.
+    # No Python object per signature: the tables are anonymous memory (not traced),
+    # 8 bytes a slot, at most half and at least a quarter full: 16-32 bytes an entry
+    # (nbytes). The OrderedDict of hex strings they replace took ~270 bytes an entry.
     assert per_entry <= 34, per_entry
     assert store.nbytes / count <= 33
     print(f"\nreplay store: {per_entry:.1f} bytes per signature at {count} signatures")
@@ -53,6 +54,28 @@ async def test_every_claimed_signature_is_found_again_across_table_growth() -> N
     assert all([await store.claim(key, 600) for key in keys])
     assert not any([await store.claim(key, 600) for key in keys])
     assert await store.claim(sign(5000), 600)
+
+
+def test_the_table_grows_a_few_slots_per_claim_and_finds_everything_meanwhile() -> None:
+    table = _DigestTable()
+    step = _DigestTable.MOVE_PER_ADD
+    digests = [int(sign(index)[:16], 16) or 1 for index in range(12_000)]
+    growths = 0
+    for count, digest in enumerate(digests, 1):
+        before = table.pending_moves
+        table.add(digest)
+        after = table.pending_moves
+        if after > before:  # a growth began: the whole old table waits to be moved ...
+            growths += 1
+            assert before == 0 and after == len(table.slots) // 2
+        else:  # ... and each claim moves at most `step` slots of it, never all at once
+            assert before - after <= step
+        if count % 1_999 == 0 or after > before:
+            assert all(d in table for d in digests[:count])  # found wherever they are
+            assert 31_337 not in table
+    assert growths == 5  # 1,024 slots -> 32,768 for 12,000 digests, all moved across
+    assert table.pending_moves == 0 and table.count == 12_000
+    assert table.nbytes == 32_768 * 8
 
 
 async def test_a_signature_stays_spent_for_at_least_ttl_and_at_most_twice_that() -> None:

@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NoReturn
 
@@ -156,10 +156,8 @@ class RateLimiter:
         self._strategy = (
             MovingWindowRateLimiter(state.rate_storage) if state.rate_storage is not None else None
         )
-        # In memory, the same moving window without limits' memory storages: its asyncio
-        # one hops to a thread on almost every hit, its synchronous one starts a timer
-        # thread every 10 ms (the event loop waits for each start), together a fifth of
-        # the server's time per short request (docs/benchmarks.md, B3).
+        # In memory, the guard's own moving window: limits' memory storages work with
+        # threads, which the event loop waits for (docs/benchmarks.md, "One front door").
         self._memory = MemoryMovingWindow() if self._strategy is None else None
         self._policy = policy
         self.trusted_proxies = trusted_proxies
@@ -203,23 +201,26 @@ class MemoryMovingWindow:
 
     Per key, the times of its hits within the window, oldest first: a hit is allowed
     while fewer than ``item.amount`` are younger than the window, as in ``limits``
-    (``MovingWindowRateLimiter``), whose ``RateLimitItem`` and keys it takes. Keys with
-    no hit in their window are dropped at most once a window, so memory stays bounded
-    by the clients seen within it.
+    (``MovingWindowRateLimiter``), whose ``RateLimitItem`` and keys it takes.
+
+    Keys are kept in the order of their last counted hit, so the idle ones are at the
+    front: each hit forgets at most ``FORGET_PER_HIT`` keys whose last hit has left
+    their window. Memory stays bounded by the clients seen within a window, and no hit
+    ever waits for a pass over every client.
     """
+
+    FORGET_PER_HIT = 4
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._hits: dict[str, tuple[float, deque[float]]] = {}
-        self._next_sweep = 0.0
+        self._hits: OrderedDict[str, tuple[float, deque[float]]] = OrderedDict()
+        self._next_forget = -math.inf  # no key is stale before then
 
     def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
         """Count a hit and return True, or return False (and count nothing) over the limit."""
         now = self._clock()
         window = item.get_expiry()
-        if now >= self._next_sweep:
-            self._sweep(now)
-            self._next_sweep = now + window
+        self._forget_idle(now)
         key = item.key_for(*identifiers)
         entry = self._hits.get(key)
         if entry is None:
@@ -230,6 +231,7 @@ class MemoryMovingWindow:
         if len(hits) >= item.amount:
             return False
         hits.append(now)
+        self._hits.move_to_end(key)
         return True
 
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
@@ -241,11 +243,21 @@ class MemoryMovingWindow:
         reset = (hits[0] if hits else now) + window
         return WindowStats(reset, max(0, item.amount - len(hits)))
 
-    def _sweep(self, now: float) -> None:
-        stale = [key for key, (window, hits) in self._hits.items()
-                 if not hits or hits[-1] <= now - window]
-        for key in stale:
-            del self._hits[key]
+    def _forget_idle(self, now: float) -> None:
+        if now < self._next_forget:
+            return
+        entries = self._hits
+        for _ in range(self.FORGET_PER_HIT):
+            if not entries:
+                return
+            key = next(iter(entries))
+            window, hits = entries[key]
+            if hits and hits[-1] > now - window:
+                # The least recently counted key is still in its window; none is stale
+                # before it leaves (keys behind it were counted later).
+                self._next_forget = hits[-1] + window
+                return
+            del entries[key]
 
     def __len__(self) -> int:
         return len(self._hits)

@@ -42,6 +42,8 @@ from .metrics import MULTIPROC_ENV_VAR
 __all__ = ["BackgroundServer", "app_from_environment", "freeze_startup_objects", "serve"]
 
 _LOGGING_ENV_VAR = "GPROCHAT_SERVER_LOGGING_JSON"
+#: The event loop every server process runs on (``accept.new_event_loop``).
+LOOP_FACTORY = "gprochat.server.accept:new_event_loop"
 logger = logging.getLogger("gprochat.server")
 
 
@@ -53,6 +55,9 @@ def http_limits(config: ServerConfig) -> HttpLimits:
 def _uvicorn_config(app: Any, config: ServerConfig, **options: Any) -> HttpServerConfig:
     options.setdefault("log_level", "warning")
     options.setdefault("timeout_graceful_shutdown", config.shutdown_timeout)
+    if hasattr(uvicorn.Config, "get_loop_factory"):  # uvicorn >= 0.36 takes a loop factory
+        # uvloop, but accepting every waiting connection at once (accept.py says why).
+        options.setdefault("loop", LOOP_FACTORY)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
     # the guard decides whom to believe (--trusted-proxy).
     return HttpServerConfig(

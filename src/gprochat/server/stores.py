@@ -7,8 +7,8 @@ boundary, into ``SharedStateError``; the guard decides whether to fail open or c
 
 from __future__ import annotations
 
+import mmap
 import time
-from array import array
 from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, Protocol
@@ -55,59 +55,102 @@ class ReplayStoreFull(Exception):
         self.retry_after = retry_after
 
 
+def _zeroed_slots(size: int) -> memoryview:
+    """``size`` zeroed 64-bit slots. Anonymous memory the OS zeroes page by page as it
+    is first touched: a table of millions of slots is had at once, not copied in."""
+    return memoryview(mmap.mmap(-1, 8 * size)).cast("Q")
+
+
+def _find(slots: memoryview, mask: int, digest: int) -> bool:
+    index = digest & mask
+    while True:
+        value = slots[index]
+        if value == digest:
+            return True
+        if not value:
+            return False
+        index = (index + 1) & mask
+
+
+def _place(slots: memoryview, mask: int, digest: int) -> None:
+    index = digest & mask
+    while slots[index]:
+        index = (index + 1) & mask
+    slots[index] = digest
+
+
 class _DigestTable:
-    """A set of non-zero 64-bit integers in one ``array('Q')``: 8 bytes a slot, no object each.
+    """A set of non-zero 64-bit integers in one table of 8-byte slots: no object each.
 
     Open addressing with linear probing, at most half full (so 16-32 bytes an entry
     with the doubling). Nothing is ever removed: a whole table is dropped instead.
+
+    Growing is incremental: the table doubles into a new one, and each ``add`` moves
+    at most ``MOVE_PER_ADD`` slots of the old one across (the old one is searched too
+    until it is empty), so no single claim pays for copying the whole table.
     """
 
-    __slots__ = ("count", "mask", "slots")
+    __slots__ = ("_moved", "_old", "count", "mask", "slots")
+
+    #: Old slots moved per add while growing: the move ends long before the next growth
+    #: (which needs as many adds as half the old table's slots; this takes an eighth).
+    MOVE_PER_ADD = 8
 
     def __init__(self, capacity: int = 1024) -> None:
         size = 1024
         while size < capacity:
             size *= 2
-        self.slots = array("Q", bytes(8 * size))
+        self.slots = _zeroed_slots(size)
         self.mask = size - 1
         self.count = 0
+        self._old: memoryview | None = None
+        self._moved = 0
 
     def __contains__(self, digest: int) -> bool:
-        slots, mask = self.slots, self.mask
-        index = digest & mask
-        while True:
-            value = slots[index]
-            if value == digest:
-                return True
-            if not value:
-                return False
-            index = (index + 1) & mask
+        old = self._old
+        return _find(self.slots, self.mask, digest) or (
+            old is not None and _find(old, len(old) - 1, digest)
+        )
 
     def add(self, digest: int) -> None:
         """Add ``digest`` (the caller knows it is absent)."""
+        if self._old is not None:
+            self._move(self.MOVE_PER_ADD)
         if 2 * (self.count + 1) > len(self.slots):
             self._grow()
-        self._place(digest)
+        _place(self.slots, self.mask, digest)
         self.count += 1
 
-    def _place(self, digest: int) -> None:
-        slots, mask = self.slots, self.mask
-        index = digest & mask
-        while slots[index]:
-            index = (index + 1) & mask
-        slots[index] = digest
+    @property
+    def pending_moves(self) -> int:
+        """Slots of the old table not yet moved (0 when not growing)."""
+        return 0 if self._old is None else len(self._old) - self._moved
 
     def _grow(self) -> None:
-        old = self.slots
-        self.slots = array("Q", bytes(16 * len(old)))
+        if self._old is not None:  # not with MOVE_PER_ADD >= 2; keeps one old table at most
+            self._move(self.pending_moves)
+        self._old = self.slots
+        self._moved = 0
+        self.slots = _zeroed_slots(2 * len(self._old))
         self.mask = len(self.slots) - 1
-        for value in old:
+
+    def _move(self, count: int) -> None:
+        old = self._old
+        assert old is not None
+        start = self._moved
+        end = min(start + count, len(old))
+        slots, mask = self.slots, self.mask
+        for value in old[start:end]:
             if value:
-                self._place(value)
+                _place(slots, mask, value)
+        self._moved = end
+        if end == len(old):
+            self._old = None
 
     @property
     def nbytes(self) -> int:
-        return len(self.slots) * self.slots.itemsize
+        old = 0 if self._old is None else len(self._old)
+        return (len(self.slots) + old) * 8
 
 
 class MemoryReplayStore:

@@ -6,17 +6,13 @@ failure it frees the stream slot and closes the backend's stream itself. Once op
 ``Answer.close`` is the one place that frees the slot and closes the stream, whatever
 happened (completed, client gone, backend failed); both routes use them.
 
-``ChunkStream`` is a lean streaming response.
-
-Starlette's ``StreamingResponse`` opens an anyio task group with a second task that
-listens for the client's disconnect, for every response: about a dozen objects
-(task group, cancel scopes, tasks, closures) per answer, which cost short answers
-under load and long garbage collections under many open ones (docs/benchmarks.md,
-B3 and B4). ``ChunkStream`` sends every chunk straight to the ASGI server as soon
-as the backend yields it (chunks yielded at the same instant as one HTTP chunk, so
-no byte ever waits for a later one), and, once the answer has to wait for its
-backend, watches for the disconnect with one plain asyncio task that cancels the
-sender: a client that hangs up still stops the backend at once.
+``ChunkStream`` is a lean streaming response, used instead of Starlette's
+``StreamingResponse`` (which opens a task group and a listener task for every answer;
+docs/benchmarks.md, "Profiles and fixes", says what that cost). It sends every chunk
+to the ASGI server as soon as the backend yields it (chunks yielded at the same
+instant as one HTTP chunk, so no byte ever waits for a later one), and, once the
+answer has to wait for its backend, watches for the disconnect with one plain asyncio
+task that cancels the sender: a client that hangs up still stops the backend at once.
 """
 
 from __future__ import annotations
