@@ -109,15 +109,16 @@ class BatchEngine:
     """A llama.cpp context for up to ``parallel`` sequences sharing ``n_ctx`` KV cells, of
     which ``room`` are for answers and the rest keep finished conversations.
 
-    ``model`` is a loaded ``llama_cpp.Llama`` (its weights and vocabulary are shared by
+    ``model`` is a loaded ``_llama.Model`` (its weights and vocabulary are shared by
     every engine made from it); ``n_batch`` bounds the tokens decoded in one step, so a
     long prompt is fed in pieces while the other answers keep streaming.
     """
 
     def __init__(self, model: Any, *, n_ctx: int, parallel: int, threads: int, n_batch: int = 512,
                  name: str = "gprochat-local") -> None:
-        import llama_cpp
+        from ._llama import import_binding
 
+        llama_cpp = import_binding()
         self._llama_cpp = llama_cpp
         self._model = model  # keeps the weights alive while the context uses them
         self.n_batch = max(n_batch, parallel)
@@ -373,6 +374,8 @@ class BatchEngine:
                 self._llama_cpp.llama_sampler_free(job.sampler)
                 job.sampler = None
         finally:
+            logger.debug("local backend: an answer left the batch (%s) after %d token(s)",
+                         reason or ("cancelled" if job.cancel.is_set() else "failed"), job.generated)
             job.done(reason, job.generated)  # before END: the owner's report is complete by then
             if reason is not None:
                 job.emit(END)

@@ -34,6 +34,7 @@ from gprochat.errors import BackendError
 
 from ._batch import END, BatchEngine, Job, Sampling
 from ._gguf import INSTALL_HINT, MODEL_PATH_ENV_VAR, check_model_file, default_model_path
+from ._llama import Model, import_binding
 from .base import Backend, Conversation
 
 __all__ = ["LocalBackend"]
@@ -195,8 +196,8 @@ class LocalBackend(Backend):
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
         retry_after: float = 2.0,
     ) -> None:
-        try:
-            import llama_cpp  # noqa: F401 - fail here, with the install hint, not at load
+        try:  # fail here, with the install hint or the version to install, not at load
+            import_binding()
         except ImportError as exc:
             raise ValueError(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
         if (slots < 1 or parallel < 1 or queue < 0 or n_ctx < 64 or max_tokens < 1
@@ -228,7 +229,7 @@ class LocalBackend(Backend):
         self.system_prompt = system_prompt
         self.retry_after = retry_after
         self._status = "loading"
-        self._llama: Any = None
+        self._model: Optional[Model] = None
         self._formatter: Any = None
         self._engines: list[BatchEngine] = []
         self._capacity: Optional[Capacity] = None
@@ -258,18 +259,18 @@ class LocalBackend(Backend):
         started = time.perf_counter()
         size = self.model_path.stat().st_size
         try:
-            self._llama = self._load_model()
-            self._formatter = self._chat_formatter(self._llama)
+            self._model = self._load_model()
+            self._formatter = self._chat_formatter(self._model)
             self._engines = [
-                BatchEngine(self._llama, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
+                BatchEngine(self._model, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
                             name=f"gprochat-local-{index}")
                 for index in range(self.slots)
             ]
             # The longest conversation: the cache's room for answers, within what the
             # model was trained on (beyond that its answers fall apart).
-            trained = self._llama._model.n_ctx_train()
+            trained = self._model.n_ctx_train()
             self.context_tokens = min(self._engines[0].room, trained if trained > 0 else self.n_ctx)
-        except Exception as exc:  # llama.cpp says only "Failed to load model from file"
+        except Exception as exc:  # Model says why, in llama.cpp's words
             self._status = f"failed: cannot load {self.model_path}: {exc}"
             logger.error("local backend: could not load the model %s (%.1f MB): %s; check that the "
                          "file is a complete GGUF (re-download it) that this llama.cpp supports",
@@ -288,12 +289,9 @@ class LocalBackend(Backend):
             self.parallel, self.threads,
         )
 
-    def _load_model(self) -> Any:
-        """The weights and vocabulary (llama-cpp-python's own small context is unused)."""
-        from llama_cpp import Llama
-
-        return Llama(model_path=str(self.model_path), n_ctx=64, n_batch=64, n_ubatch=64,
-                     n_threads=1, verbose=False)
+    def _load_model(self) -> Model:
+        """The weights and vocabulary, shared by the contexts."""
+        return Model(self.model_path)
 
     @staticmethod
     def _chat_formatter(llama: Any) -> Any:
@@ -367,7 +365,8 @@ class LocalBackend(Backend):
         """The prompt's tokens and the stop strings (runs in a worker thread)."""
         rendered = self._render(conversation)
         logger.debug("local backend prompt: %r", rendered.prompt)
-        tokens = self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
+        assert self._model is not None  # _ready() has checked
+        tokens = self._model.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
                                       special=True)
         if not tokens or len(tokens) >= self.context_tokens:
             raise BackendError(
@@ -454,9 +453,9 @@ class LocalBackend(Backend):
         engines, self._engines = self._engines, []
         for engine in engines:
             engine.close()
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
 
     async def aclose(self) -> None:
         self._closed = True
