@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -196,12 +195,16 @@ def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> Non
 def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
 
-    backend = loaded(parallel=2, n_ctx=4096, max_tokens=400)
+    # One thread: on a machine busy with other work, two threads that wait for each
+    # other at every layer can slow to a crawl; what is tested here is the order.
+    backend = loaded(parallel=2, n_ctx=2048, max_tokens=64, threads=1)
     engine = backend._engines[0]
     story = backend._prepare(Conversation(message="Write a long story about a dragon."))[0]
-    long_prompt = backend._prepare(Conversation(message="word " * 1000))[0]
+    long_prompt = backend._prepare(Conversation(message="word " * 600))[0]
     pieces = (len(long_prompt) - 1) // PREFILL_WHILE_STREAMING + 1
+    assert pieces >= 3
     events: list[str] = []
+    streaming = threading.Event()
     ended = {"story": threading.Event(), "long": threading.Event()}
 
     def make(name: str, tokens: list[int], limit: int) -> Job:
@@ -210,17 +213,19 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
                 ended[name].set()
             else:
                 events.append(name)
+                streaming.set()
 
         return Job(seq_id=0 if name == "story" else 1, tokens=tokens, limit=limit,
                    sampling=Sampling(0, 1, 1.1), stop=[], emit=emit, done=lambda r, g: None)
 
     try:
-        engine.submit(make("story", story, 300))
-        while "story" not in events:
-            time.sleep(0.005)
+        # The story has 64 tokens to go, the long prompt needs `pieces` steps.
+        engine.submit(make("story", story, 64))
+        assert streaming.wait(300)
         submitted = len(events)
         engine.submit(make("long", long_prompt, 1))
-        assert ended["long"].wait(60) and ended["story"].wait(60)
+        # Guards against a hang, not speed tests.
+        assert ended["long"].wait(300) and ended["story"].wait(300)
     finally:
         asyncio.run(backend.aclose())
     # The story kept streaming while the long prompt was computed, a piece per step.
