@@ -281,3 +281,73 @@ def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
         assert "Paris" in asyncio.run(collect(backend, Conversation(message=questions[0])))
     finally:
         asyncio.run(backend.aclose())
+
+
+class StepClock:
+    """The tuner's clock, moved by the steps it is told about."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_steps(tuner: Any, clock: StepClock, seconds_per_step: dict[int, float], steps: int) -> list[int]:
+    """``steps`` generation steps of one token each; the threads each one ran with."""
+    chosen = []
+    for _ in range(steps):
+        threads = tuner.choose(1, generating_only=True)
+        clock.now += seconds_per_step[threads]
+        tuner.took(seconds_per_step[threads])
+        chosen.append(threads)
+    return chosen
+
+
+def test_the_engine_leaves_two_threads_for_one_when_one_is_faster_and_comes_back() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    # Idle: two threads are faster; probes of one thread come and go.
+    idle = run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 500)
+    assert tuner.threads == 2 and idle.count(1) <= 2 * 500 * 0.010 / tuner.INTERVAL + 2
+    # Busy beside other processes: two threads crawl; the engine moves to one thread
+    # within a probe interval, and probes two again ever more rarely.
+    busy = run_steps(tuner, clock, {2: 0.300, 1: 0.030}, 2000)
+    assert tuner.threads == 1
+    assert busy.index(1) <= tuner.INTERVAL / 0.300 + 2
+    slow_steps = busy[busy.index(1):].count(2)
+    assert slow_steps * 0.300 < 0.1 * 2000 * 0.030, slow_steps  # under 10% of the time
+    # Idle again: back to two threads within the longest probe interval.
+    again = run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 3000)
+    assert tuner.threads == 2
+    assert again.index(2) * 0.016 <= tuner.MAX_INTERVAL + 1
+
+
+def test_the_tuner_compares_only_steps_of_the_same_size() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    for size in range(1, 400):  # every step carries another number of answers
+        threads = tuner.choose(size, generating_only=True)
+        took = 0.001 * size if threads == 2 else 0.0001  # one thread on a smaller step looks fast
+        clock.now += took
+        tuner.took(took)
+    assert tuner.threads == 2
+
+
+def test_a_real_engine_answers_while_it_tunes_its_threads() -> None:
+    backend = loaded(parallel=2, n_ctx=1024, max_tokens=48, threads=2)
+    engine = backend._engines[0]
+    engine.tuner.INTERVAL = 0.0  # probe at every chance
+
+    async def main() -> list[str]:
+        try:
+            return await asyncio.gather(*(collect(backend, Conversation(message=CAPITAL)) for _ in range(2)))
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    assert all("Paris" in answer for answer in answers)
