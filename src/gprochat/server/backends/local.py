@@ -156,23 +156,18 @@ class LocalBackend(Backend):
       longest conversation, prompt and answer [--n-ctx], default 8192.
     - ``queue``: requests that may wait for room; beyond, 503 [--local-queue], default 16.
     - ``threads``: CPU threads per context [--threads]; default the physical cores
-      divided by ``slots`` (at least 1).
+      divided by ``slots`` (at least 1). Each context drops to one thread while that is
+      faster (a machine busy with other work: ``_batch.ThreadTuner``).
     - ``max_tokens``: the longest answer [--max-tokens]; a request (the OpenAI
       gateway's ``max_tokens``) may ask for fewer, not more: each answer reserves room
-      for its longest possible length in the shared cache, so a client asking for the
-      whole cache would hold every other chat back (llama-server's ``--n-predict`` caps
-      requests the same way).
+      for its longest possible length in the shared cache.
     - ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults [--temperature,
       --top-p, --repeat-penalty]; a request's own values (the OpenAI gateway's) take
-      precedence. The defaults (512 tokens, 0, 0.9, 1.1) suit the
-      small default model: greedy, because its second choices are often nonsense (asked
-      for France's capital at temperature 0.2 it sometimes answers in made-up French),
-      and a repeat penalty and a length cap so greedy decoding does not loop.
+      precedence. The defaults (512 tokens, 0, 0.9, 1.1) suit the small default model
+      (docs/local-model.md, "Sampling").
     - ``system_prompt``: used when the conversation brings none (no server
-      --system-prompt, no system message). SmolLM2's template otherwise puts its own
-      ("You are ... SmolLM, trained by Hugging Face"), with which the 135M model answers
-      "What is the capital of France?" with a list of French words; with the plain
-      "You are a helpful assistant." it answers "Paris". None: the template's own.
+      --system-prompt, no system message); None: the chat template's own (SmolLM2's
+      makes the small model answer worse, docs/local-model.md).
     - ``retry_after``: seconds a refused client is told to wait (queue full, loading).
 
     >>> backend = LocalBackend(parallel=4)  # checks the file now; loads it in start()
@@ -219,8 +214,8 @@ class LocalBackend(Backend):
         self.queue_limit = queue
         self.n_ctx = n_ctx
         # One thread per physical core this process may use, shared by the contexts (as
-        # llama.cpp's own tools do): a second thread on a core's other hyperthread only
-        # makes the threads, which wait for each other every layer, wait longer.
+        # llama.cpp's own tools do): threads that wait for each other at every layer gain
+        # nothing from a core's second hyperthread.
         self.threads = threads or max(1, physical_cores() // slots)
         self.max_tokens = max_tokens
         self.temperature = temperature
