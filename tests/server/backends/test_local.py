@@ -695,13 +695,15 @@ def test_serve_loses_no_line_while_the_model_loads() -> None:
             while not statuses or statuses[-1] != 200:
                 assert process.poll() is None, process.communicate()
                 try:
-                    with urllib.request.urlopen(base_url + "/healthz", timeout=5) as reply:
+                    with urllib.request.urlopen(base_url + "/healthz", timeout=120) as reply:
                         statuses.append(reply.status)
                 except urllib.error.HTTPError as refused:
                     statuses.append(refused.code)
                     refused.close()
-                except OSError:
-                    pass  # not listening yet
+                except urllib.error.URLError as error:
+                    if not isinstance(error.reason, ConnectionRefusedError):
+                        raise
+                    # not listening yet: no request, no line
                 time.sleep(0.005)
         finally:
             stop_process(process)
