@@ -352,3 +352,15 @@ def test_a_real_engine_answers_while_it_tunes_its_threads() -> None:
 
     answers = asyncio.run(main())
     assert all("Paris" in answer for answer in answers)
+
+
+def test_on_a_crowded_machine_probing_more_threads_costs_little_however_slow_it_is() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    seconds = {2: 15.0, 1: 0.7}  # a step of two threads takes seconds when every core is contended
+    chosen = run_steps(tuner, clock, seconds, 3000)
+    assert tuner.threads == 1
+    slow = sum(seconds[2] for threads in chosen[10:] if threads == 2)
+    assert slow < 0.1 * clock.now, (slow, clock.now)

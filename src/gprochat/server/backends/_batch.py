@@ -64,13 +64,15 @@ class ThreadTuner:
     the other choice, compares their times with the steps just before (the same
     answers, one token each: steps of the same size), and keeps the faster. A probe
     towards more threads that loses waits twice as long before the next one (up to
-    ``MAX_INTERVAL``), so on a busy machine the slow steps cost little.
+    ``MAX_INTERVAL``, or ``COST`` times the probe's own time when that is longer), so
+    on a busy machine the slow steps cost little.
     """
 
     PROBE = 2
     INTERVAL = 1.0
     MAX_INTERVAL = 32.0
     MARGIN = 0.9  # the other choice must be 10% faster to be taken
+    COST = 20
 
     def __init__(self, most: int, clock: Callable[[], float]) -> None:
         self.most = most
@@ -121,7 +123,11 @@ class ThreadTuner:
             self.threads = self._other()
             self._up_interval = self.INTERVAL
         elif faster is not None and towards_more:
-            self._up_interval = min(self._up_interval * 2, self.MAX_INTERVAL)
+            # Twice as long each time, and never less than COST times what the probe took,
+            # so on a crowded machine, where a slow step may take seconds, probing costs
+            # at most 1 / COST of the time.
+            self._up_interval = max(min(self._up_interval * 2, self.MAX_INTERVAL),
+                                    self.COST * sum(self._probe))
         self._probe = []
         self._probing = False
         self._recent.clear()
