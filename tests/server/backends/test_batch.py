@@ -264,8 +264,9 @@ def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
         for task in tasks[1::4]:  # some leave while queued or while being computed
             task.cancel()
         # A place never given back would leave the queued ones waiting forever.
-        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
-        for _ in range(100):  # the engine hands places back from its own thread
+        # A guard against a hang, not a speed test: a crowded machine may take minutes.
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 900)
+        for _ in range(6000):  # the engine hands places back from its own thread
             if capacity.queued == 0 and capacity._free_cells[engine] == engine.room:
                 break
             await asyncio.sleep(0.05)

@@ -464,11 +464,12 @@ def test_serve_with_a_bad_model_file_exits_2(tmp_path: Path, make, expected: str
 
 def test_serve_and_chat_local_default_to_the_real_model() -> None:
     require_local_model()
-    with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=60) as base_url:
+    # The timeouts guard against a hang; a crowded machine may take minutes.
+    with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=600) as base_url:
         answer = asyncio.run(GPROChat.create_async("", FRANCE, base_url=base_url))
     assert "Paris" in answer
     result = run_cli("chat", "--local", "--json", "What is the capital of France?",
-                     env=clean_env(GPROCHAT_BACKEND="auto"))
+                     env=clean_env(GPROCHAT_BACKEND="auto"), timeout=600)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert "Paris" in record["answer"]
