@@ -52,6 +52,7 @@ _PENALTY_LAST_N = 64
 KEPT = 8
 """Finished conversations kept in the cache for the next ones to start from."""
 
+
 class ThreadTuner:
     """Chooses, step by step, between the context's threads and one thread.
 
@@ -122,6 +123,8 @@ class ThreadTuner:
         if faster:
             self.threads = self._other()
             self._up_interval = self.INTERVAL
+            logger.debug("local backend: a context now decodes with %d thread(s), measured faster",
+                         self.threads)
         elif faster is not None and towards_more:
             # Twice as long each time, and never less than COST times what the probe took,
             # so on a crowded machine, where a slow step may take seconds, probing costs
