@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from typing import Any
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--install-peers",
         action="store_true",
-        help=f"put {peers.G4F_REQUIREMENT} in its own venv (.bench-peers/g4f) first",
+        help=f"put {peers.G4F_REQUIREMENT} in its own venv (.bench-peers/g4f) and build llama.cpp's "
+        "llama-server from llama-cpp-python's sdist (~10 min on 2 cores) first",
     )
     args = parser.parse_args(argv)
     chosen = [name.strip().upper() for name in args.only.split(",") if name.strip()]
@@ -51,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_peers:
         print(f"installing {peers.G4F_REQUIREMENT} into {peers.PEER_VENV} ...", file=sys.stderr)
         peers.install_g4f()
+        if "B6" in chosen:
+            print("building llama-server from llama-cpp-python's sdist (about ten minutes) ...",
+                  file=sys.stderr)
+            try:
+                print(f"llama-server: {peers.install_llama_server()}", file=sys.stderr)
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                print(f"WARNING: llama-server could not be built ({exc}); B6's llama-server rows "
+                      "are skipped", file=sys.stderr)
     g4f_python, g4f_note = peers.locate_g4f()
     machine = machine_description()
     machine["g4f peer"] = g4f_note

@@ -23,6 +23,17 @@ our default), all on 127.0.0.1.
   An empty or shortened answer is a failure, reported, even with a 200. Aggregate
   tokens/s = the tokens of complete answers / the batch's wall time.
 
+- **vs llama-server** (llama.cpp's own C++ server, built by ``python -m benchmarks
+  --install-peers`` from the llama.cpp that llama-cpp-python vendors, so both run the
+  same llama.cpp): 1, 4 and 16 concurrent chats of prompts neither server has seen (a
+  new nonce at the head of every system message, so no cached beginning helps either
+  side), 128-token answers, both with their default settings (ours: one context of 16
+  conversations; llama-server: ``--parallel 16`` with one unified cache of the same
+  size, since its default of 4 slots would queue the 16 chats), both with one thread
+  per physical core. Aggregate
+  tokens/s = every answer's tokens (counted by tokenizing its text) / the batch's wall
+  time; p99 time to first token over all rounds.
+
 Skipped, saying why, when llama-cpp-python, its server extra or the model is missing.
 """
 
@@ -421,8 +432,114 @@ def run(quick: bool) -> list[Row]:
                 rows.append(Row("B6", f"p{q} time to first token, {what}", ours_q, peer_q, "ms",
                                 [ours_q / peer_q] if peer_q == peer_q and peer_q else [],
                                 target, "lower", "< peer" if target else ""))
+    rows += _vs_llama_server(model, llama, quick)
     print(f"B6: our server's PSS with the default settings after the single-stream runs: "
           f"{ours_memory:.0f} MB")
+    return rows
+
+
+LLAMA_SERVER_TOKENS = 128
+
+
+async def _unseen_batch(base_url: str, model: str, level: int, round_index: int,
+                        count: Any) -> tuple[float, list[float]]:
+    """``level`` chats at once, each with a system message no server has seen; returns
+    (aggregate tokens/s, times to first token)."""
+    import uuid
+
+    import aiohttp
+
+    async def one(index: int) -> Answer:
+        body = {"model": model, "max_tokens": LLAMA_SERVER_TOKENS, "stream": True, "temperature": 0,
+                "seed": SEED, "messages": [
+                    {"role": "system", "content": f"[{uuid.uuid4().hex}] {SYSTEM}"},
+                    {"role": "user", "content": PROMPTS[(round_index * level + index) % len(PROMPTS)]}]}
+        if not model.startswith("SmolLM2"):
+            body["repeat_penalty"] = REPEAT_PENALTY
+        return await _post_stream(session, base_url, body)
+
+    timeout = aiohttp.ClientTimeout(total=900)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(one(index) for index in range(level)))
+        wall = time.perf_counter() - started
+    bad = [a.status for a in answers if a.status != 200 or not a.text]
+    if bad:
+        print(f"B6: {len(bad)} answer(s) of {level} failed at {base_url}: {bad}", file=sys.stderr)
+    tokens = sum(count(a.text) for a in answers if a.status == 200)
+    return tokens / wall, [a.ttft for a in answers if a.ttft == a.ttft]
+
+
+async def _post_stream(session: Any, base_url: str, body: dict[str, Any]) -> Answer:
+    started = time.perf_counter()
+    ttft = float("nan")
+    parts: list[str] = []
+    async with session.post(base_url + "/v1/chat/completions", json=body) as response:
+        if response.status != 200:
+            await response.read()
+            return Answer("", ttft, time.perf_counter() - started, response.status)
+        async for line in response.content:
+            data = line.decode().strip()
+            if not data.startswith("data:") or data[5:].strip() == "[DONE]":
+                continue
+            for choice in json.loads(data[5:]).get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    if not parts:
+                        ttft = time.perf_counter() - started
+                    parts.append(text)
+    return Answer("".join(parts), ttft, time.perf_counter() - started, 200)
+
+
+def _llama_server(binary: str, model: str) -> _Server:
+    port = _free_port()
+    command = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", "8192",
+               "--parallel", "16", "--kv-unified", "-t", str(THREADS), "-tb", str(THREADS)]
+    return _Server("llama-server", command, port, "/health")
+
+
+def _vs_llama_server(model: str, llama: Any, quick: bool) -> list[Row]:
+    from .peers import locate_llama_server
+
+    binary, note = locate_llama_server()
+    if binary is None:
+        print(f"B6: llama-server rows skipped: {note}")
+        return [Row("B6", f"vs llama-server (SKIPPED: {note})", float("nan"), float("nan"), "", [])]
+
+    def count(text: str) -> int:
+        return len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
+
+    rounds = 1 if quick else 3
+    levels = (1, 4, 16)
+    ours, peer = _ours(model, []), None
+    rates: dict[tuple[str, int], list[float]] = {}
+    ttfts: dict[tuple[str, int], list[float]] = {}
+    try:
+        peer = _llama_server(binary, model)
+        our_model = _model_id(ours.base_url)
+        for index in range(rounds):
+            for level in levels:
+                order = ("ours", "peer") if (index + level) % 2 == 0 else ("peer", "ours")
+                for side in order:
+                    server, name = (ours, our_model) if side == "ours" else (peer, "llama-server")
+                    rate, firsts = asyncio.run(_unseen_batch(server.base_url, name, level, index, count))
+                    rates.setdefault((side, level), []).append(rate)
+                    ttfts.setdefault((side, level), []).extend(firsts)
+    finally:
+        ours.stop()
+        if peer is not None:
+            peer.stop()
+    rows = []
+    for level in levels:
+        what = f"{level} chat{'s' if level > 1 else ''}, unseen prompts, {LLAMA_SERVER_TOKENS} tokens"
+        a, b = rates["ours", level], rates["peer", level]
+        rows.append(Row("B6", f"aggregate tokens/s vs llama-server, {what}", statistics.median(a),
+                        statistics.median(b), "tok/s", paired_ratio(a, b), 1.0, "higher", ">= llama-server",
+                        note=f"{rounds} round(s); {note}" if level == 1 else ""))
+        ours_q = percentile(ttfts["ours", level], 99) * 1000
+        peer_q = percentile(ttfts["peer", level], 99) * 1000
+        rows.append(Row("B6", f"p99 time to first token vs llama-server, {what}", ours_q, peer_q, "ms",
+                        [ours_q / peer_q], 1.0, "lower", "< llama-server"))
     return rows
 
 

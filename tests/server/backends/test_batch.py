@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -196,35 +195,42 @@ def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> Non
 def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
 
-    backend = loaded(parallel=2, n_ctx=4096, max_tokens=400)
+    # One thread: on a machine busy with other work, two threads that wait for each
+    # other at every layer can slow to a crawl; what is tested here is the order.
+    backend = loaded(parallel=2, n_ctx=2048, max_tokens=64, threads=1)
     engine = backend._engines[0]
     story = backend._prepare(Conversation(message="Write a long story about a dragon."))[0]
-    long_prompt = backend._prepare(Conversation(message="word " * 1000))[0]
+    long_prompt = backend._prepare(Conversation(message="word " * 600))[0]
     pieces = (len(long_prompt) - 1) // PREFILL_WHILE_STREAMING + 1
+    assert pieces >= 3
     events: list[str] = []
+    streaming = threading.Event()
     ended = {"story": threading.Event(), "long": threading.Event()}
 
     def make(name: str, tokens: list[int], limit: int) -> Job:
         def emit(item: object) -> None:
             if item is END or isinstance(item, BaseException):
+                events.append(f"{name} ended")
                 ended[name].set()
             else:
                 events.append(name)
+                streaming.set()
 
         return Job(seq_id=0 if name == "story" else 1, tokens=tokens, limit=limit,
                    sampling=Sampling(0, 1, 1.1), stop=[], emit=emit, done=lambda r, g: None)
 
     try:
-        engine.submit(make("story", story, 300))
-        while "story" not in events:
-            time.sleep(0.005)
+        # The story has 64 tokens to go, the long prompt needs `pieces` steps.
+        engine.submit(make("story", story, 64))
+        assert streaming.wait(300)
         submitted = len(events)
         engine.submit(make("long", long_prompt, 1))
-        assert ended["long"].wait(60) and ended["story"].wait(60)
+        # Guards against a hang, not speed tests.
+        assert ended["long"].wait(300) and ended["story"].wait(300)
     finally:
         asyncio.run(backend.aclose())
     # The story kept streaming while the long prompt was computed, a piece per step.
-    meanwhile = events[submitted: events.index("long")].count("story")
+    meanwhile = events[submitted: events.index("long ended")].count("story")
     assert meanwhile >= pieces, (pieces, meanwhile)
 
 
@@ -258,8 +264,9 @@ def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
         for task in tasks[1::4]:  # some leave while queued or while being computed
             task.cancel()
         # A place never given back would leave the queued ones waiting forever.
-        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
-        for _ in range(100):  # the engine hands places back from its own thread
+        # A guard against a hang, not a speed test: a crowded machine may take minutes.
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 900)
+        for _ in range(6000):  # the engine hands places back from its own thread
             if capacity.queued == 0 and capacity._free_cells[engine] == engine.room:
                 break
             await asyncio.sleep(0.05)
@@ -276,3 +283,85 @@ def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
         assert "Paris" in asyncio.run(collect(backend, Conversation(message=questions[0])))
     finally:
         asyncio.run(backend.aclose())
+
+
+class StepClock:
+    """The tuner's clock, moved by the steps it is told about."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_steps(tuner: Any, clock: StepClock, seconds_per_step: dict[int, float], steps: int) -> list[int]:
+    """``steps`` generation steps of one token each; the threads each one ran with."""
+    chosen = []
+    for _ in range(steps):
+        threads = tuner.choose(1, generating_only=True)
+        clock.now += seconds_per_step[threads]
+        tuner.took(seconds_per_step[threads])
+        chosen.append(threads)
+    return chosen
+
+
+def test_the_engine_leaves_two_threads_for_one_when_one_is_faster_and_comes_back() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    # Idle: two threads are faster; probes of one thread come and go.
+    idle = run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 500)
+    assert tuner.threads == 2 and idle.count(1) <= 2 * 500 * 0.010 / tuner.INTERVAL + 2
+    # Busy beside other processes: two threads crawl; the engine moves to one thread
+    # within a probe interval, and probes two again ever more rarely.
+    busy = run_steps(tuner, clock, {2: 0.300, 1: 0.030}, 2000)
+    assert tuner.threads == 1
+    assert busy.index(1) <= tuner.INTERVAL / 0.300 + 2
+    slow_steps = busy[busy.index(1):].count(2)
+    assert slow_steps * 0.300 < 0.1 * 2000 * 0.030, slow_steps  # under 10% of the time
+    # Idle again: back to two threads within the longest probe interval.
+    again = run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 3000)
+    assert tuner.threads == 2
+    assert again.index(2) * 0.016 <= tuner.MAX_INTERVAL + 1
+
+
+def test_the_tuner_compares_only_steps_of_the_same_size() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    for size in range(1, 400):  # every step carries another number of answers
+        threads = tuner.choose(size, generating_only=True)
+        took = 0.001 * size if threads == 2 else 0.0001  # one thread on a smaller step looks fast
+        clock.now += took
+        tuner.took(took)
+    assert tuner.threads == 2
+
+
+def test_a_real_engine_answers_while_it_tunes_its_threads() -> None:
+    backend = loaded(parallel=2, n_ctx=1024, max_tokens=48, threads=2)
+    engine = backend._engines[0]
+    engine.tuner.INTERVAL = 0.0  # probe at every chance
+
+    async def main() -> list[str]:
+        try:
+            return await asyncio.gather(*(collect(backend, Conversation(message=CAPITAL)) for _ in range(2)))
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    assert all("Paris" in answer for answer in answers)
+
+
+def test_on_a_crowded_machine_probing_more_threads_costs_little_however_slow_it_is() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    seconds = {2: 15.0, 1: 0.7}  # a step of two threads takes seconds when every core is contended
+    chosen = run_steps(tuner, clock, seconds, 3000)
+    assert tuner.threads == 1
+    slow = sum(seconds[2] for threads in chosen[10:] if threads == 2)
+    assert slow < 0.1 * clock.now, (slow, clock.now)

@@ -13,8 +13,11 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from gprochat.server import BackgroundServer, ServerConfig, create_app
 from gprochat.server.backends import Conversation, LocalBackend, Turn
 from gprochat.server.backends._gguf import check_model_file, default_model_path, local_model_unavailable
 
-from ...processes import clean_env, run_cli, served
+from ...processes import GPROCHAT, clean_env, free_port, run_cli, served, stop_process
 from ..helpers import error_message, post, signed
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -179,22 +182,22 @@ async def test_native_history_reaches_the_model_as_turns(
     assert backend.render_prompt(conversation) == prompt
 
 
-async def test_health_answers_while_the_model_generates(local: BackgroundServer) -> None:
+async def test_health_answers_while_the_model_generates(
+    local: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local")
     session, response = await open_stream(local, LONG, max_tokens=200)
     async with session, response:
         await response.content.readline()  # generation has started
-        latencies = []
         async with aiohttp.ClientSession() as probe:
             for _ in range(5):
-                started = time.perf_counter()
                 async with probe.get(local.base_url + "/healthz") as health:
                     assert (await health.json())["status"] == "ok"
-                latencies.append(time.perf_counter() - started)
-        assert not response.content.at_eof(), "the answer finished before the probes"
+        # All five were answered while the answer was still being generated (on the
+        # event loop, generation would hold them until it ended).
+        assert [r for r in caplog.records if r.msg == SEQUENCE_LEFT] == []
         await read_answer(response)
-    # On the event loop, generation would hold health checks for the whole answer
-    # (seconds); off it they take milliseconds. A wide margin for a loaded machine.
-    assert max(latencies) < 0.5, latencies
+    assert len([r for r in caplog.records if r.msg == SEQUENCE_LEFT]) == 1
 
 
 async def test_one_at_a_time_second_client_waits_third_is_refused(local: BackgroundServer) -> None:
@@ -204,10 +207,7 @@ async def test_one_at_a_time_second_client_waits_third_is_refused(local: Backgro
         second = asyncio.create_task(
             GPROChat.create_async("", FRANCE, base_url=local.base_url)
         )
-        deadline = time.monotonic() + 10
-        while await queued(local) < 1:
-            assert time.monotonic() < deadline, "the second request never queued"
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(until_queued(local, 1), 300)  # a guard against a hang
         status, headers, raw = await post(local.base_url, signed("A third one"))
         assert status == 503
         assert int(headers["Retry-After"]) >= 1
@@ -218,20 +218,32 @@ async def test_one_at_a_time_second_client_waits_third_is_refused(local: Backgro
     assert await queued(local) == 0
 
 
-async def test_cancelling_a_stream_frees_its_place_at_once(local: BackgroundServer) -> None:
+async def test_cancelling_a_stream_frees_its_place_at_once(
+    local: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local")
     session, response = await open_stream(local, LONG, max_tokens=600)
     async with session:
         await response.content.readline()
+        # One conversation at a time: the next request waits for this one's place.
+        second = asyncio.create_task(read_whole(local, FRANCE))
+        await asyncio.wait_for(until_queued(local, 1), 300)
         response.close()  # the client leaves mid-answer
-    started = time.perf_counter()
-    session, response = await open_stream(local, FRANCE, max_tokens=8)
-    async with session, response:
-        assert response.status == 200
-        await response.content.readline()
-        first_token = time.perf_counter() - started
-        await read_answer(response)
-    # 600 tokens of the first answer would take tens of seconds on two cores.
-    assert first_token < 2.0, first_token
+    answer = await asyncio.wait_for(second, 300)  # a guard against a hang, not a speed test
+    assert "Paris" in answer
+    left = [r.args for r in caplog.records if r.msg == SEQUENCE_LEFT]
+    # The abandoned answer left the batch cancelled, with hundreds of its 600 tokens not
+    # generated, and only then did the waiting request get its place and finish.
+    assert [reason for reason, _ in left] == ["cancelled", "stop"], left
+    assert left[0][1] < 300, left
+
+
+SEQUENCE_LEFT = "local backend: an answer left the batch (%s) after %d token(s)"
+
+
+async def until_queued(server: BackgroundServer, count: int) -> None:
+    while await queued(server) < count:
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -241,20 +253,22 @@ def batched() -> Iterator[BackgroundServer]:
     yield from serve_local(parallel=4, queue=4, n_ctx=576, max_tokens=200)
 
 
-async def test_conversations_are_answered_together(batched: BackgroundServer) -> None:
+async def test_conversations_are_answered_together(
+    batched: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local")
     first_session, first = await open_stream(batched, LONG, max_tokens=48)
     async with first_session, first:
         await first.content.readline()  # the first answer is streaming
-        started = time.perf_counter()
         second_session, second = await open_stream(batched, CAPITAL, max_tokens=24)
         async with second_session, second:
-            await second.content.readline()
-            second_started = time.perf_counter() - started
-            assert not first.content.at_eof(), "the first answer ended before the second began"
             second_answer = await read_answer(second)
         first_answer = await read_answer(first)
-    # The second did not wait for the first to end (48 tokens: seconds on two cores).
-    assert second_started < 2.0, second_started
+    # The second did not wait for the first to end: its short answer left the batch
+    # first, while the first one still had most of its 48 tokens to go.
+    left = [r.args for r in caplog.records if r.msg == SEQUENCE_LEFT]
+    assert [reason for reason, _ in left] == ["stop", "length"], left
+    assert left[1][1] == 48
     assert "Paris" in second_answer
     assert first_answer.startswith("Once upon a time")
     sky = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -279,10 +293,7 @@ async def test_a_conversation_waits_for_room_in_the_cache_instead_of_failing(
             streams.append((session, response))
             await response.content.readline()
         third = asyncio.create_task(read_whole(batched, CAPITAL))
-        deadline = time.monotonic() + 10
-        while await queued(batched) < 1:
-            assert time.monotonic() < deadline, "the third request never queued"
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(until_queued(batched, 1), 300)  # a guard against a hang
         assert not third.done()
         session, response = streams.pop(0)
         response.close()  # one leaves: its room goes to the one waiting
@@ -453,11 +464,12 @@ def test_serve_with_a_bad_model_file_exits_2(tmp_path: Path, make, expected: str
 
 def test_serve_and_chat_local_default_to_the_real_model() -> None:
     require_local_model()
-    with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=60) as base_url:
+    # The timeouts guard against a hang; a crowded machine may take minutes.
+    with served(env=clean_env(GPROCHAT_BACKEND="auto"), timeout=600) as base_url:
         answer = asyncio.run(GPROChat.create_async("", FRANCE, base_url=base_url))
     assert "Paris" in answer
     result = run_cli("chat", "--local", "--json", "What is the capital of France?",
-                     env=clean_env(GPROCHAT_BACKEND="auto"))
+                     env=clean_env(GPROCHAT_BACKEND="auto"), timeout=600)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert "Paris" in record["answer"]
@@ -521,3 +533,184 @@ async def test_an_answer_cut_by_the_token_limit_is_logged(
     answer = await GPROChat.create_async("", FRANCE, base_url=local.base_url)
     assert "Paris" in answer
     assert [r for r in caplog.records if r.msg == cut] == []
+
+
+# -- the binding --------------------------------------------------------------------
+
+
+def binding_as_of(version: str) -> Any:
+    """The installed ``llama_cpp`` module as an older release described it: its version
+    string, and what that release lacked (from the releases' own llama_cpp.py)."""
+    import ctypes
+    import types
+
+    import llama_cpp
+
+    old = types.SimpleNamespace(**vars(llama_cpp))
+    old.__version__ = version
+    numbers = tuple(int(part) for part in version.split("."))
+    if numbers < (0, 3, 35):  # llama_sampler_init_penalties(penalty_last_n, repeat, freq, present)
+        old.llama_sampler_init_penalties = types.SimpleNamespace(
+            argtypes=[ctypes.c_int32, ctypes.c_float, ctypes.c_float, ctypes.c_float])
+    if numbers < (0, 3, 15):  # no kv_unified in llama_context_params
+        fields = [f for f in llama_cpp.llama_context_params._fields_ if f[0] != "kv_unified"]
+        old.llama_context_params = type("llama_context_params", (ctypes.Structure,), {"_fields_": fields})
+    if numbers < (0, 3, 10):  # the KV cache was llama_kv_self_*, no llama_get_memory
+        del old.llama_get_memory, old.llama_memory_seq_cp
+    return old
+
+
+def test_the_installed_binding_has_what_the_engine_needs() -> None:
+    require_local_model()
+    import llama_cpp
+
+    from gprochat.server.backends._llama import check_binding
+
+    check_binding(llama_cpp)  # no error
+
+
+@pytest.mark.parametrize(
+    ("version", "lacks"),
+    [
+        ("0.3.34", "it lacks llama_sampler_init_penalties taking n_vocab (from 0.3.35)"),
+        ("0.3.14", "it lacks llama_context_params.kv_unified (from 0.3.15); "
+                   "llama_sampler_init_penalties taking n_vocab (from 0.3.35)"),
+        ("0.3.9", "it lacks llama_get_memory/llama_memory_seq_* (from 0.3.10); "
+                  "llama_context_params.kv_unified"),
+    ],
+)
+def test_an_older_binding_is_refused_naming_both_versions(version: str, lacks: str) -> None:
+    require_local_model()
+    from gprochat.server.backends._llama import BindingError, check_binding
+
+    with pytest.raises(BindingError) as refused:
+        check_binding(binding_as_of(version))
+    message = str(refused.value)
+    assert message.startswith(f"llama-cpp-python {version} is too old for the local backend: "
+                              "it needs >= 0.3.35 (")
+    assert lacks in message
+    assert message.endswith("; pip install -U 'llama-cpp-python>=0.3.35,<0.4'")
+
+
+def test_a_binding_whose_version_says_new_enough_but_lacks_a_function_is_refused() -> None:
+    require_local_model()
+    from gprochat.server.backends._llama import BindingError, check_binding
+
+    binding = binding_as_of("0.3.34")
+    binding.__version__ = "0.3.36"  # a build whose version and functions disagree
+    with pytest.raises(BindingError, match=r"^llama-cpp-python 0\.3\.36 lacks what the local backend "
+                                           r"needs: it needs >= 0\.3\.35 \(it lacks llama_sampler_init"):
+        check_binding(binding)
+
+
+# Turns the real binding, in a child process, into what 0.3.34 was: its version and its
+# llama_sampler_init_penalties without n_vocab (ctypes would pass the extra argument on).
+OLD_BINDING = """\
+import ctypes, llama_cpp
+llama_cpp.__version__ = "0.3.34"
+llama_cpp.llama_sampler_init_penalties.argtypes = [ctypes.c_int32, ctypes.c_float, ctypes.c_float,
+                                                   ctypes.c_float]
+"""
+
+
+def test_serve_and_chat_with_an_older_binding_say_which_to_install(tmp_path: Path) -> None:
+    require_local_model()
+    (tmp_path / "sitecustomize.py").write_text(OLD_BINDING)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    too_old = ("llama-cpp-python 0.3.34 is too old for the local backend: it needs >= 0.3.35 "
+               "(it lacks llama_sampler_init_penalties taking n_vocab (from 0.3.35)); "
+               "pip install -U 'llama-cpp-python>=0.3.35,<0.4'")
+    result = run_cli("serve", "--backend", "local", "--port", "0", env=clean_env(PYTHONPATH=path))
+    assert result.returncode == 2, result.stderr
+    assert too_old in result.stderr and "Traceback" not in result.stderr
+    # The default backend (auto) falls back to echo and says why.
+    result = run_cli("chat", "--local", "Hi", env=clean_env(GPROCHAT_BACKEND="auto", PYTHONPATH=path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Echo from the built-in echo backend")
+    assert too_old in result.stderr
+
+
+# -- nothing lost while a model loads ---------------------------------------------------
+
+
+def test_no_output_of_other_threads_is_lost_while_the_model_loads(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another thread writes numbered lines to stdout and stderr all through a real load;
+    every line arrives (llama-cpp-python's verbose=False would point both at /dev/null
+    meanwhile), and llama.cpp's own log goes to Python logging, not to stderr."""
+    require_local_model()
+    caplog.set_level(logging.DEBUG, logger="gprochat.server.local.llama_cpp")
+    backend = LocalBackend(parallel=1, n_ctx=256)
+    writing, stop = threading.Event(), threading.Event()
+    during_load = 0
+    written = 0
+
+    def write() -> None:
+        nonlocal during_load, written
+        while not stop.is_set():
+            os.write(1, f"out {written}\n".encode())
+            os.write(2, f"err {written}\n".encode())
+            if backend.status == "loading" and backend._loader is not None:
+                during_load += 1
+            written += 1
+            writing.set()
+            time.sleep(0.0002)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert writing.wait(30)
+        assert backend.wait_ready(300) == "ready"
+        stop.set()
+        writer.join()
+    finally:
+        stop.set()
+        asyncio.run(backend.aclose())
+    out, err = capfd.readouterr()
+    assert during_load > 10, "the writer did not overlap the load"
+    assert [line for line in out.splitlines() if line.startswith("out ")] == [
+        f"out {n}" for n in range(written)]
+    assert [line for line in err.splitlines() if line.startswith("err ")] == [
+        f"err {n}" for n in range(written)]
+    # llama.cpp described the model it loaded, in records, at debug level.
+    llama_lines = [r for r in caplog.records if r.name == "gprochat.server.local.llama_cpp"]
+    assert any("llama_model_loader" in r.getMessage() for r in llama_lines)
+    assert {r.levelno for r in llama_lines} == {logging.DEBUG}
+    assert "llama_model_loader" not in err
+
+
+def test_serve_loses_no_line_while_the_model_loads() -> None:
+    """The start-up line and one access-log line per request made while the model
+    loads, in several starts (they went missing in about three of eight)."""
+    require_local_model()
+    for _ in range(3):
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(
+            [*GPROCHAT, "serve", "--backend", "local", "--host", "127.0.0.1", "--port", str(port),
+             "--log-format", "text"],
+            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        statuses = []
+        try:
+            while not statuses or statuses[-1] != 200:
+                assert process.poll() is None, process.communicate()
+                try:
+                    with urllib.request.urlopen(base_url + "/healthz", timeout=120) as reply:
+                        statuses.append(reply.status)
+                except urllib.error.HTTPError as refused:
+                    statuses.append(refused.code)
+                    refused.close()
+                except urllib.error.URLError as error:
+                    if not isinstance(error.reason, ConnectionRefusedError):
+                        raise
+                    # not listening yet: no request, no line
+                time.sleep(0.005)
+        finally:
+            stop_process(process)
+        out, err = (stream.decode() for stream in process.communicate())
+        logged = out + err
+        assert len(re.findall(r"serving on http://127\.0\.0\.1:\d+", logged)) == 1, logged
+        access = re.findall(r"GET /healthz (\d{3})", logged)
+        assert sorted(access) == sorted(str(status) for status in statuses), (statuses, logged)
+        assert "llama_model_loader" not in logged

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any, Optional
 
 from gprochat.errors import BackendError
 
-__all__ = ["END", "BatchEngine", "Job", "Sampling"]
+__all__ = ["END", "BatchEngine", "Job", "Sampling", "ThreadTuner"]
 
 logger = logging.getLogger("gprochat.server.local")
 
@@ -50,6 +51,92 @@ _PENALTY_LAST_N = 64
 
 KEPT = 8
 """Finished conversations kept in the cache for the next ones to start from."""
+
+
+class ThreadTuner:
+    """Chooses, step by step, between the context's threads and one thread.
+
+    llama.cpp's threads wait for each other at a barrier after every operation of the
+    model (hundreds per token), spinning rather than sleeping. Beside other busy
+    processes, a thread the kernel has paused keeps the others spinning for a whole
+    time slice at each barrier, and several threads end far slower than one (measured
+    in docs/benchmarks.md, "B6 on a busy machine"); on an idle machine they are faster.
+    So the engine measures: every ``interval`` seconds it decodes ``PROBE`` steps with
+    the other choice, compares their times with the steps just before (the same
+    answers, one token each: steps of the same size), and keeps the faster. A probe
+    towards more threads that loses waits twice as long before the next one (up to
+    ``MAX_INTERVAL``, or ``COST`` times the probe's own time when that is longer), so
+    on a busy machine the slow steps cost little.
+    """
+
+    PROBE = 2
+    INTERVAL = 1.0
+    MAX_INTERVAL = 32.0
+    MARGIN = 0.9  # the other choice must be 10% faster to be taken
+    COST = 20
+
+    def __init__(self, most: int, clock: Callable[[], float]) -> None:
+        self.most = most
+        self.threads = most
+        self._clock = clock
+        self._next_probe = clock() + self.INTERVAL
+        self._up_interval = self.INTERVAL  # before the next probe towards more threads
+        self._recent: deque[tuple[int, float]] = deque(maxlen=self.PROBE)  # (step size, seconds)
+        self._probe: list[float] = []
+        self._probing = False
+        self._size = 0
+
+    def choose(self, size: int, generating_only: bool) -> int:
+        """The threads for the next step, of ``size`` tokens (``generating_only``: one
+        token of each answer, no prompt)."""
+        self._size = size if generating_only else 0
+        if self.most == 1:
+            return 1
+        if self._probing:
+            return self._other()
+        steady = len(self._recent) == self.PROBE and all(known == size for known, _ in self._recent)
+        if self._size and steady and self._clock() >= self._next_probe:
+            self._probing = True
+            return self._other()
+        return self.threads
+
+    def _other(self) -> int:
+        return 1 if self.threads == self.most else self.most
+
+    def took(self, seconds: float) -> None:
+        """How long the step ``choose`` was asked for took."""
+        if not self._probing:
+            if self._size:
+                self._recent.append((self._size, seconds))
+            else:
+                self._recent.clear()
+            return
+        if not self._size or any(known != self._size for known, _ in self._recent):
+            self._end_probe(None)  # not like the steps before it: no verdict
+            return
+        self._probe.append(seconds)
+        if len(self._probe) == self.PROBE:
+            self._end_probe(min(self._probe) < min(t for _, t in self._recent) * self.MARGIN)
+
+    def _end_probe(self, faster: Optional[bool]) -> None:
+        towards_more = self._other() > self.threads
+        if faster:
+            self.threads = self._other()
+            self._up_interval = self.INTERVAL
+            logger.debug("local backend: a context now decodes with %d thread(s), measured faster",
+                         self.threads)
+        elif faster is not None and towards_more:
+            # Twice as long each time, and never less than COST times what the probe took,
+            # so on a crowded machine, where a slow step may take seconds, probing costs
+            # at most 1 / COST of the time.
+            self._up_interval = max(min(self._up_interval * 2, self.MAX_INTERVAL),
+                                    self.COST * sum(self._probe))
+        self._probe = []
+        self._probing = False
+        self._recent.clear()
+        wait = self._up_interval if self._other() > self.threads else self.INTERVAL
+        self._next_probe = self._clock() + wait
+
 
 PREFILL_WHILE_STREAMING = 256
 """Prompt tokens one step may compute while answers are streaming: a long prompt is fed
@@ -109,15 +196,16 @@ class BatchEngine:
     """A llama.cpp context for up to ``parallel`` sequences sharing ``n_ctx`` KV cells, of
     which ``room`` are for answers and the rest keep finished conversations.
 
-    ``model`` is a loaded ``llama_cpp.Llama`` (its weights and vocabulary are shared by
+    ``model`` is a loaded ``_llama.Model`` (its weights and vocabulary are shared by
     every engine made from it); ``n_batch`` bounds the tokens decoded in one step, so a
     long prompt is fed in pieces while the other answers keep streaming.
     """
 
     def __init__(self, model: Any, *, n_ctx: int, parallel: int, threads: int, n_batch: int = 512,
                  name: str = "gprochat-local") -> None:
-        import llama_cpp
+        from ._llama import import_binding
 
+        llama_cpp = import_binding()
         self._llama_cpp = llama_cpp
         self._model = model  # keeps the weights alive while the context uses them
         self.n_batch = max(n_batch, parallel)
@@ -138,6 +226,8 @@ class BatchEngine:
             raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} tokens "
                                f"for {parallel} sequence(s) (out of memory?)")
         self._ctx = ctx
+        self.tuner = ThreadTuner(threads, time.perf_counter)
+        self._threads_now = threads
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
@@ -237,6 +327,7 @@ class BatchEngine:
                 job.logits_at = n
                 add(job.output[-1], job.cached, job.seq_id, True)
                 job.cached += 1
+        generating = n
         budget = self.n_batch if n == 0 else min(self.n_batch, n + PREFILL_WHILE_STREAMING)
         for job in active:
             if job.prefilling and job.follow is None and n < budget:
@@ -248,7 +339,14 @@ class BatchEngine:
                     add(job.tokens[position], position, job.seq_id, last)
                 job.fed = job.cached = job.fed + take
         batch.n_tokens = n
+        tuner = self.tuner
+        threads = tuner.choose(n, generating_only=n == generating)
+        if threads != self._threads_now:
+            self._llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads_now = threads
+        started = time.perf_counter()
         status = self._llama_cpp.llama_decode(self._ctx, batch)
+        tuner.took(time.perf_counter() - started)
         if status != 0:
             raise BackendError(f"The local model could not decode (llama_decode returned {status}); "
                                "retry shortly", status=503)
@@ -373,6 +471,8 @@ class BatchEngine:
                 self._llama_cpp.llama_sampler_free(job.sampler)
                 job.sampler = None
         finally:
+            logger.debug("local backend: an answer left the batch (%s) after %d token(s)",
+                         reason or ("cancelled" if job.cancel.is_set() else "failed"), job.generated)
             job.done(reason, job.generated)  # before END: the owner's report is complete by then
             if reason is not None:
                 job.emit(END)

@@ -83,8 +83,12 @@ def check_model_file(path: str | os.PathLike[str]) -> Path:
 
 def local_model_unavailable(model_path: Optional[str] = None) -> Optional[str]:
     """Why the local backend cannot run in this environment, or None when it can."""
+    from ._llama import BindingError, import_binding
+
     try:
-        import llama_cpp  # noqa: F401 - the binding's shared library must load, too
+        import_binding()  # the binding's shared library must load, too, and be recent enough
+    except BindingError as exc:
+        return str(exc)
     except Exception as exc:  # ImportError, or OSError/RuntimeError from a broken build
         return f"llama-cpp-python is not installed or does not load ({exc}; {INSTALL_HINT})"
     path = model_path or os.environ.get(MODEL_PATH_ENV_VAR)

@@ -34,6 +34,7 @@ from gprochat.errors import BackendError
 
 from ._batch import END, BatchEngine, Job, Sampling
 from ._gguf import INSTALL_HINT, MODEL_PATH_ENV_VAR, check_model_file, default_model_path
+from ._llama import Model, import_binding
 from .base import Backend, Conversation
 
 __all__ = ["LocalBackend"]
@@ -155,23 +156,18 @@ class LocalBackend(Backend):
       longest conversation, prompt and answer [--n-ctx], default 8192.
     - ``queue``: requests that may wait for room; beyond, 503 [--local-queue], default 16.
     - ``threads``: CPU threads per context [--threads]; default the physical cores
-      divided by ``slots`` (at least 1).
+      divided by ``slots`` (at least 1). Each context drops to one thread while that is
+      faster (a machine busy with other work: ``_batch.ThreadTuner``).
     - ``max_tokens``: the longest answer [--max-tokens]; a request (the OpenAI
       gateway's ``max_tokens``) may ask for fewer, not more: each answer reserves room
-      for its longest possible length in the shared cache, so a client asking for the
-      whole cache would hold every other chat back (llama-server's ``--n-predict`` caps
-      requests the same way).
+      for its longest possible length in the shared cache.
     - ``temperature``, ``top_p``, ``repeat_penalty``: sampling defaults [--temperature,
       --top-p, --repeat-penalty]; a request's own values (the OpenAI gateway's) take
-      precedence. The defaults (512 tokens, 0, 0.9, 1.1) suit the
-      small default model: greedy, because its second choices are often nonsense (asked
-      for France's capital at temperature 0.2 it sometimes answers in made-up French),
-      and a repeat penalty and a length cap so greedy decoding does not loop.
+      precedence. The defaults (512 tokens, 0, 0.9, 1.1) suit the small default model
+      (docs/local-model.md, "Sampling").
     - ``system_prompt``: used when the conversation brings none (no server
-      --system-prompt, no system message). SmolLM2's template otherwise puts its own
-      ("You are ... SmolLM, trained by Hugging Face"), with which the 135M model answers
-      "What is the capital of France?" with a list of French words; with the plain
-      "You are a helpful assistant." it answers "Paris". None: the template's own.
+      --system-prompt, no system message); None: the chat template's own (SmolLM2's
+      makes the small model answer worse, docs/local-model.md).
     - ``retry_after``: seconds a refused client is told to wait (queue full, loading).
 
     >>> backend = LocalBackend(parallel=4)  # checks the file now; loads it in start()
@@ -195,8 +191,8 @@ class LocalBackend(Backend):
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
         retry_after: float = 2.0,
     ) -> None:
-        try:
-            import llama_cpp  # noqa: F401 - fail here, with the install hint, not at load
+        try:  # fail here, with the install hint or the version to install, not at load
+            import_binding()
         except ImportError as exc:
             raise ValueError(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
         if (slots < 1 or parallel < 1 or queue < 0 or n_ctx < 64 or max_tokens < 1
@@ -218,8 +214,8 @@ class LocalBackend(Backend):
         self.queue_limit = queue
         self.n_ctx = n_ctx
         # One thread per physical core this process may use, shared by the contexts (as
-        # llama.cpp's own tools do): a second thread on a core's other hyperthread only
-        # makes the threads, which wait for each other every layer, wait longer.
+        # llama.cpp's own tools do): threads that wait for each other at every layer gain
+        # nothing from a core's second hyperthread.
         self.threads = threads or max(1, physical_cores() // slots)
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -228,7 +224,7 @@ class LocalBackend(Backend):
         self.system_prompt = system_prompt
         self.retry_after = retry_after
         self._status = "loading"
-        self._llama: Any = None
+        self._model: Optional[Model] = None
         self._formatter: Any = None
         self._engines: list[BatchEngine] = []
         self._capacity: Optional[Capacity] = None
@@ -258,18 +254,18 @@ class LocalBackend(Backend):
         started = time.perf_counter()
         size = self.model_path.stat().st_size
         try:
-            self._llama = self._load_model()
-            self._formatter = self._chat_formatter(self._llama)
+            self._model = self._load_model()
+            self._formatter = self._chat_formatter(self._model)
             self._engines = [
-                BatchEngine(self._llama, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
+                BatchEngine(self._model, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
                             name=f"gprochat-local-{index}")
                 for index in range(self.slots)
             ]
             # The longest conversation: the cache's room for answers, within what the
             # model was trained on (beyond that its answers fall apart).
-            trained = self._llama._model.n_ctx_train()
+            trained = self._model.n_ctx_train()
             self.context_tokens = min(self._engines[0].room, trained if trained > 0 else self.n_ctx)
-        except Exception as exc:  # llama.cpp says only "Failed to load model from file"
+        except Exception as exc:  # Model says why, in llama.cpp's words
             self._status = f"failed: cannot load {self.model_path}: {exc}"
             logger.error("local backend: could not load the model %s (%.1f MB): %s; check that the "
                          "file is a complete GGUF (re-download it) that this llama.cpp supports",
@@ -288,12 +284,9 @@ class LocalBackend(Backend):
             self.parallel, self.threads,
         )
 
-    def _load_model(self) -> Any:
-        """The weights and vocabulary (llama-cpp-python's own small context is unused)."""
-        from llama_cpp import Llama
-
-        return Llama(model_path=str(self.model_path), n_ctx=64, n_batch=64, n_ubatch=64,
-                     n_threads=1, verbose=False)
+    def _load_model(self) -> Model:
+        """The weights and vocabulary, shared by the contexts."""
+        return Model(self.model_path)
 
     @staticmethod
     def _chat_formatter(llama: Any) -> Any:
@@ -367,7 +360,8 @@ class LocalBackend(Backend):
         """The prompt's tokens and the stop strings (runs in a worker thread)."""
         rendered = self._render(conversation)
         logger.debug("local backend prompt: %r", rendered.prompt)
-        tokens = self._llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
+        assert self._model is not None  # _ready() has checked
+        tokens = self._model.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
                                       special=True)
         if not tokens or len(tokens) >= self.context_tokens:
             raise BackendError(
@@ -454,9 +448,9 @@ class LocalBackend(Backend):
         engines, self._engines = self._engines, []
         for engine in engines:
             engine.close()
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
 
     async def aclose(self) -> None:
         self._closed = True
