@@ -232,3 +232,28 @@ def test_the_password_gate_holds_and_checks_once(web_server: Any, page_of: Any) 
     assert wait_answers(page, 1) == [f"{PREFIX} Let me in"]
     assert len(auths) == 1
     assert page.errors == []
+
+
+OVERLAY = "Before\n\n$\\kern{-20em}\\raisebox{8em}{\\text{FAKE OVERLAY}}$ and $\\rule{3000px}{40px}$"
+
+
+def test_math_stays_inside_its_answer(web_server: Any, page_of: Any) -> None:
+    server = web_server()
+    # Narrow (the conversation list is a closed drawer): what is drawn left of the
+    # answer lands on the conversation itself, where a person would read it.
+    page = page_of(server.base_url, viewport={"width": 700, "height": 700})
+    send(page, "A first message, above the answer")
+    wait_answers(page, 1)
+    send(page, OVERLAY)
+    wait_answers(page, 2)
+    page.wait_for_function("() => window.katex && !document.querySelector('.math-pending')")
+    page.wait_for_function("() => [...document.querySelectorAll('.katex')].length >= 2")
+    # Nothing scrolls sideways: not the page, not the conversation.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 700
+    assert page.evaluate("(() => { const s = document.getElementById('scroller');"
+                         " return s.scrollWidth - s.clientWidth; })()") <= 0
+    # The raised text lies outside the answer's box, and the box clips what it draws
+    # (paint containment; hit-testing in headless Chromium did not tell the two apart).
+    bubble = page.locator(".message.assistant .bubble").nth(1)
+    assert "paint" in bubble.evaluate("el => getComputedStyle(el).contain")
+    assert page.errors == []

@@ -83,7 +83,9 @@ function parser() {
   markdown.use(window.texmath, {
     engine: mathEngine,
     delimiters: ["dollars", "brackets"],
-    katexOptions: { throwOnError: false, output: "htmlAndMathml" },
+    // maxSize caps sizes written in the formula (\rule{3000px}...) at 20 em; maxExpand
+    // bounds macro expansion (a formula cannot make the tab work for ever).
+    katexOptions: { throwOnError: false, output: "htmlAndMathml", maxSize: 20, maxExpand: 500 },
   });
   return markdown;
 }
