@@ -257,3 +257,40 @@ def test_math_stays_inside_its_answer(web_server: Any, page_of: Any) -> None:
     bubble = page.locator(".message.assistant .bubble").nth(1)
     assert "paint" in bubble.evaluate("el => getComputedStyle(el).contain")
     assert page.errors == []
+
+
+def test_finished_blocks_of_a_streaming_answer_are_rendered_once_and_kept(
+    web_server: Any, page_of: Any
+) -> None:
+    server = web_server("--echo-delay", "0.1")
+    page = page_of(server.base_url)
+    paragraphs = [f"Paragraph {n} " + " ".join(f"w{n}x{i}" for i in range(8)) for n in range(12)]
+    send(page, "\n\n".join(paragraphs))
+    # Once the second paragraph has begun, the first is finished: mark its element.
+    page.wait_for_selector(".message.assistant.streaming .bubble p:has-text('Paragraph 1 ')")
+    page.evaluate(
+        "() => { const p = [...document.querySelectorAll('.streaming .bubble p')]"
+        ".find(e => e.textContent.includes('Paragraph 0')); p.dataset.marked = 'yes'; }"
+    )
+    # Many frames later (three more paragraphs), it is the same element, not redrawn.
+    page.wait_for_selector(".message.assistant.streaming .bubble p:has-text('Paragraph 4 ')")
+    assert page.locator(".streaming .bubble p[data-marked=yes]").count() == 1
+    # The finished answer is the whole text, rendered as usual.
+    answer = wait_answers(page, 1)[0]
+    assert answer.startswith(PREFIX) and answer.endswith("w11x7")
+    assert page.locator(f"{'.message.assistant .bubble'} p").count() == 12
+    assert page.errors == []
+
+
+def test_a_streaming_answer_is_not_split_inside_code_or_math(web_server: Any, page_of: Any) -> None:
+    server = web_server("--echo-delay", "0.1")
+    page = page_of(server.base_url)
+    text = ("Intro\n\n```python\na = 1\n\n\nb = 2\n```\n\n$$\nx\n\n= 1\n$$\n\n"
+            "After the code " + " ".join(f"tail{i}" for i in range(30)))
+    send(page, text)
+    page.wait_for_selector(".message.assistant.streaming .bubble:has-text('After the code')")
+    streaming = page.locator(".message.assistant.streaming .bubble")
+    assert streaming.locator("pre").count() == 1
+    assert "b = 2" in streaming.locator("pre").inner_text()
+    assert wait_answers(page, 1)[0].endswith("tail29")
+    assert page.errors == []

@@ -7,7 +7,7 @@ import { ChatError, generate } from "./api.js";
 import { closeSidebar } from "./chrome.js";
 import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
-import { copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
+import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,7 +21,7 @@ const ui = {
   empty: $("empty"), announcer: $("announcer"), systemBanner: $("system-banner"),
 };
 
-// The answers being streamed, by conversation id: {answer, controller, element, discard, savedAt}.
+// The answers being streamed, by conversation id: {answer, controller, element, view, discard, savedAt}.
 const answers = new Map();
 // The card of a failure that is not stored (an answer cut off), by conversation id.
 const liveCards = new Map();
@@ -243,8 +243,9 @@ async function ask(id) {
       const body = document.createElement("div");
       body.className = "bubble markdown";
       run.element.append(body);
+      run.view = new StreamingView(body);
     }
-    renderMarkdown(run.element.firstChild, answer.content || "…");
+    run.view.update(answer.content);
     if (store.currentId === id) {
       if (!run.element.isConnected) renderConversation(false);
       scrollToBottom();
@@ -444,6 +445,11 @@ $("export-json").addEventListener("click", () => {
   download(fileName(store.current, "json"), "application/json", toJSON(store.current));
 });
 whenLibraryLoaded(() => {
+  for (const run of answers.values()) {
+    if (!run.view) continue;
+    run.view.reset();
+    run.view.update(run.answer.content);
+  }
   renderConversation(false);
 });
 // Leaving (or reloading) mid-answer keeps what arrived, marked incomplete (what was
