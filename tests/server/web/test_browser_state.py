@@ -221,7 +221,9 @@ def test_the_password_gate_holds_and_checks_once(web_server: Any, page_of: Any) 
     page.evaluate("document.getElementById('password-dialog').close()")
     page.wait_for_function("() => document.getElementById('password-dialog').open")
     # Asked again while it is open (what sending does): the same gate, one check.
-    page.evaluate("async () => { (await import(document.body.dataset.assets + '/js/dialogs.js')).askPassword(); }")
+    page.evaluate(
+        "async () => { (await import(document.body.dataset.assets + '/js/dialogs.js')).askPassword(); }"
+    )
     auths: list[str] = []
     page.on("request", lambda request: auths.append(request.url)
             if request.url.endswith("/api/auth") else None)

@@ -174,8 +174,8 @@ const FENCE = /^ {0,3}(`{3,}|~{3,})/;
 
 /**
  * An answer being streamed into `element`: Markdown blocks that are finished (a
- * blank line, outside code fences and display math, followed by an unindented
- * line) are rendered once and kept; only the growing tail is rendered again. The
+ * blank line, outside code fences and display math, followed by a line that
+ * starts unindented) are rendered once and kept; only the growing tail is rendered again. The
  * split is for streaming only: the finished answer is rendered whole, as usual.
  */
 export class StreamingView {
@@ -204,6 +204,11 @@ export class StreamingView {
       start = end + 1;
     }
     this.scanned = start;
+    // The line begun after a blank line starts unindented: the block before is done.
+    if (this.candidate && /^\S/.test(text.slice(start, start + 1))) {
+      this.boundary = this.candidate;
+      this.candidate = 0;
+    }
     if (this.boundary > this.done) {
       const holder = document.createElement("div");
       renderMarkdown(holder, text.slice(this.done, this.boundary));
