@@ -88,6 +88,8 @@ def page_of(browser: Any) -> Iterator[Any]:
         page.on("pageerror", lambda error: page.errors.append(str(error)))
         page.set_default_timeout(15_000)
         page.goto(base_url)
+        # The page reads its conversations (IndexedDB, asynchronous), then says so.
+        page.locator("html.ready").wait_for(state="attached")
         return page
 
     yield open_page

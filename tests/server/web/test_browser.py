@@ -25,6 +25,12 @@ def send(page: Any, text: str) -> None:
     page.press("#prompt", "Enter")
 
 
+def reload(page: Any) -> None:
+    """Reload, and wait until the page has read its stored conversations and drawn them."""
+    page.reload()
+    page.locator("html.ready").wait_for(state="attached")
+
+
 def wait_answers(page: Any, count: int) -> list[str]:
     """The finished answers' texts, once there are ``count`` of them."""
     page.wait_for_function(
@@ -112,13 +118,13 @@ def test_reload_keeps_the_conversation(web_server: Any, page_of: Any) -> None:
     page = page_of(server.base_url)
     send(page, "Remember **me**")
     assert wait_answers(page, 1) == [f"{PREFIX} Remember me"]
-    page.reload()
+    reload(page)
     assert wait_answers(page, 1) == [f"{PREFIX} Remember me"]
     assert page.locator(".message.user .bubble").inner_text() == "Remember **me**"
     assert page.locator("#chat-title").inner_text() == "Remember **me**"
     # Clear starts over, and that survives a reload too.
     page.click("#clear")
-    page.reload()
+    reload(page)
     assert page.locator(".message").count() == 0
     assert page.locator("#empty").is_visible()
 
@@ -129,7 +135,7 @@ def test_reload_mid_answer_keeps_what_arrived_marked_incomplete(web_server: Any,
     message = " ".join(f"word{i}" for i in range(40))
     send(page, message)
     page.wait_for_selector(".message.assistant.streaming .bubble:has-text('backend')")
-    page.reload()
+    reload(page)
     answer = page.locator(".message.assistant")
     assert answer.count() == 1
     kept = answer.locator(".bubble").inner_text()
@@ -195,7 +201,7 @@ def test_password_gate_explains_a_wrong_password_then_remembers_the_right_one(
     dialog.wait_for(state="hidden")
     send(page, "Behind the gate")
     assert wait_answers(page, 1) == [f"{PREFIX} Behind the gate"]
-    page.reload()
+    reload(page)
     assert not page.locator("#password-dialog").is_visible()
     # A password that stops working (the operator changed it) is asked for again.
     page.evaluate("localStorage.setItem('gprochat:pass', 'stale')")
@@ -358,7 +364,7 @@ def test_two_conversations_stay_separate(web_server: Any, page_of: Any) -> None:
     assert [m["parts"][0]["text"] for m in bodies[2]["messages"]] == [
         "About apples", f"{EchoBackend.PREFIX}About apples", "More apples",
     ]
-    page.reload()
+    reload(page)
     assert page.locator(".message.user .bubble").all_inner_texts() == ["About apples", "More apples"]
     page.click("#conversation-list .conversation >> text=About pears")
     assert page.locator(".message.user .bubble").all_inner_texts() == ["About pears"]
@@ -416,7 +422,7 @@ def test_theme_toggle_is_remembered(web_server: Any, page_of: Any) -> None:
     page.click("#theme")
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-    page.reload()
+    reload(page)
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
     assert background != "rgb(255, 255, 255)"
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == background
@@ -455,7 +461,7 @@ def test_rename_and_delete_a_conversation(web_server: Any, page_of: Any) -> None
     page.fill("#rename-input", "Doomed")
     page.press("#rename-input", "Enter")
     page.locator("#chat-title:text-is('Doomed')").wait_for()
-    page.reload()
+    reload(page)
     assert page.locator("#conversation-list .conversation").all_inner_texts() == ["Doomed", "Keep me"]
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#more")
@@ -463,7 +469,7 @@ def test_rename_and_delete_a_conversation(web_server: Any, page_of: Any) -> None
     page.wait_for_function("() => document.querySelectorAll('#conversation-list .conversation').length == 1")
     assert page.locator("#conversation-list .conversation").all_inner_texts() == ["Keep me"]
     assert page.locator(".message.user .bubble").all_inner_texts() == ["Keep me"]
-    page.reload()
+    reload(page)
     assert page.locator("#conversation-list .conversation").all_inner_texts() == ["Keep me"]
 
 

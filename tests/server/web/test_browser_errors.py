@@ -14,7 +14,7 @@ from gprochat.server.backends import Backend, Conversation
 from gprochat.server.backends.echo import EchoBackend
 
 from ...conftest import ServerFactory
-from .test_browser import PREFIX, send, wait_answers
+from .test_browser import PREFIX, reload, send, wait_answers
 
 
 class CutOnce(Backend):
@@ -47,7 +47,7 @@ def test_an_answer_cut_mid_stream_is_marked_incomplete_and_can_be_retried(
     assert answer.locator(".bubble").inner_text().strip() == "The first half,"
     assert "Incomplete" in answer.locator(".status-note").inner_text()
     # The cut answer is kept across a reload, still marked.
-    page.reload()
+    reload(page)
     assert "Incomplete" in page.locator(".message.assistant .status-note").inner_text()
     page.click(".message.assistant .retry")
     assert wait_answers(page, 1) == ["The first half, and the second half."]

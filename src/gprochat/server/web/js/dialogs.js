@@ -10,43 +10,65 @@ for (const button of document.querySelectorAll("dialog [data-close]")) {
   button.addEventListener("click", () => button.closest("dialog").close("cancel"));
 }
 
+// The gate being shown, if any: asking again while it is open joins it, so one
+// submit checks the password once.
+let gate = null;
+
+// Without the password the site answers nothing: Esc never dismisses the gate.
+// Chromium lets a second Esc close a dialog whose cancel event was refused, unless
+// the key itself is refused; and should it close anyway, it opens again.
+const gateDialog = $("password-dialog");
+gateDialog.addEventListener("cancel", (event) => event.preventDefault());
+gateDialog.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") event.preventDefault();
+});
+gateDialog.addEventListener("close", () => {
+  if (gate) setTimeout(() => gate && !gateDialog.open && gateDialog.showModal(), 0);
+});
+
 /**
  * Ask for the site password until /api/auth accepts one, then remember it.
  * Resolves true once accepted; `reason` says why it is asked (again).
  */
 export function askPassword(reason = "") {
   const dialog = $("password-dialog");
-  const form = $("password-form");
   const input = $("password-input");
   const error = $("password-error");
-  error.textContent = reason ? `${reason} Enter the right one.` : "";
-  input.value = "";
-  return new Promise((resolve) => {
-    const onSubmit = async (event) => {
-      event.preventDefault();
-      const password = input.value;
-      if (!password) return;
-      try {
-        if (await checkPassword(password)) {
-          storePassword(password);
-          form.removeEventListener("submit", onSubmit);
-          dialog.close();
-          resolve(true);
-          return;
+  if (reason || !gate) error.textContent = reason ? `${reason} Enter the right one.` : "";
+  if (!gate) {
+    input.value = "";
+    gate = new Promise((resolve) => {
+      const form = $("password-form");
+      let checking = false;
+      const onSubmit = async (event) => {
+        event.preventDefault();
+        const password = input.value;
+        if (!password || checking) return;
+        checking = true;
+        try {
+          if (await checkPassword(password)) {
+            storePassword(password);
+            form.removeEventListener("submit", onSubmit);
+            gate = null;
+            dialog.close();
+            resolve(true);
+            return;
+          }
+          error.textContent = "Wrong password: the server did not accept it. "
+            + "Check it (it is case-sensitive) or ask the site's operator.";
+        } catch (failure) {
+          error.textContent = failure.message;
+        } finally {
+          checking = false;
         }
-        error.textContent = "Wrong password: the server did not accept it. "
-          + "Check it (it is case-sensitive) or ask the site's operator.";
-      } catch (failure) {
-        error.textContent = failure.message;
-      }
-      input.select();
-    };
-    form.addEventListener("submit", onSubmit);
-    // Without the password the site answers nothing: Esc does not dismiss the gate.
-    dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
-    if (!dialog.open) dialog.showModal();
-    input.focus();
-  });
+        input.select();
+      };
+      form.addEventListener("submit", onSubmit);
+    });
+  }
+  if (!dialog.open) dialog.showModal();
+  input.focus();
+  return gate;
 }
 
 /** Edit `value` in a dialog; `apply(newValue)` runs only if the person chose OK. */

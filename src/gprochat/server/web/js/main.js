@@ -1,11 +1,14 @@
 // The chat page: conversations, the composer, streaming answers, errors.
+//
+// Answers belong to conversations: several may stream at once, each with its own
+// Stop, and every control acts on the conversation open in this tab only.
 
 import { ChatError, generate } from "./api.js";
 import { closeSidebar } from "./chrome.js";
 import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
-import { copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
-import { Store, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
+import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
+import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const meta = (name) => document.querySelector(`meta[name="gprochat:${name}"]`)?.content ?? "";
@@ -18,11 +21,43 @@ const ui = {
   empty: $("empty"), announcer: $("announcer"), systemBanner: $("system-banner"),
 };
 
-// The answer being streamed, if any: which conversation, its message, the controller.
-let active = null;
-// The ErrorCard shown under a conversation, if any.
-let shownError = null;
+// The answers being streamed, by conversation id: {answer, controller, element, view, discard, savedAt}.
+const answers = new Map();
+// The card of a failure that is not stored (an answer cut off), by conversation id.
+const liveCards = new Map();
+// The cards of refused messages (stored with the message), by message id: kept
+// across redraws so that their countdowns go on.
+const refusalCards = new Map();
+// How often, at most, a streaming answer is written to the store (a reload or a
+// crash keeps what arrived up to then).
+const SAVE_EVERY_MS = 400;
 let stickToBottom = true;
+// The conversation drawn now.
+let shownId = null;
+
+// ---- changes to conversations (each one an operation on a record) --------------
+
+const upsert = (message) => (conversation) => {
+  const at = conversation.messages.findIndex((m) => m.id === message.id);
+  const copy = { ...message };
+  if (at >= 0) conversation.messages[at] = copy;
+  else conversation.messages.push(copy);
+};
+const removeMessage = (id) => (conversation) => {
+  conversation.messages = conversation.messages.filter((m) => m.id !== id);
+};
+const refuse = (id, failure) => (conversation) => {
+  const message = conversation.messages.find((m) => m.id === id);
+  if (message) message.failure = failure;
+};
+/** A refused message, retried: no longer refused, and last (what is asked now). */
+const resend = (id) => (conversation) => {
+  const message = conversation.messages.find((m) => m.id === id);
+  if (!message) return;
+  delete message.failure;
+  conversation.messages = conversation.messages.filter((m) => m.id !== id);
+  conversation.messages.push(message);
+};
 
 // ---- rendering ---------------------------------------------------------------
 
@@ -63,33 +98,62 @@ function messageActions(message, index, conversation) {
   copy.addEventListener("click", () => copyText(message.content, copy));
   actions.append(copy);
   const isLast = index === conversation.messages.length - 1;
-  if (isLast && !active) {
+  if (isLast && !answers.has(conversation.id)) {
     const retry = document.createElement("button");
     retry.type = "button";
     retry.className = "link-btn retry";
     retry.textContent = "Retry";
     retry.setAttribute("aria-label", "Retry: answer again");
-    retry.addEventListener("click", () => retryLast());
+    retry.addEventListener("click", () => retryLast(conversation.id));
     actions.append(retry);
   }
   return actions;
 }
 
-/** Draw the current conversation; `toBottom` scrolls down even if the person had scrolled up. */
+function refusalCard(message, conversationId) {
+  let card = refusalCards.get(message.id);
+  if (!card) {
+    const { kind, message: text, retryAt } = message.failure;
+    const retryAfter = retryAt ? Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) : null;
+    card = new ErrorCard(new ChatError(kind, text, { retryAfter }), conversationId,
+      () => retryRefused(conversationId, message.id));
+    refusalCards.set(message.id, card);
+  }
+  return card.element;
+}
+
+/** Draw the open conversation; `toBottom` scrolls down even if the person had scrolled up. */
 function renderConversation(toBottom = true) {
   const conversation = store.current;
-  ui.messages.replaceChildren(
-    ...conversation.messages.map((message, index) => messageElement(message, index, conversation)),
-  );
-  ui.empty.hidden = conversation.messages.length > 0;
+  if (!conversation) return;
+  shownId = conversation.id;
+  const run = answers.get(conversation.id);
+  const items = [];
+  const shownCards = new Set();
+  conversation.messages.forEach((message, index) => {
+    if (run && message.id === run.answer.id) return; // drawn live, below
+    items.push(messageElement(message, index, conversation));
+    if (message.failure) {
+      items.push(refusalCard(message, conversation.id));
+      shownCards.add(message.id);
+    }
+  });
+  for (const [id, card] of refusalCards) {
+    if (!shownCards.has(id) && !store.conversations.some((c) => c.messages.some((m) => m.id === id && m.failure))) {
+      card.remove();
+      refusalCards.delete(id);
+    }
+  }
+  if (run && run.element) items.push(run.element);
+  const live = liveCards.get(conversation.id);
+  if (live) items.push(live.element);
+  ui.messages.replaceChildren(...items);
+  ui.empty.hidden = items.length > 0;
   ui.title.textContent = titleOf(conversation);
   document.title = `${titleOf(conversation)} · gprochat`;
   ui.systemBanner.hidden = !conversation.system;
   ui.systemBanner.textContent = conversation.system ? `System role: ${conversation.system}` : "";
-  if (active && active.conversation.id === conversation.id && active.element) {
-    ui.messages.append(active.element);
-  }
-  if (shownError && shownError.conversationId === conversation.id) ui.messages.append(shownError.element);
+  setBusy(Boolean(run));
   renderList();
   scrollToBottom(toBottom);
 }
@@ -102,6 +166,13 @@ function renderList() {
     button.className = "conversation";
     button.textContent = titleOf(conversation);
     button.dataset.id = conversation.id;
+    if (answers.has(conversation.id)) {
+      button.classList.add("answering");
+      const note = document.createElement("span");
+      note.className = "visually-hidden";
+      note.textContent = " (answering)";
+      button.append(note);
+    }
     if (conversation.id === store.currentId) button.setAttribute("aria-current", "true");
     button.addEventListener("click", () => selectConversation(conversation.id));
     item.append(button);
@@ -134,124 +205,151 @@ function announce(text) {
 
 // ---- errors ------------------------------------------------------------------
 
-function clearError() {
-  if (!shownError) return;
-  shownError.remove();
-  shownError = null;
-}
-
-function showError(error, conversation) {
-  clearError();
-  shownError = new ErrorCard(error, conversation.id, () => retryLast());
-  if (conversation.id === store.currentId) {
-    ui.messages.append(shownError.element);
-    scrollToBottom();
-  }
-  announce(`${shownError.title}. ${error.message}`);
+function dropLiveCard(conversationId) {
+  liveCards.get(conversationId)?.remove();
+  liveCards.delete(conversationId);
 }
 
 // ---- sending -----------------------------------------------------------------
 
-async function ask(conversation) {
-  clearError();
-  const password = site.passwordRequired ? storedPassword() : null;
-  if (site.passwordRequired && !password) {
+/** Answer the last message of conversation `id`, unless it is already answering. */
+async function ask(id) {
+  if (answers.has(id) || !store.get(id)) return;
+  dropLiveCard(id);
+  if (site.passwordRequired && !storedPassword()) {
     await askPassword();
-    if (!storedPassword()) return;
-    return ask(conversation);
+    return ask(id);
   }
+  const password = site.passwordRequired ? storedPassword() : null;
+  const conversation = store.get(id);
+  // Refused messages stay in the conversation, shown refused, but are not sent.
+  const sendable = conversation.messages.filter((m) => !m.failure);
+  const question = sendable[sendable.length - 1];
   const controller = new AbortController();
-  const answer = { role: "assistant", content: "" };
-  const request = { messages: conversation.messages.slice(), system: conversation.system };
-  active = { conversation, answer, controller, element: null };
-  setBusy(true);
+  const answer = { id: newId(), role: "assistant", content: "" };
+  const run = { answer, controller, element: null, discard: false, savedAt: 0 };
+  answers.set(id, run);
+  if (store.currentId === id) renderConversation();
+  else renderList();
   announce("Answering…");
   let pending = false;
   const paint = () => {
     pending = false;
-    if (!active || active.answer !== answer || store.currentId !== conversation.id) return;
-    if (!active.element) {
-      ui.empty.hidden = true;
-      active.element = document.createElement("li");
-      active.element.className = "message assistant streaming";
-      active.element.setAttribute("aria-busy", "true");
+    if (answers.get(id) !== run || run.discard) return;
+    if (!run.element) {
+      run.element = document.createElement("li");
+      run.element.className = "message assistant streaming";
+      run.element.setAttribute("aria-busy", "true");
       const body = document.createElement("div");
       body.className = "bubble markdown";
-      active.element.append(body);
-      ui.messages.append(active.element);
+      run.element.append(body);
+      run.view = new StreamingView(body);
     }
-    renderMarkdown(active.element.firstChild, answer.content || "…");
-    scrollToBottom();
+    run.view.update(answer.content);
+    if (store.currentId === id) {
+      if (!run.element.isConnected) renderConversation(false);
+      scrollToBottom();
+    }
   };
   paint();
+  let failure = null;
   try {
     await generate({
-      ...request,
+      messages: sendable,
+      system: conversation.system,
       password,
       secretKey: site.secretKey,
       signal: controller.signal,
       onText: (text) => {
         answer.content += text;
+        if (!run.discard && Date.now() - run.savedAt >= SAVE_EVERY_MS) {
+          run.savedAt = Date.now();
+          store.update(id, upsert({ ...answer, status: "incomplete" }));
+        }
         if (!pending) {
           pending = true;
           requestAnimationFrame(paint);
         }
       },
     });
-    finish(conversation, answer, null);
-    announce(answer.content);
   } catch (error) {
-    if (controller.signal.aborted) {
-      answer.status = "stopped";
-      finish(conversation, answer, null);
-      announce("Stopped.");
-      return;
-    }
-    const failure = error instanceof ChatError ? error : new ChatError("server", String(error.message || error));
-    if (failure.kind === "cut") answer.status = "incomplete";
-    finish(conversation, answer, failure);
-    if (failure.kind === "password") {
-      storePassword(null);
-      if (await askPassword(failure.message)) ask(conversation);
+    if (controller.signal.aborted) answer.status = "stopped";
+    else failure = error instanceof ChatError ? error : new ChatError("server", String(error.message || error));
+  }
+  if (answers.get(id) === run) answers.delete(id);
+  if (run.discard) {
+    renderAfter(id);
+    return;
+  }
+  if (failure && failure.kind === "cut") answer.status = "incomplete";
+  if (answer.content) store.update(id, upsert(answer));
+  else store.update(id, removeMessage(answer.id));
+  if (failure && failure.kind !== "password") {
+    if (answer.content || !question) {
+      liveCards.set(id, new ErrorCard(failure, id, () => retryLast(id)));
+    } else {
+      const retryAt = failure.retryAfter ? Date.now() + failure.retryAfter * 1000 : null;
+      store.update(id, refuse(question.id, { kind: failure.kind, message: failure.message, retryAt }));
     }
   }
+  renderAfter(id);
+  if (!failure) announce(answer.status === "stopped" ? "Stopped." : answer.content);
+  else if (failure.kind === "password") {
+    storePassword(null);
+    if (await askPassword(failure.message)) ask(id);
+  } else announce(`${failure.message}`);
 }
 
-function finish(conversation, answer, failure) {
-  active = null;
-  setBusy(false);
-  if (answer.content && !conversation.messages.includes(answer)) conversation.messages.push(answer);
-  store.touch(conversation);
-  if (store.currentId === conversation.id) renderConversation(false);
+function renderAfter(id) {
+  if (store.currentId === id) renderConversation(false);
   else renderList();
-  if (failure) showError(failure, conversation);
 }
 
-function send() {
+async function send() {
   const text = ui.prompt.value;
-  if (!text.trim() || active) return;
-  const conversation = store.current;
-  conversation.messages.push({ role: "user", content: text });
+  if (!text.trim()) return;
+  await store.ready;
+  const id = store.currentId;
+  if (answers.has(id)) return; // this conversation is answering: Stop first
   ui.prompt.value = "";
   resizePrompt();
-  store.touch(conversation);
+  dropLiveCard(id);
+  store.update(id, upsert({ id: newId(), role: "user", content: text }));
   renderConversation();
-  ask(conversation);
+  ask(id);
 }
 
-function stop() {
-  if (active) active.controller.abort();
+function stop(id = store.currentId) {
+  answers.get(id)?.controller.abort();
 }
 
-function retryLast() {
-  if (active) return;
-  const conversation = store.current;
+/** Stop the answer of `id` and keep nothing of it (the conversation is cleared or deleted). */
+function discard(id) {
+  const run = answers.get(id);
+  if (!run) return;
+  run.discard = true;
+  run.controller.abort();
+  answers.delete(id);
+}
+
+function retryLast(id) {
+  const conversation = store.get(id);
+  if (answers.has(id) || !conversation) return;
   const last = conversation.messages[conversation.messages.length - 1];
   if (!last) return;
-  if (last.role === "assistant") conversation.messages.pop();
-  store.touch(conversation);
-  renderConversation();
-  ask(conversation);
+  dropLiveCard(id);
+  if (last.role === "assistant") store.update(id, removeMessage(last.id));
+  else if (last.failure) store.update(id, resend(last.id));
+  renderAfter(id);
+  ask(id);
+}
+
+function retryRefused(id, messageId) {
+  if (answers.has(id)) return;
+  dropLiveCard(id);
+  store.update(id, resend(messageId));
+  renderAfter(id);
+  ask(id);
 }
 
 // ---- conversations -----------------------------------------------------------
@@ -300,47 +398,44 @@ ui.prompt.addEventListener("keydown", (event) => {
 });
 ui.prompt.addEventListener("input", resizePrompt);
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && active && !document.querySelector("dialog[open]")) stop();
+  if (event.key === "Escape" && !document.querySelector("dialog[open]")) stop();
 });
-ui.stop.addEventListener("click", stop);
+ui.stop.addEventListener("click", () => stop());
 $("clear").addEventListener("click", () => {
-  if (active) return;
-  clearError();
-  store.current.messages = [];
-  store.touch(store.current);
+  const id = store.currentId;
+  discard(id);
+  dropLiveCard(id);
+  store.update(id, (conversation) => { conversation.messages = []; });
   renderConversation();
   ui.prompt.focus();
 });
 $("new-chat").addEventListener("click", () => {
   const current = store.current;
-  if (current.messages.length || current.system) store.create();
-  clearError();
+  if (current.messages.length || current.system || answers.has(current.id)) store.create();
   closeSidebar();
   renderConversation();
   ui.prompt.focus();
 });
 $("delete").addEventListener("click", () => {
   const conversation = store.current;
-  if (active && active.conversation === conversation) stop();
   if (conversation.messages.length && !confirm(`Delete “${titleOf(conversation)}”?`)) return;
-  clearError();
+  discard(conversation.id);
+  dropLiveCard(conversation.id);
   store.remove(conversation.id);
   renderConversation();
 });
 $("rename").addEventListener("click", () => {
-  const conversation = store.current;
-  editInDialog("rename-dialog", "rename-input", titleOf(conversation), (value) => {
-    conversation.title = value.trim();
-    store.touch(conversation);
-    renderConversation();
+  const id = store.currentId;
+  editInDialog("rename-dialog", "rename-input", titleOf(store.current), (value) => {
+    store.update(id, (conversation) => { conversation.title = value.trim(); });
+    renderAfter(id);
   });
 });
 $("system-role").addEventListener("click", () => {
-  const conversation = store.current;
-  editInDialog("system-dialog", "system-input", conversation.system, (value) => {
-    conversation.system = value.trim();
-    store.touch(conversation);
-    renderConversation();
+  const id = store.currentId;
+  editInDialog("system-dialog", "system-input", store.current.system, (value) => {
+    store.update(id, (conversation) => { conversation.system = value.trim(); });
+    renderAfter(id);
   });
 });
 $("export-md").addEventListener("click", () => {
@@ -350,24 +445,30 @@ $("export-json").addEventListener("click", () => {
   download(fileName(store.current, "json"), "application/json", toJSON(store.current));
 });
 whenLibraryLoaded(() => {
+  for (const run of answers.values()) {
+    if (!run.view) continue;
+    run.view.reset();
+    run.view.update(run.answer.content);
+  }
   renderConversation(false);
 });
-// Leaving (or reloading) mid-answer keeps what arrived, marked incomplete.
+// Leaving (or reloading) mid-answer keeps what arrived, marked incomplete (what was
+// written while it streamed, and this last write if the browser lets it finish).
 window.addEventListener("pagehide", () => {
-  if (!active || !active.answer.content) return;
-  active.answer.status = "incomplete";
-  active.conversation.messages.push(active.answer);
-  store.touch(active.conversation);
-});
-// Another tab changed the conversations: show them (unless this one is answering).
-window.addEventListener("storage", (event) => {
-  if (event.key && event.key.startsWith("gprochat:conversations") && !active) {
-    store.load();
-    renderConversation();
+  for (const [id, run] of answers) {
+    if (run.answer.content && !run.discard) store.update(id, upsert({ ...run.answer, status: "incomplete" }));
   }
+  store.keepUnsaved();
 });
+// A conversation changed (in another tab, or this tab's write took theirs in): redraw.
+store.onChange = (id) => {
+  if (id === store.currentId || shownId !== store.currentId) renderConversation(false);
+  else renderList();
+};
 
-renderConversation();
-document.documentElement.classList.add("ready");
-if (site.passwordRequired && !storedPassword()) askPassword();
-else ui.prompt.focus();
+store.ready.then(() => {
+  renderConversation();
+  if (site.passwordRequired && !storedPassword()) askPassword();
+  else ui.prompt.focus();
+  document.documentElement.classList.add("ready");
+});

@@ -83,7 +83,9 @@ function parser() {
   markdown.use(window.texmath, {
     engine: mathEngine,
     delimiters: ["dollars", "brackets"],
-    katexOptions: { throwOnError: false, output: "htmlAndMathml" },
+    // maxSize caps sizes written in the formula (\rule{3000px}...) at 20 em; maxExpand
+    // bounds macro expansion (a formula cannot make the tab work for ever).
+    katexOptions: { throwOnError: false, output: "htmlAndMathml", maxSize: 20, maxExpand: 500 },
   });
   return markdown;
 }
@@ -166,4 +168,77 @@ export function renderMarkdown(element, text) {
 /** Called when highlight.js or KaTeX has arrived: render again what needs it. */
 export function whenLibraryLoaded(callback) {
   onLibraryLoaded = callback;
+}
+
+const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+
+/**
+ * An answer being streamed into `element`: Markdown blocks that are finished (a
+ * blank line, outside code fences and display math, followed by a line that
+ * starts unindented) are rendered once and kept; only the growing tail is rendered again. The
+ * split is for streaming only: the finished answer is rendered whole, as usual.
+ */
+export class StreamingView {
+  constructor(element) {
+    this.element = element;
+    this.reset();
+  }
+
+  /** Start over (a library arrived: the kept blocks need it). */
+  reset() {
+    this.tail = document.createElement("div");
+    this.tail.className = "tail";
+    this.element.replaceChildren(this.tail);
+    this.done = 0; // characters rendered into kept blocks
+    this.scanned = 0; // characters scanned, whole lines only
+    this.fence = null; // the open code fence, if any
+    this.math = false; // inside $$ ... $$ or \[ ... \]
+    this.candidate = 0; // just after a blank line, if the next line may start a block
+    this.boundary = 0; // where the finished blocks end
+  }
+
+  update(text) {
+    let start = this.scanned;
+    for (let end = text.indexOf("\n", start); end >= 0; end = text.indexOf("\n", start)) {
+      this.scanLine(text.slice(start, end), end + 1);
+      start = end + 1;
+    }
+    this.scanned = start;
+    // The line begun after a blank line starts unindented: the block before is done.
+    if (this.candidate && /^\S/.test(text.slice(start, start + 1))) {
+      this.boundary = this.candidate;
+      this.candidate = 0;
+    }
+    if (this.boundary > this.done) {
+      const holder = document.createElement("div");
+      renderMarkdown(holder, text.slice(this.done, this.boundary));
+      this.tail.before(...holder.childNodes);
+      this.done = this.boundary;
+    }
+    renderMarkdown(this.tail, text.slice(this.done) || (this.done ? "" : "…"));
+  }
+
+  scanLine(line, next) {
+    const fence = line.match(FENCE);
+    if (this.fence) {
+      if (fence && fence[1][0] === this.fence[0] && fence[1].length >= this.fence.length
+          && !line.trim().slice(fence[1].length).trim()) this.fence = null;
+      return;
+    }
+    if (fence) {
+      this.fence = fence[1];
+      this.candidate = 0;
+      return;
+    }
+    const toggles = (line.match(/\$\$/g) || []).length + (line.match(/\\\[|\\\]/g) || []).length;
+    if (toggles % 2) this.math = !this.math;
+    if (this.math) return;
+    if (!line.trim()) {
+      this.candidate = next;
+    } else if (this.candidate) {
+      // An indented line may continue the block before (a list item's paragraph).
+      if (!/^\s/.test(line)) this.boundary = this.candidate;
+      this.candidate = 0;
+    }
+  }
 }
