@@ -43,6 +43,8 @@ def test_every_runtime_dependency_has_a_lower_bound_pinned_for_the_lowest_run() 
 
 
 def test_what_we_use_the_internals_of_is_bounded_above() -> None:
-    bounded = {canonicalize_name(r.name) for r in _requirements() if any(s.operator == "<" for s in r.specifier)}
+    bounded = {
+        canonicalize_name(r.name) for r in _requirements() if any(s.operator == "<" for s in r.specifier)
+    }
     # server/http.py subclasses uvicorn's httptools protocol; the engine calls llama.cpp's C API.
     assert {"uvicorn", "httptools", "llama-cpp-python"} <= bounded
