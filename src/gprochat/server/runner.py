@@ -10,6 +10,9 @@ and serves from a thread of this process: ``gprochat chat --local`` and the test
 
 On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight answers finish for up to
 ``config.shutdown_timeout`` seconds, then cancels them (the client sees a cut body).
+A second Ctrl-C meanwhile ends the process at once (``_exit_at_once``): one log line
+saying how many answers it cuts, exit status 130, no traceback. uvicorn's own
+"force exit" would go on tearing down and log the lifespan task's cancellation.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import threading
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 import uvicorn
@@ -174,6 +179,53 @@ class _AnnouncingServer(uvicorn.Server):
         if self.started and sockets:
             announce(self.server_config, sockets[0], self.backend)
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            _exit_at_once(self)
+        super().handle_exit(sig, frame)
+
+
+#: The exit status after a second Ctrl-C: killed by SIGINT, as a shell reports it.
+FORCED_EXIT_STATUS = 130
+
+
+def _exit_at_once(server: uvicorn.Server) -> None:
+    """A second Ctrl-C while shutting down: say what is cut, then end the process now.
+
+    Nothing else runs (no task is cancelled, so nothing logs a traceback): the
+    kernel closes the sockets, and each open answer ends cut, never cleanly.
+    """
+    answers = len(server.server_state.tasks)
+    logger.warning(
+        "Second Ctrl-C: exiting now, cutting %d answer%s still running",
+        answers, "" if answers == 1 else "s",
+        extra={"event": "forced_exit", "answers_cut": answers},
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    os._exit(FORCED_EXIT_STATUS)
+
+
+def _exit_at_once_on_second_interrupt() -> None:
+    """In a ``--workers`` process (whose ``uvicorn.Server`` is not ours): the same rule.
+
+    Called while the worker builds its app, when uvicorn's handler is in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    server = getattr(handler, "__self__", None)
+    if not isinstance(server, uvicorn.Server) or isinstance(server, _AnnouncingServer):
+        return
+
+    def handle_interrupt(sig: int, frame: FrameType | None) -> None:
+        if server.should_exit:
+            _exit_at_once(server)
+        server.handle_exit(sig, frame)
+
+    signal.signal(signal.SIGINT, handle_interrupt)
+
 
 def serve(config: ServerConfig, **overrides: Any) -> None:
     """Serve in the foreground until interrupted; ``config.workers > 1`` forks that many.
@@ -263,6 +315,7 @@ def app_from_environment() -> Starlette:
     logging_options = json.loads(os.environ.get(_LOGGING_ENV_VAR, "{}"))
     configure_logging(logging_options.get("level", "info"), logging_options.get("format", "json"))
     _quiet_shutdown_cancellation()
+    _exit_at_once_on_second_interrupt()
     text = os.environ.get(CONFIG_ENV_VAR)
     app = create_app(ServerConfig.from_json(text) if text else ServerConfig())
     freeze_startup_objects()
@@ -289,8 +342,9 @@ class BackgroundServer:
         app_config = getattr(getattr(self.app, "state", None), "config", None)
         config = app_config if isinstance(app_config, ServerConfig) else (config or ServerConfig())
         self.shutdown_timeout: float | None = config.shutdown_timeout
+        # Signals stay the host program's: uvicorn installs its handlers only when it
+        # serves from the main thread (Server.capture_signals), and this is another.
         self._server = uvicorn.Server(_uvicorn_config(self.app, config))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._run, name="gprochat-server", daemon=True)
 
     @property
