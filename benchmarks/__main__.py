@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, peers
+from . import b7_router
 from ._proc import raise_nofile_limit
 from ._report import Row, format_table, machine_description
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
 
 
 def server_config() -> dict[str, Any]:
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_peers:
         print(f"installing {peers.G4F_REQUIREMENT} into {peers.PEER_VENV} ...", file=sys.stderr)
         peers.install_g4f()
+        print(f"installing {b7_router.LITELLM_REQUIREMENT} into {b7_router.LITELLM_VENV} ...",
+              file=sys.stderr)
+        b7_router.install_litellm()
     g4f_python, g4f_note = peers.locate_g4f()
     machine = machine_description()
     machine["g4f peer"] = g4f_note
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += b5_gateway.run(args.quick, config)
         elif name == "B6":
             rows += b6_local.run(args.quick)
+        elif name == "B7":
+            rows += b7_router.run(args.quick)
         print(f"   done in {time.perf_counter() - bench_started:.0f} s", flush=True)
 
     print(f"\n{'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s\n")
