@@ -8,8 +8,7 @@ import sys
 import time
 from typing import Any
 
-from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, peers
-from . import b7_router
+from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, b7_router, peers
 from ._proc import raise_nofile_limit
 from ._report import Row, format_table, machine_description
 

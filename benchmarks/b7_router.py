@@ -42,7 +42,7 @@ from ._report import Row, paired_ratio, percentile
 
 __all__ = ["run", "LITELLM_REQUIREMENT", "LITELLM_VENV", "locate_litellm", "install_litellm"]
 
-LITELLM_REQUIREMENT = "litellm[proxy]==1.80.0"
+LITELLM_REQUIREMENT = "litellm[proxy]==1.108.7"
 LITELLM_VENV = Path(REPO_ROOT) / ".bench-peers" / "litellm"
 UPSTREAM_CHUNKS = 20
 CHUNK_DELAY = 0.005  # seconds between the healthy upstream's chunks
@@ -242,7 +242,7 @@ class Server:
     def __init__(self, command: list[str], env: dict[str, str], health: str, port: int,
                  log_path: Path) -> None:
         self.port = port
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (open for the process life; stop() closes)
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, cwd=str(log_path.parent),
