@@ -180,7 +180,7 @@ class Upstreams:
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.control}/bench/log") as reply:
-            return [tuple(entry) for entry in json.loads(reply.read())]  # type: ignore[misc]
+            return [(str(name), float(t), int(status)) for name, t, status in json.loads(reply.read())]
 
     def reset(self) -> None:
         import urllib.request
@@ -229,9 +229,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _toml_deployment(name: str, base_url: str) -> str:
+def _toml_deployment(name: str, base_url: str, model: str = MODEL) -> str:
     return (
-        f'[[models."{MODEL}".deployments]]\nname = "{name}"\nbackend = "openai"\n'
+        f'[[models."{model}".deployments]]\nname = "{name}"\nbackend = "openai"\n'
         f'base-url = "{base_url}"\nmodel = "{MODEL}"\nread-timeout = 30\nconnect-timeout = 5\n'
     )
 
@@ -295,10 +295,15 @@ def gprochat_direct(workdir: Path, upstreams: Upstreams) -> Server:
     ))
 
 
-def gprochat_router(workdir: Path, upstreams: Upstreams, names: Sequence[str], label: str) -> Server:
+def gprochat_router(workdir: Path, upstreams: Upstreams, names: Sequence[str], label: str,
+                    warm: Optional[str] = None) -> Server:
+    """``names`` as one model, round-robin; ``warm``: a second model, for warming up."""
+    extra = "" if warm is None else (
+        f'\n[models."{WARM_MODEL}"]\n' + _toml_deployment(warm, upstreams.url(warm), WARM_MODEL)
+    )
     return start_gprochat(workdir, label, (
         f'[router]\ndefault-model = "{MODEL}"\n\n[models."{MODEL}"]\nstrategy = "round-robin"\n\n'
-        + "\n".join(_toml_deployment(name, upstreams.url(name)) for name in names)
+        + "\n".join(_toml_deployment(name, upstreams.url(name)) for name in names) + extra
     ))
 
 
@@ -331,7 +336,7 @@ def install_litellm() -> str:
     return str(_litellm_bin())
 
 
-def litellm_config(upstreams: Upstreams, names: Sequence[str]) -> str:
+def litellm_config(upstreams: Upstreams, names: Sequence[str], warm: str) -> str:
     """A model group of the four upstreams, with LiteLLM's failover settings: retries
     (each retry may pick another deployment), a deployment cooled after its first
     failure for as long as the rate-limited upstream's Retry-After."""
@@ -340,6 +345,9 @@ def litellm_config(upstreams: Upstreams, names: Sequence[str]) -> str:
         f"      api_base: {upstreams.url(name)}\n      api_key: sk-upstream\n"
         f"      stream_timeout: 30\n"
         for name in names
+    ) + (
+        f"  - model_name: {WARM_MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n"
+        f"      api_base: {upstreams.url(warm)}\n      api_key: sk-upstream\n"
     )
     return (
         "model_list:\n" + deployments +
@@ -351,10 +359,12 @@ def litellm_config(upstreams: Upstreams, names: Sequence[str]) -> str:
     )
 
 
-def start_litellm(workdir: Path, binary: str, upstreams: Upstreams, names: Sequence[str]) -> Server:
+def start_litellm(
+    workdir: Path, binary: str, upstreams: Upstreams, names: Sequence[str], warm: str
+) -> Server:
     port = _free_port()
     config = workdir / "litellm.yaml"
-    config.write_text(litellm_config(upstreams, names))
+    config.write_text(litellm_config(upstreams, names, warm))
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     env.update(
         LITELLM_LOCAL_MODEL_COST_MAP="True",  # no fetch of the model cost map from GitHub
@@ -398,7 +408,9 @@ def _text_of(raw: bytes) -> tuple[str, bool]:
     return "".join(text), clean
 
 
-async def _chats(url: str, count: int, concurrency: int = CONCURRENCY) -> tuple[int, list[float]]:
+async def _chats(
+    url: str, count: int, concurrency: int = CONCURRENCY, model: str = MODEL
+) -> tuple[int, list[float]]:
     """``count`` streamed chats, ``concurrency`` at a time: (answered right, latencies)."""
     import aiohttp
 
@@ -411,7 +423,7 @@ async def _chats(url: str, count: int, concurrency: int = CONCURRENCY) -> tuple[
 
         async def one(index: int) -> None:
             nonlocal good
-            payload = {"model": MODEL, "stream": True,
+            payload = {"model": model, "stream": True,
                        "messages": [{"role": "user", "content": f"hello {index}"}]}
             async with gate:
                 started = time.perf_counter()
@@ -432,10 +444,10 @@ async def _chats(url: str, count: int, concurrency: int = CONCURRENCY) -> tuple[
     return good, latencies
 
 
-def _round(server: Server, count: int) -> tuple[float, int, list[float]]:
+def _round(server: Server, count: int, model: str = MODEL) -> tuple[float, int, list[float]]:
     """CPU seconds per request, answered right, latencies."""
     before = server.cpu_seconds()
-    good, latencies = asyncio.run(_chats(server.url, count))
+    good, latencies = asyncio.run(_chats(server.url, count, model=model))
     return (server.cpu_seconds() - before) / count, good, latencies
 
 
@@ -462,9 +474,9 @@ def overhead(quick: bool, workdir: Path) -> list[Row]:
                 cpu[label].append(per_request * 1000)
         spread = {name: sum(1 for entry in upstreams.log() if entry[0] == name) for name in names}
     finally:
-        for server in (direct, routed):
-            if server is not None:
-                server.stop()
+        for each in (direct, routed):
+            if each is not None:
+                each.stop()
         upstreams.stop()
     return [Row(
         "B7", "router overhead: server CPU/request, 3 healthy deployments vs the backend directly",
@@ -477,7 +489,12 @@ def overhead(quick: bool, workdir: Path) -> list[Row]:
     )]
 
 
-FAULT_KINDS = ["healthy", "429", "dead", "500"]
+# The last healthy one is apart: a second model, ``WARM_MODEL``, that warms each server
+# up (LiteLLM's first answers take seconds: imports and set-up on first use) before
+# the measured round, without touching the four.
+FAULT_KINDS = ["healthy", "429", "dead", "500", "healthy"]
+WARM_MODEL = "warm"
+WARM_UP = 32
 
 
 def failover(quick: bool, workdir: Path, litellm: Optional[str]) -> list[Row]:
@@ -492,14 +509,17 @@ def failover(quick: bool, workdir: Path, litellm: Optional[str]) -> list[Row]:
     for index in range(rounds):
         for side in sides if index % 2 == 0 else sides[::-1]:
             upstreams = Upstreams(FAULT_KINDS)
-            names = list(upstreams.ports)
+            *names, warm = list(upstreams.ports)
             server = None
             try:
                 if side == "ours":
-                    server = gprochat_router(workdir, upstreams, names, "routed-faults")
+                    server = gprochat_router(workdir, upstreams, names, "routed-faults", warm)
                 else:
                     assert litellm is not None
-                    server = start_litellm(workdir, litellm, upstreams, names)
+                    server = start_litellm(workdir, litellm, upstreams, names, warm)
+                _, warmed, _ = _round(server, WARM_UP, WARM_MODEL)
+                if warmed != WARM_UP:
+                    raise RuntimeError(f"B7 (b): {side} answered {warmed}/{WARM_UP} warm-up chats")
                 upstreams.reset()
                 per_request, good, latencies = _round(server, count)
                 log = upstreams.log()
@@ -530,7 +550,8 @@ def failover(quick: bool, workdir: Path, litellm: Optional[str]) -> list[Row]:
         return statistics.median(values) if values else float("nan")
 
     scenario = (f"{rounds} round(s) x {count} streamed chats at {CONCURRENCY} concurrent over "
-                f"healthy, 429 (Retry-After {RETRY_AFTER}), dead, 500; fresh servers each round")
+                f"healthy, 429 (Retry-After {RETRY_AFTER}), dead, 500; fresh servers each round, "
+                f"warmed up with {WARM_UP} chats to a second model on a fifth upstream")
     peer_note = "" if have_peer else "; LiteLLM not installed: baseline skipped"
     return [
         Row("B7", "failover: success rate", med(ours["success"]), med(peer["success"]), "%",
