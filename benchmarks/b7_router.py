@@ -536,7 +536,9 @@ def failover(quick: bool, workdir: Path, litellm: Optional[str]) -> list[Row]:
             data["after_first"].append(after_first)
             data["inside"].append(inside)
             data["in_flight"].append(in_flight)
-            received[side].append({name: sum(1 for e in log if e[0] == name) for name in names})
+            received[side].append({  # the dead one refuses connections: nothing to count
+                name: sum(1 for e in log if e[0] == name) for name in names if "dead" not in name
+            })
             print(f"   {side}: {good}/{count} right, p50 {data['p50'][-1]:.3f} s, "
                   f"p99 {data['p99'][-1]:.3f} s, {data['cpu'][-1]:.1f} ms CPU/request, "
                   f"requests per upstream {received[side][-1]}, to the 429 upstream inside "
