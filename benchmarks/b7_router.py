@@ -410,13 +410,15 @@ def _text_of(raw: bytes) -> tuple[str, bool]:
 
 async def _chats(
     url: str, count: int, concurrency: int = CONCURRENCY, model: str = MODEL
-) -> tuple[int, list[float]]:
-    """``count`` streamed chats, ``concurrency`` at a time: (answered right, latencies)."""
+) -> tuple[int, list[float], dict[str, int]]:
+    """``count`` streamed chats, ``concurrency`` at a time: (answered right, latencies,
+    how the others failed: ``HTTP 429: <the start of the body>``, ``error event``, ...)."""
     import aiohttp
 
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     good = 0
+    failures: dict[str, int] = {}
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -433,22 +435,30 @@ async def _chats(
                     ) as reply:
                         raw = await reply.read()
                         status = reply.status
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    status, raw = 0, b""
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    status, raw = 0, repr(exc).encode()
                 latencies.append(time.perf_counter() - started)
             if status == 200:
                 text, clean = _text_of(raw)
-                good += int(clean and text == EXPECTED_TEXT)
+                if clean and text == EXPECTED_TEXT:
+                    good += 1
+                    return
+                why = "wrong text" if clean else f"error event: {raw[-300:]!r}"
+            else:
+                why = f"HTTP {status}: {raw[:160]!r}"
+            failures[why] = failures.get(why, 0) + 1
 
         await asyncio.gather(*(one(index) for index in range(count)))
-    return good, latencies
+    return good, latencies, failures
 
 
-def _round(server: Server, count: int, model: str = MODEL) -> tuple[float, int, list[float]]:
-    """CPU seconds per request, answered right, latencies."""
+def _round(
+    server: Server, count: int, model: str = MODEL
+) -> tuple[float, int, list[float], dict[str, int]]:
+    """CPU seconds per request, answered right, latencies, failures (as ``_chats``)."""
     before = server.cpu_seconds()
-    good, latencies = asyncio.run(_chats(server.url, count, model=model))
-    return (server.cpu_seconds() - before) / count, good, latencies
+    good, latencies, failures = asyncio.run(_chats(server.url, count, model=model))
+    return (server.cpu_seconds() - before) / count, good, latencies, failures
 
 
 # -- (a) and (b) ------------------------------------------------------------------------
@@ -468,9 +478,10 @@ def overhead(quick: bool, workdir: Path) -> list[Row]:
         for index in range(rounds):
             order = [("direct", direct), ("routed", routed)]
             for label, server in order if index % 2 == 0 else order[::-1]:
-                per_request, good, _ = _round(server, per_round)
+                per_request, good, _, failures = _round(server, per_round)
                 if good != per_round:
-                    raise RuntimeError(f"B7 (a): {label} answered {good}/{per_round} right")
+                    raise RuntimeError(
+                        f"B7 (a): {label} answered {good}/{per_round} right: {failures}")
                 cpu[label].append(per_request * 1000)
         spread = {name: sum(1 for entry in upstreams.log() if entry[0] == name) for name in names}
     finally:
@@ -517,11 +528,11 @@ def failover(quick: bool, workdir: Path, litellm: Optional[str]) -> list[Row]:
                 else:
                     assert litellm is not None
                     server = start_litellm(workdir, litellm, upstreams, names, warm)
-                _, warmed, _ = _round(server, WARM_UP, WARM_MODEL)
+                _, warmed, _, _ = _round(server, WARM_UP, WARM_MODEL)
                 if warmed != WARM_UP:
                     raise RuntimeError(f"B7 (b): {side} answered {warmed}/{WARM_UP} warm-up chats")
                 upstreams.reset()
-                per_request, good, latencies = _round(server, count)
+                per_request, good, latencies, failures = _round(server, count)
                 log = upstreams.log()
             finally:
                 if server is not None:
@@ -543,7 +554,7 @@ def failover(quick: bool, workdir: Path, litellm: Optional[str]) -> list[Row]:
                   f"p99 {data['p99'][-1]:.3f} s, {data['cpu'][-1]:.1f} ms CPU/request, "
                   f"requests per upstream {received[side][-1]}, to the 429 upstream inside "
                   f"its Retry-After: {after_first} after the first 429, {inside} in any window, "
-                  f"{in_flight} in flight",
+                  f"{in_flight} in flight" + (f"; failed: {failures}" if failures else ""),
                   flush=True)
     ours, peer = results["ours"], results["litellm"]
     have_peer = bool(peer["cpu"])
