@@ -9,11 +9,11 @@ import sys
 import time
 from typing import Any
 
-from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, peers
+from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, b7_router, peers
 from ._proc import raise_nofile_limit
 from ._report import Row, format_table, machine_description
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
 
 
 def server_config() -> dict[str, Any]:
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
                 print(f"WARNING: llama-server could not be built ({exc}); B6's llama-server rows "
                       "are skipped", file=sys.stderr)
+        if "B7" in chosen:
+            print(f"installing {b7_router.LITELLM_REQUIREMENT} into {b7_router.LITELLM_VENV} ...",
+                  file=sys.stderr)
+            b7_router.install_litellm()
     g4f_python, g4f_note = peers.locate_g4f()
     machine = machine_description()
     machine["g4f peer"] = g4f_note
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += b5_gateway.run(args.quick, config)
         elif name == "B6":
             rows += b6_local.run(args.quick)
+        elif name == "B7":
+            rows += b7_router.run(args.quick)
         print(f"   done in {time.perf_counter() - bench_started:.0f} s", flush=True)
 
     print(f"\n{'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s\n")
