@@ -26,7 +26,13 @@ from gprochat.server.backends import Backend, Conversation
 from ..conftest import ServerFactory
 from .helpers import signed
 
-GOOD = json.dumps(signed("Hi")).encode()
+GOOD = json.dumps(signed("Hi")).encode()  # for requests refused before the signature is checked
+
+
+def fresh() -> bytes:
+    """A body signed now: one meant to be answered must be inside the server's time
+    window (GOOD was signed at import, minutes earlier in a full run) and never replayed."""
+    return json.dumps(signed("Hi")).encode()
 
 
 def exchange(server: BackgroundServer, data: bytes, *, wait: float = 15.0) -> tuple[bytes, float]:
@@ -221,7 +227,8 @@ def test_a_streamed_answer_then_garbage_streams_whole_then_400(make_server: Serv
     backend = GatedBackend()
     server = make_server(ServerConfig(rate_limit=None), backend=backend)
     with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        sock.sendall(post_head() + GOOD + b"\x00\x01 not a request\r\n\r\n")
+        body = fresh()
+        sock.sendall(post_head(length=len(body)) + body + b"\x00\x01 not a request\r\n\r\n")
         raw = b""
         while b"first " not in raw:
             chunk = sock.recv(65536)
@@ -270,8 +277,9 @@ class GatedBackend(Backend):
 def test_a_streamed_answer_to_http_1_0_is_close_delimited_and_streams(make_server: ServerFactory) -> None:
     backend = GatedBackend()
     server = make_server(ServerConfig(rate_limit=None), backend=backend)
+    body = fresh()
     request = (f"POST /api/generate HTTP/1.0\r\nContent-Type: text/plain\r\n"
-               f"Content-Length: {len(GOOD)}\r\n\r\n").encode() + GOOD
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     with socket.create_connection((server.host, server.port), timeout=15) as sock:
         sock.sendall(request)
         raw = b""
@@ -298,7 +306,8 @@ def test_a_sized_answer_to_http_1_0_keeps_its_length_and_closes(server: Backgrou
 
 
 def test_http_1_1_still_gets_a_chunked_stream(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, post_head(extra=b"Connection: close\r\n") + GOOD)
+    body = fresh()
+    raw, _ = exchange(server, post_head(extra=b"Connection: close\r\n", length=len(body)) + body)
     headers, _ = _head_and_body(raw)
     assert status_of(raw) == 200 and headers[b"transfer-encoding"] == b"chunked"
 
