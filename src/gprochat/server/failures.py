@@ -7,6 +7,7 @@ connection is cut (``/api/generate``) or an error event ends the stream (``/v1``
 
     our backends' BackendError                 its status (upstream 401/403 already 502)
     BackendError 401/403/407                   502: the server's credentials, not the client's
+    BackendError(key_rejected=True)            its status (502), kind upstream_auth
     relay: the deployment refused our key      502 (a server configuration error)
     relay: 400 / 413                           the same status, with the deployment's words
     relay: 429 / 503                           the same status and Retry-After
@@ -88,7 +89,8 @@ def backend_failure(exc: BaseException, backend: str) -> Failure:
             return Failure(502, _CREDENTIALS, "upstream_auth")
         logger.warning("backend %s failed (%s): %s", backend, status, exc)
         kind: FailureKind = (
-            "rate_limited" if status == 429 else "timeout" if status == 504
+            "upstream_auth" if exc.key_rejected
+            else "rate_limited" if status == 429 else "timeout" if status == 504
             else "unavailable" if status == 503 else "upstream"
         )
         return Failure(status, exc.message, kind, exc.retry_after)

@@ -28,14 +28,14 @@ from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
 from ...openai.types import CompletionUsage, wire_json
 from ..backends import AnswerReport, Backend
-from ..failures import Failure, backend_failure
+from ..failures import backend_failure
 from ..front import openai_error_body
 from ..guard import RequestGuard
 from ..metrics import ServerMetrics
 from ..routes import STREAM_HEADERS
 from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
 from .errors import GatewayError, failure_response, from_failure, from_validation_error
-from .upstream import Upstream, upstream_for
+from .conversation import resolve_model, to_conversation
 
 __all__ = ["create_chat_completion", "parse_request"]
 
@@ -75,18 +75,16 @@ async def create_chat_completion(request: Request) -> Response:
     except InvalidParameterError as exc:
         raise GatewayError(400, exc.message, param=exc.param) from exc
     guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
-    upstream = upstream_for(request)
-    model = upstream.resolve(body.model)
+    backend: Backend = state.backend
+    model = resolve_model(backend, body.model)
     release = guard.streams.try_acquire()
     report = AnswerReport()
     metrics: ServerMetrics = state.metrics
-    backend: Backend = state.backend
+    conversation = to_conversation(model, messages, body, system_prompt=state.config.system_prompt,
+                                   report=report)
     try:
         answer = await open_answer(
-            lambda: upstream.stream(model, messages, body, report),
-            release,
-            backend="relay" if upstream.relay else backend.name,
-            metrics=metrics,
+            lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
         )
     except AnswerFailed as exc:
         return failure_response(exc.failure)
@@ -99,7 +97,7 @@ async def create_chat_completion(request: Request) -> Response:
             parts = [answer.first]
             parts += [text async for text in answer.rest]
         except Exception as exc:
-            return failure_response(_failure(exc, upstream, backend))
+            return failure_response(backend_failure(exc, backend.name))
         finally:
             await answer.close()
         text = "".join(parts)
@@ -126,12 +124,8 @@ async def create_chat_completion(request: Request) -> Response:
         events,
         on_close=answer.close,
         raw_headers=_SSE_HEADERS,
-        on_failure=_error_event(upstream, backend),
+        on_failure=_error_event(backend),
     )
-
-
-def _failure(exc: Exception, upstream: Upstream, backend: Backend) -> Failure:
-    return backend_failure(exc, "relay" if upstream.relay else backend.name)
 
 
 def _reported_usage(report: AnswerReport) -> Optional[CompletionUsage]:
@@ -147,11 +141,11 @@ def _usage(report: AnswerReport, messages: list[dict[str, str]], text: str) -> C
     return estimate_usage(messages, text)
 
 
-def _error_event(upstream: Upstream, backend: Backend) -> Callable[[Exception], bytes]:
+def _error_event(backend: Backend) -> Callable[[Exception], bytes]:
     """An upstream failure mid-stream: a last error event and ``data: [DONE]`` (then the cut)."""
 
     def last_words(exc: Exception) -> bytes:
-        error = from_failure(_failure(exc, upstream, backend))
+        error = from_failure(backend_failure(exc, backend.name))
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
                        "cutting the connection", error.message)
         body = openai_error_body(error.status, error.message, type=error.type,
