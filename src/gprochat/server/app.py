@@ -5,7 +5,7 @@ One Starlette router serves every route (``front.App``): ``/api/generate``,
 schema at ``/openapi.json``. ``app.state`` holds what routes share: ``config``,
 ``backend``, ``guard`` (``RequestGuard``: every route's admission), ``replay``
 (``ReplayGuard``), ``shared_state`` (memory or Redis) and ``metrics``. A route raises
-``guard.Rejected`` to refuse a request; the front door answers it in the route's error
+``refusals.Refusal`` to refuse a request; the front door answers it in the route's error
 shape. More routes (a web page at ``/``) are added to ``app.router.routes``.
 """
 

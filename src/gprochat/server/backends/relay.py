@@ -93,5 +93,5 @@ class RelayBackend(Backend):
             failure = backend_failure(exc, f"relay to {self.url}")
             raise BackendError(
                 failure.message, status=failure.status, retry_after=failure.retry_after,
-                key_rejected=failure.kind == "upstream_auth", detail=str(exc),
+                key_rejected=failure.code == "upstream_auth_failed", detail=str(exc),
             ) from exc

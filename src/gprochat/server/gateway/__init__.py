@@ -10,7 +10,7 @@ when the site has either, the conversation limits, a stream slot.
 
 Modules, each importing only those above it:
 
-- ``errors``: ``GatewayError`` and backend failures in OpenAI's error shape;
+- ``errors``: a body pydantic refused, as OpenAI's 400 (``refusals.Refusal``);
 - ``conversation``: a request as the backend's ``Conversation``, and its model's name;
 - ``models``: ``GET /v1/models`` and ``GET /v1/models/{id}``;
 - ``chat``: ``POST /v1/chat/completions``, whole or streamed;

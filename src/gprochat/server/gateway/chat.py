@@ -29,12 +29,12 @@ from ...openai.requests import ChatCompletionRequest
 from ...openai.types import CompletionUsage, wire_json
 from ..backends import AnswerReport, Backend
 from ..failures import backend_failure
-from ..front import openai_error_body
 from ..guard import RequestGuard
 from ..metrics import ServerMetrics
+from ..refusals import Refusal
 from ..routes import STREAM_HEADERS
 from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
-from .errors import GatewayError, failure_response, from_failure, from_validation_error
+from .errors import from_validation_error
 from .conversation import resolve_model, to_conversation
 
 __all__ = ["create_chat_completion", "parse_request"]
@@ -45,19 +45,19 @@ _SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS
 
 
 def parse_request(body: bytes, content_type: Optional[str] = None) -> ChatCompletionRequest:
-    """The request, or ``GatewayError(400)`` naming what is wrong."""
+    """The request, or ``Refusal(400)`` naming what is wrong."""
     media_type = (content_type or "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise GatewayError(
+        raise Refusal(
             400, f"Content-Type {media_type!r} is not JSON: send the body as application/json "
             "(a JSON object with model and messages)."
         )
     if not body.strip():
-        raise GatewayError(400, "Empty request body: send a JSON object with model and messages.")
+        raise Refusal(400, "Empty request body: send a JSON object with model and messages.")
     try:
         data = protocol.parse_json(body)
     except protocol.InvalidRequest as exc:
-        raise GatewayError(400, exc.message) from exc
+        raise Refusal(400, exc.message) from exc
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -73,7 +73,7 @@ async def create_chat_completion(request: Request) -> Response:
         check_parameters(body.model_dump(exclude_unset=True))
         messages = normalize_messages([m.model_dump(exclude_none=True) for m in body.messages])
     except InvalidParameterError as exc:
-        raise GatewayError(400, exc.message, param=exc.param) from exc
+        raise Refusal(400, exc.message, param=exc.param) from exc
     guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
     backend: Backend = state.backend
     model = resolve_model(backend, body.model)
@@ -87,7 +87,7 @@ async def create_chat_completion(request: Request) -> Response:
             lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
         )
     except AnswerFailed as exc:
-        return failure_response(exc.failure)
+        return exc.failure.response(openai=True)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     # The upstream's own id when it gave one (it has, by its first text).
     builder = CompletionBuilder(model, completion_id=report.id, include_usage=include_usage)
@@ -97,7 +97,7 @@ async def create_chat_completion(request: Request) -> Response:
             parts = [answer.first]
             parts += [text async for text in answer.rest]
         except Exception as exc:
-            return failure_response(backend_failure(exc, backend.name))
+            return backend_failure(exc, backend.name).response(openai=True)
         finally:
             await answer.close()
         text = "".join(parts)
@@ -145,11 +145,10 @@ def _error_event(backend: Backend) -> Callable[[Exception], bytes]:
     """An upstream failure mid-stream: a last error event and ``data: [DONE]`` (then the cut)."""
 
     def last_words(exc: Exception) -> bytes:
-        error = from_failure(backend_failure(exc, backend.name))
+        refusal = backend_failure(exc, backend.name)
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
-                       "cutting the connection", error.message)
-        body = openai_error_body(error.status, error.message, type=error.type,
-                                 param=error.param, code=error.code)
+                       "cutting the connection", refusal.message)
+        body = refusal.openai_body()
         return (b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
                 + b"data: [DONE]\n\n")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional, Protocol
 
 from ..backends import AnswerReport, Backend, Conversation, Turn
-from .errors import GatewayError
+from ..refusals import Refusal
 
 __all__ = ["SamplingOptions", "resolve_model", "to_conversation"]
 
@@ -31,7 +31,7 @@ def resolve_model(backend: Backend, model: str) -> str:
     if resolved is not None:
         return resolved
     known = backend.models()
-    raise GatewayError(
+    raise Refusal(
         404,
         f"The model {model!r} does not exist on this gateway; use one of: "
         f"{', '.join(known)} (GET /v1/models lists them), or \"\" for the default ({known[0]})",
