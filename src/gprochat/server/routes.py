@@ -12,8 +12,8 @@ from .. import protocol
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
 from .guard import RequestGuard
-from .refusals import Refusal
 from .metrics import ServerMetrics
+from .refusals import Refusal
 from .replay import ReplayGuard
 from .streaming import (
     Answer,

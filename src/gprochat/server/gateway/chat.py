@@ -34,8 +34,8 @@ from ..metrics import ServerMetrics
 from ..refusals import Refusal
 from ..routes import STREAM_HEADERS
 from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
-from .errors import from_validation_error
 from .conversation import resolve_model, to_conversation
+from .errors import from_validation_error
 
 __all__ = ["create_chat_completion", "parse_request"]
 

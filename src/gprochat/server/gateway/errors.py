@@ -7,6 +7,7 @@ OpenAI's error shape and the statuses an OpenAI SDK maps to its exceptions are
 from __future__ import annotations
 
 from pydantic import ValidationError
+
 from ..refusals import Refusal
 
 __all__ = ["from_validation_error"]

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...openai.types import Model, SyncPage
-from ..guard import RequestGuard
 from ..backends import Backend
+from ..guard import RequestGuard
 from .conversation import resolve_model
 
 __all__ = ["ModelRoutes"]
