@@ -69,5 +69,5 @@ def test_relay_to_nothing_is_502(make_server: ServerFactory) -> None:
 
 def test_relay_refuses_unknown_models(make_server: ServerFactory, remote: BackgroundServer) -> None:
     gateway = make_server(relay_url=remote.base_url)
-    with pytest.raises(openai.NotFoundError):
-        sdk(gateway).chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])
+    with sdk(gateway) as client, pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])

@@ -5,7 +5,7 @@ One Starlette router serves every route (``front.App``): ``/api/generate``,
 schema at ``/openapi.json``. ``app.state`` holds what routes share: ``config``,
 ``backend``, ``guard`` (``RequestGuard``: every route's admission), ``replay``
 (``ReplayGuard``), ``shared_state`` (memory or Redis) and ``metrics``. A route raises
-``guard.Rejected`` to refuse a request; the front door answers it in the route's error
+``refusals.Refusal`` to refuse a request; the front door answers it in the route's error
 shape. More routes (a web page at ``/``) are added to ``app.router.routes``.
 """
 
@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from .. import __version__
-from .backends import Backend, create_backend
+from .backends import Backend, RelayBackend, create_backend
 from .backends._router_config import build_router
 from .backends.router import RouterBackend
 from .config import ServerConfig
@@ -40,13 +40,12 @@ __all__ = ["create_app"]
 def create_app(config: ServerConfig | None = None, backend: Backend | None = None) -> Starlette:
     """A GeminiProChat-compatible server.
 
-    ``backend`` overrides the one ``config.backend`` names (tests pass scripted ones).
+    ``backend`` overrides the one the config chooses (tests pass scripted ones): the
+    router (``config.router``), a ``RelayBackend`` (``config.relay_url``), else
+    ``config.backend``.
     """
     config = config or ServerConfig()
-    if backend is None and config.router is not None:
-        backend = build_router(config.router, redis_url=config.redis_url,
-                               max_streams=config.max_streams)
-    backend = backend or create_backend(config.backend, **config.backend_options)
+    backend = backend or _server_backend(config)
     trusted = parse_networks(config.trusted_proxies)
     shared_state = SharedState(config.redis_url, replay_max_entries=config.replay_max_entries)
     policy = FailurePolicy(config.redis_failure)
@@ -131,3 +130,14 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         install_web(app)
     install_abort_filter(StreamAborted)
     return app
+
+
+def _server_backend(config: ServerConfig) -> Backend:
+    """The one source of answers for every route, built as the app is."""
+    if config.router is not None:
+        return build_router(config.router, redis_url=config.redis_url,
+                            max_streams=config.max_streams)
+    if config.relay_url:
+        return RelayBackend(url=config.relay_url, secret_key=config.relay_secret_key,
+                            password=config.relay_password)
+    return create_backend(config.backend, **config.backend_options)

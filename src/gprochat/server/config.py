@@ -109,8 +109,9 @@ class ServerConfig:
     system_prompt: str | None = None
 
     # The OpenAI-compatible gateway (/v1): on by default. ``api_keys`` empty means open;
-    # ``relay_url`` set means answers come from that GeminiProChat deployment instead
-    # of ``backend``, signed with ``relay_secret_key`` and ``relay_password``.
+    # ``relay_url`` set means every route's answers come from that GeminiProChat
+    # deployment (a ``RelayBackend``) instead of ``backend``, signed with
+    # ``relay_secret_key`` and ``relay_password``.
     gateway: bool = True
     # The chat page at / (server/web/): on by default.
     web: bool = True

@@ -1,12 +1,13 @@
-"""The one place a backend's failure becomes an answer: status, message, Retry-After.
+"""The one place a backend's failure becomes a ``Refusal``: status, message, Retry-After.
 
 Both routes use ``backend_failure``: ``/api/generate`` writes the result as the
-protocol's error body, the gateway as OpenAI's (``kind`` picks its ``type`` and
-``code``). Before any text was sent the client gets this status; after, the
+protocol's error body, the gateway as OpenAI's (``refusals.BACKEND_KINDS`` gives
+each kind's ``type`` and ``code``). Before any text was sent the client gets this status; after, the
 connection is cut (``/api/generate``) or an error event ends the stream (``/v1``).
 
     our backends' BackendError                 its status (upstream 401/403 already 502)
     BackendError 401/403/407                   502: the server's credentials, not the client's
+    BackendError(key_rejected=True)            its status (502), kind upstream_auth
     relay: the deployment refused our key      502 (a server configuration error)
     relay: 400 / 413                           the same status, with the deployment's words
     relay: 429 / 503                           the same status and Retry-After
@@ -23,8 +24,6 @@ operator's settings or a library's exception text: those go to the server's log.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..errors import (
@@ -43,8 +42,9 @@ from ..errors import (
     TimeoutError,
     TransportError,
 )
+from .refusals import Refusal
 
-__all__ = ["Failure", "FailureKind", "backend_failure"]
+__all__ = ["FailureKind", "backend_failure"]
 
 logger = logging.getLogger("gprochat.server")
 
@@ -54,20 +54,11 @@ FailureKind = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class Failure:
-    """What the client is told: ``status``, ``message``, ``retry_after`` seconds, ``kind``."""
-
-    status: int
-    message: str
-    kind: FailureKind = "upstream"
-    retry_after: Optional[float] = None
-    param: Optional[str] = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.retry_after is not None:
-            self.headers.setdefault("Retry-After", str(max(1, math.ceil(self.retry_after))))
+def _fail(
+    status: int, message: str, kind: FailureKind = "upstream",
+    retry_after: Optional[float] = None, param: Optional[str] = None,
+) -> Refusal:
+    return Refusal.of_backend(status, message, kind, retry_after=retry_after, param=param)
 
 
 _CREDENTIALS = (
@@ -76,7 +67,7 @@ _CREDENTIALS = (
 )
 
 
-def backend_failure(exc: BaseException, backend: str) -> Failure:
+def backend_failure(exc: BaseException, backend: str) -> Refusal:
     """The answer for ``exc``, raised by the backend (or the relay) named ``backend``.
 
     Logs the details the answer leaves out.
@@ -85,32 +76,33 @@ def backend_failure(exc: BaseException, backend: str) -> Failure:
         status = exc.status if 400 <= exc.status <= 599 else 502
         if status in (401, 403, 407):
             logger.error("backend %s refused the server's credentials: %s", backend, exc)
-            return Failure(502, _CREDENTIALS, "upstream_auth")
+            return _fail(502, _CREDENTIALS, "upstream_auth")
         logger.warning("backend %s failed (%s): %s", backend, status, exc)
         kind: FailureKind = (
-            "rate_limited" if status == 429 else "timeout" if status == 504
+            "upstream_auth" if exc.key_rejected
+            else "rate_limited" if status == 429 else "timeout" if status == 504
             else "unavailable" if status == 503 else "upstream"
         )
-        return Failure(status, exc.message, kind, exc.retry_after)
+        return _fail(status, exc.message, kind, exc.retry_after)
     if isinstance(exc, InvalidParameterError):
-        return Failure(400, exc.message, "invalid_request", param=exc.param)
+        return _fail(400, exc.message, "invalid_request", param=exc.param)
     if isinstance(exc, ModelNotSupportedError):
-        return Failure(404, str(exc), "model_not_found", param="model")
+        return _fail(404, str(exc), "model_not_found", param="model")
     relay = _relay_failure(exc)
     if relay is not None:
         logger.warning("relay %s failed: %s", backend, exc)
         return relay
     logger.error("backend %s failed unexpectedly: %r", backend, exc, exc_info=exc)
-    return Failure(
+    return _fail(
         500, "The model backend failed unexpectedly; the server's log has the details.", "internal"
     )
 
 
-def _relay_failure(exc: BaseException) -> Optional[Failure]:
+def _relay_failure(exc: BaseException) -> Optional[Refusal]:
     # The relay is our own client talking to another deployment: its errors are written
     # for a user of the client (hints about --password, URLs), not for our clients.
     if isinstance(exc, AuthenticationError):
-        return Failure(
+        return _fail(
             502,
             "The relayed GeminiProChat deployment refused this server's secret key or "
             "password: a server configuration error, not yours; tell the operator.",
@@ -118,28 +110,28 @@ def _relay_failure(exc: BaseException) -> Optional[Failure]:
         )
     if isinstance(exc, (BadRequestError, PayloadTooLargeError)):
         said = f": {exc.server_message}" if exc.server_message else ""
-        return Failure(exc.status_code, f"The relayed deployment refused the request{said}",
+        return _fail(exc.status_code, f"The relayed deployment refused the request{said}",
                        "invalid_request")
     if isinstance(exc, RateLimitError):
-        return Failure(429, "The relayed deployment is rate limiting this server; retry later.",
+        return _fail(429, "The relayed deployment is rate limiting this server; retry later.",
                        "rate_limited", exc.retry_after or 1)
     if isinstance(exc, ServiceUnavailableError):
-        return Failure(503, "The relayed deployment is unavailable; retry later.", "unavailable",
+        return _fail(503, "The relayed deployment is unavailable; retry later.", "unavailable",
                        exc.retry_after or 1)
     if isinstance(exc, NotFoundError):
-        return Failure(502, "The relay address is not a GeminiProChat deployment: a server "
+        return _fail(502, "The relay address is not a GeminiProChat deployment: a server "
                        "configuration error; tell the operator.", "upstream")
     if isinstance(exc, APIStatusError):
-        return Failure(502, f"The relayed deployment failed ({exc.status_code}); retry later.",
+        return _fail(502, f"The relayed deployment failed ({exc.status_code}); retry later.",
                        "upstream")
     if isinstance(exc, TimeoutError):
-        return Failure(504, "The relayed deployment timed out; retry later.", "timeout")
+        return _fail(504, "The relayed deployment timed out; retry later.", "timeout")
     if isinstance(exc, ConnectError):
-        return Failure(502, "This server cannot reach the deployment it relays to; retry later.",
+        return _fail(502, "This server cannot reach the deployment it relays to; retry later.",
                        "upstream")
     if isinstance(exc, IncompleteResponseError):
-        return Failure(502, "The relayed deployment cut its answer short; ask again.", "upstream")
+        return _fail(502, "The relayed deployment cut its answer short; ask again.", "upstream")
     if isinstance(exc, TransportError):
-        return Failure(502, "The exchange with the relayed deployment failed; retry later.",
+        return _fail(502, "The exchange with the relayed deployment failed; retry later.",
                        "upstream")
     return None

@@ -8,21 +8,20 @@ what B3 measures; docs/benchmarks.md).
 
 ``answer_error`` answers an exception raised before the response has started:
 
-- ``Rejected`` (the guard), Starlette's ``HTTPException`` (404, 405 with ``Allow``):
-  with their status;
+- a ``refusals.Refusal`` (the guard, the routes, the gateway), Starlette's
+  ``HTTPException`` (404, 405 with ``Allow``): with their status;
 - anything else: 500 (then re-raised, so the server logs the traceback);
 
-in the route's error shape: OpenAI's ``{"error": {"message", "type", "param",
-"code"}}`` under ``/v1``, the protocol's ``{"error": {"message": ...}}`` elsewhere.
+in the route's error shape (``refusals.py`` words both): OpenAI's under ``/v1``,
+the protocol's ``{"error": {"message": ...}}`` elsewhere.
 After the response has started, an exception propagates and the server cuts the
 connection: how a client learns that a streamed answer is incomplete.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,82 +30,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
-from .. import protocol
-from .guard import Network, Rejected
+from .guard import Network
 from .metrics import ServerMetrics
 from .observe import ObserveMiddleware
+from .refusals import Refusal
 
-__all__ = ["App", "answer_error", "error_response", "openai_error_body", "openai_error_response", "route"]
+__all__ = ["App", "answer_error", "route"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 GATEWAY_PREFIX = "/v1"
-
-_OPENAI_KINDS = {
-    401: ("invalid_request_error", "invalid_api_key"),
-    404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    413: ("invalid_request_error", "request_too_large"),
-    429: ("rate_limit_exceeded", "rate_limit_exceeded"),
-    503: ("server_error", "server_busy"),
-}
-
-
-def error_response(
-    status: int, message: str, code: object = None, headers: Optional[dict[str, str]] = None
-) -> Response:
-    """The protocol's ``{"error": {...}}`` body with ``status``."""
-    return Response(
-        protocol.error_body(message, code),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-def openai_error_body(
-    status: int,
-    message: str,
-    *,
-    type: Optional[str] = None,
-    param: Optional[str] = None,
-    code: Optional[str] = None,
-) -> dict[str, Any]:
-    """OpenAI's ``{"error": {"message", "type", "param", "code"}}`` for ``status``.
-
-    ``type`` and ``code`` default from the status (``server_error`` for 5xx).
-    """
-    default_type, default_code = _OPENAI_KINDS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None)
-    )
-    return {
-        "error": {
-            "message": message,
-            "type": type or default_type,
-            "param": param,
-            "code": code or default_code,
-        }
-    }
-
-
-def openai_error_response(
-    status: int,
-    message: str,
-    *,
-    type: Optional[str] = None,
-    param: Optional[str] = None,
-    code: Optional[str] = None,
-    headers: Optional[dict[str, str]] = None,
-) -> Response:
-    """``openai_error_body`` as a JSON response with ``status``."""
-    body = openai_error_body(status, message, type=type, param=param, code=code)
-    return Response(
-        json.dumps(body, ensure_ascii=False),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
-
 
 class _Endpoint:
     # An ASGI app, so that Starlette's Route calls it directly. The router puts it in
@@ -133,23 +66,18 @@ def route(path: str, func: Handler, methods: Sequence[str] = ("GET",)) -> Route:
 def answer_error(exc: Exception, scope: Scope) -> tuple[Response, bool]:
     """The answer to ``exc``, raised before the response started, and whether it is a bug.
 
-    In the route's error shape: OpenAI's under ``/v1``, the protocol's elsewhere.
+    In the route's error shape (``Refusal.response``): OpenAI's under ``/v1``, the
+    protocol's elsewhere.
     """
-    openai = scope["path"].startswith(GATEWAY_PREFIX + "/")
-    if isinstance(exc, Rejected):
-        status, message, headers = exc.status, exc.message, exc.headers
+    if isinstance(exc, Refusal):
+        refusal = exc
     elif isinstance(exc, HTTPException):
-        status, headers = exc.status_code, dict(exc.headers or {})
-        message = _HTTP_MESSAGES.get(status, exc.detail)
+        refusal = Refusal(exc.status_code, _HTTP_MESSAGES.get(exc.status_code, exc.detail),
+                          dict(exc.headers or {}))
     else:
-        status, headers = 500, {}
-        message = "Internal server error: the server failed (its log has the details)."
-    if openai:
-        return openai_error_response(
-            status, message, headers=headers, type=getattr(exc, "type", None),
-            param=getattr(exc, "param", None), code=getattr(exc, "code", None),
-        ), status == 500
-    return error_response(status, message, headers=headers), status == 500
+        refusal = Refusal(500, "Internal server error: the server failed (its log has the details).")
+    openai = scope["path"].startswith(GATEWAY_PREFIX + "/")
+    return refusal.response(openai=openai), refusal.status == 500
 
 
 _HTTP_MESSAGES = {

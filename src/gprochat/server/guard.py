@@ -1,7 +1,8 @@
 """The one guard every route passes: size, rate, conversation limits, credentials, slots.
 
-Each check raises ``Rejected`` (status, message, headers); the app's front door
-(``server/front.py``) answers it in the route's error shape: the protocol's
+Each check raises a ``refusals.Refusal`` (status, message, headers); the front door
+(``server/front.py``) answers it in the route's error shape (``Refusal.response``):
+the protocol's
 ``{"error": {"message": ...}}`` on ``/api/*``, OpenAI's on ``/v1``. Every route
 admits a request through the same ``RequestGuard`` (on ``app.state.guard``), in
 this order::
@@ -33,6 +34,7 @@ from starlette.types import Scope
 
 from .. import protocol
 from ..errors import SharedStateError
+from .refusals import Refusal
 from .stores import SharedState, translate_rate_storage_error
 
 __all__ = [
@@ -53,14 +55,8 @@ logger = logging.getLogger("gprochat.server.guard")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class Rejected(Exception):
-    """A request the server refuses: ``status``, a ``message`` saying what to do, ``headers``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+#: The guard's name for a ``Refusal`` (kept for code that imports it from here).
+Rejected = Refusal
 
 
 class FailurePolicy:
@@ -78,7 +74,7 @@ class FailurePolicy:
         self._last_log = -math.inf
 
     def handle(self, exc: SharedStateError) -> None:
-        """Return to serve without the check (fail open) or raise ``Rejected`` (closed)."""
+        """Return to serve without the check (fail open) or raise ``Refusal`` (closed)."""
         now = time.monotonic()
         if now - self._last_log >= self.log_every:
             self._last_log = now
@@ -87,7 +83,7 @@ class FailurePolicy:
             logger.error("shared state unreachable during the %s: %s; %s",
                          exc.operation, exc, action)
         if self.mode == "closed":
-            raise Rejected(
+            raise Refusal(
                 503,
                 "The server cannot reach its shared state store (Redis) to check rate "
                 "limits and replays, and refuses requests until it can (fail-closed). "
@@ -163,7 +159,7 @@ class RateLimiter:
         self.trusted_proxies = trusted_proxies
 
     async def check(self, request: Request, scope: str = "generate") -> None:
-        """Count this request against its client; raise ``Rejected(429)`` over the limit."""
+        """Count this request against its client; raise ``Refusal(429)`` over the limit."""
         if self.item is None:
             return
         key = client_address(request, self.trusted_proxies)
@@ -188,7 +184,7 @@ class RateLimiter:
     def _reject(self, reset_time: float) -> NoReturn:
         assert self.item is not None
         retry_after = max(1, math.ceil(reset_time - time.time()))
-        raise Rejected(
+        raise Refusal(
             429,
             f"Too many requests: this server allows {self.item.amount} per "
             f"{_window_text(self.item)} from one client. Retry after {retry_after} seconds.",
@@ -272,7 +268,7 @@ class StreamLimiter:
     """At most ``limit`` answers streaming at once in this process (0: no bound).
 
     ``try_acquire()`` returns a release callable (idempotent) or raises
-    ``Rejected(503)`` when full: an answer's slot outlives the route function.
+    ``Refusal(503)`` when full: an answer's slot outlives the route function.
     """
 
     def __init__(
@@ -286,7 +282,7 @@ class StreamLimiter:
 
     def try_acquire(self) -> Callable[[], None]:
         if self.limit and self.in_flight >= self.limit:
-            raise Rejected(
+            raise Refusal(
                 503,
                 f"The server is busy: it is already streaming {self.in_flight} answers, "
                 f"as many as it allows at once. Retry after {self.retry_after} seconds.",
@@ -336,7 +332,7 @@ class RequestGuard:
     async def admit(self, request: Request, route: str, *, bearer: bool = False) -> bytes:
         """Size, rate (``route``'s own budget), bearer token when asked, then the body.
 
-        Returns the body, read in full; raises ``Rejected`` at the first check that fails.
+        Returns the body, read in full; raises ``Refusal`` at the first check that fails.
         """
         self.check_declared_size(request)
         await self.rate_limiter.check(request, route)
@@ -348,7 +344,7 @@ class RequestGuard:
         """413 at once when ``Content-Length`` already says the body is too large."""
         declared = request.headers.get("content-length", "")
         if self.max_body_bytes and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise Rejected(413, self._too_large(int(declared)))
+            raise Refusal(413, self._too_large(int(declared)))
 
     async def read_body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it passes ``max_body_bytes``.
@@ -361,10 +357,10 @@ class RequestGuard:
             async for chunk in request.stream():
                 size += len(chunk)
                 if self.max_body_bytes and size > self.max_body_bytes:
-                    raise Rejected(413, self._too_large(size, at_least=True))
+                    raise Refusal(413, self._too_large(size, at_least=True))
                 chunks.append(chunk)
         except ClientDisconnect as exc:
-            raise Rejected(400, "The client disconnected before sending the whole body.") from exc
+            raise Refusal(400, "The client disconnected before sending the whole body.") from exc
         return b"".join(chunks)
 
     def check_conversation(self, texts: Sequence[str], where: str = "messages.{index}") -> None:
@@ -374,7 +370,7 @@ class RequestGuard:
         """
         count = len(texts)
         if self.max_messages and count > self.max_messages:
-            raise Rejected(
+            raise Refusal(
                 413,
                 f"Too many messages: {count}; this server accepts at most {self.max_messages}. "
                 "Drop the oldest turns of the conversation.",
@@ -382,7 +378,7 @@ class RequestGuard:
         if self.max_message_chars:
             for index, text in enumerate(texts):
                 if len(text) > self.max_message_chars:
-                    raise Rejected(
+                    raise Refusal(
                         413,
                         f"Message too long: {where.format(index=index)} has {len(text)} "
                         f"characters; this server accepts at most {self.max_message_chars} "
@@ -392,7 +388,7 @@ class RequestGuard:
     def check_password(self, given: str | None) -> None:
         """401 ``Invalid password.`` when the site has passwords and ``given`` is none of them."""
         if self.passwords and not protocol.password_matches(given, self.passwords):
-            raise Rejected(401, protocol.INVALID_PASSWORD)
+            raise Refusal(401, protocol.INVALID_PASSWORD)
 
     def check_bearer(self, request: Request) -> None:
         """401 unless ``Authorization: Bearer`` carries an API key or a site password.
@@ -404,14 +400,14 @@ class RequestGuard:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Rejected(
+            raise Refusal(
                 401,
                 "Missing API key: this server is locked. Send 'Authorization: Bearer KEY' with "
                 "one of its API keys or the site password (with the OpenAI SDK: api_key=...).",
                 {"WWW-Authenticate": "Bearer"},
             )
         if not protocol.password_matches(token, self.bearer_tokens):
-            raise Rejected(
+            raise Refusal(
                 401,
                 "Incorrect API key: it is neither one of this server's API keys (--api-key) "
                 "nor its site password.",

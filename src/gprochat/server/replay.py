@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 
 from ..errors import SharedStateError
-from .guard import FailurePolicy, Rejected
+from .guard import FailurePolicy
+from .refusals import Refusal
 from .stores import ReplayStore, ReplayStoreFull
 
 __all__ = ["REPLAY_STATUS", "SIGNATURE_ALREADY_USED", "ReplayGuard"]
@@ -56,7 +57,7 @@ class ReplayGuard:
             return
         skew = time_ms / 1000 - self._clock()
         if abs(skew) > self.window:
-            raise Rejected(401, _clock_message(skew, self.window))
+            raise Refusal(401, _clock_message(skew, self.window))
         # A request is valid while the server's clock is within `window` of its time:
         # a span of 2 * window at most. Remember the signature that long.
         try:
@@ -67,14 +68,14 @@ class ReplayGuard:
         except ReplayStoreFull as exc:
             # Forgetting a signature early would let it be replayed: refuse instead.
             retry_after = max(1, math.ceil(exc.retry_after))
-            raise Rejected(
+            raise Refusal(
                 503,
                 f"The server is busy: it remembers {exc.max_entries} recent signatures, its "
                 f"limit, and cannot check this one. Retry in {retry_after} seconds.",
                 {"Retry-After": str(retry_after)},
             ) from exc
         if not first:
-            raise Rejected(REPLAY_STATUS, SIGNATURE_ALREADY_USED)
+            raise Refusal(REPLAY_STATUS, SIGNATURE_ALREADY_USED)
 
 
 def _clock_message(skew: float, window: float) -> str:

@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse, Response
 from .. import protocol
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
-from .front import error_response
-from .guard import Rejected, RequestGuard
+from .guard import RequestGuard
 from .metrics import ServerMetrics
+from .refusals import Refusal
 from .replay import ReplayGuard
 from .streaming import (
     Answer,
@@ -45,13 +45,13 @@ async def generate(request: Request) -> Response:
     try:
         generate_request = protocol.parse_generate_request(body)
     except protocol.InvalidRequest as exc:
-        raise Rejected(400, exc.message) from exc
+        raise Refusal(400, exc.message) from exc
     messages = generate_request.messages
     guard.check_conversation([m.text for m in messages])
     guard.check_password(generate_request.password)
     if config.check_signature:
         if not protocol.verify_signature(generate_request, config.secret_key):
-            raise Rejected(401, protocol.INVALID_SIGNATURE)
+            raise Refusal(401, protocol.INVALID_SIGNATURE)
         replay: ReplayGuard = state.replay
         await replay.check(generate_request.time, generate_request.sign)
 
@@ -68,8 +68,7 @@ async def generate(request: Request) -> Response:
             lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
         )
     except AnswerFailed as exc:
-        failure = exc.failure
-        return error_response(failure.status, failure.message, "Error", failure.headers)
+        return exc.failure.response(openai=False)
     return ChunkStream(_stream(answer, backend.name, metrics), on_close=answer.close,
                        raw_headers=_RAW_HEADERS)
 
@@ -100,7 +99,7 @@ async def auth(request: Request) -> Response:
     try:
         data = protocol.parse_json(body or b"{}")
     except protocol.InvalidRequest as exc:
-        raise Rejected(400, f"{exc.message} Send {{\"pass\": \"...\"}}.") from exc
+        raise Refusal(400, f"{exc.message} Send {{\"pass\": \"...\"}}.") from exc
     given = data.get("pass") if isinstance(data, dict) else None
     ok = not guard.passwords or protocol.password_matches(
         given if isinstance(given, str) else None, guard.passwords

@@ -149,7 +149,7 @@ def announce(config: ServerConfig, sock: socket.socket, backend: Any = None) -> 
     if config.router is not None:
         answers = f"router over {len(config.router['models'])} model(s)"
     if config.relay_url:
-        answers += f"; gateway relays to {config.relay_url}"
+        answers = f"relay backend: /api/generate and the gateway relays to {config.relay_url}"
     workers = config.workers
     page_url = f"{link}/" if config.web else None
     gateway_url = f"{link}/v1" if config.gateway else None

@@ -25,9 +25,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._streams import abandon_step, aclose, finish_step, first_text
-from .failures import Failure, backend_failure
+from .failures import backend_failure
 from .metrics import ServerMetrics
 from .observe import CLIENT_GONE, OUTCOME_KEY
+from .refusals import Refusal
 
 __all__ = ["Answer", "AnswerFailed", "ChunkStream", "StreamAborted", "encode_headers", "open_answer"]
 
@@ -43,7 +44,7 @@ class StreamAborted(Exception):
 class AnswerFailed(Exception):
     """The backend failed before its first text; ``failure`` says how to answer."""
 
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: Refusal) -> None:
         super().__init__(failure.message)
         self.failure = failure
 

@@ -88,5 +88,12 @@ class Backend(abc.ABC):
         """The model names this backend answers to (the first is its default)."""
         return [self.name]
 
+    def resolve(self, model: str) -> Optional[str]:
+        """The listed name ``model`` stands for (``""``: the default), or None if unknown."""
+        names = self.models()
+        if not model:
+            return names[0]
+        return model if model in names else None
+
     async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing
         """Release resources (HTTP sessions); called once when the server stops."""

@@ -53,6 +53,20 @@ class RelayBackend(Backend):
 
         return GPROChat.get_models()
 
+    def resolve(self, model: str) -> Optional[str]:
+        from ...providers import GPROChat
+
+        if not model or model in GPROChat.get_models() or model in GPROChat.model_aliases:
+            return GPROChat.get_model(model)  # an alias answers as the name it stands for
+        return None
+
+    async def aclose(self) -> None:
+        # The provider pools its sessions per event loop: close this loop's at shutdown
+        # rather than leave a kept-alive connection to the deployment for the GC.
+        from ...providers._session import pool
+
+        await pool.aclose()
+
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         from ...providers import GPROChat
         from ..failures import backend_failure
@@ -79,5 +93,5 @@ class RelayBackend(Backend):
             failure = backend_failure(exc, f"relay to {self.url}")
             raise BackendError(
                 failure.message, status=failure.status, retry_after=failure.retry_after,
-                key_rejected=failure.kind == "upstream_auth", detail=str(exc),
+                key_rejected=failure.code == "upstream_auth_failed", detail=str(exc),
             ) from exc

@@ -1,7 +1,8 @@
 """The OpenAI-compatible gateway: ``/v1/models`` and ``/v1/chat/completions``.
 
 Point any OpenAI client at ``http://HOST:PORT/v1``. Answers come from the server's
-backend, or from a relayed GeminiProChat deployment.
+one backend, as on ``/api/generate`` (with ``--relay-url``, that backend is a
+``RelayBackend``: another GeminiProChat deployment).
 
 Requests pass the same guard as ``/api/generate`` (``guard.RequestGuard``): size,
 the gateway's own rate budget, an API key or the site password as a bearer token
@@ -9,8 +10,8 @@ when the site has either, the conversation limits, a stream slot.
 
 Modules, each importing only those above it:
 
-- ``errors``: ``GatewayError`` and backend failures in OpenAI's error shape;
-- ``upstream``: where answers come from (``DirectUpstream``, ``RelayUpstream``);
+- ``errors``: a body pydantic refused, as OpenAI's 400 (``refusals.Refusal``);
+- ``conversation``: a request as the backend's ``Conversation``, and its model's name;
 - ``models``: ``GET /v1/models`` and ``GET /v1/models/{id}``;
 - ``chat``: ``POST /v1/chat/completions``, whole or streamed;
 - ``routes``: ``gateway_routes()`` for the app's router, and the open-gateway warning;

@@ -28,14 +28,14 @@ from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
 from ...openai.types import CompletionUsage, wire_json
 from ..backends import AnswerReport, Backend
-from ..failures import Failure, backend_failure
-from ..front import openai_error_body
+from ..failures import backend_failure
 from ..guard import RequestGuard
 from ..metrics import ServerMetrics
+from ..refusals import Refusal
 from ..routes import STREAM_HEADERS
 from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
-from .errors import GatewayError, failure_response, from_failure, from_validation_error
-from .upstream import Upstream, upstream_for
+from .conversation import resolve_model, to_conversation
+from .errors import from_validation_error
 
 __all__ = ["create_chat_completion", "parse_request"]
 
@@ -45,19 +45,19 @@ _SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS
 
 
 def parse_request(body: bytes, content_type: Optional[str] = None) -> ChatCompletionRequest:
-    """The request, or ``GatewayError(400)`` naming what is wrong."""
+    """The request, or ``Refusal(400)`` naming what is wrong."""
     media_type = (content_type or "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise GatewayError(
+        raise Refusal(
             400, f"Content-Type {media_type!r} is not JSON: send the body as application/json "
             "(a JSON object with model and messages)."
         )
     if not body.strip():
-        raise GatewayError(400, "Empty request body: send a JSON object with model and messages.")
+        raise Refusal(400, "Empty request body: send a JSON object with model and messages.")
     try:
         data = protocol.parse_json(body)
     except protocol.InvalidRequest as exc:
-        raise GatewayError(400, exc.message) from exc
+        raise Refusal(400, exc.message) from exc
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -73,23 +73,21 @@ async def create_chat_completion(request: Request) -> Response:
         check_parameters(body.model_dump(exclude_unset=True))
         messages = normalize_messages([m.model_dump(exclude_none=True) for m in body.messages])
     except InvalidParameterError as exc:
-        raise GatewayError(400, exc.message, param=exc.param) from exc
+        raise Refusal(400, exc.message, param=exc.param) from exc
     guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
-    upstream = upstream_for(request)
-    model = upstream.resolve(body.model)
+    backend: Backend = state.backend
+    model = resolve_model(backend, body.model)
     release = guard.streams.try_acquire()
     report = AnswerReport()
     metrics: ServerMetrics = state.metrics
-    backend: Backend = state.backend
+    conversation = to_conversation(model, messages, body, system_prompt=state.config.system_prompt,
+                                   report=report)
     try:
         answer = await open_answer(
-            lambda: upstream.stream(model, messages, body, report),
-            release,
-            backend="relay" if upstream.relay else backend.name,
-            metrics=metrics,
+            lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
         )
     except AnswerFailed as exc:
-        return failure_response(exc.failure)
+        return exc.failure.response(openai=True)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     # The upstream's own id when it gave one (it has, by its first text).
     builder = CompletionBuilder(model, completion_id=report.id, include_usage=include_usage)
@@ -99,7 +97,7 @@ async def create_chat_completion(request: Request) -> Response:
             parts = [answer.first]
             parts += [text async for text in answer.rest]
         except Exception as exc:
-            return failure_response(_failure(exc, upstream, backend))
+            return backend_failure(exc, backend.name).response(openai=True)
         finally:
             await answer.close()
         text = "".join(parts)
@@ -126,12 +124,8 @@ async def create_chat_completion(request: Request) -> Response:
         events,
         on_close=answer.close,
         raw_headers=_SSE_HEADERS,
-        on_failure=_error_event(upstream, backend),
+        on_failure=_error_event(backend),
     )
-
-
-def _failure(exc: Exception, upstream: Upstream, backend: Backend) -> Failure:
-    return backend_failure(exc, "relay" if upstream.relay else backend.name)
 
 
 def _reported_usage(report: AnswerReport) -> Optional[CompletionUsage]:
@@ -147,15 +141,14 @@ def _usage(report: AnswerReport, messages: list[dict[str, str]], text: str) -> C
     return estimate_usage(messages, text)
 
 
-def _error_event(upstream: Upstream, backend: Backend) -> Callable[[Exception], bytes]:
+def _error_event(backend: Backend) -> Callable[[Exception], bytes]:
     """An upstream failure mid-stream: a last error event and ``data: [DONE]`` (then the cut)."""
 
     def last_words(exc: Exception) -> bytes:
-        error = from_failure(_failure(exc, upstream, backend))
+        refusal = backend_failure(exc, backend.name)
         logger.warning("upstream failed mid-stream (%s); sending an error event and "
-                       "cutting the connection", error.message)
-        body = openai_error_body(error.status, error.message, type=error.type,
-                                 param=error.param, code=error.code)
+                       "cutting the connection", refusal.message)
+        body = refusal.openai_body()
         return (b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
                 + b"data: [DONE]\n\n")
 

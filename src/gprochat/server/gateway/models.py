@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...openai.types import Model, SyncPage
+from ..backends import Backend
 from ..guard import RequestGuard
-from .upstream import upstream_for
+from .conversation import resolve_model
 
 __all__ = ["ModelRoutes"]
 
@@ -31,16 +32,21 @@ class ModelRoutes:
     async def list_models(self, request: Request) -> Response:
         await _admit(request)
         page = SyncPage[Model](
-            object="list", data=[self.model(name) for name in upstream_for(request).models()]
+            object="list", data=[self.model(name) for name in _backend(request).models()]
         )
         return JSONResponse(page.model_dump(mode="json", exclude_unset=True))
 
     async def retrieve_model(self, request: Request) -> Response:
         await _admit(request)
-        model = self.model(upstream_for(request).resolve(request.path_params["model_id"]))
+        model = self.model(resolve_model(_backend(request), request.path_params["model_id"]))
         return JSONResponse(model.model_dump(mode="json", exclude_unset=True))
 
 
 async def _admit(request: Request) -> None:
     guard: RequestGuard = request.app.state.guard
     await guard.admit(request, "gateway", bearer=True)
+
+
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend

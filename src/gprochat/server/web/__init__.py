@@ -32,7 +32,8 @@ from starlette.routing import BaseRoute, Route
 
 from ... import __version__
 from ..config import ServerConfig
-from ..guard import Rejected, RequestGuard
+from ..guard import RequestGuard
+from ..refusals import Refusal
 
 __all__ = ["CONTENT_SECURITY_POLICY", "install_web", "web_routes"]
 
@@ -163,7 +164,7 @@ def web_routes(config: ServerConfig) -> list[BaseRoute]:
         guard: RequestGuard = request.app.state.guard
         try:
             await guard.rate_limiter.check(request, scope="web")
-        except Rejected as exc:
+        except Refusal as exc:
             return Response(exc.message + "\n", status_code=exc.status,
                             media_type="text/plain; charset=utf-8",
                             headers={**SECURITY_HEADERS, **exc.headers})
