@@ -90,9 +90,18 @@ class ScriptedServer:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A connection accepted just before close() has its handler task scheduled but not
+        # yet running (not in _tasks): let such tasks start, then cancel them too, until
+        # none is left, so every accepted connection's writer is closed on this loop.
+        while True:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            pending = [task for task in self._tasks if not task.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -75,7 +75,10 @@ async def test_a_steady_stream_is_not_a_read_timeout_but_the_total_limit_fires()
 async def test_connect_timeout_fires_with_its_name() -> None:
     # A "SOCKS proxy" that accepts the TCP connection and never answers the handshake:
     # the connection is never established, which is what the connect limit is for.
+    writers: list[asyncio.StreamWriter] = []
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         await reader.read()
         writer.close()
 
@@ -89,6 +92,8 @@ async def test_connect_timeout_fires_with_its_name() -> None:
             )
     finally:
         listener.close()
+        for writer in writers:  # closed here, on this loop, whatever the client did
+            writer.close()
     assert info.value.limit == "connect" and info.value.seconds == 0.5
     assert str(info.value).startswith("connect timeout: could not connect to http://127.0.0.1:9")
 
