@@ -17,6 +17,7 @@ from .errors import (
     ConfigurationError,
     ConnectError,
     GPROChatError,
+    ImageError,
     IncompleteResponseError,
     InvalidParameterError,
     InvalidPasswordError,
@@ -34,6 +35,7 @@ from .errors import (
     TransportError,
     UnsupportedParameterError,
 )
+from .images import Image, load_image
 from .providers import (
     AsyncGeneratorProvider,
     BaseProvider,
@@ -50,6 +52,8 @@ __all__ = [
     "GPROChat",
     "Deployment",
     "Client",
+    "Image",
+    "load_image",
     "AsyncClient",
     "AsyncGeneratorProvider",
     "BaseProvider",
@@ -63,6 +67,7 @@ __all__ = [
     "ModelNotSupportedError",
     "ConfigurationError",
     "ProtocolError",
+    "ImageError",
     "InvalidParameterError",
     "UnsupportedParameterError",
     "TransportError",

@@ -6,6 +6,7 @@
     ├── ModelNotSupportedError      (also ValueError)  unknown model name
     ├── ConfigurationError          (also ValueError)  a bad keyword argument or GPROCHAT_* variable
     ├── ProtocolError               (also ValueError)  a request or answer breaks the wire contract
+    │   └── ImageError                                 an image is not base64, not a raster type, or too large
     ├── InvalidParameterError       (also ValueError)  an OpenAI-style parameter is wrong
     │   └── UnsupportedParameterError                  ... or valid, but cannot be honoured (n>1, tools)
     ├── TransportError                                 the HTTP exchange itself failed
@@ -41,6 +42,7 @@ __all__ = [
     "ModelNotSupportedError",
     "ConfigurationError",
     "ProtocolError",
+    "ImageError",
     "InvalidParameterError",
     "UnsupportedParameterError",
     "TransportError",
@@ -94,6 +96,21 @@ class ConfigurationError(GPROChatError, ValueError):
 
 class ProtocolError(GPROChatError, ValueError):
     """A request or an answer does not follow the GPROChat wire contract."""
+
+
+class ImageError(ProtocolError):
+    """An image cannot be sent: unreadable, not strict base64, not PNG/JPEG/WebP/GIF, empty,
+    declared as another type than its bytes, or over a size limit.
+
+    ``where`` names the image (``"messages[0].parts[1]"``, a file name); ``status`` is
+    the HTTP status a server answers it with (400, or 413 for a size limit).
+    """
+
+    def __init__(self, message: str, *, where: str = "image", status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.status = status
 
 
 class InvalidParameterError(GPROChatError, ValueError):

@@ -24,7 +24,15 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import ProtocolError
 
@@ -36,6 +44,7 @@ __all__ = [
     "INVALID_HISTORY",
     "INVALID_PASSWORD",
     "INVALID_SIGNATURE",
+    "InlineData",
     "Part",
     "WireMessage",
     "GenerateRequest",
@@ -63,10 +72,32 @@ INVALID_PASSWORD = "Invalid password."
 INVALID_SIGNATURE = "Invalid signature."
 
 
-class Part(BaseModel):
+class InlineData(BaseModel):
+    """An image inside a message, as Gemini carries it: a MIME type and base64 bytes."""
+
     model_config = ConfigDict(extra="ignore")
 
-    text: StrictStr
+    mime_type: StrictStr = Field(max_length=100)
+    data: StrictStr
+
+
+class Part(BaseModel):
+    """One part of a message: ``{"text": ...}`` or ``{"inline_data": {...}}`` (an image).
+
+    The server checks an image's bytes (``gprochat.images.Image.from_base64``); this
+    model only checks the shape.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: Optional[StrictStr] = None
+    inline_data: Optional[InlineData] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Part:
+        if (self.text is None) == (self.inline_data is None):
+            raise ValueError('a part holds either "text" or "inline_data" (an image)')
+        return self
 
 
 class WireMessage(BaseModel):
@@ -80,7 +111,12 @@ class WireMessage(BaseModel):
     @property
     def text(self) -> str:
         """The parts' texts joined with no separator, as the signature covers them."""
-        return "".join(part.text for part in self.parts)
+        return "".join(part.text for part in self.parts if part.text is not None)
+
+    @property
+    def images(self) -> list[InlineData]:
+        """The message's image parts, in order (unchecked: the guard checks the bytes)."""
+        return [part.inline_data for part in self.parts if part.inline_data is not None]
 
 
 class GenerateRequest(BaseModel):
@@ -170,7 +206,7 @@ def build_generate_request(
     """A signed request body from wire messages (``{"role", "parts"}`` dicts)."""
     if not messages or messages[-1].get("role") != "user":
         raise ProtocolError(INVALID_HISTORY)
-    text = "".join(part["text"] for part in messages[-1]["parts"])
+    text = "".join(part["text"] for part in messages[-1]["parts"] if "text" in part)
     return {
         "messages": list(messages),
         "time": timestamp,

@@ -72,6 +72,8 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         ),
         max_body_bytes=config.max_body_bytes,
         max_messages=config.max_messages,
+        max_image_bytes=config.max_image_bytes,
+        max_images=config.max_images,
         max_message_chars=config.max_message_chars,
         passwords=config.passwords,
         api_keys=config.api_keys,

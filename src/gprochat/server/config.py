@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
+from ..images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGES
 from ..protocol import DEFAULT_SECRET_KEY
 
 __all__ = [
@@ -127,6 +128,8 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     max_messages: int = 200
     max_message_chars: int = 100_000
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_images: int = DEFAULT_MAX_IMAGES
     rate_limit: str | None = "60/minute"
     trusted_proxies: tuple[str, ...] = ()
     max_streams: int = 64
@@ -205,7 +208,8 @@ class ServerConfig:
 _SECONDS_POSITIVE = ("header_timeout", "body_idle_timeout", "body_timeout", "keepalive_timeout",
                      "drain_timeout")
 _SECONDS_OR_ZERO = ("timestamp_window",)
-_COUNTS = ("max_body_bytes", "max_messages", "max_message_chars", "max_streams",
+_COUNTS = ("max_body_bytes", "max_messages", "max_message_chars", "max_image_bytes",
+           "max_images", "max_streams",
            "busy_retry_after", "max_connections", "drain_bytes", "replay_max_entries")
 _COUNTS_POSITIVE = ("max_url_bytes", "max_header_count", "max_header_bytes")
 

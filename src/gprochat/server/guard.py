@@ -33,7 +33,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Scope
 
 from .. import protocol
-from ..errors import SharedStateError
+from ..errors import ImageError, SharedStateError
+from ..images import Image
 from .refusals import Refusal
 from .stores import SharedState, translate_rate_storage_error
 
@@ -316,6 +317,8 @@ class RequestGuard:
         max_body_bytes: int,
         max_messages: int = 0,
         max_message_chars: int = 0,
+        max_image_bytes: int = 0,
+        max_images: int = 0,
         passwords: tuple[str, ...] = (),
         api_keys: tuple[str, ...] = (),
     ) -> None:
@@ -324,6 +327,8 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
         self.max_messages = max_messages
         self.max_message_chars = max_message_chars
+        self.max_image_bytes = max_image_bytes
+        self.max_images = max_images
         self.passwords = passwords
         # The gateway takes its API keys and, so that a locked site stays locked on
         # every route, the site passwords as bearer tokens.
@@ -384,6 +389,42 @@ class RequestGuard:
                         f"characters; this server accepts at most {self.max_message_chars} "
                         "per message. Shorten it.",
                     )
+
+    def check_images(
+        self,
+        messages: Sequence[Sequence[tuple[int, str, str]]],
+        where: str = "messages[{index}].parts[{part}]",
+    ) -> list[tuple[Image, ...]]:
+        """Each message's images, checked, in order; a ``Refusal`` names the part and the limit.
+
+        ``messages`` holds, per message, its image parts as ``(part number, declared
+        type, base64)``; ``where`` formats a part's position the way the route's clients
+        name it. Each image's bytes must be a raster type (``gprochat.images``), at most
+        ``max_image_bytes`` long (413); at most ``max_images`` in a request (413).
+        """
+        count = sum(len(parts) for parts in messages)
+        if self.max_images and count > self.max_images:
+            raise Refusal(
+                413,
+                f"Too many images: {count}; this server accepts at most {self.max_images} "
+                "per request (--max-images). Send fewer images.",
+            )
+        checked: list[tuple[Image, ...]] = []
+        for index, parts in enumerate(messages):
+            images = []
+            for part, declared, data in parts:
+                name = where.format(index=index, part=part)
+                try:
+                    images.append(
+                        Image.from_base64(
+                            data, declared, where=name, max_bytes=self.max_image_bytes or None
+                        )
+                    )
+                except ImageError as exc:
+                    limit = " (--max-image-bytes)" if exc.status == 413 else ""
+                    raise Refusal(exc.status, exc.message + limit) from None
+            checked.append(tuple(images))
+        return checked
 
     def check_password(self, given: str | None) -> None:
         """401 ``Invalid password.`` when the site has passwords and ``given`` is none of them."""

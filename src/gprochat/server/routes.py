@@ -48,6 +48,13 @@ async def generate(request: Request) -> Response:
         raise Refusal(400, exc.message) from exc
     messages = generate_request.messages
     guard.check_conversation([m.text for m in messages])
+    images = guard.check_images(
+        [
+            [(number, part.inline_data.mime_type, part.inline_data.data)
+             for number, part in enumerate(m.parts) if part.inline_data is not None]
+            for m in messages
+        ]
+    )
     guard.check_password(generate_request.password)
     if config.check_signature:
         if not protocol.verify_signature(generate_request, config.secret_key):
@@ -58,7 +65,11 @@ async def generate(request: Request) -> Response:
     release = guard.streams.try_acquire()
     conversation = Conversation(
         message=generate_request.text,
-        history=tuple(Turn(m.role, m.text) for m in generate_request.history),
+        history=tuple(
+            Turn(m.role, m.text, pictures)
+            for m, pictures in zip(generate_request.history, images[:-1], strict=True)
+        ),
+        images=images[-1],
         system=config.system_prompt,
     )
     backend: Backend = state.backend

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ...images import Image
+
 __all__ = ["Turn", "AnswerReport", "Conversation", "Backend"]
 
 
@@ -16,6 +18,7 @@ class Turn:
 
     role: Literal["user", "model"]
     text: str
+    images: tuple[Image, ...] = ()
 
 
 @dataclass
@@ -39,7 +42,8 @@ class Conversation:
     """What a backend is asked to continue.
 
     ``history`` holds the earlier turns (oldest first), ``message`` the new user
-    message, ``system`` the server's system prompt, if any. ``model`` and the
+    message, ``images`` the images attached to it (checked, in order), ``system`` the
+    server's system prompt, if any. ``model`` and the
     sampling requests (``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``)
     are honoured when the backend can; None means the backend's own default (the
     OpenAI gateway fills them in; ``/api/generate`` has no field for them).
@@ -47,6 +51,7 @@ class Conversation:
 
     message: str
     history: tuple[Turn, ...] = ()
+    images: tuple[Image, ...] = ()
     system: Optional[str] = None
     model: Optional[str] = None
     temperature: Optional[float] = None

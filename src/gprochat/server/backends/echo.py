@@ -32,8 +32,17 @@ class EchoBackend(Backend):
         self.repeat = repeat
 
     def reply(self, conversation: Conversation) -> str:
-        """The whole answer, as ``stream`` sends it."""
-        return self.PREFIX + conversation.message * self.repeat
+        """The whole answer, as ``stream`` sends it.
+
+        Each image of the new message is described on a line of its own after the text
+        (``[image 1: image/png, 1234 bytes, sha256 <hex>]``), so a test can prove the
+        bytes arrived intact.
+        """
+        seen = "".join(
+            f"\n[image {number}: {image.describe()}]"
+            for number, image in enumerate(conversation.images, 1)
+        )
+        return self.PREFIX + conversation.message * self.repeat + seen
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         words = _WORD.findall(self.reply(conversation))

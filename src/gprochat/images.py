@@ -1,0 +1,242 @@
+"""Images in a conversation: what one is, how it is checked, how it travels.
+
+An image travels as base64 inside a message, in Gemini's shape
+(``{"inline_data": {"mime_type": "image/png", "data": "<base64>"}}``) or OpenAI's
+(``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``). An
+``Image`` keeps the base64 text it arrived as, so the server passes it on without
+decoding and encoding it again; checking it decodes it once, in slices, to learn the
+real type (from the bytes' magic numbers, never from the declared type), the size and
+the SHA-256, and keeps none of the decoded bytes.
+
+Only raster types are accepted: PNG, JPEG, WebP and GIF (no SVG: it is a document
+that can carry scripts).
+
+>>> image = Image.from_bytes(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(8))
+>>> image.mime_type, image.size
+('image/png', 16)
+>>> Image.from_data_url(image.data_url) == image
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .errors import ImageError
+
+__all__ = [
+    "IMAGE_TYPES",
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_IMAGES",
+    "Image",
+    "ImageSource",
+    "sniff_image_type",
+    "load_image",
+]
+
+#: The accepted types, by the name Gemini and browsers give them.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_IMAGES = 16
+
+_ACCEPTED = "PNG, JPEG, WebP or GIF"
+# Decoded in slices of this many base64 characters (a multiple of 4): memory stays flat.
+_SLICE = 4 * 64 * 1024
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,", re.ASCII)
+
+ImageSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", "Image"]
+
+
+def sniff_image_type(head: bytes) -> Optional[str]:
+    """The raster type the first bytes of a file announce, or None for anything else."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    return None
+
+
+def _describe_bytes(head: bytes) -> str:
+    """What a refused file looks like, for the error message."""
+    stripped = head.lstrip()
+    if stripped.startswith(b"<"):
+        return "SVG or other markup" if b"svg" in stripped[:512].lower() else "markup (HTML or XML)"
+    if not head:
+        return "empty"
+    try:
+        head[:64].decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a PNG, JPEG, WebP or GIF image"
+    return "text"
+
+
+@dataclass(frozen=True)
+class Image:
+    """One checked image: its real ``mime_type``, its ``data`` as base64, ``size`` and ``sha256``.
+
+    Build one with ``from_base64`` (what arrives on the wire), ``from_bytes``,
+    ``from_data_url`` or ``load_image`` (bytes, a path or a data URL); each checks the
+    bytes and raises ``ImageError`` saying what is wrong.
+    """
+
+    mime_type: str
+    data: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def from_base64(
+        cls,
+        data: str,
+        declared_type: Optional[str] = None,
+        *,
+        where: str = "image",
+        max_bytes: Optional[int] = None,
+    ) -> Image:
+        """Check base64 text as received; ``where`` names the part in error messages.
+
+        The text must be strict base64 (no whitespace, padding where it belongs); the
+        bytes must be a raster image whose magic numbers agree with ``declared_type``
+        (when one is given) and that is at most ``max_bytes`` long.
+        """
+        if not isinstance(data, str):
+            raise ImageError(f"{where} data must be a base64 string, not {type(data).__name__}", where=where)
+        if not data:
+            raise ImageError(f"{where} is empty: attach a PNG, JPEG, WebP or GIF image", where=where)
+        if max_bytes is not None and len(data) // 4 * 3 - 2 > max_bytes:
+            raise _too_large(where, (len(data) // 4) * 3, max_bytes)
+        if len(data) % 4:
+            raise ImageError(
+                f"{where} is not valid base64: its length ({len(data)}) is not a multiple of 4",
+                where=where,
+            )
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        for start in range(0, len(data), _SLICE):
+            chunk = data[start : start + _SLICE]
+            try:
+                raw = binascii.a2b_base64(chunk, strict_mode=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ImageError(f"{where} is not valid base64 ({exc})", where=where) from None
+            if not head:
+                head = raw[:32]
+            digest.update(raw)
+            size += len(raw)
+        if max_bytes is not None and size > max_bytes:
+            raise _too_large(where, size, max_bytes)
+        if size == 0:
+            raise ImageError(f"{where} is empty: attach a PNG, JPEG, WebP or GIF image", where=where)
+        real = sniff_image_type(head)
+        if real is None:
+            raise ImageError(
+                f"{where} is {_describe_bytes(head)}, not an image this server takes: "
+                f"send {_ACCEPTED}",
+                where=where,
+            )
+        declared = (declared_type or "").strip().lower()
+        if declared == "image/jpg":
+            declared = "image/jpeg"
+        if declared and declared != real:
+            raise ImageError(
+                f"{where} is declared {declared_type!r} but its bytes are {real}: "
+                "send the image's real type",
+                where=where,
+            )
+        return cls(mime_type=real, data=data, size=size, sha256=digest.hexdigest())
+
+    @classmethod
+    def from_bytes(cls, raw: Union[bytes, bytearray, memoryview], *, where: str = "image") -> Image:
+        """Check raw image bytes and encode them once."""
+        raw = bytes(raw)
+        real = sniff_image_type(raw[:32])
+        if real is None:
+            raise ImageError(
+                f"{where} is {_describe_bytes(raw[:512])}, not an image: send {_ACCEPTED}",
+                where=where,
+            )
+        return cls(
+            mime_type=real,
+            data=base64.b64encode(raw).decode("ascii"),
+            size=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+
+    @classmethod
+    def from_data_url(
+        cls, url: str, *, where: str = "image", max_bytes: Optional[int] = None
+    ) -> Image:
+        """Check a ``data:image/...;base64,...`` URL."""
+        match = _DATA_URL.match(url) if isinstance(url, str) else None
+        if match is None:
+            raise ImageError(
+                f"{where} is not a data URL: use 'data:image/png;base64,...'", where=where
+            )
+        if not match.group(3):
+            raise ImageError(f"{where} data URL is not base64: use ';base64,'", where=where)
+        return cls.from_base64(
+            url[match.end() :], match.group(1), where=where, max_bytes=max_bytes
+        )
+
+    def decode(self) -> bytes:
+        """The image's bytes (for a backend that needs them, such as a local model)."""
+        return base64.b64decode(self.data)
+
+    @property
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{self.data}"
+
+    def inline_part(self) -> dict[str, Any]:
+        """The image as a Gemini part: ``{"inline_data": {"mime_type", "data"}}``."""
+        return {"inline_data": {"mime_type": self.mime_type, "data": self.data}}
+
+    def openai_part(self) -> dict[str, Any]:
+        """The image as an OpenAI content part with a data URL."""
+        return {"type": "image_url", "image_url": {"url": self.data_url}}
+
+    def describe(self) -> str:
+        """One line naming the image: ``image/png, 1234 bytes, sha256 <hex>``."""
+        return f"{self.mime_type}, {self.size} bytes, sha256 {self.sha256}"
+
+    def __repr__(self) -> str:
+        return f"Image({self.mime_type}, {self.size} bytes, sha256={self.sha256[:12]}...)"
+
+
+def _too_large(where: str, size: int, limit: int) -> ImageError:
+    return ImageError(
+        f"{where} is {size} bytes, over the limit of {limit} bytes: send a smaller image",
+        where=where,
+        status=413,
+    )
+
+
+def load_image(source: ImageSource, *, where: str = "image") -> Image:
+    """An ``Image`` from bytes, a file path, a data URL, or an ``Image`` (g4f's ``images=``)."""
+    if isinstance(source, Image):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return Image.from_bytes(source, where=where)
+    if isinstance(source, str) and source.startswith("data:"):
+        return Image.from_data_url(source, where=where)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{where}: cannot read {path}: {exc.strerror or exc}", where=where) from None
+        return Image.from_bytes(raw, where=f"{where} {path.name}")
+    raise ImageError(
+        f"{where} must be bytes, a file path or a data URL, not {type(source).__name__}",
+        where=where,
+    )
