@@ -41,9 +41,11 @@ __all__ = [
     "DEFAULT_SECRET_KEY",
     "GENERATE_PATH",
     "AUTH_PATH",
+    "MODELS_PATH",
     "INVALID_HISTORY",
     "INVALID_PASSWORD",
     "INVALID_SIGNATURE",
+    "MAX_MODEL_NAME_CHARS",
     "InlineData",
     "Part",
     "WireMessage",
@@ -66,10 +68,14 @@ DEFAULT_BASE_URL = "https://gprochat.com"
 DEFAULT_SECRET_KEY = "2BC120D4-BB36-1B60-26DE-DB630472A3D8"
 GENERATE_PATH = "/api/generate"
 AUTH_PATH = "/api/auth"
+MODELS_PATH = "/api/models"  # gprochat's extension: the models a request may name
 
 INVALID_HISTORY = "Invalid message history: The last message must be from user role."
 INVALID_PASSWORD = "Invalid password."
 INVALID_SIGNATURE = "Invalid signature."
+
+#: The longest ``model`` name a request may carry (gprochat's extension to the body).
+MAX_MODEL_NAME_CHARS = 200
 
 
 class InlineData(BaseModel):
@@ -120,7 +126,12 @@ class WireMessage(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    """The body of ``POST /api/generate``."""
+    """The body of ``POST /api/generate``.
+
+    ``model`` is gprochat's extension (GeminiProChat's clients never send it, and its
+    servers ignore it): the name of one of the server's models (``GET /api/models``);
+    absent or ``""``, the server's default. The signature does not cover it.
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -128,6 +139,7 @@ class GenerateRequest(BaseModel):
     time: StrictInt
     password: Optional[StrictStr] = Field(default=None, alias="pass")
     sign: StrictStr
+    model: Optional[StrictStr] = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
 
     @property
     def history(self) -> list[WireMessage]:

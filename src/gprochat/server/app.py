@@ -1,8 +1,8 @@
 """The ASGI application: ``create_app(config)``.
 
 One Starlette router serves every route (``front.App``): ``/api/generate``,
-``/api/auth``, ``/healthz``, ``/metrics``, the OpenAI gateway under ``/v1`` and its
-schema at ``/openapi.json``. ``app.state`` holds what routes share: ``config``,
+``/api/auth``, ``/api/models``, ``/healthz``, ``/metrics``, the OpenAI gateway under
+``/v1`` and its schema at ``/openapi.json``. ``app.state`` holds what routes share: ``config``,
 ``backend``, ``guard`` (``RequestGuard``: every route's admission), ``replay``
 (``ReplayGuard``), ``shared_state`` (memory or Redis) and ``metrics``. A route raises
 ``refusals.Refusal`` to refuse a request; the front door answers it in the route's error
@@ -30,7 +30,7 @@ from .guard import FailurePolicy, RateLimiter, RequestGuard, StreamLimiter, pars
 from .logs import install_abort_filter
 from .metrics import ServerMetrics
 from .replay import ReplayGuard
-from .routes import StreamAborted, auth, generate
+from .routes import StreamAborted, auth, generate, models
 from .stores import SharedState
 from .web import install_web
 
@@ -110,6 +110,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
     routes: list[BaseRoute] = [
         route("/api/generate", generate, ["POST"]),
         route("/api/auth", auth, ["POST"]),
+        route("/api/models", models, ["GET"]),
         route("/healthz", healthz, ["GET"]),
         route("/metrics", prometheus_metrics, ["GET"]),
     ]

@@ -1,4 +1,5 @@
-"""The GeminiProChat routes: ``POST /api/generate`` and ``POST /api/auth``."""
+"""The GeminiProChat routes: ``POST /api/generate`` and ``POST /api/auth``, and our
+``GET /api/models`` (the names ``/api/generate``'s optional ``model`` field takes)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .streaming import (
     open_answer,
 )
 
-__all__ = ["STREAM_HEADERS", "StreamAborted", "auth", "generate"]
+__all__ = ["STREAM_HEADERS", "StreamAborted", "auth", "generate", "models"]
 
 logger = logging.getLogger("gprochat.server")
 
@@ -36,7 +37,8 @@ async def generate(request: Request) -> Response:
     """The guard's checks in order, then the backend's answer, streamed.
 
     413 size, 429 rate, 400 body/history, 413 conversation limits, 401 password,
-    401 signature, 401 timestamp window, 409 replay, 503 concurrent streams.
+    401 signature, 401 timestamp window, 409 replay, 400 unknown model (after the
+    password, so a locked site names its models to no one else), 503 concurrent streams.
     """
     state = request.app.state
     config: ServerConfig = state.config
@@ -61,6 +63,7 @@ async def generate(request: Request) -> Response:
             raise Refusal(401, protocol.INVALID_SIGNATURE)
         replay: ReplayGuard = state.replay
         await replay.check(generate_request.time, generate_request.sign)
+    model = _chosen_model(state.backend, generate_request.model)
 
     release = guard.streams.try_acquire()
     conversation = Conversation(
@@ -71,6 +74,7 @@ async def generate(request: Request) -> Response:
         ),
         images=images[-1],
         system=config.system_prompt,
+        model=model,
     )
     backend: Backend = state.backend
     metrics: ServerMetrics = state.metrics
@@ -82,6 +86,23 @@ async def generate(request: Request) -> Response:
         return exc.failure.response(openai=False)
     return ChunkStream(_stream(answer, backend.name, metrics), on_close=answer.close,
                        raw_headers=_RAW_HEADERS)
+
+
+def _chosen_model(backend: Backend, model: str | None) -> str | None:
+    """The listed name the request's ``model`` stands for (None: the default), or a 400."""
+    if not model:
+        return None
+    resolved = backend.resolve(model)
+    if resolved is None:
+        known = backend.models()
+        raise Refusal(
+            400,
+            f"Unknown model {model!r}: this server offers {', '.join(known)} (GET "
+            f"{protocol.MODELS_PATH} lists them); leave \"model\" out for the default ({known[0]}).",
+            param="model",
+            code="model_not_found",
+        )
+    return resolved
 
 
 async def _stream(answer: Answer, backend_name: str, metrics: ServerMetrics) -> AsyncIterator[bytes]:
@@ -116,3 +137,24 @@ async def auth(request: Request) -> Response:
         given if isinstance(given, str) else None, guard.passwords
     )
     return JSONResponse({"code": 0 if ok else -1})
+
+
+async def models(request: Request) -> Response:
+    """``{"models": [...], "default": ...}``: the names ``/api/generate``'s ``model`` takes.
+
+    Locked like ``/api/generate``: on a site with a password, only for a request that
+    carries it (``Authorization: Bearer PASSWORD``), and on ``/api/auth``'s rate budget,
+    since the answer also says whether a password is right.
+    """
+    guard: RequestGuard = request.app.state.guard
+    await guard.admit(request, "auth")
+    if guard.passwords:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refusal(401, "This site needs its password to list its models: send "
+                               "'Authorization: Bearer PASSWORD'.")
+        guard.check_password(token.strip())
+    backend: Backend = request.app.state.backend
+    names = backend.models()
+    return JSONResponse({"models": names, "default": names[0]},
+                        headers={"Cache-Control": "no-store"})
