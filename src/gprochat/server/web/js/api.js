@@ -3,7 +3,8 @@
 //
 // A request to /api/generate carries the conversation as Gemini turns, the time in
 // milliseconds, the site password and sign = sha256_hex(`${time}:${text}:${secretKey}`),
-// where text is the last (user) message's text. The answer is plain UTF-8 text,
+// where text is the last (user) message's text, and, when the conversation chose one,
+// the model (our extension: GET api/models lists them). The answer is plain UTF-8 text,
 // streamed; a body that ends without chunked encoding's last chunk was cut.
 
 const encoder = new TextEncoder();
@@ -78,7 +79,7 @@ async function toChatError(response) {
  * ended properly; rejects with a ChatError (`cut` when the body broke off), or with
  * the AbortError when `signal` was aborted.
  */
-export async function generate({ messages, system, password, secretKey, signal, onText }) {
+export async function generate({ messages, system, model, password, secretKey, signal, onText }) {
   const wire = wireMessages(messages, system);
   const last = wire[wire.length - 1];
   if (!last || last.role !== "user") throw new ChatError("client", "There is no question to answer.");
@@ -88,6 +89,7 @@ export async function generate({ messages, system, password, secretKey, signal, 
     time,
     pass: password || null,
     sign: await sign(time, last.parts.map((part) => part.text).join(""), secretKey),
+    ...(model ? { model } : {}),
   });
   let response;
   try {

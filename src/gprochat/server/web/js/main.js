@@ -7,6 +7,7 @@ import { ChatError, generate } from "./api.js";
 import { closeSidebar } from "./chrome.js";
 import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
+import { installModelPicker, modelFor, showModel } from "./models.js";
 import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
@@ -153,6 +154,7 @@ function renderConversation(toBottom = true) {
   document.title = `${titleOf(conversation)} · gprochat`;
   ui.systemBanner.hidden = !conversation.system;
   ui.systemBanner.textContent = conversation.system ? `System role: ${conversation.system}` : "";
+  showModel(conversation);
   setBusy(Boolean(run));
   renderList();
   scrollToBottom(toBottom);
@@ -257,6 +259,7 @@ async function ask(id) {
     await generate({
       messages: sendable,
       system: conversation.system,
+      model: await modelFor(conversation),
       password,
       secretKey: site.secretKey,
       signal: controller.signal,
@@ -466,6 +469,7 @@ store.onChange = (id) => {
   else renderList();
 };
 
+installModelPicker(store);
 store.ready.then(() => {
   renderConversation();
   if (site.passwordRequired && !storedPassword()) askPassword();

@@ -1,8 +1,9 @@
 // Conversations, kept in this browser's IndexedDB, safe with several tabs open.
 //
 // Database "gprochat", object store "conversations", one record per conversation:
-// {id, title, system, updated, messages: [{id, role: "user"|"assistant", content,
-// status?, failure?}]}. An assistant message's status is "stopped" (the person
+// {id, title, system, model?, updated, messages: [{id, role: "user"|"assistant",
+// content, status?, failure?}]}. `model` is the one the person chose for it (models.js);
+// absent, the server's default. An assistant message's status is "stopped" (the person
 // pressed Stop) or "incomplete" (the answer broke off, or is still arriving); a
 // finished one has none. A user message the server refused carries `failure`
 // ({kind, title, message, retryAt}) and is not sent again until retried.
@@ -347,5 +348,6 @@ export function toJSON(conversation) {
     if (message.failure) entry.refused = message.failure.message;
     messages.push(entry);
   }
-  return JSON.stringify({ title: titleOf(conversation), messages }, null, 2);
+  const model = conversation.model ? { model: conversation.model } : {};
+  return JSON.stringify({ title: titleOf(conversation), ...model, messages }, null, 2);
 }
