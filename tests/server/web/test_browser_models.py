@@ -107,8 +107,8 @@ def test_a_model_the_server_dropped_falls_back_to_the_default_with_a_note(
     reload(page)
     note = page.locator("#model-note")
     note.wait_for()
-    assert note.inner_text() == ("This conversation's model, gamma, is no longer offered here: "
-                                 "alpha (the default) answers instead.")
+    assert note.inner_text() == ("gamma, this conversation's model, is no longer offered here: "
+                                 "alpha (the default) answers.")
     assert note.get_attribute("role") == "status"
     assert picker(page).input_value() == "alpha"
     send(page, "Still there?")
@@ -124,7 +124,7 @@ def test_one_model_shows_no_picker(web_server: Any, page_of: Any) -> None:
     server = web_server()
     page = page_of(server.base_url)
     assert loaded_models(page) == {"models": ["echo"], "default": "echo"}
-    assert page.locator("#model-choice").is_hidden()
+    assert page.locator("#model-picker").is_hidden()
     assert page.locator("#model").count() == 1  # there, but not shown
 
 
@@ -136,7 +136,7 @@ def test_a_locked_site_shows_its_models_once_the_password_is_given(
     page.locator("#password-dialog[open]").wait_for()
     # Asked without the password, the server said nothing: no picker, no model names.
     assert loaded_models(page) is None
-    assert page.locator("#model-choice").is_hidden()
+    assert page.locator("#model-picker").is_hidden()
     assert "beta" not in page.content()
     page.fill("#password-input", PASSWORD)
     page.press("#password-input", "Enter")

@@ -54,9 +54,9 @@ export function showModel(conversation) {
   const picker = $("model-picker");
   const select = $("model");
   const note = $("model-note");
-  const choice = $("model-choice");
   if (!offered || !conversation) {
-    choice.hidden = true;
+    picker.hidden = true;
+    note.hidden = true;
     return;
   }
   const names = offered.models;
@@ -70,9 +70,8 @@ export function showModel(conversation) {
   picker.hidden = names.length < 2;
   note.hidden = !gone;
   note.textContent = gone
-    ? `This conversation's model, ${chosen}, is no longer offered here: ${offered.default} (the default) answers instead.`
+    ? `${chosen}, this conversation's model, is no longer offered here: ${offered.default} (the default) answers.`
     : "";
-  choice.hidden = picker.hidden && note.hidden;
 }
 
 /** Wire the picker to `store`: a choice is the open conversation's, stored with it. */
