@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
-from gprochat import ConfigurationError, Deployment, GPROChat, ImageError
+from gprochat import ConfigurationError, Deployment, GPROChat, ImageError, PayloadTooLargeError
 from gprochat.images import Image
 from gprochat.protocol import generate_signature
 from gprochat.providers import DeploymentRegistry
+from gprochat.typing import Messages
 
 from ..conftest import ServerFactory
 from ..image_samples import SVG, data_url, described, jpeg, png
 from ..scripted import FAULTS, LAST_CHUNK, Fleet, RecordedRequest, ScriptedServer, chunk, full_response, head
 
-HELLO = [{"role": "user", "content": "What is in these pictures?"}]
+HELLO: Messages = [{"role": "user", "content": "What is in these pictures?"}]
 
 
 def echo_lines(answer: str) -> list[str]:
@@ -222,3 +223,11 @@ async def test_a_retry_resends_the_same_images() -> None:
     assert first["messages"] == second["messages"]
     assert first["messages"][-1]["parts"][1] == Image.from_bytes(raw).inline_part()
     assert first["time"] != second["time"]  # signed afresh, same images
+
+
+async def test_the_servers_image_limits_come_back_as_typed_errors(make_server: ServerFactory) -> None:
+    server = make_server(max_image_bytes=200, max_images=2)
+    with pytest.raises(PayloadTooLargeError, match=r"over the limit of 200 bytes"):
+        await answer(base_url=server.base_url, images=[png(40, 40, seed=15)])
+    with pytest.raises(PayloadTooLargeError, match=r"Too many images: 3"):
+        await answer(base_url=server.base_url, images=[png(seed=n) for n in range(3)])

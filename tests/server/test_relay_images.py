@@ -14,6 +14,7 @@ from typing import Any
 from gprochat import GPROChat
 from gprochat.images import Image
 from gprochat.protocol import generate_signature
+from gprochat.typing import Messages
 
 from ..conftest import ServerFactory
 from ..image_samples import described, jpeg, png
@@ -45,7 +46,7 @@ async def test_the_relay_forwards_images_byte_identical(make_server: ServerFacto
     earlier, now = sized(png(seed=31)), sized(jpeg(seed=32))
     earlier_b64, now_b64 = non_canonical(earlier), non_canonical(now)
     assert base64.b64decode(now_b64) == now and now_b64 != base64.b64encode(now).decode()
-    messages = [
+    messages: Messages = [
         {"role": "user", "content": [
             {"type": "text", "text": "Look"},
             {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{earlier_b64}"}}]},
