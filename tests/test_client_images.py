@@ -131,3 +131,18 @@ async def test_a_bad_image_raises_at_create_and_sends_nothing(
             with pytest.raises(ImageError, match=match):
                 await client.chat.completions.create(model="", messages=asking(part), stream=stream)
     assert server.requests == []
+
+
+def test_a_flattened_conversation_keeps_its_images(make_server: ServerFactory) -> None:
+    server = make_server()
+    first, second = png(seed=28), png(seed=29)
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "One"}, image_part(first)]},
+        {"role": "assistant", "content": "Seen."},
+        {"role": "user", "content": [image_part(second), {"type": "text", "text": "Two"}]},
+    ]
+    with Client(base_url=server.base_url, history="flatten", max_retries=0) as client:
+        answer = client.chat.completions.create(model="", messages=messages)
+    content = answer.choices[0].message.content or ""
+    assert "User: One\nAssistant: Seen.\nUser: Two\nAssistant:" in content
+    assert image_lines(content) == [f"[image 1: {described(first)}]", f"[image 2: {described(second)}]"]
