@@ -80,19 +80,21 @@ def drop(page: Any, name: str, mime: str, data: bytes) -> None:
     page.evaluate(
         f"(args) => {{ const transfer = ({_TRANSFER})(args);"
         " const box = document.querySelector('.composer-box');"
-        " box.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));"
-        " box.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true })); }",
+        " const init = { dataTransfer: transfer, bubbles: true, cancelable: true };"
+        " box.dispatchEvent(new DragEvent('dragover', init));"
+        " box.dispatchEvent(new DragEvent('drop', init)); }",
         [name, mime, base64.b64encode(data).decode()],
     )
 
 
 def wait_thumbnails(page: Any, count: int) -> None:
-    page.wait_for_function("n => document.querySelectorAll('#attachments .attachment').length === n", arg=count)
+    page.wait_for_function("n => document.querySelectorAll('#attachments .attachment').length === n",
+                           arg=count)
 
 
 def stored_images(page: Any) -> list[list[dict[str, Any]]]:
     """Each user message's images as the page keeps them in IndexedDB (read back from it)."""
-    return page.evaluate("""() => new Promise((resolve, reject) => {
+    images: list[list[dict[str, Any]]] = page.evaluate("""() => new Promise((resolve, reject) => {
       const opening = indexedDB.open("gprochat");
       opening.onerror = () => reject(opening.error);
       opening.onsuccess = () => {
@@ -101,6 +103,7 @@ def stored_images(page: Any) -> list[list[dict[str, Any]]]:
           .filter((m) => m.role === "user").map((m) => m.images || []));
       };
     })""")
+    return images
 
 
 class CountedApp:
@@ -154,7 +157,8 @@ def test_attach_by_chooser_and_paste_send_and_keep_them_across_a_reload(
     wait_thumbnails(page, 2)
     tray = page.locator("#attachments .attachment")
     assert tray.nth(0).locator("img").get_attribute("alt") == "red.png"
-    assert page.locator("#attachments button.remove").nth(1).get_attribute("aria-label") == "Remove image 2: image.png"
+    removes = page.locator("#attachments button.remove")
+    assert removes.nth(1).get_attribute("aria-label") == "Remove image 2: image.png"
     # The thumbnails are drawn (decoded by Chromium from blob: URLs the CSP allows).
     page.wait_for_function("() => [...document.querySelectorAll('#attachments img')]"
                            ".every((img) => img.complete && img.naturalWidth > 0)")
@@ -183,7 +187,8 @@ def test_attach_by_chooser_and_paste_send_and_keep_them_across_a_reload(
     assert shown.count() == 2
     page.wait_for_function("() => [...document.querySelectorAll('.message-images img')]"
                            ".every((img) => img.complete && img.naturalWidth > 0)")
-    assert page.evaluate("[...document.querySelectorAll('.message-images img')].map((i) => i.naturalWidth)") == [40, 24]
+    widths = page.evaluate("[...document.querySelectorAll('.message-images img')].map((i) => i.naturalWidth)")
+    assert widths == [40, 24]
     [images] = stored_images(page)
     assert [base64.b64decode(image["data"]) for image in images] == [RED, BLUE]
     assert [(image["type"], image["size"], image["name"]) for image in images] == [

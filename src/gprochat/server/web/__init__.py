@@ -13,8 +13,9 @@ works behind a reverse proxy that serves the site under a path prefix. Relative
 imports between our ES modules stay under the same versioned prefix.
 
 The page learns the deployment's public secret key, whether a password is needed
-and the limits on images and request bodies from ``<meta>`` tags (the Content-Security-Policy allows no inline script);
-GeminiProChat bakes the same key into its bundle at build time.
+and the limits on images and request bodies from ``<meta>`` tags (the
+Content-Security-Policy allows no inline script); GeminiProChat bakes the same key
+into its bundle at build time.
 """
 
 from __future__ import annotations

@@ -155,7 +155,9 @@ export class Attachments {
 
   /** Check and attach `files`, in order; the refused ones are explained, the others shown. */
   add(files) {
-    this.reading = this.reading.then(() => this.addNow(files));
+    // One read at a time, in order; an unexpected failure is shown, and the next works.
+    this.reading = this.reading.then(() => this.addNow(files))
+      .catch((error) => this.showError(`The image could not be read: ${error.message || error}`));
     return this.reading;
   }
 
