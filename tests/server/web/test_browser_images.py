@@ -338,3 +338,38 @@ def test_enlarge_an_image_in_an_accessible_dialog_and_export_it(
     markdown = Path(download.value.path()).read_text()
     assert "*(image 1: red.png, image/png," in markdown
     assert page.errors == []
+
+
+def test_requests_stay_within_the_limits_the_oldest_images_are_left_out_of_history(
+    counted_server: Callable[..., Served], page_of: Any
+) -> None:
+    server = counted_server(max_images=2, max_body_bytes=6000)
+    page = page_of(server.base_url)
+    bodies = sent_bodies(page)
+    # 5,000 bytes are 6,668 in base64: over this server's 6,000-byte requests.
+    choose(page, ("heavy.png", "image/png", png(8, 8, (9, 9, 9)) + bytes(5000)))
+    error = page.locator("#attach-error")
+    error.wait_for()
+    assert "“heavy.png” was not attached" in error.inner_text()
+    assert "this server takes requests up to 5.9 KiB" in error.inner_text()
+    choose(page, ("red.png", "image/png", RED), ("blue.png", "image/png", BLUE))
+    wait_thumbnails(page, 2)
+    assert error.is_hidden()  # the last attempt went well: the old refusal is gone
+    page.fill("#prompt", "first")
+    page.press("#prompt", "Enter")
+    wait_answers(page, 1)
+    drop(page, "dot.gif", "image/gif", GIF)
+    wait_thumbnails(page, 1)
+    page.fill("#prompt", "second")
+    page.press("#prompt", "Enter")
+    answers = wait_answers(page, 2)
+    assert described(1, "image/gif", GIF) in answers[1]
+    # Three images in the conversation, two allowed per request: the oldest stays home.
+    sent = [[part["inline_data"]["data"] for part in message["parts"] if "inline_data" in part]
+            for message in bodies[1]["messages"]]
+    assert sent == [[base64.b64encode(BLUE).decode()], [], [base64.b64encode(GIF).decode()]]
+    # ... and stays in the conversation.
+    assert page.locator(".message.user .message-images img").count() == 3
+    assert page.locator(".error-card").count() == 0
+    assert server.counted.generate == 2
+    assert page.errors == []
