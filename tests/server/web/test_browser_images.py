@@ -106,6 +106,14 @@ def stored_images(page: Any) -> list[list[dict[str, Any]]]:
     return images
 
 
+def loads(page: Any, url: str) -> bool:
+    """Whether an image still loads from ``url`` (a revoked blob: URL does not)."""
+    loaded: bool = page.evaluate("""url => new Promise((resolve) => {
+      const img = new Image(); img.onload = () => resolve(true); img.onerror = () => resolve(false);
+      img.src = url; })""", url)
+    return loaded
+
+
 class CountedApp:
     """Our app, with a count of the requests that reached /api/generate."""
 
@@ -178,9 +186,7 @@ def test_attach_by_chooser_and_paste_send_and_keep_them_across_a_reload(
     ]
     assert page.locator("#attachments .attachment").count() == 0
     # The tray's blob: URL was revoked once the thumbnail was gone.
-    assert page.evaluate("""url => new Promise((resolve) => {
-      const img = new Image(); img.onload = () => resolve("loaded"); img.onerror = () => resolve("gone");
-      img.src = url; })""", thumbnail_url) == "gone"
+    assert not loads(page, thumbnail_url)
 
     reload(page)
     shown = page.locator(".message.user .message-images img")
@@ -337,6 +343,16 @@ def test_enlarge_an_image_in_an_accessible_dialog_and_export_it(
         page.click("#export-md")
     markdown = Path(download.value.path()).read_text()
     assert "*(image 1: red.png, image/png," in markdown
+    # Another conversation drawn: the picture's blob: URL is revoked; back: a new one.
+    shown = thumb.locator("img").get_attribute("src")
+    assert loads(page, shown)
+    page.click("#new-chat")
+    page.fill("#prompt", "something else")
+    page.press("#prompt", "Enter")
+    wait_answers(page, 1)
+    assert not loads(page, shown)
+    page.locator(".conversation", has_text="Keep this").click()
+    assert loads(page, thumb.locator("img").get_attribute("src"))
     assert page.errors == []
 
 
