@@ -65,6 +65,8 @@ def test_the_page_has_strict_security_headers_and_no_inline_script(make_server: 
     assert directives["script-src"] == "'self'"
     assert directives["connect-src"] == "'self'"
     assert directives["frame-ancestors"] == "'none'"
+    # Images the person attaches are shown from data: and blob: URLs, and from nowhere else.
+    assert directives["img-src"] == "'self' data: blob:"
     assert "unsafe-eval" not in csp and "unsafe-inline" not in directives["script-src"]
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["referrer-policy"] == "no-referrer"
@@ -88,6 +90,14 @@ def test_the_page_tells_its_script_the_key_and_whether_a_password_is_needed(
     _, _, open_body = fetch(make_server().base_url + "/")
     metas = {attrs.get("name"): attrs.get("content") for tag, attrs in parse(open_body).tags if tag == "meta"}
     assert metas["gprochat:password"] == "none"
+
+
+def test_the_page_tells_its_script_the_limits_on_images(make_server: ServerFactory) -> None:
+    _, _, body = fetch(make_server(max_image_bytes=5000, max_images=3, max_body_bytes=70000).base_url + "/")
+    metas = {attrs.get("name"): attrs.get("content") for tag, attrs in parse(body).tags if tag == "meta"}
+    assert metas["gprochat:max-image-bytes"] == "5000"
+    assert metas["gprochat:max-images"] == "3"
+    assert metas["gprochat:max-body-bytes"] == "70000"
 
 
 def test_assets_are_versioned_typed_and_cached(make_server: ServerFactory) -> None:

@@ -12,9 +12,10 @@ The page refers to them relatively (``./assets/...``, ``api/generate``), so it a
 works behind a reverse proxy that serves the site under a path prefix. Relative
 imports between our ES modules stay under the same versioned prefix.
 
-The page learns the deployment's public secret key and whether a password is
-needed from ``<meta>`` tags (the Content-Security-Policy allows no inline script);
-GeminiProChat bakes the same key into its bundle at build time.
+The page learns the deployment's public secret key, whether a password is needed
+and the limits on images and request bodies from ``<meta>`` tags (the
+Content-Security-Policy allows no inline script); GeminiProChat bakes the same key
+into its bundle at build time.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "script-src 'self'",
     "style-src 'self'",
     "style-src-attr 'unsafe-inline'",
-    "img-src 'self' data:",
+    "img-src 'self' data: blob:",
     "font-src 'self'",
     "connect-src 'self'",
     "manifest-src 'self'",
@@ -141,6 +142,10 @@ def render_page(config: ServerConfig, assets_url: str) -> bytes:
         "secret_key": config.secret_key,
         "password": "required" if config.passwords else "none",
         "version": __version__,
+        # The page refuses what the server would (attachments.js); 0 means no limit.
+        "max_image_bytes": str(config.max_image_bytes),
+        "max_images": str(config.max_images),
+        "max_body_bytes": str(config.max_body_bytes),
     }
     for name, value in values.items():
         template = template.replace("{{" + name + "}}", html.escape(value, quote=True))

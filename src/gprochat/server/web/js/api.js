@@ -15,22 +15,47 @@ export async function sign(time, text, secretKey) {
   return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-/** The wire messages for a conversation: Gemini roles, consecutive turns of one role merged. */
-export function wireMessages(messages, system) {
+/**
+ * The wire messages for a conversation: Gemini roles, consecutive turns of one role
+ * merged; a message's images follow its text as inline_data parts. When `limits`
+ * ({images, bodyBytes}) would be passed, the images of the oldest turns are left out
+ * (they stay in the conversation, only not sent again); the last turn's never are.
+ */
+export function wireMessages(messages, system, limits = {}) {
   const turns = [];
   if (system && system.trim()) {
     // The protocol has no system field: the instructions open the conversation.
-    turns.push({ role: "user", text: `System instructions for this conversation:\n${system.trim()}` });
-    turns.push({ role: "model", text: "Understood. I will follow these instructions." });
+    turns.push({ role: "user", text: `System instructions for this conversation:\n${system.trim()}`, images: [] });
+    turns.push({ role: "model", text: "Understood. I will follow these instructions.", images: [] });
   }
   for (const message of messages) {
     const role = message.role === "assistant" ? "model" : "user";
-    if (!message.content) continue;
+    const images = message.images || [];
+    if (!message.content && !images.length) continue;
     const last = turns[turns.length - 1];
-    if (last && last.role === role) last.text += `\n\n${message.content}`;
-    else turns.push({ role, text: message.content });
+    if (last && last.role === role) {
+      if (message.content) last.text += last.text ? `\n\n${message.content}` : message.content;
+      last.images.push(...images);
+    } else turns.push({ role, text: message.content || "", images: [...images] });
   }
-  return turns.map((turn) => ({ role: turn.role, parts: [{ text: turn.text }] }));
+  leaveOutOldImages(turns, limits);
+  return turns.map((turn) => ({
+    role: turn.role,
+    parts: [{ text: turn.text }, ...(turn.images || []).map((image) => ({
+      inline_data: { mime_type: image.type, data: image.data },
+    }))],
+  }));
+}
+
+function leaveOutOldImages(turns, { images: most = 0, bodyBytes = 0 }) {
+  const count = () => turns.reduce((sum, turn) => sum + (turn.images?.length || 0), 0);
+  const weight = () => turns.reduce((sum, turn) => sum + 2 * turn.text.length + 64
+    + (turn.images || []).reduce((bytes, image) => bytes + image.data.length + 64, 0), 256);
+  for (const turn of turns.slice(0, -1)) {
+    while (turn.images?.length && ((most && count() > most) || (bodyBytes && weight() > bodyBytes))) {
+      turn.images.shift();
+    }
+  }
 }
 
 /** A failure the page can explain: `kind` says which, `retryAfter` is in seconds. */
@@ -79,8 +104,8 @@ async function toChatError(response) {
  * ended properly; rejects with a ChatError (`cut` when the body broke off), or with
  * the AbortError when `signal` was aborted.
  */
-export async function generate({ messages, system, model, password, secretKey, signal, onText }) {
-  const wire = wireMessages(messages, system);
+export async function generate({ messages, system, model, password, secretKey, signal, onText, limits }) {
+  const wire = wireMessages(messages, system, limits);
   const last = wire[wire.length - 1];
   if (!last || last.role !== "user") throw new ChatError("client", "There is no question to answer.");
   const time = Date.now();
@@ -88,7 +113,7 @@ export async function generate({ messages, system, model, password, secretKey, s
     messages: wire,
     time,
     pass: password || null,
-    sign: await sign(time, last.parts.map((part) => part.text).join(""), secretKey),
+    sign: await sign(time, last.parts.map((part) => part.text ?? "").join(""), secretKey),
     ...(model ? { model } : {}),
   });
   let response;

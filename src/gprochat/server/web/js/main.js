@@ -4,6 +4,7 @@
 // Stop, and every control acts on the conversation open in this tab only.
 
 import { ChatError, generate } from "./api.js";
+import { Attachments, ImageURLs, imagesElement, limits } from "./attachments.js";
 import { closeSidebar } from "./chrome.js";
 import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
@@ -33,6 +34,8 @@ const refusalCards = new Map();
 // crash keeps what arrived up to then).
 const SAVE_EVERY_MS = 400;
 let stickToBottom = true;
+const imageURLs = new ImageURLs();
+const attachments = new Attachments({ composer: ui.composer, prompt: ui.prompt, announce });
 // The conversation drawn now.
 let shownId = null;
 
@@ -77,7 +80,9 @@ function messageElement(message, index, conversation) {
     body.classList.add("markdown");
     renderMarkdown(body, message.content);
   }
-  item.append(who, body);
+  item.append(who);
+  if (message.images?.length) item.append(imagesElement(message, imageURLs));
+  if (message.content || !message.images?.length) item.append(body);
   if (message.role === "assistant") item.append(messageActions(message, index, conversation));
   return item;
 }
@@ -131,6 +136,7 @@ function renderConversation(toBottom = true) {
   const run = answers.get(conversation.id);
   const items = [];
   const shownCards = new Set();
+  imageURLs.begin();
   conversation.messages.forEach((message, index) => {
     if (run && message.id === run.answer.id) return; // drawn live, below
     items.push(messageElement(message, index, conversation));
@@ -149,6 +155,7 @@ function renderConversation(toBottom = true) {
   const live = liveCards.get(conversation.id);
   if (live) items.push(live.element);
   ui.messages.replaceChildren(...items);
+  imageURLs.end();
   ui.empty.hidden = items.length > 0;
   ui.title.textContent = titleOf(conversation);
   document.title = `${titleOf(conversation)} · gprochat`;
@@ -262,6 +269,7 @@ async function ask(id) {
       model: await modelFor(conversation),
       password,
       secretKey: site.secretKey,
+      limits: { images: limits.images, bodyBytes: limits.bodyBytes },
       signal: controller.signal,
       onText: (text) => {
         answer.content += text;
@@ -309,15 +317,25 @@ function renderAfter(id) {
 }
 
 async function send() {
+  await attachments.reading;
   const text = ui.prompt.value;
-  if (!text.trim()) return;
+  if (!text.trim() && !attachments.images.length) return;
   await store.ready;
   const id = store.currentId;
   if (answers.has(id)) return; // this conversation is answering: Stop first
+  const refusal = attachments.refusal(text);
+  if (refusal) {
+    attachments.showError(refusal);
+    announce(refusal);
+    return;
+  }
+  const images = attachments.take();
   ui.prompt.value = "";
   resizePrompt();
   dropLiveCard(id);
-  store.update(id, upsert({ id: newId(), role: "user", content: text }));
+  const message = { id: newId(), role: "user", content: text };
+  if (images.length) message.images = images;
+  store.update(id, upsert(message));
   renderConversation();
   ask(id);
 }

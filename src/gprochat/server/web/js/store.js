@@ -2,11 +2,13 @@
 //
 // Database "gprochat", object store "conversations", one record per conversation:
 // {id, title, system, model?, updated, messages: [{id, role: "user"|"assistant",
-// content, status?, failure?}]}. `model` is the one the person chose for it (models.js);
-// absent, the server's default. An assistant message's status is "stopped" (the person
-// pressed Stop) or "incomplete" (the answer broke off, or is still arriving); a
-// finished one has none. A user message the server refused carries `failure`
-// ({kind, title, message, retryAt}) and is not sent again until retried.
+// content, images?, status?, failure?}]}. `model` is the one the person chose for it
+// (models.js); absent, the server's default. A user message's images are
+// [{type, data, size, name}], data being the bytes as base64, as sent
+// (attachments.js). An assistant message's status is "stopped" (the person pressed
+// Stop) or "incomplete" (the answer broke off, or is still arriving); a finished one
+// has none. A user message the server refused carries `failure` ({kind, title,
+// message, retryAt}) and is not sent again until retried.
 //
 // Every change is one operation (a function of a record) applied twice: at once to
 // this tab's copy, so the page shows it, and inside a readwrite transaction to the
@@ -15,6 +17,8 @@
 // tabs which record changed; they read it again. Which conversation is open is the
 // tab's own (sessionStorage). The page once kept everything under one localStorage
 // key: the first load that finds it moves it over in one transaction, then drops it.
+
+import { dataURL, imageLines } from "./attachments.js";
 
 const DATABASE = "gprochat";
 const RECORDS = "conversations";
@@ -35,7 +39,7 @@ export function titleOf(conversation) {
   if (conversation.title) return conversation.title;
   const first = conversation.messages.find((message) => message.role === "user");
   if (!first) return "New chat";
-  const line = first.content.trim().split("\n")[0];
+  const line = first.content.trim().split("\n")[0] || (first.images?.length ? `Image: ${first.images[0].name}` : "");
   return line.length > 48 ? `${line.slice(0, 47)}…` : line || "New chat";
 }
 
@@ -332,18 +336,26 @@ export function toMarkdown(conversation) {
   if (conversation.system) lines.push(`> System role: ${conversation.system.replace(/\n/g, "\n> ")}`, "");
   for (const message of conversation.messages) {
     lines.push(`## ${message.role === "user" ? "You" : "Assistant"}`, "", message.content, "");
+    if (message.images?.length) lines.push(...imageLines(message), "");
     if (message.status) lines.push(`*(answer ${message.status})*`, "");
     if (message.failure) lines.push(`*(not answered: ${message.failure.message})*`, "");
   }
   return lines.join("\n");
 }
 
-/** The conversation as JSON: OpenAI-style roles, the system role first. */
+/**
+ * The conversation as JSON: OpenAI-style roles, the system role first; a message with
+ * images has OpenAI's content parts (its text, then each image as a data URL).
+ */
 export function toJSON(conversation) {
   const messages = [];
   if (conversation.system) messages.push({ role: "system", content: conversation.system });
   for (const message of conversation.messages) {
     const entry = { role: message.role, content: message.content };
+    if (message.images?.length) {
+      entry.content = [{ type: "text", text: message.content }, ...message.images.map((image) => (
+        { type: "image_url", image_url: { url: dataURL(image) }, name: image.name }))];
+    }
     if (message.status) entry.status = message.status;
     if (message.failure) entry.refused = message.failure.message;
     messages.push(entry);
