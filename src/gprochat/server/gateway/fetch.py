@@ -83,6 +83,8 @@ def forbidden_reason(ip: Address) -> Optional[str]:
         reason = forbidden_reason(inner)
         if reason is not None:
             return f"{reason.partition(' (as ')[0]} (as {ip})"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return None  # an IPv4 address written as IPv6: the IPv4 address is what is reached
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
@@ -230,8 +232,8 @@ class ImageFetcher:
     def _too_large(self, target: URL, where: str, size: int, *, at_least: bool) -> ImageError:
         return ImageError(
             f"{where}: the image at {_shown(target)} is {'over ' if at_least else ''}{size} "
-            f"bytes, over the limit of {self.max_bytes} bytes (--max-image-bytes): "
-            "send a smaller image",
+            f"bytes, over the limit of {self.max_bytes} bytes: send a smaller image "
+            "(--max-image-bytes)",
             where=where,
             status=413,
         )
