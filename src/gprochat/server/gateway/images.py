@@ -99,8 +99,8 @@ def _image_part(
     if role != "user":
         raise Refusal(
             400,
-            f"{where} is an image in a {role} message: images are accepted in user messages "
-            "only (as OpenAI accepts them); move it to a user message",
+            f"{where} is an image, but messages[{index}] has role {role!r}: images are "
+            "accepted in user messages only (as OpenAI accepts them); move it to a user message",
             param=where,
         )
     image_url = part.get("image_url")
