@@ -444,3 +444,27 @@ async def test_remote_and_data_images_together_keep_their_order() -> None:
             )
     finally:
         server.stop()
+
+
+async def test_a_host_name_is_connected_to_at_the_addresses_checked(connects: list[Any]) -> None:
+    # localhost resolves to 127.0.0.1 (and perhaps ::1): the fetcher resolves it once,
+    # checks every address, and its HTTP client connects to those addresses only.
+    config = ServerConfig(rate_limit=None, max_image_bytes=MAX_IMAGE_BYTES, fetch_image_urls=True)
+    app = create_app(config)
+    app.state.image_fetcher = ImageFetcher(
+        max_bytes=MAX_IMAGE_BYTES, timeout=30,
+        allowed_networks=[ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")],
+    )
+    server = BackgroundServer(app=app).start()
+    try:
+        async with await serving(PNG) as image_server:
+            port = int(image_server.base_url.rsplit(":", 1)[1])
+            status, body, _ = await post(server, asking(image_part(f"http://localhost:{port}/c.png")))
+            assert status == 200, body
+            assert body["choices"][0]["message"]["content"].endswith(described(PNG))
+            (request,) = image_server.requests
+            assert request.headers["host"] == f"localhost:{port}"
+    finally:
+        server.stop()
+    assert any(address[1] == port for address in connects if isinstance(address, tuple))
+    assert _loopback_only(connects), connects
