@@ -468,3 +468,27 @@ async def test_a_host_name_is_connected_to_at_the_addresses_checked(connects: li
         server.stop()
     assert any(address[1] == port for address in connects if isinstance(address, tuple))
     assert _loopback_only(connects), connects
+
+
+ODD_IMAGE_URLS: list[Any] = [
+    1, True, [], None, {"url": 1}, {"url": {"url": "data:"}}, {"url": "data:"},
+    {"url": "data:,"}, {"url": "data:;base64,"}, {"url": "data:image/png;base64,===="},
+    {"url": "data:image/png;base64;x," + _B64},
+    {"url": "\x00"}, {"url": "http://"}, {"url": "https://[::1"},
+    {"url": "http:///cat.png"}, {"url": "http://127.0.0.1:99999/"}, {"url": "HTTP://[::]/x"},
+    {"url": "http://user:secret@[::1]/x?token=abc"},
+]
+
+
+@pytest.mark.parametrize("fetch", [False, True], ids=["fetching off", "fetching on"])
+async def test_odd_image_urls_are_4xx_never_5xx(make_server: ServerFactory, fetch: bool) -> None:
+    server = make_server(rate_limit=None, max_image_bytes=MAX_IMAGE_BYTES, fetch_image_urls=fetch)
+    for image_url in ODD_IMAGE_URLS:
+        status, body, _ = await post(server, asking({"type": "image_url", "image_url": image_url}))
+        assert 400 <= status < 500, (image_url, body)
+        assert str(body["error"]["param"]).startswith("messages[0].content[1]"), (image_url, body)
+        assert "secret" not in body["error"]["message"] and "token" not in body["error"]["message"]
+    for valid in ("DATA:IMAGE/PNG;BASE64,", "data:image/png;name=cat.png;base64,"):
+        part = {"type": "image_url", "image_url": {"url": valid + _B64}}
+        status, body, _ = await post(server, asking(part))
+        assert status == 200 and body["choices"][0]["message"]["content"].endswith(described(PNG)), body

@@ -45,7 +45,7 @@ from yarl import URL
 
 from ...errors import ImageError
 
-__all__ = ["ImageFetcher", "forbidden_reason"]
+__all__ = ["ImageFetcher", "forbidden_reason", "shown_url"]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -243,10 +243,13 @@ def _parse(url: str, where: str) -> URL:
     try:
         target = URL(url)
     except (ValueError, TypeError) as exc:
-        raise ImageError(f"{where}: {url[:100]!r} is not a URL ({exc})", where=where) from None
+        raise ImageError(
+            f"{where}: the image URL is not a valid URL ({type(exc).__name__})", where=where
+        ) from None
     if target.scheme not in ("http", "https") or not target.raw_host:
         raise ImageError(
-            f"{where}: only http and https image URLs can be fetched, not {url[:100]!r}",
+            f"{where}: only http and https image URLs with a host can be fetched, not "
+            f"{shown_url(url)}",
             where=where,
         )
     return target
@@ -275,3 +278,11 @@ def _shown(target: URL) -> str:
     """The URL for a message: no credentials, no query (either may be secret), short."""
     shown = str(target.with_user(None).with_query(None).with_fragment(None))
     return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it (see ``_shown``), or its scheme alone if unparsable."""
+    try:
+        return _shown(URL(url))
+    except (ValueError, TypeError):
+        return url.partition(":")[0][:16] + ": URL"

@@ -29,7 +29,7 @@ from ...errors import ImageError
 from ...images import Image
 from ..guard import RequestGuard
 from ..refusals import Refusal
-from .fetch import ImageFetcher
+from .fetch import ImageFetcher, shown_url
 
 __all__ = ["ImagePart", "check_images", "split_images"]
 
@@ -125,7 +125,7 @@ def _image_part(
         if not fetching:
             raise Refusal(
                 400,
-                f"{where}.image_url.url is a remote URL ({url[:60]!r}), and this server does "
+                f"{where}.image_url.url is a remote URL ({shown_url(url)}), and this server does "
                 "not fetch image URLs (a server that fetches what its clients name can be made "
                 "to reach private addresses). Send the image as a data URL "
                 "('data:image/png;base64,...'), or start the server with --fetch-image-urls",
