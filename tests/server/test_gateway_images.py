@@ -14,7 +14,7 @@ import ipaddress
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -492,3 +492,28 @@ async def test_odd_image_urls_are_4xx_never_5xx(make_server: ServerFactory, fetc
         part = {"type": "image_url", "image_url": {"url": valid + _B64}}
         status, body, _ = await post(server, asking(part))
         assert status == 200 and body["choices"][0]["message"]["content"].endswith(described(PNG)), body
+
+
+async def test_gprochat_serve_fetch_image_urls_is_wired() -> None:
+    """The flag turns fetching on (a loopback URL is now refused for its address, not
+    because fetching is off); without it, remote URLs are refused as off."""
+    from ..processes import clean_env, served
+
+    async with await serving(PNG) as image_server:
+        part = image_part(image_server.base_url + "/cat.png")
+        for args, env, says in [
+            ((), {}, "does not fetch image URLs"),
+            (("--fetch-image-urls",), {}, "127.0.0.1 is a loopback address"),
+            ((), {"GPROCHAT_FETCH_IMAGE_URLS": "1"}, "127.0.0.1 is a loopback address"),
+        ]:
+            with served(*args, "--rate-limit", "off", env=clean_env(**env)) as base_url:
+                status, body, _ = await post(cast(BackgroundServer, _Address(base_url)), asking(part))
+            assert status == 400 and says in body["error"]["message"], (args, env, body)
+        assert image_server.connections == 0
+
+
+class _Address:
+    """What ``post`` needs of a server: its base URL."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
