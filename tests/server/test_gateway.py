@@ -187,7 +187,10 @@ async def test_conversation_reaches_backend(make_server: ServerFactory) -> None:
          "tool calling"),
         ({"model": "echo", "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://x"}}]}]},
-         "messages[0].content", "image_url"),
+         "messages[0].content[0].image_url.url", "--fetch-image-urls"),
+        ({"model": "echo", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {}}]}]},
+         "messages[0].content[0].type", "only text parts"),
         ({"model": "echo", "messages": [*HELLO, {"role": "assistant", "content": "x"}]},
          "messages", "last message must be from the user"),
     ],

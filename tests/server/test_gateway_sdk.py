@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from typing import Any
+
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
@@ -148,3 +152,27 @@ def test_langchain_chat_openai_streams(make_server: ServerFactory) -> None:
     assert len([c for c in chunks if c]) > 1
     assert "".join(str(c) for c in chunks).endswith("Hello LangChain")
     assert llm.invoke("Once more").content.endswith("Once more")  # type: ignore[union-attr]
+
+
+def test_sdk_sends_an_image_part(gateway: BackgroundServer) -> None:
+    raw = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+    url = "data:image/png;base64," + base64.b64encode(raw).decode()
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+    ]
+    messages: Any = [{"role": "user", "content": content}]
+    completion = sdk(gateway).chat.completions.create(model="echo", messages=messages)
+    text = completion.choices[0].message.content or ""
+    assert text.endswith(
+        f"What is in this picture?\n[image 1: image/png, {len(raw)} bytes, "
+        f"sha256 {hashlib.sha256(raw).hexdigest()}]"
+    ), text
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk(gateway).chat.completions.create(
+            model="echo",
+            messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}],
+        )
+    assert caught.value.param == "messages[0].content[0].image_url.url"
+    assert "--fetch-image-urls" in caught.value.message

@@ -125,6 +125,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
 @option("--api-key", "api_keys", multiple=True, envvar="GPROCHAT_API_KEYS",
         help="A key the gateway accepts as 'Authorization: Bearer KEY' (repeat; comma-separate "
         "in the variable). The site password is accepted too; with neither, /v1 is open.")
+@option("--fetch-image-urls/--no-fetch-image-urls", default=_default("fetch_image_urls"),
+        envvar="GPROCHAT_FETCH_IMAGE_URLS",
+        help="Let /v1 fetch http(s) image URLs (public addresses only, within --max-image-bytes "
+        "and --image-fetch-timeout); off: only data: URLs are taken.")
+@option("--image-fetch-timeout", default=_default("image_fetch_timeout"),
+        type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_IMAGE_FETCH_TIMEOUT",
+        help="Seconds one image URL's fetch may take, all told.")
 @option("--shutdown-timeout", default=_default("shutdown_timeout"), type=click.FloatRange(min=0),
         envvar="GPROCHAT_SHUTDOWN_TIMEOUT",
         help="On SIGTERM or Ctrl-C, seconds answers in flight may go on before they are cut.")

@@ -22,7 +22,9 @@ __all__ = [
 
 
 class RequestMessage(BaseModel):
-    """One message of the conversation; content is a string or a list of text parts."""
+    """One message of the conversation; content is a string or a list of parts: text parts,
+    and in user messages image parts (``{"type": "image_url", "image_url": {"url":
+    "data:image/png;base64,..."}}``; the gateway checks them, ``server/gateway/images.py``)."""
 
     # strict: OpenAI answers 400 for "stream": "yes" or "max_tokens": "5"; so do we
     # (pydantic's lax mode would coerce them).

@@ -130,6 +130,11 @@ class ServerConfig:
     max_message_chars: int = 100_000
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_images: int = DEFAULT_MAX_IMAGES
+    # The gateway's remote image URLs (server/gateway/fetch.py): refused unless
+    # ``fetch_image_urls``; then fetched within ``max_image_bytes`` and
+    # ``image_fetch_timeout`` seconds, from public addresses only.
+    fetch_image_urls: bool = False
+    image_fetch_timeout: float = 10.0
     rate_limit: str | None = "60/minute"
     trusted_proxies: tuple[str, ...] = ()
     max_streams: int = 64
@@ -206,7 +211,7 @@ class ServerConfig:
 # -- validation: one table of rules, one message shape ---------------------------
 
 _SECONDS_POSITIVE = ("header_timeout", "body_idle_timeout", "body_timeout", "keepalive_timeout",
-                     "drain_timeout")
+                     "drain_timeout", "image_fetch_timeout")
 _SECONDS_OR_ZERO = ("timestamp_window",)
 _COUNTS = ("max_body_bytes", "max_messages", "max_message_chars", "max_image_bytes",
            "max_images", "max_streams",

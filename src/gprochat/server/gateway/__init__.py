@@ -11,6 +11,8 @@ when the site has either, the conversation limits, a stream slot.
 Modules, each importing only those above it:
 
 - ``errors``: a body pydantic refused, as OpenAI's 400 (``refusals.Refusal``);
+- ``fetch``: ``ImageFetcher``, remote image URLs fetched safely (``--fetch-image-urls``);
+- ``images``: a request's image parts, refused where they cannot be, checked, fetched;
 - ``conversation``: a request as the backend's ``Conversation``, and its model's name;
 - ``models``: ``GET /v1/models`` and ``GET /v1/models/{id}``;
 - ``chat``: ``POST /v1/chat/completions``, whole or streamed;

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Optional
 
 from pydantic import ValidationError
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,6 +29,7 @@ from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
 from ...openai.types import CompletionUsage, wire_json
 from ..backends import AnswerReport, Backend
+from ..config import ServerConfig
 from ..failures import backend_failure
 from ..guard import RequestGuard
 from ..metrics import ServerMetrics
@@ -36,6 +38,8 @@ from ..routes import STREAM_HEADERS
 from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
 from .conversation import resolve_model, to_conversation
 from .errors import from_validation_error
+from .fetch import ImageFetcher
+from .images import check_images, split_images
 
 __all__ = ["create_chat_completion", "parse_request"]
 
@@ -69,19 +73,25 @@ async def create_chat_completion(request: Request) -> Response:
     guard: RequestGuard = state.guard
     body = parse_request(await guard.admit(request, "gateway", bearer=True),
                          request.headers.get("content-type"))
+    config: ServerConfig = state.config
     try:
         check_parameters(body.model_dump(exclude_unset=True))
-        messages = normalize_messages([m.model_dump(exclude_none=True) for m in body.messages])
+        texts, image_parts = split_images(
+            [m.model_dump(exclude_none=True) for m in body.messages],
+            fetching=config.fetch_image_urls,
+        )
+        messages = normalize_messages(texts)
     except InvalidParameterError as exc:
         raise Refusal(400, exc.message, param=exc.param) from exc
     guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
     backend: Backend = state.backend
     model = resolve_model(backend, body.model)
+    images = await check_images(image_parts, guard, _image_fetcher(state))
     release = guard.streams.try_acquire()
     report = AnswerReport()
     metrics: ServerMetrics = state.metrics
-    conversation = to_conversation(model, messages, body, system_prompt=state.config.system_prompt,
-                                   report=report)
+    conversation = to_conversation(model, messages, body, system_prompt=config.system_prompt,
+                                   report=report, images=images)
     try:
         answer = await open_answer(
             lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
@@ -126,6 +136,22 @@ async def create_chat_completion(request: Request) -> Response:
         raw_headers=_SSE_HEADERS,
         on_failure=_error_event(backend),
     )
+
+
+def _image_fetcher(state: State) -> Optional[ImageFetcher]:
+    """The server's fetcher when ``--fetch-image-urls`` is on (made on first use), else None.
+
+    A test may put its own on ``app.state.image_fetcher`` (one that lets 127.0.0.1 through).
+    """
+    config: ServerConfig = state.config
+    if not config.fetch_image_urls:
+        return None
+    fetcher: Optional[ImageFetcher] = getattr(state, "image_fetcher", None)
+    if fetcher is None:
+        fetcher = state.image_fetcher = ImageFetcher(
+            max_bytes=config.max_image_bytes, timeout=config.image_fetch_timeout
+        )
+    return fetcher
 
 
 def _reported_usage(report: AnswerReport) -> Optional[CompletionUsage]:

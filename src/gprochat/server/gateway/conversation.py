@@ -8,8 +8,10 @@ normalised by ``gprochat.openai.params``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Optional, Protocol
 
+from ...images import Image
 from ..backends import AnswerReport, Backend, Conversation, Turn
 from ..refusals import Refusal
 
@@ -47,24 +49,32 @@ def to_conversation(
     *,
     system_prompt: Optional[str] = None,
     report: Optional[AnswerReport] = None,
+    images: Optional[Sequence[tuple[Image, ...]]] = None,
 ) -> Conversation:
-    """System messages joined (after the server's prompt); the rest as Gemini turns."""
+    """System messages joined (after the server's prompt); the rest as Gemini turns.
+
+    ``images`` holds each message's checked images (``images.check_images``), in the
+    order of ``messages``; only user messages have any.
+    """
     systems = [system_prompt] if system_prompt else []
     systems += [m["content"] for m in messages if m["role"] == "system"]
     turns: list[Turn] = []
-    for message in messages:
+    for index, message in enumerate(messages):
         if message["role"] == "system":
             continue
         role: Literal["user", "model"] = "user" if message["role"] == "user" else "model"
+        pictures = images[index] if images else ()
         if turns and turns[-1].role == role:
-            # Gemini wants alternating turns: merge a run of one role.
-            turns[-1] = Turn(role, turns[-1].text + "\n\n" + message["content"])
+            # Gemini wants alternating turns: merge a run of one role (and its images).
+            last = turns[-1]
+            turns[-1] = Turn(role, last.text + "\n\n" + message["content"], last.images + pictures)
         else:
-            turns.append(Turn(role, message["content"]))
+            turns.append(Turn(role, message["content"], pictures))
     stop = options.stop
     return Conversation(
         message=turns[-1].text,
         history=tuple(turns[:-1]),
+        images=turns[-1].images,
         system="\n\n".join(systems) or None,
         model=model,
         temperature=options.temperature,
