@@ -34,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ProtocolError
+from .errors import ImageError, ProtocolError
+from .images import Image
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -54,6 +55,7 @@ __all__ = [
     "verify_signature",
     "build_generate_request",
     "native_messages",
+    "message_content",
     "parse_generate_request",
     "parse_json",
     "error_body",
@@ -228,6 +230,11 @@ def native_messages(
     one, starting with a ``user`` turn; system messages go in front of the first user
     turn that remains, so a cap never drops the instructions.
 
+    A message's content may be OpenAI's content parts: ``text`` parts, and
+    ``image_url`` parts whose URL is a ``data:`` URL (or a ``gprochat.images.Image``).
+    Each image is checked (``ImageError`` names the part) and becomes an
+    ``inline_data`` part after the turn's text, its base64 unchanged.
+
     >>> native_messages([{"role": "system", "content": "Be brief."},
     ...                  {"role": "user", "content": "Hi"}])
     [{'role': 'user', 'parts': [{'text': 'Be brief.\\n\\nHi'}]}]
@@ -235,11 +242,17 @@ def native_messages(
     if max_history is not None and max_history < 0:
         raise ProtocolError(f"max_history must be 0 or more, not {max_history}")
     system: list[str] = []
-    turns: list[tuple[str, list[str]]] = []
+    # Per turn: its wire role, its texts, its images (inline_data parts, in order).
+    turns: list[tuple[str, list[str], list[dict[str, Any]]]] = []
     for index, message in enumerate(messages):
         role = message.get("role")
-        text = _content_text(message.get("content"), index)
+        text, images = message_content(message.get("content"), index)
         if role == "system":
+            if images:
+                raise ProtocolError(
+                    f"messages[{index}] is a system message with an image: "
+                    "attach images to a user message"
+                )
             system.append(text)
             continue
         if role not in _WIRE_ROLES:
@@ -249,8 +262,9 @@ def native_messages(
         wire_role = _WIRE_ROLES[role]
         if turns and turns[-1][0] == wire_role:
             turns[-1][1].append(text)
+            turns[-1][2].extend(images)
         else:
-            turns.append((wire_role, [text]))
+            turns.append((wire_role, [text], images))
     if not turns or turns[-1][0] != "user":
         last = turns[-1][0] if turns else "system"
         raise ProtocolError(
@@ -263,28 +277,70 @@ def native_messages(
             history.pop(0)  # Gemini wants the history to open with a user turn
         turns = [*history, turns[-1]]
     if system:
-        first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
+        first_user = next(i for i, (role, _, _) in enumerate(turns) if role == "user")
         turns[first_user][1][:0] = system
-    return [{"role": role, "parts": [{"text": "\n\n".join(texts)}]} for role, texts in turns]
+    return [
+        {"role": role, "parts": _turn_parts("\n\n".join(texts), images)}
+        for role, texts, images in turns
+    ]
 
 
-def _content_text(content: Any, index: int) -> str:
+def _turn_parts(text: str, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # An image-only turn has no empty text part; a text-only turn always has its text.
+    return [{"text": text}, *images] if text or not images else list(images)
+
+
+def message_content(content: Any, index: int) -> tuple[str, list[dict[str, Any]]]:
+    """``messages[index]``'s content: its text, and its images as ``inline_data`` parts.
+
+    ``content`` is a string or OpenAI content parts (see ``native_messages``).
+    """
     if isinstance(content, str):
-        return content
+        return content, []
     if isinstance(content, list):
-        # OpenAI's content parts: keep the text ones; anything else cannot be sent.
-        texts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        texts: list[str] = []
+        images: list[dict[str, Any]] = []
+        for number, part in enumerate(content):
+            where = f"messages[{index}].content[{number}]"
+            image = _content_image(part, where)
+            if image is not None:
+                images.append(image.inline_part())
+            elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise ProtocolError(
-                    f"messages[{index}] has a {kind!r} content part: GPROChat takes text only"
+                    f"messages[{index}] has a {kind!r} content part: GPROChat takes text "
+                    "and image_url parts only"
                 )
-        return "".join(texts)
+        return "".join(texts), images
     raise ProtocolError(
         f"messages[{index}] content must be a string, not {type(content).__name__}"
+    )
+
+
+def _content_image(part: Any, where: str) -> Optional[Image]:
+    """The image an OpenAI content part carries, checked; None for any other part."""
+    if isinstance(part, Image):
+        return part
+    if not isinstance(part, dict) or part.get("type") != "image_url":
+        return None
+    value = part.get("image_url")
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise ImageError(
+            f"{where} is an image_url part without a URL: "
+            "give {'image_url': {'url': 'data:image/png;base64,...'}}",
+            where=where,
+        )
+    if url.startswith("data:"):
+        return Image.from_data_url(url, where=where)
+    shown = url if len(url) <= 80 else url[:77] + "..."
+    raise ImageError(
+        f"{where} is a remote URL ({shown}): the GPROChat provider sends only data URLs, "
+        "bytes or files; download the image and pass its bytes or path (images=[...]) "
+        "or a data:image/...;base64 URL",
+        where=where,
     )
 
 

@@ -99,7 +99,9 @@ def test_native_messages_rules() -> None:
     [
         ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "end with a user"),
         ([{"role": "tool", "content": "{}"}, {"role": "user", "content": "Hi"}], "role 'tool'"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "'image_url'"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+         "image_url part without a URL"),
+        ([{"role": "user", "content": [{"type": "file", "file": {}}]}], "'file' content part"),
         ([{"role": "user", "content": None}], "must be a string"),
     ],
 )

@@ -22,7 +22,9 @@ def wire_messages(
     ``"flatten"`` (the default, as g4f): one ``user`` message holding
     ``format_prompt`` of the conversation. ``"native"``: ``user``/``model`` turns
     (see ``protocol.native_messages``). ``max_history`` caps the earlier messages
-    kept in either mode; system messages are always kept.
+    kept in either mode; system messages are always kept. Images in content parts
+    (``image_url`` data URLs) become ``inline_data`` parts: after the prompt when
+    flattened, after their turn's text when native.
     """
     mode = history or "flatten"
     if mode not in HISTORY_MODES:
@@ -35,9 +37,21 @@ def wire_messages(
         )
     if mode == "native":
         return protocol.native_messages(cast(list[dict[str, Any]], messages), max_history=max_history)
+    # Content parts (text and images) become their text; the images follow the prompt.
+    flat: Messages = []
+    images: dict[int, list[dict[str, Any]]] = {}
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, list):
+            text, found = protocol.message_content(content, index)
+            message = {**message, "content": text}
+            images[id(message)] = found
+        flat.append(message)
     if max_history is not None:
-        messages = _last_messages(messages, max_history)
-    return [{"role": "user", "parts": [{"text": format_prompt(messages)}]}]
+        flat = _last_messages(flat, max_history)
+    prompt = format_prompt(flat)
+    kept = [part for message in flat for part in images.get(id(message), ())]
+    return [{"role": "user", "parts": [{"text": prompt}, *kept] if prompt or not kept else kept}]
 
 
 def _last_messages(messages: Messages, max_history: int) -> Messages:

@@ -27,6 +27,7 @@ from ._deployments import (
 from ._failover import AnsweredBy, Route, open_with_failover
 from ._history import wire_messages
 from ._http import TextStream, open_text_stream, translating
+from ._images import attach_images, call_images
 from ._proxy import resolve_proxy
 from ._retry import resolve_max_retries, with_retries
 from ._session import pool
@@ -100,7 +101,11 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         Keyword arguments: ``base_url``, ``secret_key``, ``password`` (see the class
         docstring); ``timeout`` (a ``gprochat.Timeout`` or seconds), ``max_retries``,
         ``history`` (``"flatten"`` or ``"native"``) and ``max_history``. ``proxy`` takes
-        ``http://``, ``https://`` and ``socks5://`` URLs. Raises the exceptions in
+        ``http://``, ``https://`` and ``socks5://`` URLs. ``images=`` (or g4f's
+        ``media=``) attaches images to the last user message: bytes, file paths, data
+        URLs, ``gprochat.images.Image``, each optionally as ``(image, name)``; messages
+        may also hold OpenAI ``image_url`` content parts with data URLs. A bad image
+        raises ``ImageError`` before anything is sent. Raises the exceptions in
         ``gprochat.errors``.
         """
         stream, text = await cls._open_answer(model, messages, proxy, kwargs)
@@ -152,7 +157,11 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         if not messages:
             raise ProtocolError("messages is empty: pass at least one user message")
         endpoint = cls._endpoint(kwargs.get("base_url")) if deployments is None else ""
-        wire = wire_messages(messages, kwargs.get("history"), kwargs.get("max_history"))
+        # Checked before anything is sent; every attempt (retry, failover) sends the same.
+        images = call_images(kwargs)
+        wire = attach_images(
+            wire_messages(messages, kwargs.get("history"), kwargs.get("max_history")), images
+        )
         timeout = resolve_timeout(kwargs.get("timeout"))
         max_retries = resolve_max_retries(kwargs.get("max_retries"))
         via = resolve_proxy(proxy)
