@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -12,13 +13,17 @@ import pytest
 from gprochat.images import Image
 from gprochat.log import MIGRATIONS, Attachment, ConversationLog, Exchange, LogError
 
-from .pictures import gif, png, sha256_of
+from .image_samples import jpeg, png
 from .processes import GPROCHAT, clean_env, run_cli
 
 
 def _exchange(prompt: str, cid: str = "c1") -> Exchange:
     return Exchange(conversation_id=cid, deployment="http://127.0.0.1:1", model="m", prompt=prompt,
                     answer=f"answer to {prompt}")
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _counts(path: Path) -> tuple[int, int]:
@@ -29,7 +34,7 @@ def _counts(path: Path) -> tuple[int, int]:
 
 
 def test_each_image_is_stored_once_and_listed_in_order(tmp_path: Path) -> None:
-    photo, other = png(seed=1), gif()
+    photo, other = png(seed=1), jpeg()
     with ConversationLog.open(tmp_path) as log:
         log.record(_exchange("two pictures"), [Image.from_bytes(photo), Image.from_bytes(other)])
         log.record(_exchange("the first again"), [Image.from_bytes(photo)])
@@ -37,10 +42,10 @@ def test_each_image_is_stored_once_and_listed_in_order(tmp_path: Path) -> None:
         first, second, third = log.recent()
     assert _counts(tmp_path) == (2, 3)  # two distinct images, three links
     assert first.attachments == [Attachment(sha256_of(photo), "image/png", len(photo)),
-                                 Attachment(sha256_of(other), "image/gif", len(other))]
+                                 Attachment(sha256_of(other), "image/jpeg", len(other))]
     assert second.attachments == [Attachment(sha256_of(photo), "image/png", len(photo))]
     assert third.attachments == []
-    assert first.to_dict()["attachments"][1] == {"sha256": sha256_of(other), "type": "image/gif",
+    assert first.to_dict()["attachments"][1] == {"sha256": sha256_of(other), "type": "image/jpeg",
                                                  "size": len(other)}
 
 
@@ -102,12 +107,12 @@ def test_a_log_written_by_the_previous_schema_keeps_its_rows(tmp_path: Path) -> 
 def test_logs_lists_attachments_and_writes_one_out(gprochat_home: Path) -> None:
     photo = png(seed=9)
     with ConversationLog.open(gprochat_home) as log:
-        log.record(_exchange("what is this"), [Image.from_bytes(photo), Image.from_bytes(gif())])
+        log.record(_exchange("what is this"), [Image.from_bytes(photo), Image.from_bytes(jpeg())])
     digest = sha256_of(photo)
     text = run_cli("logs")
     assert text.returncode == 0, text.stderr
     assert "## Attachments\n\n" f"1. image/png, {len(photo)} bytes, sha256 {digest[:12]}\n" in text.stdout
-    assert f"2. image/gif, {len(gif())} bytes, sha256 {sha256_of(gif())[:12]}" in text.stdout
+    assert f"2. image/jpeg, {len(jpeg())} bytes, sha256 {sha256_of(jpeg())[:12]}" in text.stdout
     [record] = json.loads(run_cli("logs", "--json").stdout)
     assert record["attachments"][0] == {"sha256": digest, "type": "image/png", "size": len(photo)}
     # Search still finds it, with its attachments.
