@@ -120,3 +120,17 @@ def test_continuing_a_conversation_sends_its_images_again(
     with sqlite3.connect(gprochat_home / "logs.db") as db:  # sent three times, stored once
         assert db.execute("SELECT count(*) FROM attachments").fetchone()[0] == 1
         assert db.execute("SELECT count(*) FROM exchange_attachments").fetchone()[0] == 2
+
+
+def test_an_image_over_the_servers_limit_is_its_one_line_refusal(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(max_image_bytes=64)
+    big = png(width=32, height=32, seed=1)
+    assert len(big) > 64
+    (tmp_path / "big.png").write_bytes(big)
+    result = run_cli("chat", "--base-url", server.base_url, "-a", str(tmp_path / "big.png"), "Hi",
+                     timeout=SLOW)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: ") and "over the limit of 64 bytes" in line, line

@@ -213,3 +213,12 @@ def test_llm_command_line_attaches_and_continues_with_the_images(
     again = runner.invoke(llm_cli, ["-c", "-o", "base_url", server.base_url, "And now?"])
     assert again.exit_code == 0, again.output
     assert again.output.strip() == f"user: {_sha(photo)}; model: none; new: none"
+
+
+def test_llm_command_line_reads_an_image_on_standard_input(make_server: ServerFactory) -> None:
+    server = make_server()
+    photo = png(seed=44)
+    result = CliRunner().invoke(llm_cli, ["-m", "gprochat", "-o", "base_url", server.base_url, "-a", "-",
+                                          "Describe it"], input=photo)
+    assert result.exit_code == 0, result.output
+    assert f"[image 1: {described(photo)}]" in result.output

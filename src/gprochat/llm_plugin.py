@@ -72,7 +72,10 @@ def _messages(prompt: Any, conversation: Any) -> Messages:
     for response in conversation.responses if conversation is not None else []:
         answer = response.text_or_raise()
         if answer:
-            messages.append(_user(response.prompt.prompt, getattr(response.prompt, "attachments", [])))
+            # A response llm rebuilt from its log (llm -c) keeps them on itself.
+            attachments = (getattr(response.prompt, "attachments", None)
+                           or getattr(response, "attachments", None) or [])
+            messages.append(_user(response.prompt.prompt, attachments))
             messages.append({"role": "assistant", "content": answer})
     messages.append(_user(prompt.prompt, getattr(prompt, "attachments", [])))
     return messages
