@@ -554,7 +554,7 @@ def test_attach_in_the_interactive_chat(make_server: ServerFactory, spawn: objec
     child.expect_exact("Nothing attached.")
     child.expect_exact(PROMPT_READY)
     child.sendline(f"/attach {tmp_path / 'photo.png'}")
-    child.expect_exact("1 image go")
+    child.expect_exact("1 image goes with the next message")
     child.expect_exact(PROMPT_READY)
     child.sendline("/attach clear")
     child.expect_exact("1 image no longer attached.")
@@ -573,3 +573,26 @@ def test_attach_in_the_interactive_chat(make_server: ServerFactory, spawn: objec
     first_id = links[0][0]
     assert links == [(first_id, 0, hashlib.sha256(photo).hexdigest()),
                      (first_id, 1, hashlib.sha256(other).hexdigest())]
+
+
+def test_attached_images_stay_attached_when_the_message_gets_no_answer(
+    make_server: ServerFactory, spawn: object, tmp_path: Path
+) -> None:
+    from gprochat.server import ServerConfig
+
+    from .image_samples import png
+
+    (tmp_path / "photo.png").write_bytes(png(seed=32))
+    server = make_server(ServerConfig(passwords=("right",)))
+    child = spawn("--base-url", server.base_url, "--password", "wrong",  # type: ignore[operator]
+                  "--max-retries", "0", "-a", str(tmp_path / "photo.png"))
+    child.expect_exact(PROMPT_READY)
+    child.sendline("look")
+    child.expect("Error: .*Invalid password")
+    child.expect_exact("1 image still attached to the next message")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/attach")
+    child.expect_exact("Attached to the next message: 1 image")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)

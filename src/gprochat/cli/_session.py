@@ -270,7 +270,7 @@ def _attach(argument: str, attached: list[Image], output: _PlainOutput | _Markdo
         return
     attached.append(image)
     output.note(f"Attached {path.name}: {Attachment.of(image).describe()}; "
-                f"{_count(attached)} go with the next message.")
+                f"{_count(attached)} {'goes' if len(attached) == 1 else 'go'} with the next message.")
 
 
 def _command(
