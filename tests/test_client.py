@@ -18,6 +18,7 @@ import gprochat
 from gprochat import AsyncClient, Client
 from gprochat.errors import (
     ConnectError,
+    ImageError,
     InvalidParameterError,
     InvalidPasswordError,
     ModelNotSupportedError,
@@ -157,11 +158,19 @@ def test_unhonourable_parameters_raise_before_any_request(params: dict[str, Any]
 @pytest.mark.parametrize(
     "messages",
     [[], [{"role": "assistant", "content": "x"}], [{"role": "tool", "content": "x"}],
-     [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]],
+     [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]],
 )
 def test_bad_messages_raise(messages: list[dict[str, Any]]) -> None:
     with pytest.raises(InvalidParameterError):
         Client(base_url="http://127.0.0.1:9").chat.completions.create(model="", messages=messages)
+
+
+def test_an_image_part_without_a_url_is_an_image_error() -> None:
+    # (Images themselves: tests/test_client_images.py.)
+    with pytest.raises(ImageError, match=r"messages\[0\].content\[0\] is an image_url part without a URL"):
+        Client(base_url="http://127.0.0.1:9").chat.completions.create(
+            model="", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]
+        )
 
 
 def test_harmless_parameters_are_accepted(echo_server: BackgroundServer) -> None:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gprochat import ConfigurationError, Deployment, GPROChat, ImageError
+from gprochat import ConfigurationError, Deployment, GPROChat, ImageError, PayloadTooLargeError
 from gprochat.images import Image
-from gprochat.protocol import generate_signature
+from gprochat.protocol import build_generate_request, generate_signature
 from gprochat.providers import DeploymentRegistry
+from gprochat.providers._images import encode_request
+from gprochat.typing import Messages
 
 from ..conftest import ServerFactory
 from ..image_samples import SVG, data_url, described, jpeg, png
 from ..scripted import FAULTS, LAST_CHUNK, Fleet, RecordedRequest, ScriptedServer, chunk, full_response, head
 
-HELLO = [{"role": "user", "content": "What is in these pictures?"}]
+HELLO: Messages = [{"role": "user", "content": "What is in these pictures?"}]
 
 
 def echo_lines(answer: str) -> list[str]:
@@ -222,3 +225,29 @@ async def test_a_retry_resends_the_same_images() -> None:
     assert first["messages"] == second["messages"]
     assert first["messages"][-1]["parts"][1] == Image.from_bytes(raw).inline_part()
     assert first["time"] != second["time"]  # signed afresh, same images
+
+
+async def test_the_servers_image_limits_come_back_as_typed_errors(make_server: ServerFactory) -> None:
+    server = make_server(max_image_bytes=200, max_images=2)
+    with pytest.raises(PayloadTooLargeError, match=r"over the limit of 200 bytes"):
+        await answer(base_url=server.base_url, images=[png(40, 40, seed=15)])
+    with pytest.raises(PayloadTooLargeError, match=r"Too many images: 3"):
+        await answer(base_url=server.base_url, images=[png(seed=n) for n in range(3)])
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        [{"role": "user", "parts": [{"text": 'quotes "data": "" and \\"data\\": \\"\\" é 😀'},
+                                    Image.from_bytes(png(seed=16)).inline_part()]}],
+        [{"role": "user", "parts": [Image.from_bytes(png(seed=17)).inline_part()]},
+         {"role": "model", "parts": [{"text": "ok"}]},
+         {"role": "user", "parts": [{"text": "x"}, {"inline_data": {"mime_type": "image/png", "data": ""}},
+                                    {"inline_data": {"mime_type": "image/png", "data": 'not "base64"'}},
+                                    Image.from_bytes(jpeg(seed=18)).inline_part()]}],
+    ],
+)
+def test_the_spliced_body_is_exactly_what_json_gives(wire: list[dict[str, Any]]) -> None:
+    encoder = json.JSONEncoder(ensure_ascii=False)
+    body = build_generate_request(wire, timestamp=1, secret_key="k", password='p"w')
+    assert encode_request(body, encoder) == encoder.encode(body).encode()

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Optional, TypeVar, Union, overload
 
 from .._streams import aclose
 from ..errors import ConfigurationError, UnsupportedParameterError
+from ..images import Image
 from ..openai.builder import CompletionBuilder, estimate_usage, stream_chunks
 from ..openai.params import (
     IGNORED_PARAMETERS,
@@ -35,6 +36,8 @@ __all__ = ["Client", "AsyncClient", "Stream", "AsyncStream"]
 
 # The OpenAI SDK's per-request transport options: accepted, and ``timeout`` is used.
 _REQUEST_OPTIONS = frozenset({"timeout", "extra_headers", "extra_query", "extra_body"})
+# g4f's client's ways to attach images to the new message, besides image_url parts.
+_IMAGE_OPTIONS = frozenset({"image", "image_name", "images", "media"})
 
 
 class _Settings:
@@ -89,6 +92,7 @@ class _Request:
             - IGNORED_PARAMETERS
             - _REQUEST_OPTIONS
             - REFUSED_PARAMETERS
+            - _IMAGE_OPTIONS
             - {"stream_options"}
         )
         if unknown:
@@ -96,8 +100,18 @@ class _Request:
                 f"unknown parameter(s) {', '.join(unknown)}: chat.completions.create accepts "
                 "OpenAI's chat parameters only", param=unknown[0]
             )
+        attached = _attached_images(params)
+        params = {name: value for name, value in params.items() if name not in _IMAGE_OPTIONS}
         check_parameters(params)
-        self.messages = normalize_messages(messages)
+        texts, with_images = _split_images(messages)
+        self.messages = normalize_messages(texts)
+        # What the provider is sent: the normalized messages, those with images as parts
+        # in their places (the provider checks each image, so an error names the part the
+        # caller wrote, before anything is sent, and sends them as inline_data).
+        self.sent: Messages = [
+            {**message, "content": with_images[index]} if index in with_images else message
+            for index, message in enumerate(self.messages)
+        ]
         deployments = settings.deployments()
         if deployments is None:
             self.model = settings.provider.get_model(model)
@@ -109,6 +123,8 @@ class _Request:
         self.provider = settings.provider
         self.kwargs = settings.provider_kwargs(params.get("timeout"))
         self.kwargs["on_answer"] = self._answered
+        if attached is not None:
+            self.kwargs["images"] = attached
 
     def _answered(self, answered: AnsweredBy) -> None:
         # The answer's ``model``: what the deployment that answered declares, else the
@@ -116,7 +132,7 @@ class _Request:
         self.model = answered.model
 
     def texts(self) -> AsyncIterator[str]:
-        return self.provider.create_async_generator(self.requested, list(self.messages), **self.kwargs)
+        return self.provider.create_async_generator(self.requested, list(self.sent), **self.kwargs)
 
     async def completion(self) -> ChatCompletion:
         text = "".join([chunk async for chunk in self.texts()])
@@ -138,6 +154,47 @@ class _Request:
             first=first,
             messages=self.messages if self.include_usage else None,
         )
+
+
+def _split_images(messages: Any) -> tuple[Any, dict[int, list[Any]]]:
+    """``messages`` without their ``image_url`` parts, and the content of those that had
+    some, by message index (its text parts as ``normalize_messages`` reads them)."""
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        return messages, {}  # normalize_messages says what is wrong with it
+    texts: list[Any] = []
+    with_images: dict[int, list[Any]] = {}
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list) and any(_is_image_part(part) for part in content):
+            with_images[index] = [
+                part if _is_image_part(part) or not isinstance(part, Mapping)
+                else {"type": "text", "text": str(part.get("text", ""))}
+                for part in content
+            ]
+            message = {**message, "content": [p for p in content if not _is_image_part(p)]}
+        texts.append(message)
+    return texts, with_images
+
+
+def _is_image_part(part: Any) -> bool:
+    return isinstance(part, Image) or (isinstance(part, Mapping) and part.get("type") == "image_url")
+
+
+def _attached_images(params: dict[str, Any]) -> Optional[list[Any]]:
+    """g4f's client's ``image=`` (with ``image_name=``), ``images=`` or ``media=``, as one list."""
+    given = [name for name in ("image", "images", "media") if params.get(name) is not None]
+    if len(given) > 1:
+        raise ConfigurationError(
+            f"pass one of image=, images= or media=, not {' and '.join(n + '=' for n in given)}"
+        )
+    if not given:
+        if params.get("image_name") is not None:
+            raise ConfigurationError("image_name= names the image given as image=: pass image= too")
+        return None
+    if given[0] == "image":
+        return [(params["image"], params.get("image_name"))]
+    value = params[given[0]]
+    return value if isinstance(value, list) else [value]
 
 
 class Stream:
@@ -269,7 +326,10 @@ class Completions:
     ) -> Union[ChatCompletion, Stream]:
         """A ``ChatCompletion``, or with ``stream=True`` a ``Stream`` of chunks.
 
-        Errors (connection, status, bad parameters) raise here, before iteration.
+        ``messages`` may hold OpenAI ``image_url`` content parts with data URLs; as in
+        g4f's client, ``image=`` (with ``image_name=``), ``images=`` or ``media=``
+        attach images to the last message (bytes, file paths, data URLs). Errors
+        (connection, status, bad parameters, a bad image) raise here, before iteration.
         """
         request = _Request(self._settings, _required_model(model), messages, params)
         if stream:

@@ -27,7 +27,7 @@ from ._deployments import (
 from ._failover import AnsweredBy, Route, open_with_failover
 from ._history import wire_messages
 from ._http import TextStream, open_text_stream, translating
-from ._images import attach_images, call_images
+from ._images import attach_images, call_images, encode_request
 from ._proxy import resolve_proxy
 from ._retry import resolve_max_retries, with_retries
 from ._session import pool
@@ -162,6 +162,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         wire = attach_images(
             wire_messages(messages, kwargs.get("history"), kwargs.get("max_history")), images
         )
+        images_sent = any("inline_data" in part for message in wire for part in message["parts"])
         timeout = resolve_timeout(kwargs.get("timeout"))
         max_retries = resolve_max_retries(kwargs.get("max_retries"))
         via = resolve_proxy(proxy)
@@ -174,11 +175,10 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         ) -> tuple[TextStream, Optional[str]]:
             # Signed afresh on every attempt: the timestamp is part of the signature.
             with translating(endpoint, timeout, via):  # a lone surrogate: ProtocolError
-                body = _JSON.encode(
-                    protocol.build_generate_request(
-                        wire, timestamp=protocol.signing_time(), secret_key=secret_key, password=password
-                    )
-                ).encode()
+                request = protocol.build_generate_request(
+                    wire, timestamp=protocol.signing_time(), secret_key=secret_key, password=password
+                )
+                body = encode_request(request, _JSON) if images_sent else _JSON.encode(request).encode()
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             stream = await open_text_stream(
                 session,

@@ -12,6 +12,7 @@ from contextlib import aclosing
 from typing import Any, Optional
 
 from gprochat.errors import BackendError, GPROChatError
+from gprochat.images import Image
 from gprochat.typing import Messages
 
 from .base import Backend, Conversation
@@ -19,11 +20,18 @@ from .base import Backend, Conversation
 __all__ = ["RelayBackend"]
 
 
+def _content(text: str, images: tuple[Image, ...]) -> Any:
+    # The checked images themselves, as content parts: the provider sends each one's
+    # base64 as it arrived (no decoding, no encoding again), as inline_data after the text.
+    return [{"type": "text", "text": text}, *images] if images else text
+
+
 class RelayBackend(Backend):
     """Answers from the GeminiProChat deployment at ``url`` (``secret_key``, ``password``).
 
     The GeminiProChat wire has no sampling fields: temperature, max_tokens and stop are
-    dropped. The provider does not retry (the router fails over instead);
+    dropped. Images (the new message's and the history's) go on as ``inline_data``
+    parts, byte-identical. The provider does not retry (the router fails over instead);
     ``timeout`` is the provider's (seconds, or a ``gprochat.Timeout``).
 
     >>> backend = RelayBackend(url="https://chat.example.org", password="site password")
@@ -76,8 +84,8 @@ class RelayBackend(Backend):
             messages.append({"role": "system", "content": conversation.system})
         for turn in conversation.history:
             messages.append({"role": "assistant" if turn.role == "model" else "user",
-                             "content": turn.text})
-        messages.append({"role": "user", "content": conversation.message})
+                             "content": _content(turn.text, turn.images)})
+        messages.append({"role": "user", "content": _content(conversation.message, conversation.images)})
         kwargs: dict[str, Any] = {"base_url": self.url, "history": "native", "max_retries": 0}
         for name in ("secret_key", "password", "timeout"):
             if getattr(self, name) is not None:
