@@ -7,6 +7,7 @@ a pty, so prompt_toolkit and rich see a real terminal.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -510,3 +511,88 @@ def test_what_is_typed_during_an_answer_waits_for_the_next_prompt(
     assert text.count("typed ahead") == 1, text
     assert text.index("slow9") < text.index("> typed ahead")
     assert [row["prompt"] for row in _log_rows(gprochat_home)] == ["first", "typed ahead"]
+
+
+def test_attach_in_the_interactive_chat(make_server: ServerFactory, spawn: object, gprochat_home: Path,
+                                        tmp_path: Path) -> None:
+    from .image_samples import SVG, described, jpeg, png
+
+    photo, other = png(seed=31), jpeg(seed=4)
+    (tmp_path / "photo.png").write_bytes(photo)
+    (tmp_path / "other image.jpg").write_bytes(other)
+    (tmp_path / "drawing.svg").write_bytes(SVG)
+    short = hashlib.sha256(photo).hexdigest()[:12]
+    server = make_server()
+    child = spawn("--base-url", server.base_url, "-a", str(tmp_path / "photo.png"))  # type: ignore[operator]
+    # -a on the command line: attached to the first message, and said so.
+    child.expect_exact(f"1. image/png, {len(photo)} bytes, sha256 {short}")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/help")
+    child.expect_exact("/attach clear")
+    child.expect_exact(PROMPT_READY)
+    child.sendline(f"/attach '{tmp_path / 'other image.jpg'}'")  # quoted, with a space
+    child.expect_exact(f"Attached other image.jpg: image/jpeg, {len(other)} bytes")
+    child.expect_exact("2 images go with the next message")
+    child.expect_exact(PROMPT_READY)
+    child.sendline(f"/attach {tmp_path / 'drawing.svg'}")
+    child.expect_exact("Error: attachment drawing.svg is SVG or other markup")
+    child.expect_exact("nothing attached")
+    child.expect_exact(PROMPT_READY)
+    child.sendline(f"/attach {tmp_path / 'missing.png'}")
+    child.expect_exact("No such file or directory; nothing attached")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/attach")
+    child.expect_exact("Attached to the next message: 2 images")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("look")
+    # rich renders the echo's lines as one Markdown paragraph, wrapped at the screen's width.
+    for number, (data, kind) in enumerate([(photo, "image/png"), (other, "image/jpeg")], 1):
+        words = f"[image {number}: {described(data, kind)}]".split()
+        child.expect(r"\s+".join(re.escape(word) for word in words))
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/attach")  # sent: nothing attached any more
+    child.expect_exact("Nothing attached.")
+    child.expect_exact(PROMPT_READY)
+    child.sendline(f"/attach {tmp_path / 'photo.png'}")
+    child.expect_exact("1 image goes with the next message")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/attach clear")
+    child.expect_exact("1 image no longer attached.")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("plain")
+    child.expect_exact(PROMPT_READY)
+    answer = child.before or ""
+    assert "echo backend" in answer and "plain" in answer and "[image" not in answer
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    with sqlite3.connect(gprochat_home / "logs.db") as db:
+        links = db.execute("SELECT exchange_id, position, sha256 FROM exchange_attachments "
+                           "ORDER BY exchange_id, position").fetchall()
+    first_id = links[0][0]
+    assert links == [(first_id, 0, hashlib.sha256(photo).hexdigest()),
+                     (first_id, 1, hashlib.sha256(other).hexdigest())]
+
+
+def test_attached_images_stay_attached_when_the_message_gets_no_answer(
+    make_server: ServerFactory, spawn: object, tmp_path: Path
+) -> None:
+    from gprochat.server import ServerConfig
+
+    from .image_samples import png
+
+    (tmp_path / "photo.png").write_bytes(png(seed=32))
+    server = make_server(ServerConfig(passwords=("right",)))
+    child = spawn("--base-url", server.base_url, "--password", "wrong",  # type: ignore[operator]
+                  "--max-retries", "0", "-a", str(tmp_path / "photo.png"))
+    child.expect_exact(PROMPT_READY)
+    child.sendline("look")
+    child.expect("Error: .*Invalid password")
+    child.expect_exact("1 image still attached to the next message")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/attach")
+    child.expect_exact("Attached to the next message: 1 image")
+    child.expect_exact(PROMPT_READY)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from gprochat.server.backends import Backend
 from gprochat.server.backends.base import Conversation
 
 from .conftest import ServerFactory
+from .image_samples import SVG, described, jpeg, png
 
 
 class TurnCounter(Backend):
@@ -130,3 +132,93 @@ def test_a_deployments_file_is_failed_over(make_server: ServerFactory, tmp_path:
                     f'[[deployment]]\nbase_url = "{server.base_url}"\nsecret_key = "k3"\n')
     text = llm.get_model("gprochat").prompt("Hi", deployments=str(file)).text()
     assert text.endswith(": Hi")
+
+
+class ImageReporter(Backend):
+    """Names the images of each earlier turn and of the new message, by SHA-256."""
+
+    name = "image-reporter"
+
+    async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        for turn in conversation.history:
+            yield f"{turn.role}: {','.join(i.sha256 for i in turn.images) or 'none'}; "
+        yield f"new: {','.join(i.sha256 for i in conversation.images) or 'none'}"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_the_model_declares_the_image_types() -> None:
+    for model in (llm.get_model("gprochat"), llm.get_async_model("gprochat")):
+        assert model.attachment_types == {"image/png", "image/jpeg", "image/webp", "image/gif"}
+
+
+def test_python_api_sends_attachments_byte_for_byte(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server()
+    photo, other = png(seed=41), jpeg(seed=3)
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo)
+    response = llm.get_model("gprochat").prompt(
+        "What is in these?", attachments=[llm.Attachment(path=str(path)), llm.Attachment(content=other)],
+        base_url=server.base_url)
+    text = response.text()
+    assert "What is in these?" in text
+    assert f"[image 1: {described(photo)}]\n[image 2: {described(other, 'image/jpeg')}]" in text
+
+
+async def test_async_model_sends_attachments(make_server: ServerFactory) -> None:
+    server = make_server()
+    photo = png(seed=42)
+    model = llm.get_async_model("gprochat")
+    response = model.prompt("async picture", attachments=[llm.Attachment(content=photo)],
+                            base_url=server.base_url)
+    chunks = [chunk async for chunk in response]
+    assert f"[image 1: {described(photo)}]" in "".join(chunks)
+
+
+def test_a_url_attachment_is_refused_not_fetched(make_server: ServerFactory) -> None:
+    server = make_server(backend=ImageReporter())
+    # The type is given, so llm itself does not ask the URL for one either: nothing leaves 127.0.0.1.
+    attachment = llm.Attachment(url="https://example.com/cat.png", type="image/png")
+    with pytest.raises(llm.ModelError, match=r"attachment 1 is a URL .* does not fetch images; download it"):
+        llm.get_model("gprochat").prompt("Hi", attachments=[attachment], base_url=server.base_url).text()
+
+
+def test_bytes_that_are_not_an_image_are_refused_whatever_their_declared_type(
+    make_server: ServerFactory,
+) -> None:
+    server = make_server(backend=ImageReporter())
+    renamed = llm.Attachment(content=b"plain text, called a PNG", type="image/png")
+    with pytest.raises(llm.ModelError, match="attachment 1 is text, not an image"):
+        llm.get_model("gprochat").prompt("Hi", attachments=[renamed], base_url=server.base_url).text()
+    with pytest.raises(ValueError, match="does not support attachments of type 'image/svg"):
+        llm.get_model("gprochat").prompt("Hi", attachments=[llm.Attachment(content=SVG)],
+                                         base_url=server.base_url).text()
+
+
+def test_llm_command_line_attaches_and_continues_with_the_images(
+    make_server: ServerFactory, tmp_path: Path,
+) -> None:
+    server = make_server(backend=ImageReporter())
+    photo = png(seed=43)
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo)
+    runner = CliRunner()
+    first = runner.invoke(llm_cli, ["-m", "gprochat", "-o", "base_url", server.base_url, "-a", str(path),
+                                    "What is this?"])
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == f"new: {_sha(photo)}"
+    # llm -c rebuilds the conversation from its own log: the first turn's image goes again.
+    again = runner.invoke(llm_cli, ["-c", "-o", "base_url", server.base_url, "And now?"])
+    assert again.exit_code == 0, again.output
+    assert again.output.strip() == f"user: {_sha(photo)}; model: none; new: none"
+
+
+def test_llm_command_line_reads_an_image_on_standard_input(make_server: ServerFactory) -> None:
+    server = make_server()
+    photo = png(seed=44)
+    result = CliRunner().invoke(llm_cli, ["-m", "gprochat", "-o", "base_url", server.base_url, "-a", "-",
+                                          "Describe it"], input=photo)
+    assert result.exit_code == 0, result.output
+    assert f"[image 1: {described(photo)}]" in result.output

@@ -22,7 +22,7 @@ def _exchange(prompt: str, cid: str = "c1", **fields: object) -> Exchange:
 
 def test_a_new_log_is_at_the_latest_schema_in_wal_mode(tmp_path: Path) -> None:
     with ConversationLog.open(tmp_path) as log:
-        assert log.schema_version == len(MIGRATIONS) == 2
+        assert log.schema_version == len(MIGRATIONS) == 3
     db = sqlite3.connect(tmp_path / "logs.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
@@ -40,7 +40,7 @@ def test_an_old_log_is_migrated_and_its_rows_become_searchable(tmp_path: Path) -
     )
     db.close()
     with ConversationLog.open(tmp_path) as log:
-        assert log.schema_version == 2
+        assert log.schema_version == 3
         assert [e.prompt for e in log.recent(query="pangolins")] == ["about pangolins"]
         log.record(_exchange("about quokkas", "new"))
         assert [e.conversation_id for e in log.recent(query="quokkas")] == ["new"]

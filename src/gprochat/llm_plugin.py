@@ -7,6 +7,11 @@ provider's environment variables (``GPROCHAT_BASE_URL``, ``GPROCHAT_SECRET_KEY``
 ``GPROCHAT_PASSWORD``, ``GPROCHAT_DEPLOYMENTS``). With no deployment named at all, a
 prompt fails at once saying how to name one (gprochat.com, the old default, is gone).
 Conversations (``llm -c``, ``llm chat``) go as native turns.
+
+Images attach as in llm (``llm -m gprochat -a photo.jpg "What is this?"``): PNG, JPEG,
+WebP and GIF (``attachment_types``), from a file or standard input, sent as they are;
+an earlier turn's images go again with it. A URL attachment is refused rather than
+fetched (download the image and attach the file).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any, Optional
 import llm
 from pydantic import Field
 
-from .errors import GPROChatError
+from .errors import GPROChatError, ImageError
+from .images import IMAGE_TYPES, Image, load_image
 from .providers import GPROChat
 from .typing import Messages
 
@@ -51,7 +57,7 @@ class GPROChatOptions(llm.Options):
 
 
 def _messages(prompt: Any, conversation: Any) -> Messages:
-    """The chat messages for this prompt, earlier turns included.
+    """The chat messages for this prompt, earlier turns included, images as content parts.
 
     Newer llm versions hand the whole chain over as ``prompt.messages`` (also for
     ``llm -c``, which rebuilds it from llm's own log); older ones keep the finished
@@ -66,23 +72,58 @@ def _messages(prompt: Any, conversation: Any) -> Messages:
     for response in conversation.responses if conversation is not None else []:
         answer = response.text_or_raise()
         if answer:
-            messages.append({"role": "user", "content": response.prompt.prompt})
+            # A response llm rebuilt from its log (llm -c) keeps them on itself.
+            attachments = (getattr(response.prompt, "attachments", None)
+                           or getattr(response, "attachments", None) or [])
+            messages.append(_user(response.prompt.prompt, attachments))
             messages.append({"role": "assistant", "content": answer})
-    messages.append({"role": "user", "content": prompt.prompt})
+    messages.append(_user(prompt.prompt, getattr(prompt, "attachments", [])))
     return messages
 
 
 def _chain(prompt: Any) -> Messages:
     try:
-        from llm.parts import TextPart
+        from llm.parts import AttachmentPart, TextPart
     except ImportError:  # an llm without message chains
         return []
     messages: Messages = []
     for message in getattr(prompt, "messages", None) or []:
         text = "".join(part.text for part in message.parts if isinstance(part, TextPart))
-        if message.role in ("system", "user", "assistant") and text:
+        attachments = [part.attachment for part in message.parts
+                       if isinstance(part, AttachmentPart) and part.attachment is not None]
+        if message.role == "user" and attachments:
+            messages.append(_user(text, attachments))
+        elif message.role in ("system", "user", "assistant") and text:
             messages.append({"role": message.role, "content": text})
     return messages if messages and messages[-1]["role"] == "user" else []
+
+
+def _user(text: str, attachments: list[Any]) -> dict[str, Any]:
+    """A user message; with attachments, OpenAI content parts (the provider sends them
+    as ``inline_data``, the data URL's base64 as it is)."""
+    if not attachments:
+        return {"role": "user", "content": text}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [_image(attachment, number).openai_part() for number, attachment in enumerate(attachments, 1)]
+    return {"role": "user", "content": parts}
+
+
+def _image(attachment: Any, number: int) -> Image:
+    """An llm ``Attachment`` as a checked image, from its bytes or its file; never fetched."""
+    where = f"attachment {number}"
+    try:
+        if attachment.content:
+            return Image.from_bytes(attachment.content, where=where)
+        if attachment.path:
+            return load_image(attachment.path, where=where)
+    except ImageError as exc:
+        raise llm.ModelError(str(exc)) from exc
+    if attachment.url:
+        raise llm.ModelError(
+            f"{where} is a URL ({attachment.url}): the gprochat model does not fetch images; "
+            "download it and attach the file (llm -a photo.jpg)"
+        )
+    raise llm.ModelError(f"{where} has no content, no path and no URL")
 
 
 NO_DEPLOYMENT = (
@@ -106,6 +147,7 @@ class GPROChatLLM(llm.Model):
 
     model_id = MODEL_ID
     can_stream = True
+    attachment_types: set[str] = set(IMAGE_TYPES)  # noqa: RUF012 (llm declares it a set)
 
     class Options(GPROChatOptions):
         pass
@@ -128,6 +170,7 @@ class AsyncGPROChatLLM(llm.AsyncModel):
 
     model_id = MODEL_ID
     can_stream = True
+    attachment_types: set[str] = set(IMAGE_TYPES)  # noqa: RUF012 (llm declares it a set)
 
     class Options(GPROChatOptions):
         pass

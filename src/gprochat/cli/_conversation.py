@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import ConnectError, GPROChatError, IncompleteResponseError
-from ..log import ConversationLog, Exchange, new_conversation_id
+from ..images import Image
+from ..log import Attachment, ConversationLog, Exchange, new_conversation_id
 from ..providers import AnsweredBy, GPROChat
 from ..typing import Messages
 
-__all__ = ["Target", "Conversation", "exchange"]
+__all__ = ["Target", "Turn", "Conversation", "exchange"]
 
 
 @dataclass
@@ -41,34 +42,56 @@ class Target:
         return str(error)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange: the prompt, the images sent with it, the answer."""
+
+    prompt: str
+    answer: str
+    images: tuple[Image, ...] = ()
+
+
 @dataclass
 class Conversation:
-    """The turns so far (prompt, answer) and the system prompt, sent as native history."""
+    """The turns so far and the system prompt, sent as native history (images included)."""
 
     id: str = field(default_factory=new_conversation_id)
     system: Optional[str] = None
-    turns: list[tuple[str, str]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
     #: Where a conversation from the log was held ("local", or the URL without credentials).
     deployment: Optional[str] = None
 
     @classmethod
-    def from_log(cls, exchanges: list[Exchange], system: Optional[str]) -> Conversation:
-        """An earlier conversation; exchanges that got no text are left out of the history."""
+    def from_log(
+        cls, exchanges: list[Exchange], system: Optional[str], log: Optional[ConversationLog] = None
+    ) -> Conversation:
+        """An earlier conversation; exchanges that got no text are left out of the history.
+
+        The images of its prompts are read back from ``log``, to be sent again.
+        """
         last_system = next((e.system for e in reversed(exchanges) if e.system), None)
         return cls(
             id=exchanges[0].conversation_id,
             system=system if system is not None else last_system,
-            turns=[(e.prompt, e.answer) for e in exchanges if e.answer],
+            turns=[Turn(e.prompt, e.answer, tuple(log.images(e)) if log is not None else ())
+                   for e in exchanges if e.answer],
             deployment=exchanges[-1].deployment,
         )
 
     def messages(self, prompt: str) -> Messages:
+        """The conversation and ``prompt`` as chat messages; an earlier prompt's images
+        go with it as OpenAI content parts (the new prompt's go as ``images=``)."""
         messages: Messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
-        for asked, answered in self.turns:
-            messages.append({"role": "user", "content": asked})
-            messages.append({"role": "assistant", "content": answered})
+        for turn in self.turns:
+            if turn.images:
+                parts = [{"type": "text", "text": turn.prompt}]
+                parts += [image.openai_part() for image in turn.images]
+                messages.append({"role": "user", "content": parts})
+            else:
+                messages.append({"role": "user", "content": turn.prompt})
+            messages.append({"role": "assistant", "content": turn.answer})
         messages.append({"role": "user", "content": prompt})
         return messages
 
@@ -83,8 +106,10 @@ async def exchange(
     prompt: str,
     write: Callable[[str], None],
     log: Optional[ConversationLog],
+    images: Sequence[Image] = (),
 ) -> Exchange:
-    """Send ``prompt`` with the conversation so far, ``write`` each chunk, log the outcome.
+    """Send ``prompt`` and its ``images`` with the conversation so far, ``write`` each
+    chunk, log the outcome (the images with it).
 
     A cut or cancelled answer is logged as incomplete (and kept in the history when it
     has text); a failure is logged with its error. Then the failure is raised again.
@@ -95,6 +120,7 @@ async def exchange(
         model=target.model_label,
         system=conversation.system,
         prompt=prompt,
+        attachments=[Attachment.of(image) for image in images],
     )
     chunks: list[str] = []
     started = time.monotonic()
@@ -106,6 +132,8 @@ async def exchange(
             record.deployment, record.model = by.base_url, by.model
 
         options = {**options, "on_answer": answered}
+    if images:
+        options = {**options, "images": list(images)}
     try:
         async for chunk in GPROChat.create_async_generator(
             target.model, conversation.messages(prompt), **options
@@ -123,9 +151,9 @@ async def exchange(
     record.finished = _now()
     record.duration_ms = round((time.monotonic() - started) * 1000)
     if record.answer:
-        conversation.turns.append((prompt, record.answer))
+        conversation.turns.append(Turn(prompt, record.answer, tuple(images)))
     if log is not None:
-        log.record(record)
+        log.record(record, images)
     if failure is not None:
         raise failure
     return record

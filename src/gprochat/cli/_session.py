@@ -2,7 +2,7 @@
 
 Enter sends; Esc then Enter (or Alt+Enter) starts a new line. Ctrl-C during an answer
 stops it (the connection is cut, the session stays); at the prompt it clears the line.
-Ctrl-D or /exit leaves.
+Ctrl-D or /exit leaves. /attach PATH attaches an image to the next message.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import GPROChatError
-from ..log import ConversationLog, LogError, data_dir
+from ..errors import GPROChatError, ImageError
+from ..images import Image, load_image
+from ..log import Attachment, ConversationLog, LogError, data_dir
 from ._common import repair_text
 from ._conversation import Conversation, Target, exchange
 
@@ -32,7 +33,12 @@ Commands:
   /help          this help
   /system TEXT   use TEXT as the system prompt from now on (/system alone shows it,
                  /system off removes it)
-  /clear         start a new conversation (the system prompt stays)
+  /attach PATH   attach an image (PNG, JPEG, WebP or GIF) to the next message;
+                 repeat for several; they are sent with it, then no longer attached
+                 (kept if the message gets no answer)
+  /attach        list what is attached to the next message
+  /attach clear  attach nothing to the next message
+  /clear         start a new conversation (the system prompt and attachments stay)
   /exit          leave (Ctrl-D does too)
 Enter sends the message; Esc then Enter (or Alt+Enter) starts a new line, and pasted
 text keeps its lines. Ctrl-C stops an answer and keeps the session; at the prompt it
@@ -173,8 +179,11 @@ def _history(path: Path) -> Any:
         return InMemoryHistory()
 
 
-async def run_session(target: Target, conversation: Conversation, log: Optional[ConversationLog]) -> None:
-    """Prompt, answer, repeat, until /exit or Ctrl-D."""
+async def run_session(
+    target: Target, conversation: Conversation, log: Optional[ConversationLog],
+    images: Optional[list[Image]] = None,
+) -> None:
+    """Prompt, answer, repeat, until /exit or Ctrl-D; ``images`` go with the first message."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.key_binding import KeyBindings
 
@@ -207,6 +216,9 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
         f"conversation "
         f"{conversation.id}{resumed}. /help for commands, Esc Enter for a new line, Ctrl-D to leave."
     )
+    attached: list[Image] = list(images or [])
+    if attached:
+        output.note(_attached_text(attached))
     while True:
         try:
             line = await session.prompt_async("> ")
@@ -218,13 +230,53 @@ async def run_session(target: Target, conversation: Conversation, log: Optional[
         if not text:
             continue
         if text.startswith("/"):
-            if not _command(text, conversation, output):
+            if not _command(text, conversation, output, attached):
                 return
             continue
-        log = await _answer(target, conversation, text, log, output)
+        log, answered = await _answer(target, conversation, text, log, output, attached)
+        if answered:
+            attached.clear()
+        elif attached:
+            output.note(f"{_count(attached)} still attached to the next message (/attach clear drops it).")
 
 
-def _command(text: str, conversation: Conversation, output: _PlainOutput | _MarkdownOutput) -> bool:
+def _count(images: list[Image]) -> str:
+    return "1 image" if len(images) == 1 else f"{len(images)} images"
+
+
+def _attached_text(images: list[Image]) -> str:
+    if not images:
+        return "Nothing attached. /attach PATH attaches an image to the next message."
+    lines = [f"Attached to the next message: {_count(images)}"]
+    lines += [f"  {number}. {Attachment.of(image).describe()}" for number, image in enumerate(images, 1)]
+    return "\n".join(lines)
+
+
+def _attach(argument: str, attached: list[Image], output: _PlainOutput | _MarkdownOutput) -> None:
+    if not argument:
+        output.note(_attached_text(attached))
+        return
+    if argument.lower() in ("clear", "none", "off"):
+        output.note(f"{_count(attached)} no longer attached." if attached else "Nothing was attached.")
+        attached.clear()
+        return
+    if len(argument) > 1 and argument[0] == argument[-1] and argument[0] in "'\"":
+        argument = argument[1:-1]  # a path pasted in quotes
+    path = Path(argument).expanduser()
+    try:
+        image = load_image(path, where="attachment")
+    except ImageError as exc:
+        output.note(f"Error: {exc}; nothing attached")
+        return
+    attached.append(image)
+    output.note(f"Attached {path.name}: {Attachment.of(image).describe()}; "
+                f"{_count(attached)} {'goes' if len(attached) == 1 else 'go'} with the next message.")
+
+
+def _command(
+    text: str, conversation: Conversation, output: _PlainOutput | _MarkdownOutput,
+    attached: list[Image],
+) -> bool:
     """Run a /command; ``False`` means leave."""
     name, _, argument = text.partition(" ")
     argument = argument.strip()
@@ -232,6 +284,8 @@ def _command(text: str, conversation: Conversation, output: _PlainOutput | _Mark
         return False
     if name == "/help":
         output.note(HELP)
+    elif name == "/attach":
+        _attach(argument, attached, output)
     elif name == "/clear":
         fresh = Conversation(system=conversation.system)
         conversation.id, conversation.turns = fresh.id, fresh.turns
@@ -253,13 +307,17 @@ def _command(text: str, conversation: Conversation, output: _PlainOutput | _Mark
 
 async def _answer(
     target: Target, conversation: Conversation, prompt: str, log: Optional[ConversationLog],
-    output: _PlainOutput | _MarkdownOutput,
-) -> Optional[ConversationLog]:
-    """One exchange; Ctrl-C cancels it. The log to use next (``None`` once it failed)."""
+    output: _PlainOutput | _MarkdownOutput, images: list[Image],
+) -> tuple[Optional[ConversationLog], bool]:
+    """One exchange; Ctrl-C cancels it. The log to use next (``None`` once it failed),
+    and whether the message got an answer (then its images were sent and are done)."""
     loop = asyncio.get_running_loop()
     with _keys_not_echoed():
         output.start()
-        task = asyncio.ensure_future(exchange(target, conversation, prompt, output.write, log))
+        turns = len(conversation.turns)
+        task = asyncio.ensure_future(
+            exchange(target, conversation, prompt, output.write, log, list(images))
+        )
         previous = signal.getsignal(signal.SIGINT)
         try:
             loop.add_signal_handler(signal.SIGINT, task.cancel)  # Ctrl-C: stop this answer only
@@ -273,15 +331,16 @@ async def _answer(
                 loop.remove_signal_handler(signal.SIGINT)
                 signal.signal(signal.SIGINT, previous)
             output.stop()
+    answered = len(conversation.turns) > turns  # an answer, even a cut one, is in the history
     if task.cancelled():
         output.note("[answer stopped]")
-        return log
+        return log, answered
     failure = task.exception()
     if isinstance(failure, GPROChatError):
         output.note(f"Error: {target.explain(failure)}")
     elif isinstance(failure, LogError):
         output.note(f"Error: {failure}; the rest of this session is not logged")
-        return None
+        return None, answered
     elif failure is not None:
         raise failure
-    return log
+    return log, answered

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from ..errors import GPROChatError
+from ..errors import GPROChatError, ImageError
+from ..images import Image, load_image
 from ..log import ConversationLog, LogError
 from ..protocol import DEFAULT_SECRET_KEY
 from ..providers import GPROChat
@@ -50,6 +51,9 @@ __all__ = ["chat"]
 @click.option("-m", "--model", default="",
               help="Model name (default: the deployment's; see gprochat models).")
 @click.option("-s", "--system", help="A system prompt, sent in front of the conversation.")
+@click.option("-a", "--attachment", "attachments", multiple=True, metavar="PATH",
+              help="An image (PNG, JPEG, WebP or GIF) sent with the prompt; repeatable; "
+              "'-' reads it from standard input. Interactively: the first message's.")
 @click.option("--proxy", envvar="GPROCHAT_PROXY", show_envvar=True,
               help="Proxy URL: http://, https://, socks5://, socks4:// (user:pass@ allowed).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
@@ -82,6 +86,7 @@ def chat(
     password: Optional[str],
     model: str,
     system: Optional[str],
+    attachments: tuple[str, ...],
     proxy: Optional[str],
     timeout: Optional[float],
     max_retries: Optional[int],
@@ -99,10 +104,15 @@ def chat(
     PROMPT may be several words, unquoted. Text piped on standard input is sent too,
     before PROMPT (as context for it). Every exchange is recorded in the conversation
     log (gprochat logs) unless --no-log is given; -c and --cid continue a conversation,
-    sending its earlier turns as history.
+    sending its earlier turns as history (their images too).
+
+    -a PATH attaches an image (gprochat chat -a photo.jpg "What is in this picture?");
+    its bytes are checked here (PNG, JPEG, WebP or GIF, by their magic numbers) and
+    nothing is sent when one is not an image.
     """
     try:
-        text = _read_prompt(prompt)
+        images = _load_attachments(attachments)
+        text = _read_prompt(prompt, stdin_taken="-" in attachments)
     except KeyboardInterrupt:  # Ctrl-C while stdin is still being read
         fail("interrupted", 130)
     interactive = text is None
@@ -179,10 +189,10 @@ def chat(
             if interactive:
                 from ._session import run_session
 
-                _run(run_session(target, conversation, log), target)
+                _run(run_session(target, conversation, log, images), target)
             else:
                 assert text is not None
-                _run(_one_shot(target, conversation, text, log,
+                _run(_one_shot(target, conversation, text, log, images,
                                stream=stream and not as_json, as_json=as_json), target)
     except KeyboardInterrupt:
         fail("interrupted", 130)
@@ -330,9 +340,36 @@ def _warn(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _read_prompt(words: tuple[str, ...]) -> Optional[str]:
-    """The prompt from the arguments and standard input; ``None`` means interactive."""
+def _load_attachments(paths: tuple[str, ...]) -> list[Image]:
+    """The images ``-a`` names, checked; a file that is not one is a usage error."""
+    if paths.count("-") > 1:
+        fail("-a - reads standard input, which holds one image: give it once", 2)
+    images = []
+    for path in paths:
+        try:
+            if path == "-":
+                if sys.stdin is None or sys.stdin.isatty():
+                    fail("-a - reads the image from standard input: pipe one in "
+                         "(gprochat chat -a - 'What is this?' < photo.jpg)", 2)
+                raw = sys.stdin.buffer.read()
+                images.append(Image.from_bytes(raw, where="attachment - (standard input)"))
+            else:
+                images.append(load_image(path, where="attachment"))
+        except ImageError as exc:
+            fail(str(exc), 2)
+    return images
+
+
+def _read_prompt(words: tuple[str, ...], *, stdin_taken: bool = False) -> Optional[str]:
+    """The prompt from the arguments and standard input; ``None`` means interactive.
+
+    ``stdin_taken``: standard input held an attachment (``-a -``), so the prompt is
+    the arguments alone."""
     argument = repair_text(" ".join(words), "the prompt", _warn) if words else None
+    if stdin_taken:
+        if argument is None:
+            fail("-a - takes standard input for the image: give the prompt as an argument", 2)
+        return argument
     if sys.stdin is None or sys.stdin.isatty():
         return argument
     raw = sys.stdin.buffer.read()
@@ -365,7 +402,7 @@ def _conversation(
     exchanges = log.conversation(cid)
     if not exchanges:
         fail(f"no conversation {cid!r} in the log: gprochat logs lists them", 2)
-    return Conversation.from_log(exchanges, system)
+    return Conversation.from_log(exchanges, system, log)
 
 
 def _show_retries() -> None:
@@ -380,7 +417,7 @@ def _show_retries() -> None:
 
 async def _one_shot(
     target: Target, conversation: Conversation, prompt: str, log: Optional[ConversationLog],
-    *, stream: bool, as_json: bool,
+    images: list[Image], *, stream: bool, as_json: bool,
 ) -> None:
     out = sys.stdout
 
@@ -388,7 +425,7 @@ async def _one_shot(
         out.write(chunk)
         out.flush()
 
-    record = await exchange(target, conversation, prompt, write if stream else _ignore, log)
+    record = await exchange(target, conversation, prompt, write if stream else _ignore, log, images)
     if as_json:
         out.write(json.dumps(record.to_dict(), ensure_ascii=False, indent=2))
     elif not stream:

@@ -2,7 +2,10 @@
 
 >>> log = ConversationLog.open()          # GPROCHAT_HOME, else the user's data directory
 >>> log.record(Exchange(conversation_id=new_conversation_id(), deployment="local", ...))
->>> log.search("haiku")                   # SQLite full-text search (FTS5)
+>>> log.recent(query="haiku")             # SQLite full-text search (FTS5)
+
+Attachments (images) are stored once each, keyed by their SHA-256, whatever the number
+of exchanges that sent them; ``exchange_attachments`` links an exchange to them in order.
 
 The database runs in WAL mode with a busy timeout, so several sessions write at once
 without losing a row; its schema version is kept in ``PRAGMA user_version`` and moved
@@ -17,14 +20,17 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
+from ..images import Image
+
 __all__ = [
+    "Attachment",
     "ConversationLog",
     "Exchange",
     "LogError",
@@ -70,9 +76,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """An attachment as the log lists it: its type, size and SHA-256 (the bytes stay in
+    the database: ``ConversationLog.attachment`` reads them)."""
+
+    sha256: str
+    type: str
+    size: int
+
+    @classmethod
+    def of(cls, image: Image) -> Attachment:
+        return cls(sha256=image.sha256, type=image.mime_type, size=image.size)
+
+    def describe(self) -> str:
+        """``image/png, 1234 bytes, sha256 0123456789ab`` (the short SHA-256)."""
+        return f"{self.type}, {self.size} bytes, sha256 {self.sha256[:12]}"
+
+
 @dataclass
 class Exchange:
-    """One prompt and its answer (or its failure)."""
+    """One prompt and its answer (or its failure); ``attachments`` sent with the prompt."""
 
     conversation_id: str
     deployment: str
@@ -86,6 +110,7 @@ class Exchange:
     incomplete: bool = False
     error: Optional[str] = None
     id: Optional[int] = None
+    attachments: list[Attachment] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,9 +174,35 @@ def _m002_full_text_search(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO exchanges_fts (exchanges_fts) VALUES ('rebuild')")
 
 
+def _m003_attachments(db: sqlite3.Connection) -> None:
+    # Content-addressed: an image sent in ten exchanges is stored once.
+    db.execute(
+        """
+        CREATE TABLE attachments (
+            sha256 TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            content BLOB NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE exchange_attachments (
+            exchange_id INTEGER NOT NULL REFERENCES exchanges (id),
+            position INTEGER NOT NULL,
+            sha256 TEXT NOT NULL REFERENCES attachments (sha256),
+            PRIMARY KEY (exchange_id, position)
+        )
+        """
+    )
+    db.execute("CREATE INDEX exchange_attachments_by_sha256 ON exchange_attachments (sha256)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m001_exchanges,
     _m002_full_text_search,
+    _m003_attachments,
 )
 """Migration N (1-based) takes the schema from version N-1 to N. Only ever append."""
 
@@ -164,6 +215,7 @@ _COLUMNS = (
 
 def _exchange(row: sqlite3.Row) -> Exchange:
     values = dict(row)
+    values.pop("attachments", None)
     values["incomplete"] = bool(values["incomplete"])
     return Exchange(**values)
 
@@ -262,10 +314,12 @@ class ConversationLog:
 
     # -- writing ----------------------------------------------------------------------
 
-    def record(self, exchange: Exchange) -> int:
-        """Store ``exchange`` (its deployment without credentials); its row id."""
+    def record(self, exchange: Exchange, images: Sequence[Image] = ()) -> int:
+        """Store ``exchange`` (its deployment without credentials) and the ``images`` sent
+        with its prompt, in order (each image's bytes once in the whole log); its row id."""
         values = exchange.to_dict()
         values.pop("id")
+        values.pop("attachments")
         values["deployment"] = public_url(values["deployment"])
         values["incomplete"] = int(values["incomplete"])
         for name, value in values.items():
@@ -275,7 +329,22 @@ class ConversationLog:
         marks = ", ".join(f":{name}" for name in values)
         with self._errors(), self._transaction():
             cursor = self._db.execute(f"INSERT INTO exchanges ({names}) VALUES ({marks})", values)
-        exchange.id = int(cursor.lastrowid or 0)
+            row_id = int(cursor.lastrowid or 0)
+            for position, image in enumerate(images):
+                known = self._db.execute(
+                    "SELECT 1 FROM attachments WHERE sha256 = ?", (image.sha256,)
+                ).fetchone()
+                if known is None:  # decoded only when the log does not hold it yet
+                    self._db.execute(
+                        "INSERT INTO attachments (sha256, type, size, content) VALUES (?, ?, ?, ?)",
+                        (image.sha256, image.mime_type, image.size, image.decode()),
+                    )
+                self._db.execute(
+                    "INSERT INTO exchange_attachments (exchange_id, position, sha256) VALUES (?, ?, ?)",
+                    (row_id, position, image.sha256),
+                )
+        exchange.id = row_id
+        exchange.attachments = [Attachment.of(image) for image in images]
         return exchange.id
 
     # -- reading ----------------------------------------------------------------------
@@ -307,7 +376,50 @@ class ConversationLog:
         )
         with self._errors():
             rows = self._db.execute(sql, params).fetchall()
-        return [_exchange(row) for row in reversed(rows)]
+            exchanges = [_exchange(row) for row in reversed(rows)]
+            self._add_attachments(exchanges)
+        return exchanges
+
+    def _add_attachments(self, exchanges: list[Exchange]) -> None:
+        by_id = {exchange.id: exchange for exchange in exchanges}
+        if not by_id:
+            return
+        marks = ", ".join("?" * len(by_id))
+        rows = self._db.execute(
+            "SELECT link.exchange_id, a.sha256, a.type, a.size FROM exchange_attachments AS link "
+            "JOIN attachments AS a ON a.sha256 = link.sha256 "
+            f"WHERE link.exchange_id IN ({marks}) ORDER BY link.exchange_id, link.position",
+            list(by_id),
+        ).fetchall()
+        for exchange_id, sha256, type_, size in rows:
+            by_id[exchange_id].attachments.append(Attachment(sha256, type_, size))
+
+    def attachment(self, sha256: str) -> tuple[Attachment, bytes]:
+        """The attachment whose SHA-256 is or starts with ``sha256`` (at least 4 hex
+        digits, as ``gprochat logs`` shows them), with its bytes."""
+        prefix = sha256.strip().lower()
+        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+            raise LogError(
+                f"{sha256!r} is not a SHA-256 prefix: give at least 4 of the hex digits "
+                "gprochat logs shows after 'sha256'"
+            )
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT sha256, type, size, content FROM attachments "
+                "WHERE sha256 >= ? AND sha256 < ? ORDER BY sha256 LIMIT 2",
+                (prefix, prefix + "g"),
+            ).fetchall()
+        if not rows:
+            raise LogError(f"no attachment with SHA-256 {prefix}... in the log ({self.path})")
+        if len(rows) > 1:
+            raise LogError(f"several attachments have a SHA-256 starting {prefix}: give more digits")
+        sha, type_, size, content = rows[0]
+        return Attachment(sha, type_, size), bytes(content)
+
+    def images(self, exchange: Exchange) -> list[Image]:
+        """The images sent with ``exchange``'s prompt, in order (to send them again)."""
+        return [Image.from_bytes(self.attachment(a.sha256)[1], where=f"logged attachment {a.sha256[:12]}")
+                for a in exchange.attachments]
 
     def conversation(self, conversation_id: str) -> list[Exchange]:
         """Every exchange of one conversation, oldest first (empty if there is none)."""
