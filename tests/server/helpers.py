@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from typing import Any
 
@@ -11,16 +13,33 @@ import aiohttp
 from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, signing_time
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png(size: int = 64, seed: int = 0) -> bytes:
+    """``size`` bytes that start as a PNG does (the server checks the magic number only)."""
+    filler = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
+    return (PNG_MAGIC + filler)[:size]
+
+
+def image_part(raw: bytes, mime_type: str = "image/png") -> dict[str, Any]:
+    """A wire image part, ``{"inline_data": {"mime_type", "data"}}``, of ``raw`` bytes."""
+    return {"inline_data": {"mime_type": mime_type, "data": base64.b64encode(raw).decode()}}
+
+
 def signed(
     text: str = "Hi",
     *,
     secret: str = DEFAULT_SECRET_KEY,
     timestamp: int | None = None,
     history: list[dict[str, Any]] | None = None,
+    images: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A valid request body for ``text``, signed now (or at ``timestamp`` ms)."""
-    messages = (history or []) + [{"role": "user", "parts": [{"text": text}]}]
+    """A valid request body for ``text`` (and ``images``, wire image parts, after it),
+    signed now (or at ``timestamp`` ms)."""
+    parts = ([{"text": text}] if text or not images else []) + list(images or [])
+    messages = (history or []) + [{"role": "user", "parts": parts}]
     when = signing_time() if timestamp is None else timestamp
     return build_generate_request(messages, timestamp=when, secret_key=secret, **extra)
 

@@ -115,7 +115,7 @@ def test_every_serve_option_is_described_and_its_default_reads_as_a_value() -> N
     assert "--gateway / --no-gateway Serve the OpenAI-compatible gateway at /v1." in text
     assert "default: gateway" not in text and "default: web" not in text and "default: (" not in text
     assert "--host TEXT Address to listen on" in text
-    assert "[env var: GPROCHAT_MAX_BODY_BYTES; default: 1 MiB; x>=0]" in text
+    assert "[env var: GPROCHAT_MAX_BODY_BYTES; default: 16 MiB; x>=0]" in text
     assert "[env var: GPROCHAT_PORT; default: 8000]" in text
 
 

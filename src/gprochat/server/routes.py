@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import protocol
+from ..errors import BackendError
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
 from .guard import RequestGuard
@@ -35,8 +36,9 @@ _RAW_HEADERS = encode_headers("text/plain; charset=utf-8", STREAM_HEADERS)
 async def generate(request: Request) -> Response:
     """The guard's checks in order, then the backend's answer, streamed.
 
-    413 size, 429 rate, 400 body/history, 413 conversation limits, 401 password,
-    401 signature, 401 timestamp window, 409 replay, 503 concurrent streams.
+    413 size, 429 rate, 400 body/history (an image in a model turn too), 413
+    conversation limits, 400/413 images, 401 password, 401 signature, 401 timestamp
+    window, 409 replay, 400 images the backend cannot see, 503 concurrent streams.
     """
     state = request.app.state
     config: ServerConfig = state.config
@@ -47,14 +49,9 @@ async def generate(request: Request) -> Response:
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
     messages = generate_request.messages
+    image_parts = _image_parts(messages)
     guard.check_conversation([m.text for m in messages])
-    images = guard.check_images(
-        [
-            [(number, part.inline_data.mime_type, part.inline_data.data)
-             for number, part in enumerate(m.parts) if part.inline_data is not None]
-            for m in messages
-        ]
-    )
+    images = guard.check_images(image_parts)
     guard.check_password(generate_request.password)
     if config.check_signature:
         if not protocol.verify_signature(generate_request, config.secret_key):
@@ -62,7 +59,6 @@ async def generate(request: Request) -> Response:
         replay: ReplayGuard = state.replay
         await replay.check(generate_request.time, generate_request.sign)
 
-    release = guard.streams.try_acquire()
     conversation = Conversation(
         message=generate_request.text,
         history=tuple(
@@ -73,6 +69,11 @@ async def generate(request: Request) -> Response:
         system=config.system_prompt,
     )
     backend: Backend = state.backend
+    try:
+        backend.check_images(conversation)
+    except BackendError as exc:
+        raise Refusal(exc.status, exc.message) from None
+    release = guard.streams.try_acquire()
     metrics: ServerMetrics = state.metrics
     try:
         answer = await open_answer(
@@ -82,6 +83,27 @@ async def generate(request: Request) -> Response:
         return exc.failure.response(openai=False)
     return ChunkStream(_stream(answer, backend.name, metrics), on_close=answer.close,
                        raw_headers=_RAW_HEADERS)
+
+
+def _image_parts(messages: list[protocol.WireMessage]) -> list[list[tuple[int, str, str]]]:
+    """Each message's image parts as ``guard.check_images`` takes them.
+
+    Only user messages may hold images: a model's turn is the text it answered (the
+    OpenAI API and the local model have no image in an assistant's message either).
+    """
+    found: list[list[tuple[int, str, str]]] = []
+    for index, message in enumerate(messages):
+        parts = [(number, part.inline_data.mime_type, part.inline_data.data)
+                 for number, part in enumerate(message.parts) if part.inline_data is not None]
+        if parts and message.role != "user":
+            raise Refusal(
+                400,
+                f"messages[{index}].parts[{parts[0][0]}] is an image in a {message.role!r} "
+                "turn: only user messages may hold images (a model's turn is its text). "
+                "Attach it to a user message.",
+            )
+        found.append(parts)
+    return found
 
 
 async def _stream(answer: Answer, backend_name: str, metrics: ServerMetrics) -> AsyncIterator[bytes]:

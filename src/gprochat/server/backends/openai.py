@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from gprochat.errors import BackendError
+from gprochat.images import Image
 
 from ._http import StreamingHTTPBackend, drain, ended_early
 from .base import AnswerReport, Conversation
@@ -40,6 +41,9 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     name = "openai"
     upstream = "OpenAI-compatible API"
+    # Given to the model as image_url parts; a model without vision is refused by the
+    # upstream itself (its 400 is passed on).
+    accepts_images = True
     key_hint = "set --openai-api-key or GPROCHAT_OPENAI_API_KEY"
 
     def __init__(
@@ -84,8 +88,8 @@ class OpenAIBackend(StreamingHTTPBackend):
             messages.append({"role": "system", "content": conversation.system})
         for turn in conversation.history:
             role = "assistant" if turn.role == "model" else "user"
-            messages.append({"role": role, "content": turn.text})
-        messages.append({"role": "user", "content": conversation.message})
+            messages.append({"role": role, "content": _content(turn.text, turn.images)})
+        messages.append({"role": "user", "content": _content(conversation.message, conversation.images)})
         body: dict[str, Any] = {
             "model": conversation.model or self.model,
             "messages": messages,
@@ -116,6 +120,16 @@ class OpenAIBackend(StreamingHTTPBackend):
                 for text in _chunk_texts(event.data, self.upstream, conversation.report):
                     yield text
         raise ended_early(self.upstream, "connection closed before data: [DONE]")
+
+
+def _content(text: str, images: Sequence[Image]) -> str | list[dict[str, Any]]:
+    """A message's ``content``: its text, or with images, OpenAI's content parts (the
+    text, then each image as an ``image_url`` part whose data URL holds the base64 text
+    as it arrived)."""
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    return parts + [image.openai_part() for image in images]
 
 
 def _chunk_texts(data: str, upstream: str, report: AnswerReport | None = None) -> list[str]:
