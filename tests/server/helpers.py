@@ -12,7 +12,6 @@ import aiohttp
 
 from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, signing_time
 
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

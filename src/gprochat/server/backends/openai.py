@@ -83,7 +83,7 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     def request_body(self, conversation: Conversation) -> dict[str, Any]:
         """The JSON body sent upstream for ``conversation``."""
-        messages = []
+        messages: list[dict[str, Any]] = []
         if conversation.system:
             messages.append({"role": "system", "content": conversation.system})
         for turn in conversation.history:
