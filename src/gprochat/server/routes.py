@@ -45,9 +45,12 @@ async def generate(request: Request) -> Response:
     guard: RequestGuard = state.guard
     body = await guard.admit(request, "generate")
     try:
-        generate_request = protocol.parse_generate_request(body)
+        text = protocol.decode_body(body)
+        del body  # parsed from its text alone: a large image is held twice, not three times
+        generate_request = protocol.parse_generate_request(text)
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
+    del text
     messages = generate_request.messages
     image_parts = _image_parts(messages)
     guard.check_conversation([m.text for m in messages])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -181,3 +182,26 @@ async def test_the_echo_backend_describes_the_images_it_received(make_server: Se
     status, _, raw = await post(server.base_url, signed("", images=[image_part(PHOTO)]))
     assert status == 200
     assert raw.decode().endswith(f"\n[image 1: image/png, {len(PHOTO)} bytes, sha256 {sha256(PHOTO)}]")
+
+
+async def test_the_body_sent_is_request_body_even_with_a_text_that_looks_like_a_placeholder(
+    upstream, closing
+) -> None:
+    """The base64 is written in slices after the rest of the JSON (``_json_body``): what
+    arrives must still be exactly ``request_body``, whatever the texts hold."""
+    from gprochat.images import Image
+    from gprochat.server.backends import Turn
+
+    upstream.respond_events(gemini_answer("ok"))
+    backend = closing(GeminiBackend(api_key="AIza-test", base_url=upstream.url))
+    tricky = 'gprochat-spliced-0000000000000000-0 "quoted" \\ Grüße \u2028'
+    conversation = Conversation(
+        message=tricky, images=(Image.from_bytes(PHOTO), Image.from_bytes(GIF)),
+        history=(Turn("user", tricky, (Image.from_bytes(OTHER),)), Turn("model", "seen")),
+        system=tricky)
+    assert [text async for text in backend.stream(conversation)] == ["ok"]
+    [request] = upstream.requests
+    assert request.json == backend.request_body(conversation)
+    assert request.json["contents"][-1]["parts"][-1] == {"text": tricky}
+    assert int(request.headers["Content-Length"]) == len(
+        json.dumps(backend.request_body(conversation)).encode())

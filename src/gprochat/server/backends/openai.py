@@ -11,6 +11,7 @@ from gprochat.errors import BackendError
 from gprochat.images import Image
 
 from ._http import StreamingHTTPBackend, drain, ended_early
+from ._json_body import JSONBody, Spliced, materialize
 from .base import AnswerReport, Conversation
 
 __all__ = ["OpenAIBackend"]
@@ -83,6 +84,11 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     def request_body(self, conversation: Conversation) -> dict[str, Any]:
         """The JSON body sent upstream for ``conversation``."""
+        body: dict[str, Any] = materialize(self._body(conversation))
+        return body
+
+    def _body(self, conversation: Conversation) -> dict[str, Any]:
+        """``request_body`` with each image's base64 as a ``Spliced`` value."""
         messages: list[dict[str, Any]] = []
         if conversation.system:
             messages.append({"role": "system", "content": conversation.system})
@@ -111,7 +117,9 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         url = f"{self.base_url}/chat/completions"
-        events = self.post_events(url, self.request_body(conversation), self.headers)
+        body = self._body(conversation)
+        payload = JSONBody(body) if conversation.image_count else body
+        events = self.post_events(url, payload, self.headers)
         async with aclosing(events):
             async for event in events:
                 if event.data.strip() == "[DONE]":
@@ -129,7 +137,11 @@ def _content(text: str, images: Sequence[Image]) -> str | list[dict[str, Any]]:
     if not images:
         return text
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-    return parts + [image.openai_part() for image in images]
+    return parts + [
+        {"type": "image_url",
+         "image_url": {"url": Spliced(f"data:{image.mime_type};base64,", image.data)}}
+        for image in images
+    ]
 
 
 def _chunk_texts(data: str, upstream: str, report: AnswerReport | None = None) -> list[str]:
