@@ -205,3 +205,20 @@ async def test_the_body_sent_is_request_body_even_with_a_text_that_looks_like_a_
     assert request.json["contents"][-1]["parts"][-1] == {"text": tricky}
     assert int(request.headers["Content-Length"]) == len(
         json.dumps(backend.request_body(conversation)).encode())
+
+
+def test_protocol_md_image_example_and_empty_text_signature_are_what_the_code_computes() -> None:
+    import re
+    from pathlib import Path
+
+    from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, generate_signature
+
+    text = (Path(__file__).parents[3] / "docs" / "protocol.md").read_text()
+    section = text[text.index("## Images"):]
+    start = section.index('{"messages"')
+    example = json.loads(section[start:section.index("\n```", start)])
+    assert build_generate_request(example["messages"], timestamp=example["time"],
+                                  secret_key=DEFAULT_SECRET_KEY) == example
+    [empty] = re.findall(r"signed over the empty text \(for the time\s+above and gprochat.com's key:\s+"
+                         r"`([0-9a-f]{64})`", section)
+    assert empty == generate_signature(example["time"], "", DEFAULT_SECRET_KEY)
