@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 from typing import Any
 
@@ -51,9 +52,11 @@ async def post(
 ) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent = {"Content-Type": "text/plain;charset=UTF-8", **(headers or {})}
+    # aiohttp warns about large bytes bodies (a large image): a file-like one it reads in parts.
+    payload = io.BytesIO(data) if len(data) > 1 << 20 else data
     async with (
         aiohttp.ClientSession() as session,
-        session.post(base_url + path, data=data, headers=sent) as response,
+        session.post(base_url + path, data=payload, headers=sent) as response,
     ):
         return response.status, dict(response.headers), await response.read()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -31,6 +32,8 @@ logger = logging.getLogger("gprochat.server")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _RAW_HEADERS = encode_headers("text/plain; charset=utf-8", STREAM_HEADERS)
+#: Base64 characters of images above which a request's images are checked in a thread.
+_CHECK_IN_THREAD = 1 << 20
 
 
 async def generate(request: Request) -> Response:
@@ -54,7 +57,12 @@ async def generate(request: Request) -> Response:
     messages = generate_request.messages
     image_parts = _image_parts(messages)
     guard.check_conversation([m.text for m in messages])
-    images = guard.check_images(image_parts)
+    if sum(len(data) for parts in image_parts for _, _, data in parts) > _CHECK_IN_THREAD:
+        # Decoding and hashing takes ~5 ms per MiB: off the event loop, so that the
+        # answers already streaming are not held up meanwhile.
+        images = await asyncio.to_thread(guard.check_images, image_parts)
+    else:
+        images = guard.check_images(image_parts)
     guard.check_password(generate_request.password)
     if config.check_signature:
         if not protocol.verify_signature(generate_request, config.secret_key):

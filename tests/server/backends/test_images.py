@@ -222,3 +222,15 @@ def test_protocol_md_image_example_and_empty_text_signature_are_what_the_code_co
     [empty] = re.findall(r"signed over the empty text \(for the time\s+above and gprochat.com's key:\s+"
                          r"`([0-9a-f]{64})`", section)
     assert empty == generate_signature(example["time"], "", DEFAULT_SECRET_KEY)
+
+
+async def test_a_large_image_checked_in_a_thread_arrives_intact_or_is_refused(
+    make_server: ServerFactory
+) -> None:
+    large = png(1_500_000, seed=3)  # 2 MB of base64: over the threshold for a thread
+    server = make_server(backend=EchoBackend())
+    status, _, raw = await post(server.base_url, signed("Big", images=[image_part(large)]))
+    assert status == 200
+    assert raw.decode().endswith(f"[image 1: image/png, {len(large)} bytes, sha256 {sha256(large)}]")
+    status, _, raw = await post(server.base_url, signed("Big", images=[image_part(large, "image/gif")]))
+    assert status == 400 and "declared 'image/gif' but its bytes are image/png" in error_message(raw)
