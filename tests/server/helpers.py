@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import io
 import json
 from typing import Any
 
 import aiohttp
 
 from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, signing_time
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png(size: int = 64, seed: int = 0) -> bytes:
+    """``size`` bytes that start as a PNG does (the server checks the magic number only)."""
+    filler = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
+    return (PNG_MAGIC + filler)[:size]
+
+
+def image_part(raw: bytes, mime_type: str = "image/png") -> dict[str, Any]:
+    """A wire image part, ``{"inline_data": {"mime_type", "data"}}``, of ``raw`` bytes."""
+    return {"inline_data": {"mime_type": mime_type, "data": base64.b64encode(raw).decode()}}
 
 
 def signed(
@@ -17,10 +33,13 @@ def signed(
     secret: str = DEFAULT_SECRET_KEY,
     timestamp: int | None = None,
     history: list[dict[str, Any]] | None = None,
+    images: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A valid request body for ``text``, signed now (or at ``timestamp`` ms)."""
-    messages = (history or []) + [{"role": "user", "parts": [{"text": text}]}]
+    """A valid request body for ``text`` (and ``images``, wire image parts, after it),
+    signed now (or at ``timestamp`` ms)."""
+    parts = ([{"text": text}] if text or not images else []) + list(images or [])
+    messages = (history or []) + [{"role": "user", "parts": parts}]
     when = signing_time() if timestamp is None else timestamp
     return build_generate_request(messages, timestamp=when, secret_key=secret, **extra)
 
@@ -33,9 +52,11 @@ async def post(
 ) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     sent = {"Content-Type": "text/plain;charset=UTF-8", **(headers or {})}
+    # aiohttp warns about large bytes bodies (a large image): a file-like one it reads in parts.
+    payload = io.BytesIO(data) if len(data) > 1 << 20 else data
     async with (
         aiohttp.ClientSession() as session,
-        session.post(base_url + path, data=data, headers=sent) as response,
+        session.post(base_url + path, data=payload, headers=sent) as response,
     ):
         return response.status, dict(response.headers), await response.read()
 

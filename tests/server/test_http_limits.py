@@ -479,7 +479,9 @@ def test_beyond_max_connections_with_none_idle_the_answer_is_503(make_server: Se
 
 
 @pytest.mark.parametrize("megabytes", [3, 20])
-def test_urllib_posting_a_large_body_reads_the_413(server: BackgroundServer, megabytes: int) -> None:
+def test_urllib_posting_a_large_body_reads_the_413(make_server: ServerFactory, megabytes: int) -> None:
+    # A limit of 1 MiB (the default before images): 3 MB is a little over it, 20 MB far over.
+    server = make_server(ServerConfig(rate_limit=None, max_body_bytes=1 << 20, drain_timeout=5))
     request = urllib.request.Request(
         server.base_url + "/api/generate", data=b"x" * (megabytes * 1024 * 1024),
         headers={"Content-Type": "text/plain"},

@@ -115,7 +115,7 @@ def test_every_serve_option_is_described_and_its_default_reads_as_a_value() -> N
     assert "--gateway / --no-gateway Serve the OpenAI-compatible gateway at /v1." in text
     assert "default: gateway" not in text and "default: web" not in text and "default: (" not in text
     assert "--host TEXT Address to listen on" in text
-    assert "[env var: GPROCHAT_MAX_BODY_BYTES; default: 1 MiB; x>=0]" in text
+    assert "[env var: GPROCHAT_MAX_BODY_BYTES; default: 16 MiB; x>=0]" in text
     assert "[env var: GPROCHAT_PORT; default: 8000]" in text
 
 
@@ -265,3 +265,24 @@ async def test_gateway_keys_from_the_variable_replace_the_file_s(tmp_path: Path)
         assert [await status(base_url, key) for key in ("k1", "k2", "file-key")] == [200, 200, 401]
     with served("--config", str(config)) as base_url:
         assert [await status(base_url, key) for key in ("file-key", "k1")] == [200, 401]
+
+
+async def test_image_limits_come_from_the_flags_the_environment_and_the_file(tmp_path: Path) -> None:
+    """--max-images on the command line beats GPROCHAT_MAX_IMAGES; the file's
+    max-image-bytes holds; each refusal names its limit and its option."""
+    from .helpers import error_message, image_part, png
+
+    config = tmp_path / "gprochat.toml"
+    config.write_text("max-image-bytes = 1000\n")
+    env = clean_env(GPROCHAT_MAX_IMAGES="5", GPROCHAT_LOG_LEVEL="warning")
+    with served("--config", str(config), "--max-images", "2", env=env) as base_url:
+        status, _, body = await post(base_url, signed("Hi", images=[image_part(png(1000))] * 2))
+        assert status == 200 and body.count(b"[image ") == 2
+        status, _, body = await post(base_url, signed("Hi", images=[image_part(png(100))] * 3))
+        assert status == 413
+        assert "Too many images: 3; this server accepts at most 2" in error_message(body)
+        assert "--max-images" in error_message(body)
+        status, _, body = await post(base_url, signed("Hi", images=[image_part(png(1001))]))
+        assert status == 413
+        assert "1001 bytes, over the limit of 1000 bytes" in error_message(body)
+        assert "--max-image-bytes" in error_message(body)

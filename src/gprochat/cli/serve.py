@@ -199,6 +199,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
 @option("--max-message-chars", default=_default("max_message_chars"), type=click.IntRange(min=0),
         envvar="GPROCHAT_MAX_MESSAGE_CHARS",
         help="Longest message text, in characters (413 beyond; 0: no limit).")
+@option("--max-image-bytes", default=_default("max_image_bytes"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_IMAGE_BYTES", show_default=size(_default("max_image_bytes")),
+        help="Largest image, decoded (413 beyond; 0: no limit). Images count in "
+        "--max-body-bytes too, as base64 (4/3 of their size).")
+@option("--max-images", default=_default("max_images"), type=click.IntRange(min=0),
+        envvar="GPROCHAT_MAX_IMAGES",
+        help="Most images in one request, history included (413 beyond; 0: no limit).")
 @option("--rate-limit", default=_default("rate_limit"), envvar="GPROCHAT_RATE_LIMIT",
         help='Requests per client address, e.g. "60/minute", "5/second", "1000/day"; "off" '
         "disables it.")

@@ -81,7 +81,8 @@ class ServerConfig:
 
     Guard (see ``guard.py``): ``timestamp_window`` seconds either side of the server's
     clock (0 turns the window and replay protection off); ``max_body_bytes``,
-    ``max_messages`` and ``max_message_chars`` bound a request; ``rate_limit`` is a
+    ``max_messages``, ``max_message_chars``, ``max_image_bytes`` (one image, decoded)
+    and ``max_images`` (history included) bound a request; ``rate_limit`` is a
     ``limits`` string such as ``"60/minute"`` per client address (``None`` turns it
     off); ``trusted_proxies`` are addresses or networks whose ``X-Forwarded-For`` is
     believed; ``max_streams`` bounds concurrent answers in this process (0: no bound).
@@ -125,7 +126,8 @@ class ServerConfig:
     router: dict[str, Any] | None = None
 
     timestamp_window: float = 300.0
-    max_body_bytes: int = 1_048_576
+    # Room for one image at max_image_bytes (base64: 4/3 of it) and its conversation.
+    max_body_bytes: int = 16 * 1024 * 1024
     max_messages: int = 200
     max_message_chars: int = 100_000
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES

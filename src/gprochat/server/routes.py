@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import protocol
+from ..errors import BackendError
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
 from .guard import RequestGuard
@@ -31,32 +33,38 @@ logger = logging.getLogger("gprochat.server")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _RAW_HEADERS = encode_headers("text/plain; charset=utf-8", STREAM_HEADERS)
+#: Base64 characters of images above which a request's images are checked in a thread.
+_CHECK_IN_THREAD = 1 << 20
 
 
 async def generate(request: Request) -> Response:
     """The guard's checks in order, then the backend's answer, streamed.
 
-    413 size, 429 rate, 400 body/history, 413 conversation limits, 401 password,
-    401 signature, 401 timestamp window, 409 replay, 400 unknown model (after the
-    password, so a locked site names its models to no one else), 503 concurrent streams.
+    413 size, 429 rate, 400 body/history (an image in a model turn too), 413
+    conversation limits, 400/413 images, 401 password, 401 signature, 401 timestamp
+    window, 409 replay, 400 unknown model (after the password, so a locked site names
+    its models to no one else), 400 images the backend cannot see, 503 concurrent streams.
     """
     state = request.app.state
     config: ServerConfig = state.config
     guard: RequestGuard = state.guard
     body = await guard.admit(request, "generate")
     try:
-        generate_request = protocol.parse_generate_request(body)
+        text = protocol.decode_body(body)
+        del body  # parsed from its text alone: a large image is held twice, not three times
+        generate_request = protocol.parse_generate_request(text)
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
+    del text
     messages = generate_request.messages
+    image_parts = _image_parts(messages)
     guard.check_conversation([m.text for m in messages])
-    images = guard.check_images(
-        [
-            [(number, part.inline_data.mime_type, part.inline_data.data)
-             for number, part in enumerate(m.parts) if part.inline_data is not None]
-            for m in messages
-        ]
-    )
+    if sum(len(data) for parts in image_parts for _, _, data in parts) > _CHECK_IN_THREAD:
+        # Decoding and hashing takes ~5 ms per MiB: off the event loop, so that the
+        # answers already streaming are not held up meanwhile.
+        images = await asyncio.to_thread(guard.check_images, image_parts)
+    else:
+        images = guard.check_images(image_parts)
     guard.check_password(generate_request.password)
     if config.check_signature:
         if not protocol.verify_signature(generate_request, config.secret_key):
@@ -65,7 +73,6 @@ async def generate(request: Request) -> Response:
         await replay.check(generate_request.time, generate_request.sign)
     model = _chosen_model(state.backend, generate_request.model)
 
-    release = guard.streams.try_acquire()
     conversation = Conversation(
         message=generate_request.text,
         history=tuple(
@@ -77,6 +84,11 @@ async def generate(request: Request) -> Response:
         model=model,
     )
     backend: Backend = state.backend
+    try:
+        backend.check_images(conversation)
+    except BackendError as exc:
+        raise Refusal(exc.status, exc.message) from None
+    release = guard.streams.try_acquire()
     metrics: ServerMetrics = state.metrics
     try:
         answer = await open_answer(
@@ -103,6 +115,27 @@ def _chosen_model(backend: Backend, model: str | None) -> str | None:
             code="model_not_found",
         )
     return resolved
+
+
+def _image_parts(messages: list[protocol.WireMessage]) -> list[list[tuple[int, str, str]]]:
+    """Each message's image parts as ``guard.check_images`` takes them.
+
+    Only user messages may hold images: a model's turn is the text it answered (the
+    OpenAI API and the local model have no image in an assistant's message either).
+    """
+    found: list[list[tuple[int, str, str]]] = []
+    for index, message in enumerate(messages):
+        parts = [(number, part.inline_data.mime_type, part.inline_data.data)
+                 for number, part in enumerate(message.parts) if part.inline_data is not None]
+        if parts and message.role != "user":
+            raise Refusal(
+                400,
+                f"messages[{index}].parts[{parts[0][0]}] is an image in a {message.role!r} "
+                "turn: only user messages may hold images (a model's turn is its text). "
+                "Attach it to a user message.",
+            )
+        found.append(parts)
+    return found
 
 
 async def _stream(answer: Answer, backend_name: str, metrics: ServerMetrics) -> AsyncIterator[bytes]:

@@ -26,6 +26,8 @@ API_KEY = "hostile-suite-key"
 MAX_BODY = 65_536
 MAX_MESSAGES = 20
 MAX_CHARS = 4_000
+MAX_IMAGE_BYTES = 16_384
+MAX_IMAGES = 8
 HEADER_TIMEOUT = 2.0
 BODY_IDLE_TIMEOUT = 2.0
 BODY_TIMEOUT = 5.0
@@ -42,6 +44,8 @@ HOSTILE_ARGS = [
     "--max-body-bytes", str(MAX_BODY),
     "--max-messages", str(MAX_MESSAGES),
     "--max-message-chars", str(MAX_CHARS),
+    "--max-image-bytes", str(MAX_IMAGE_BYTES),
+    "--max-images", str(MAX_IMAGES),
     "--max-streams", "32",
     "--log-level", "info",
 ]

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp.payload import Payload
 from yarl import URL
 
 from gprochat.errors import BackendError
@@ -126,9 +127,10 @@ class StreamingHTTPBackend(Backend):
             await session.close()
 
     async def post_events(
-        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+        self, url: str, body: Mapping[str, Any] | Payload, headers: Mapping[str, str]
     ) -> AsyncGenerator[ServerSentEvent, None]:
-        """POST ``body`` as JSON and yield the answer's events; raise ``BackendError``.
+        """POST ``body`` as JSON (or a payload, such as ``_json_body.JSONBody``, as it is)
+        and yield the answer's events; raise ``BackendError``.
 
         The response is released when the stream ends, fails or is closed early
         (use ``contextlib.aclosing`` so that "early" happens at once, not at GC).
@@ -136,7 +138,8 @@ class StreamingHTTPBackend(Backend):
         answered = False
         await self._connection_slot()
         try:
-            async with self._get_session().post(url, json=body, headers=headers) as response:
+            sent = {"data": body} if isinstance(body, Payload) else {"json": body}
+            async with self._get_session().post(url, headers=headers, **sent) as response:
                 answered = True
                 if response.status != 200:
                     text = await response.content.read(_ERROR_BODY_LIMIT)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ...errors import BackendError
 from ...images import Image
 
 __all__ = ["Turn", "AnswerReport", "Conversation", "Backend"]
@@ -62,6 +63,11 @@ class Conversation:
     # Where the backend reports the upstream's id and usage (the gateway reads them).
     report: Optional[AnswerReport] = field(default=None, compare=False, repr=False)
 
+    @property
+    def image_count(self) -> int:
+        """The images in the whole conversation: the new message's and the history's."""
+        return len(self.images) + sum(len(turn.images) for turn in self.history)
+
 
 class Backend(abc.ABC):
     """A source of model text for the server.
@@ -69,9 +75,18 @@ class Backend(abc.ABC):
     Subclasses implement ``stream``; raise ``gprochat.errors.BackendError`` for
     failures (with the HTTP status the server should answer) rather than letting
     library exceptions escape. ``aclose`` releases connections on shutdown.
+
+    Images: a backend whose model is given a conversation's images says so with
+    ``accepts_images = True`` (a class attribute, or a property when it depends on
+    how the backend was set up). Every route calls ``check_images`` before asking a
+    backend, so one that cannot see them refuses with a 400 that says why, instead of
+    answering as if they were not there; ``images_refused`` words that refusal.
     """
 
     name: str = "backend"
+
+    #: Whether the model is given the conversation's images (new message and history).
+    accepts_images: bool = False
 
     #: Called with +1 / -1 as requests start and stop waiting for the backend (the
     #: app points it at its queued-requests gauge); backends without a queue never call it.
@@ -88,6 +103,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         """Yield the answer's text as it is produced."""
+
+    def images_refused(self) -> str:
+        """Why this backend refuses images, and what the client can do (the 400's message)."""
+        return (
+            f"This server's model ({self.name} backend) cannot see images: send the "
+            "message without them, or ask the operator for a backend that takes images "
+            "(gemini, openai with a vision model)."
+        )
+
+    def check_images(self, conversation: Conversation) -> None:
+        """Raise ``BackendError`` (400) when ``conversation`` holds images this backend
+        would not give its model; return when it holds none or the backend takes them."""
+        if conversation.image_count and not self.accepts_images:
+            raise BackendError(self.images_refused(), status=400)
 
     def models(self) -> list[str]:
         """The model names this backend answers to (the first is its default)."""

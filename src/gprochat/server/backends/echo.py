@@ -22,6 +22,7 @@ class EchoBackend(Backend):
     """
 
     name = "echo"
+    accepts_images = True  # described, not seen: enough to prove they arrived intact
     PREFIX = "Echo from the built-in echo backend (no model behind it): "
 
     def __init__(self, *, delay: float = 0.0, words_per_chunk: int = 2, repeat: int = 1) -> None:

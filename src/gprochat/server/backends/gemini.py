@@ -9,8 +9,10 @@ from typing import Any
 from urllib.parse import quote
 
 from gprochat.errors import BackendError
+from gprochat.images import Image
 
 from ._http import InvalidOptionError, StreamingHTTPBackend, ended_early
+from ._json_body import JSONBody, Spliced, materialize
 from .base import AnswerReport, Conversation
 
 __all__ = ["SAFETY_CATEGORIES", "THRESHOLDS", "GeminiBackend", "safety_settings"]
@@ -99,6 +101,7 @@ class GeminiBackend(StreamingHTTPBackend):
 
     name = "gemini"
     upstream = "Gemini API"
+    accepts_images = True
     key_hint = "set --gemini-api-key or GPROCHAT_GEMINI_API_KEY"
 
     def __init__(
@@ -151,14 +154,20 @@ class GeminiBackend(StreamingHTTPBackend):
 
     def request_body(self, conversation: Conversation) -> dict[str, Any]:
         """The JSON body sent upstream for ``conversation``."""
+        body: dict[str, Any] = materialize(self._body(conversation))
+        return body
+
+    def _body(self, conversation: Conversation) -> dict[str, Any]:
+        """``request_body`` with each image's base64 as a ``Spliced`` value."""
         contents: list[dict[str, Any]] = []
-        turns = [(turn.role, turn.text) for turn in conversation.history]
-        for role, text in [*turns, ("user", conversation.message)]:
+        turns = [(turn.role, turn.text, turn.images) for turn in conversation.history]
+        for role, text, images in [*turns, ("user", conversation.message, conversation.images)]:
+            parts = _parts(text, images)
             # Gemini rejects two consecutive turns of one role; merge them, as the web app did.
             if contents and contents[-1]["role"] == role:
-                contents[-1]["parts"].append({"text": text})
+                contents[-1]["parts"].extend(parts)
             else:
-                contents.append({"role": role, "parts": [{"text": text}]})
+                contents.append({"role": role, "parts": parts})
         body: dict[str, Any] = {"contents": contents}
         if conversation.system:
             body["systemInstruction"] = {"parts": [{"text": conversation.system}]}
@@ -178,7 +187,9 @@ class GeminiBackend(StreamingHTTPBackend):
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         url = self.url(conversation.model or self.model)
-        events = self.post_events(url, self.request_body(conversation), self.headers)
+        body = self._body(conversation)
+        payload = JSONBody(body) if conversation.image_count else body
+        events = self.post_events(url, payload, self.headers)
         finished = False
         async with aclosing(events):
             async for event in events:
@@ -198,6 +209,19 @@ class GeminiBackend(StreamingHTTPBackend):
                     _report_usage(event.data, conversation.report)
         if not finished:
             raise ended_early(self.upstream, "connection closed before a finishReason")
+
+
+def _parts(text: str, images: Sequence[Image]) -> list[dict[str, Any]]:
+    """A turn's parts: its images as ``inline_data`` (the base64 text as it arrived, not
+    decoded and encoded again), then its text; Google advises the text after the image.
+    A turn of images only has no text part (Gemini refuses an empty one beside them)."""
+    parts: list[dict[str, Any]] = [
+        {"inline_data": {"mime_type": image.mime_type, "data": Spliced("", image.data)}}
+        for image in images
+    ]
+    if text or not parts:
+        parts.append({"text": text})
+    return parts
 
 
 def _candidates(data: str) -> list[dict[str, Any]]:

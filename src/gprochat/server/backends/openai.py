@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from gprochat.errors import BackendError
+from gprochat.images import Image
 
 from ._http import StreamingHTTPBackend, drain, ended_early
+from ._json_body import JSONBody, Spliced, materialize
 from .base import AnswerReport, Conversation
 
 __all__ = ["OpenAIBackend"]
@@ -40,6 +42,9 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     name = "openai"
     upstream = "OpenAI-compatible API"
+    # Given to the model as image_url parts; a model without vision is refused by the
+    # upstream itself (its 400 is passed on).
+    accepts_images = True
     key_hint = "set --openai-api-key or GPROCHAT_OPENAI_API_KEY"
 
     def __init__(
@@ -79,13 +84,18 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     def request_body(self, conversation: Conversation) -> dict[str, Any]:
         """The JSON body sent upstream for ``conversation``."""
-        messages = []
+        body: dict[str, Any] = materialize(self._body(conversation))
+        return body
+
+    def _body(self, conversation: Conversation) -> dict[str, Any]:
+        """``request_body`` with each image's base64 as a ``Spliced`` value."""
+        messages: list[dict[str, Any]] = []
         if conversation.system:
             messages.append({"role": "system", "content": conversation.system})
         for turn in conversation.history:
             role = "assistant" if turn.role == "model" else "user"
-            messages.append({"role": role, "content": turn.text})
-        messages.append({"role": "user", "content": conversation.message})
+            messages.append({"role": role, "content": _content(turn.text, turn.images)})
+        messages.append({"role": "user", "content": _content(conversation.message, conversation.images)})
         body: dict[str, Any] = {
             "model": conversation.model or self.model,
             "messages": messages,
@@ -107,7 +117,9 @@ class OpenAIBackend(StreamingHTTPBackend):
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         url = f"{self.base_url}/chat/completions"
-        events = self.post_events(url, self.request_body(conversation), self.headers)
+        body = self._body(conversation)
+        payload = JSONBody(body) if conversation.image_count else body
+        events = self.post_events(url, payload, self.headers)
         async with aclosing(events):
             async for event in events:
                 if event.data.strip() == "[DONE]":
@@ -116,6 +128,20 @@ class OpenAIBackend(StreamingHTTPBackend):
                 for text in _chunk_texts(event.data, self.upstream, conversation.report):
                     yield text
         raise ended_early(self.upstream, "connection closed before data: [DONE]")
+
+
+def _content(text: str, images: Sequence[Image]) -> str | list[dict[str, Any]]:
+    """A message's ``content``: its text, or with images, OpenAI's content parts (the
+    text, then each image as an ``image_url`` part whose data URL holds the base64 text
+    as it arrived)."""
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    return parts + [
+        {"type": "image_url",
+         "image_url": {"url": Spliced(f"data:{image.mime_type};base64,", image.data)}}
+        for image in images
+    ]
 
 
 def _chunk_texts(data: str, upstream: str, report: AnswerReport | None = None) -> list[str]:

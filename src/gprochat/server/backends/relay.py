@@ -38,6 +38,7 @@ class RelayBackend(Backend):
     """
 
     name = "relay"
+    accepts_images = True  # sent on as inline_data; the upstream deployment decides
 
     def __init__(
         self,

@@ -189,6 +189,24 @@ class RouterBackend(Backend):
         finally:
             await self.health.aclose()
 
+    @property
+    def accepts_images(self) -> bool:  # type: ignore[override]
+        """True when some deployment takes images (``check_images`` asks per model)."""
+        return any(_sees_images(d) for m in self.routed.values() for d in m.deployments)
+
+    def check_images(self, conversation: Conversation) -> None:
+        """400 when the conversation holds images and no deployment of its model takes
+        them; those that do are the only ones tried (``stream``)."""
+        model = self.routed.get(conversation.model or self.default_model)
+        if model is None or not conversation.image_count:
+            return  # an unknown model is refused by stream, with the list of models
+        if not any(_sees_images(d) for d in model.deployments):
+            blind = ", ".join(f"{d.name} ({d.kind})" for d in model.deployments)
+            raise BackendError(
+                f"Model {model.name!r} cannot see images: none of its deployments ({blind}) "
+                "gives them to its model. Send the message without images, or ask for a "
+                "model that takes them.", status=400)
+
     def _keys(self) -> list[_Key]:
         return [key for model in self.routed.values() for d in model.deployments for key in d.keys]
 
@@ -202,11 +220,15 @@ class RouterBackend(Backend):
         model = self.routed.get(conversation.model or self.default_model)
         if model is None:
             raise ModelNotSupportedError(str(conversation.model), "router", self.models())
+        self.check_images(conversation)
         outcomes: list[_Outcome] = []
         failed: Optional[Deployment] = None  # the last one that failed: a failover from it
         for deployment in model.order():
             if deployment.retired:
                 outcomes.append(_Outcome(deployment.name, "every key refused"))
+                continue
+            if conversation.image_count and not _sees_images(deployment):
+                outcomes.append(_Outcome(deployment.name, "cannot see images"))
                 continue
             admission = await self.health.admit(deployment.name, deployment.rpm,
                                                 deployment.max_concurrency)
@@ -322,6 +344,10 @@ class RouterBackend(Backend):
                     "in_flight": deployment.in_flight,
                 })
         return states
+
+
+def _sees_images(deployment: Deployment) -> bool:
+    return any(key.backend.accepts_images for key in deployment.keys)
 
 
 def _is_the_requests_fault(exc: BaseException) -> bool:

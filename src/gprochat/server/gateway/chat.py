@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ... import protocol
-from ...errors import InvalidParameterError
+from ...errors import BackendError, InvalidParameterError
 from ...openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
@@ -87,11 +87,15 @@ async def create_chat_completion(request: Request) -> Response:
     backend: Backend = state.backend
     model = resolve_model(backend, body.model)
     images = await check_images(image_parts, guard, _image_fetcher(state))
-    release = guard.streams.try_acquire()
     report = AnswerReport()
-    metrics: ServerMetrics = state.metrics
     conversation = to_conversation(model, messages, body, system_prompt=config.system_prompt,
                                    report=report, images=images)
+    try:
+        backend.check_images(conversation)  # a 400 for images its model cannot see
+    except BackendError as exc:
+        raise Refusal(exc.status, exc.message, param="messages") from None
+    release = guard.streams.try_acquire()
+    metrics: ServerMetrics = state.metrics
     try:
         answer = await open_answer(
             lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics

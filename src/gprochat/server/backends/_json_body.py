@@ -1,0 +1,86 @@
+"""An upstream request's JSON body, with each image's base64 written in as it is.
+
+``json.dumps`` would copy an image's base64 twice (escaping it, then encoding the
+whole body to bytes) and aiohttp would then hold the whole body while sending it: for
+a 5 MiB image, three more copies of 7 MiB and ~20 ms of CPU (docs/benchmarks.md, B8).
+A backend puts ``Spliced(prefix, data)`` where an image's text goes (Gemini's
+``inline_data.data``, OpenAI's data URL); ``JSONBody`` serializes the rest with a
+placeholder there and, when aiohttp sends it, writes the base64 text (checked ASCII,
+nothing to escape) in slices as the connection takes them. ``materialize`` gives the
+plain JSON value (for tests and logs).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+__all__ = ["JSONBody", "Spliced", "materialize"]
+
+_SLICE = 256 * 1024  # characters of base64 encoded and written at a time
+
+
+@dataclass(frozen=True)
+class Spliced:
+    """A JSON string value: ``prefix`` (any text) then ``data`` (base64, as received)."""
+
+    prefix: str
+    data: str
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.data
+
+
+def materialize(value: Any) -> Any:
+    """``value`` with every ``Spliced`` replaced by its whole string."""
+    if isinstance(value, Spliced):
+        return value.text
+    if isinstance(value, Mapping):
+        return {key: materialize(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [materialize(item) for item in value]
+    return value
+
+
+class JSONBody(Payload):
+    """``body`` as ``application/json``, its ``Spliced`` values written in slices."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        nonce = secrets.token_hex(8)  # no text a client sends can look like a placeholder
+        spliced: list[Spliced] = []
+
+        def placeholder(value: Any) -> str:
+            if not isinstance(value, Spliced):
+                raise TypeError(f"{type(value).__name__} is not JSON serializable")
+            spliced.append(value)
+            return f"gprochat-spliced-{nonce}-{len(spliced) - 1}"
+
+        text = json.dumps(body, default=placeholder)
+        pieces: list[bytes | str] = []
+        for index, value in enumerate(spliced):
+            before, _, text = text.partition(f'"gprochat-spliced-{nonce}-{index}"')
+            pieces.append((before + json.dumps(value.prefix)[:-1]).encode())
+            pieces.append(value.data)
+            text = '"' + text
+        pieces.append(text.encode())
+        self._pieces = pieces
+        super().__init__(body, content_type="application/json")
+        self._size = sum(len(piece) for piece in pieces)  # base64 is ASCII: 1 byte a character
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        for piece in self._pieces:
+            if isinstance(piece, bytes):
+                await writer.write(piece)
+                continue
+            for start in range(0, len(piece), _SLICE):
+                await writer.write(piece[start : start + _SLICE].encode("ascii"))
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return "".join(p if isinstance(p, str) else p.decode(encoding, errors) for p in self._pieces)
