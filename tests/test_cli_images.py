@@ -26,6 +26,7 @@ class HistoryImages(Backend):
     """Names each earlier turn's images and the new message's, by SHA-256."""
 
     name = "history-images"
+    accepts_images = True
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         for number, turn in enumerate(conversation.history):

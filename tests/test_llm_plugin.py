@@ -138,6 +138,7 @@ class ImageReporter(Backend):
     """Names the images of each earlier turn and of the new message, by SHA-256."""
 
     name = "image-reporter"
+    accepts_images = True
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         for turn in conversation.history:

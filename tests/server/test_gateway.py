@@ -24,6 +24,7 @@ class ScriptedBackend(Backend):
     """Sends ``texts``, then raises ``error`` if given; records what it was asked."""
 
     name = "scripted"
+    accepts_images = True  # records them, for the image tests
 
     def __init__(self, texts: list[str], error: Optional[BaseException] = None) -> None:
         self.texts = texts

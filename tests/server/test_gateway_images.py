@@ -23,7 +23,7 @@ from gprochat.server.gateway.fetch import ImageFetcher, forbidden_reason
 
 from ..conftest import ServerFactory
 from ..scripted import RecordedRequest, ScriptedServer, chunk, full_response, head
-from .test_gateway import ScriptedBackend, post, sse_events
+from .test_gateway import HELLO, ScriptedBackend, post, sse_events
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
 JPEG = b"\xff\xd8\xff\xe0" + bytes(500)
@@ -72,6 +72,26 @@ async def test_several_images_streamed_in_order(server: BackgroundServer) -> Non
         for e in events if e != "[DONE]" and json.loads(e)["choices"]
     )
     assert text.endswith(described(JPEG, 1, "image/jpeg") + "\n" + described(PNG, 2)), text
+
+
+class TextOnlyBackend(ScriptedBackend):
+    accepts_images = False
+
+
+async def test_a_backend_that_cannot_see_images_refuses_them_before_answering(
+    make_server: ServerFactory,
+) -> None:
+    backend = TextOnlyBackend(["never"])
+    server = make_server(ServerConfig(rate_limit=None), backend=backend)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Look"},
+                                             image_part(data_url(PNG))]}]
+    status, body, _ = await post(server, {"model": "scripted", "messages": messages})
+    assert status == 400, body
+    assert "cannot see images" in body["error"]["message"]
+    assert body["error"]["param"] == "messages"
+    assert backend.conversations == []  # never asked
+    status, body, _ = await post(server, {"model": "scripted", "messages": HELLO})
+    assert status == 200, body  # text alone is answered
 
 
 async def test_history_images_stay_with_their_turns(make_server: ServerFactory) -> None:
