@@ -6,59 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import IO
 
 import aiohttp
 import pytest
 
-from ..processes import GPROCHAT, clean_env, free_port
+from ..processes import ServeProcess, serve_process
 from .helpers import signed
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(20))  # ~15 chunks of two words
-
-
-@dataclass
-class ServeProcess:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log: IO[bytes]
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode()
-
-
-@contextmanager
-def serve_process(*args: str) -> Iterator[ServeProcess]:
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [*GPROCHAT, "serve", "--port", str(port), *args],
-            env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60  # a generous cap: CI machines are busy
-            while True:
-                assert process.poll() is None, f"gprochat serve exited: {log.seek(0)} {log.read()!r}"
-                try:
-                    urllib.request.urlopen(base_url + "/healthz", timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "gprochat serve did not start"
-                    time.sleep(0.05)
-            yield ServeProcess(process, base_url, log)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
 
 
 async def _stream_through_shutdown(server: ServeProcess) -> tuple[str, bool, float]:
