@@ -103,23 +103,21 @@ async def tls_session(
     in whichever test runs then ("unclosed transport <_SelectorSocketTransport>", seen in
     CI's lowest-versions pass). asyncio ends a handshake the peer never answers after 30 s.
     """
-    protocols: list[Any] = []
+    sockets: list[Any] = []
 
-    async def used(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-        connection = params.response.connection
-        if connection is not None and connection.protocol is not None:
-            protocols.append(connection.protocol)
+    class Response(aiohttp.ClientResponse):
+        async def start(self, connection: Any) -> aiohttp.ClientResponse:
+            if connection.transport is not None:  # the socket under the TLS layer
+                sockets.append(connection.transport.get_extra_info("socket"))
+            return await super().start(connection)
 
-    trace = aiohttp.TraceConfig()
-    trace.on_request_end.append(used)
-    trace.on_request_redirect.append(used)
     connector = aiohttp.TCPConnector(ssl=certificate.client_context(), local_addr=(source, 0))
     try:
-        async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
+        async with aiohttp.ClientSession(connector=connector, response_class=Response) as session:
             yield session
     finally:
-        async def closed() -> None:
-            while any(protocol.transport is not None for protocol in protocols):
+        async def closed() -> None:  # a closed socket's file descriptor is -1
+            while any(sock is not None and sock.fileno() != -1 for sock in sockets):
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(closed(), 60)
