@@ -109,11 +109,16 @@ def _names_used(obj: Any, seen: set[int]) -> set[str]:
     seen.add(id(obj))
     if isinstance(obj, type):
         names: set[str] = set()
-        for member in vars(obj).values():
-            if isinstance(member, (staticmethod, classmethod)):
-                member = member.__func__
-            if isinstance(member, types.FunctionType):
-                names |= _names_used(member, seen)
+        # Its own methods and properties and those of the test tree's classes it derives
+        # from (a subclass of processes.ServeProcess starts a process in the base class).
+        for cls in (base for base in obj.__mro__ if _in_test_tree(base)):
+            for member in vars(cls).values():
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if isinstance(member, property):
+                    member = member.fget
+                if isinstance(member, types.FunctionType):
+                    names |= _names_used(member, seen)
         return names
     code = getattr(obj, "__code__", None)
     if not isinstance(code, types.CodeType):
