@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Optional
 
 __all__ = [
-    "ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "stop_process",
+    "ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "free_port", "stop_process",
     "wait_until_ready", "REPO_ROOT",
 ]
 
@@ -27,6 +27,13 @@ def raise_nofile_limit(wanted: int = 16384) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a peer that cannot be handed a socket."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def python_cmd(module: str, *args: str) -> list[str]:

@@ -53,7 +53,7 @@ from typing import Any
 
 from gprochat.server.backends.local import physical_cores
 
-from ._proc import child_env, stop_process, wait_until_ready
+from ._proc import child_env, free_port, stop_process, wait_until_ready
 from ._report import Row, paired_ratio, percentile
 
 __all__ = ["run"]
@@ -147,16 +147,8 @@ class _Server:
         self.log.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ours(model: str, flags: list[str]) -> _Server:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "gprochat.cli", "serve", "--backend", "local", "--model-path", model,
                "--host", "127.0.0.1", "--port", str(port), "--rate-limit", "off", "--max-streams", "0",
                "--log-level", "warning", *flags]
@@ -164,7 +156,7 @@ def _ours(model: str, flags: list[str]) -> _Server:
 
 
 def _peer(model: str, flags: list[str]) -> _Server:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(N_CTX), *flags]
     return _Server("python -m llama_cpp.server", command, port, "/v1/models")
@@ -492,7 +484,7 @@ async def _post_stream(session: Any, base_url: str, body: dict[str, Any]) -> Ans
 
 
 def _llama_server(binary: str, model: str) -> _Server:
-    port = _free_port()
+    port = free_port()
     command = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", "8192",
                "--parallel", "16", "--kv-unified", "-t", str(THREADS), "-tb", str(THREADS)]
     return _Server("llama-server", command, port, "/health")

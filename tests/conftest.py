@@ -96,6 +96,20 @@ _MEASURED_SLOW = frozenset({
     "tests/providers/test_retries.py::test_backoff_grows_between_attempts",
     "tests/providers/test_timeouts.py::test_a_steady_stream_is_not_a_read_timeout_but_the_total_limit_fires",
     "tests/test_client.py::test_errors_raise_at_create_even_when_streaming",
+    # Measured with --durations on a busy machine, each waiting on a timer of a second or
+    # more (a stalling upstream's read timeout, a Retry-After, a keep-alive or body timeout).
+    "tests/providers/test_failover.py::test_each_fault_before_the_first_text_fails_over_and_one_answer_arrives",
+    "tests/providers/test_failover.py::test_when_all_fail_one_error_lists_each_deployment_and_why",
+    "tests/providers/test_failover.py::test_a_retry_round_waits_for_the_retry_after_before_asking_again",
+    "tests/test_client_failover.py::test_client_fails_over_and_says_why_when_none_answers",
+    "tests/test_client_failover.py::test_async_client_fails_over_and_streams_the_answer_once",
+    "tests/server/test_http_limits.py::test_a_refusal_before_routing_is_logged_and_counted[slow-head]",
+    "tests/server/test_http_limits.py::test_a_body_too_slow_is_one_line_for_its_route",
+    "tests/server/test_http_limits.py::test_an_upgrade_without_a_body_is_served_as_http_1_1",
+    "tests/providers/test_retries.py::test_retry_after_as_an_http_date_is_honoured",
+    "tests/providers/test_retries.py::test_503_with_retry_after_is_retried_once_after_the_wait",
+    "tests/server/test_guard_limits.py::test_retry_after_counts_from_the_oldest_request_in_the_window[memory]",
+    "tests/server/backends/test_router.py::test_every_broken_deployment_is_skipped_and_each_request_answered_once",
 })
 
 
@@ -109,11 +123,16 @@ def _names_used(obj: Any, seen: set[int]) -> set[str]:
     seen.add(id(obj))
     if isinstance(obj, type):
         names: set[str] = set()
-        for member in vars(obj).values():
-            if isinstance(member, (staticmethod, classmethod)):
-                member = member.__func__
-            if isinstance(member, types.FunctionType):
-                names |= _names_used(member, seen)
+        # Its own methods and properties and those of the test tree's classes it derives
+        # from (a subclass of processes.ServeProcess starts a process in the base class).
+        for cls in (base for base in obj.__mro__ if _in_test_tree(base)):
+            for member in vars(cls).values():
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if isinstance(member, property):
+                    member = member.fget
+                if isinstance(member, types.FunctionType):
+                    names |= _names_used(member, seen)
         return names
     code = getattr(obj, "__code__", None)
     if not isinstance(code, types.CodeType):

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .processes import free_port
+
 
 @dataclass
 class RecordedRequest:
@@ -191,12 +193,7 @@ def cutting(first: str) -> Script:
 
 def closed_url() -> str:
     """A loopback URL nothing listens on: connections are refused."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 FAULTS: dict[str, Script] = {

@@ -10,6 +10,7 @@ openssl is missing, and fail instead when the ``CI`` environment variable is set
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
@@ -18,11 +19,13 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ..processes import free_port, stop_process
@@ -85,6 +88,39 @@ def start_gprochat(*extra: str) -> WebServer:
     """``gprochat serve`` as the unit runs it, on a free port, plus ``extra`` flags."""
     # WebServer gives --host 127.0.0.1 and a free --port itself.
     return WebServer(*unit_serve_flags(), *extra)
+
+
+@asynccontextmanager
+async def tls_session(
+    certificate: Certificate, source: str = "127.0.0.1"
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp session that trusts ``certificate`` and connects from ``source``; on
+    leaving, it waits until every TLS connection it used has closed.
+
+    aiohttp before 3.12.4 closes a TLS connection by starting TLS's closing handshake and
+    returning at once. A test that ends then (its event loop closed, the proxy stopped)
+    leaves the socket under it open for ever, and the garbage collector reports it later
+    in whichever test runs then ("unclosed transport <_SelectorSocketTransport>", seen in
+    CI's lowest-versions pass). asyncio ends a handshake the peer never answers after 30 s.
+    """
+    sockets: list[Any] = []
+
+    class Response(aiohttp.ClientResponse):
+        async def start(self, connection: Any) -> aiohttp.ClientResponse:
+            if connection.transport is not None:  # the socket under the TLS layer
+                sockets.append(connection.transport.get_extra_info("socket"))
+            return await super().start(connection)
+
+    connector = aiohttp.TCPConnector(ssl=certificate.client_context(), local_addr=(source, 0))
+    try:
+        async with aiohttp.ClientSession(connector=connector, response_class=Response) as session:
+            yield session
+    finally:
+        async def closed() -> None:  # a closed socket's file descriptor is -1
+            while any(sock is not None and sock.fileno() != -1 for sock in sockets):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(closed(), 60)
 
 
 @dataclass(frozen=True)

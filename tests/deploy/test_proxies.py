@@ -22,7 +22,7 @@ import aiohttp
 from gprochat.server.backends.echo import EchoBackend
 
 from ..server.helpers import error_message, signed
-from .conftest import PREFIX, Certificate, Nginx, Proxy, require, start_gprochat
+from .conftest import PREFIX, Certificate, Nginx, Proxy, require, start_gprochat, tls_session
 
 Deployment = Callable[..., Proxy]
 
@@ -34,8 +34,7 @@ MESSAGE = " ".join(f"word{index}" for index in range(20))
 @asynccontextmanager
 async def client(proxy: Proxy, source: str = "127.0.0.1") -> AsyncIterator[aiohttp.ClientSession]:
     """A session that trusts the test's certificate and connects from ``source``."""
-    connector = aiohttp.TCPConnector(ssl=proxy.certificate.client_context(), local_addr=(source, 0))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with tls_session(proxy.certificate, source) as session:
         yield session
 
 

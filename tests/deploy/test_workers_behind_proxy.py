@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractAsyncContextManager
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ import aiohttp
 from ..processes import clean_env, served
 from ..server.conftest import RedisProcess, redis_server  # noqa: F401  (fixture)
 from ..server.helpers import signed
-from .conftest import DEPLOY, Certificate, Nginx, require, unit_serve_flags
+from .conftest import DEPLOY, Certificate, Nginx, require, tls_session, unit_serve_flags
 
 
 def environment_file(redis_url: str) -> dict[str, str]:
@@ -28,9 +29,10 @@ def environment_file(redis_url: str) -> dict[str, str]:
     return {**settings, "GPROCHAT_WORKERS": "2", "GPROCHAT_REDIS_URL": redis_url}
 
 
-def _session_from(source: str, certificate: Certificate) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(ssl=certificate.client_context(), local_addr=(source, 0))
-    return aiohttp.ClientSession(connector=connector)
+def _session_from(
+    source: str, certificate: Certificate
+) -> AbstractAsyncContextManager[aiohttp.ClientSession]:
+    return tls_session(certificate, source)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> int:

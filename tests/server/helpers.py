@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
@@ -12,6 +11,8 @@ from typing import Any
 import aiohttp
 
 from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, signing_time
+
+from .hostile.rawhttp import exchange
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -73,38 +74,12 @@ async def raw_exchange(
 ) -> tuple[int, dict[str, str], bytes]:
     """Send ``request`` bytes as they are on a fresh connection; the status, headers, body.
 
-    Reads until the server closes or the body's declared length (or chunked end) is in.
+    The hostile suite's raw client (``hostile/rawhttp.py``) reads the one answer.
     """
-    host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(request)
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        if request.startswith(b"HEAD "):
-            body = b""
-        elif "content-length" in headers:
-            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
-        elif headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while True:
-                size = int((await asyncio.wait_for(reader.readline(), timeout)).strip(), 16)
-                data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
-                if size == 0:
-                    break
-                body += data[:-2]
-        else:
-            body = await asyncio.wait_for(reader.read(), timeout)
-        return status, headers, body
-    finally:
-        writer.close()
+    port = int(base_url.rsplit(":", 1)[1])
+    [answer] = await exchange(port, request, head=request.startswith(b"HEAD "), timeout=timeout)
+    assert answer.status is not None, "the server closed the connection without an answer"
+    return answer.status, answer.headers, answer.body
 
 
 def http_request(

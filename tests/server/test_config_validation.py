@@ -9,14 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,7 +22,7 @@ import pytest
 from gprochat.server import ServerConfig
 from gprochat.server.config import InvalidSettingError
 
-from ..processes import GPROCHAT, clean_env, run_cli
+from ..processes import ServeProcess, clean_env, run_cli
 from .helpers import signed
 from .test_shutdown_and_logs import LONG_TEXT, serve_process
 
@@ -114,55 +112,26 @@ def test_serve_help_shows_environment_variables_and_choices() -> None:
 
 @contextmanager
 def serving(*args: str, env: dict[str, str] | None = None, started: str = "event") -> Iterator[Serving]:
-    """``gprochat serve --port 0 ARGS`` until its start-up line; stopped (SIGINT) afterwards."""
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([*GPROCHAT, "serve", "--port", "0", *args], env=env or clean_env(),
-                                   stdout=log, stderr=subprocess.STDOUT)
-        serving = Serving(process, log)
-        try:
-            deadline = time.monotonic() + 30
-            while not serving.find_start(started):
-                assert process.poll() is None, f"gprochat serve exited: {serving.output()}"
-                assert time.monotonic() < deadline, "no start-up line"
-                time.sleep(0.05)
-            yield serving
-        finally:
-            serving.stop()
+    """``gprochat serve --port 0 ARGS`` until its start-up line; stopped afterwards."""
+    with Serving(*args, env=env, ready="line") as server:
+        assert started != "text" or server.text_port, server.output()
+        yield server
 
 
-@dataclass
-class Serving:
-    process: subprocess.Popen[bytes]
-    log: IO[bytes]
-    line: dict[str, Any] = field(default_factory=dict)
-    text_port: int = 0
+class Serving(ServeProcess):
+    """The shared ``ServeProcess``, with its start-up line as these tests read it."""
 
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode()
+    @property
+    def line(self) -> dict[str, Any]:
+        """The JSON start-up line's fields."""
+        return self.started
 
-    def find_start(self, kind: str) -> bool:
-        output = self.output()
-        if kind == "text":
-            match = re.search(r"INFO gprochat.server: gprochat \S+ serving on http://127.0.0.1:(\d+) "
-                              r"\(echo backend, 1 worker, state in memory\)", output)
-            self.text_port = int(match.group(1)) if match else 0
-            return match is not None
-        for line in output.splitlines():
-            if line.startswith("{") and json.loads(line).get("event") == "started":
-                self.line = json.loads(line)
-                return True
-        return False
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+    @property
+    def text_port(self) -> int:
+        """The port of a text start-up line in its exact words; 0 if there is none."""
+        match = re.search(r"INFO gprochat.server: gprochat \S+ serving on http://127.0.0.1:(\d+) "
+                          r"\(echo backend, 1 worker, state in memory\)", self.output())
+        return int(match.group(1)) if match else 0
 
 
 def test_the_start_up_line_comes_after_binding_and_shows_the_real_port() -> None:

@@ -6,59 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import IO
 
 import aiohttp
 import pytest
 
-from ..processes import GPROCHAT, clean_env, free_port
+from ..processes import ServeProcess, serve_process
 from .helpers import signed
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(20))  # ~15 chunks of two words
-
-
-@dataclass
-class ServeProcess:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log: IO[bytes]
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode()
-
-
-@contextmanager
-def serve_process(*args: str) -> Iterator[ServeProcess]:
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [*GPROCHAT, "serve", "--port", str(port), *args],
-            env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60  # a generous cap: CI machines are busy
-            while True:
-                assert process.poll() is None, f"gprochat serve exited: {log.seek(0)} {log.read()!r}"
-                try:
-                    urllib.request.urlopen(base_url + "/healthz", timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "gprochat serve did not start"
-                    time.sleep(0.05)
-            yield ServeProcess(process, base_url, log)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
 
 
 async def _stream_through_shutdown(server: ServeProcess) -> tuple[str, bool, float]:
@@ -149,6 +105,69 @@ async def test_a_second_ctrl_c_exits_at_once_with_one_line_and_no_traceback() ->
     assert [(e["level"], e["answers_cut"]) for e in forced] == [("warning", 1)], output
     assert forced[0]["message"] == "Second Ctrl-C: exiting now, cutting 1 answer still running"
     assert entries[-1] == forced[0]  # nothing after it: the process ended there
+
+
+async def test_a_second_ctrl_c_under_workers_exits_at_once_with_130_and_no_traceback() -> None:
+    # As a terminal does it: each Ctrl-C reaches every process of the group, the
+    # process manager and both workers. The shutdown timeout is a minute and the
+    # answer about 10 s: only the second Ctrl-C can end the group while it streams.
+    with serve_process("--workers", "2", "--echo-delay", "0.5", "--shutdown-timeout", "60",
+                       new_session=True) as server:
+        async with aiohttp.ClientSession() as session:
+            data = json.dumps(signed(LONG_TEXT + " " + LONG_TEXT)).encode()
+            async with session.post(server.base_url + "/api/generate", data=data) as response:
+                await response.content.readany()
+                server.interrupt(group=True)
+                await _output_says(server, "Shutting down")  # a worker handled the first
+                await _output_says(server, "Received SIGINT")  # and the process manager
+                server.interrupt(group=True)
+                status = await asyncio.to_thread(server.wait, 30)
+                with pytest.raises(aiohttp.ClientPayloadError):  # cut, never a clean end
+                    await response.read()
+        output = server.output()
+    assert status == 130, output
+    for noise in ("Traceback", "CancelledError", "KeyboardInterrupt"):
+        assert noise not in output, output
+    entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    forced = [e for e in entries if e.get("event") == "forced_exit"]
+    # The worker streaming the answer says it cuts it; the manager says it ends the workers.
+    assert {"Second Ctrl-C: exiting now, cutting 1 answer still running",
+            "Second Ctrl-C: exiting now, cutting the answers still running in 2 workers"
+            } <= {e["message"] for e in forced}, output
+    assert all(e["level"] == "warning" for e in forced)
+
+
+def test_ctrl_c_while_the_workers_start_is_a_clean_exit_0() -> None:
+    # At the start-up line the workers are still being spawned and importing the package
+    # (seconds on a busy machine): the Ctrl-C reaches them there, before uvicorn's handler.
+    with serve_process("--workers", "2", ready="line", new_session=True) as server:
+        server.interrupt(group=True)
+        status = server.wait(30)
+        output = server.output()
+    assert status == 0, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+
+
+async def test_a_second_ctrl_c_sent_to_the_workers_manager_alone_ends_its_workers_too() -> None:
+    # ``kill -INT`` to the manager's pid only (a supervisor that signals its child):
+    # the manager passes the second one on to its workers and waits for them.
+    with serve_process("--workers", "2", "--echo-delay", "0.5", "--shutdown-timeout", "60") as server:
+        async with aiohttp.ClientSession() as session:
+            data = json.dumps(signed(LONG_TEXT + " " + LONG_TEXT)).encode()
+            async with session.post(server.base_url + "/api/generate", data=data) as response:
+                await response.content.readany()
+                server.interrupt()
+                await _output_says(server, "Shutting down")  # the manager's SIGTERM reached a worker
+                server.interrupt()
+                status = await asyncio.to_thread(server.wait, 30)
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()
+        output = server.output()
+    assert status == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    forced = [json.loads(line)["message"] for line in output.splitlines()
+              if line.startswith("{") and json.loads(line).get("event") == "forced_exit"]
+    assert "Second Ctrl-C: exiting now, cutting 1 answer still running" in forced, output
 
 
 async def test_access_log_is_json_without_secrets_or_texts() -> None:

@@ -18,6 +18,7 @@ saying how many answers it cuts, exit status 130, no traceback. uvicorn's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -50,6 +51,8 @@ _LOGGING_ENV_VAR = "GPROCHAT_SERVER_LOGGING_JSON"
 #: The event loop every server process runs on (``accept.new_event_loop``).
 LOOP_FACTORY = "gprochat.server.accept:new_event_loop"
 logger = logging.getLogger("gprochat.server")
+#: Seconds a ``--workers`` process may take to answer its manager's ping (start-up included).
+WORKER_HEALTHCHECK_TIMEOUT = 30
 
 
 def http_limits(config: ServerConfig) -> HttpLimits:
@@ -60,6 +63,11 @@ def http_limits(config: ServerConfig) -> HttpLimits:
 def _uvicorn_config(app: Any, config: ServerConfig, **options: Any) -> HttpServerConfig:
     options.setdefault("log_level", "warning")
     options.setdefault("timeout_graceful_shutdown", config.shutdown_timeout)
+    if options.get("workers", 1) > 1:
+        # uvicorn's manager pings each worker and, without an answer in 5 s, kills it and
+        # starts another; a worker answers only once it has imported our package, which a
+        # busy machine can take longer than that to do (again and again, for ever).
+        options.setdefault("timeout_worker_healthcheck", WORKER_HEALTHCHECK_TIMEOUT)
     if hasattr(uvicorn.Config, "get_loop_factory"):  # uvicorn >= 0.36 takes a loop factory
         # uvloop, but accepting every waiting connection at once (accept.py says why).
         options.setdefault("loop", LOOP_FACTORY)
@@ -216,15 +224,74 @@ def _exit_at_once_on_second_interrupt() -> None:
         return
     handler = signal.getsignal(signal.SIGINT)
     server = getattr(handler, "__self__", None)
-    if not isinstance(server, uvicorn.Server) or isinstance(server, _AnnouncingServer):
-        return
+    if isinstance(server, uvicorn.Server) and not isinstance(server, _AnnouncingServer):
 
-    def handle_interrupt(sig: int, frame: FrameType | None) -> None:
-        if server.should_exit:
-            _exit_at_once(server)
-        server.handle_exit(sig, frame)
+        def handle_interrupt(sig: int, frame: FrameType | None) -> None:
+            if server.should_exit:
+                _exit_at_once(server)
+            server.handle_exit(sig, frame)
 
-    signal.signal(signal.SIGINT, handle_interrupt)
+        signal.signal(signal.SIGINT, handle_interrupt)
+    # The manager spawned this worker with SIGINT blocked (``_Supervisor.init_processes``):
+    # a handler is in place now, so a Ctrl-C that came during the start is handled here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's process manager for ``--workers``; a second Ctrl-C ends it at once.
+
+    uvicorn's manager queues signals and reads the queue every half second, and not at
+    all while it waits for its workers to finish their answers (up to
+    ``--shutdown-timeout``): a second Ctrl-C would wait with it, then exit 0. Here the
+    second one is handled in the signal handler itself: each worker still running is
+    sent SIGINT (its own second one: ``_exit_at_once`` logs what it cuts and ends it;
+    from a terminal the workers had it already), and ``SystemExit(130)`` ends this
+    process once they are gone (``serve``'s clean-up still runs: the socket, the
+    metrics directory).
+    """
+
+    #: Seconds the workers get to log their line and end, before SIGKILL.
+    WORKER_EXIT_TIMEOUT = 5.0
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._interrupts = 0
+        signal.signal(signal.SIGINT, self._handle_interrupt)
+
+    def init_processes(self) -> None:
+        # A Ctrl-C from a terminal reaches the workers too, and one still importing our
+        # package (seconds on a busy machine) has no handler yet: Python would print a
+        # KeyboardInterrupt traceback for each. So the workers start with SIGINT blocked
+        # (a signal mask is inherited across fork and exec) and unblock it once uvicorn's
+        # handler is in place (``_exit_at_once_on_second_interrupt``), which then gets a
+        # Ctrl-C that came meanwhile. Here it is blocked, not ignored, only while they are
+        # spawned: a Ctrl-C meanwhile waits, and reaches this process's handler after.
+        # (A worker that uvicorn restarts later is spawned by its code, without this.)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super().init_processes()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _handle_interrupt(self, sig: int, frame: FrameType | None) -> None:
+        self._interrupts += 1
+        if self._interrupts == 1:
+            self.signal_queue.append(sig)  # uvicorn's loop shuts the workers down
+            return
+        logger.warning(
+            "Second Ctrl-C: exiting now, cutting the answers still running in %d worker%s",
+            len(self.processes), "" if len(self.processes) == 1 else "s",
+            extra={"event": "forced_exit", "workers": len(self.processes)},
+        )
+        for process in self.processes:
+            if process.process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGINT)
+        for process in self.processes:
+            process.process.join(self.WORKER_EXIT_TIMEOUT)
+            if process.process.is_alive():
+                process.process.kill()
+                process.process.join()
+        raise SystemExit(FORCED_EXIT_STATUS)
 
 
 def serve(config: ServerConfig, **overrides: Any) -> None:
@@ -267,7 +334,7 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
                 factory=True, workers=config.workers, **options,
             )
             announce(config, sock, _named_backend(config))
-            Multiprocess(uvicorn_config, sockets=[sock]).run()
+            _Supervisor(uvicorn_config, sockets=[sock]).run()
         finally:
             if own_metrics_dir:
                 shutil.rmtree(own_metrics_dir, ignore_errors=True)
@@ -322,6 +389,40 @@ def app_from_environment() -> Starlette:
     return app
 
 
+class _StoppableServer(uvicorn.Server):
+    """uvicorn's server, whose ``stop_soon()`` (from any thread) ends its main loop at once.
+
+    uvicorn's main loop looks at ``should_exit`` every 0.1 s; a test suite that starts
+    and stops a server per test spent that in every teardown. Here the same ticks
+    (``on_tick``: the Date header, ``limit_max_requests``) run every 0.1 s, but a stop
+    wakes the loop instead of waiting for the next one.
+    """
+
+    _TICK = 0.1  # uvicorn's
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._TICK)
+            should_exit = await self.on_tick(counter)
+
+    def stop_soon(self) -> None:
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                loop.call_soon_threadsafe(wake.set)
+
+
 class BackgroundServer:
     """A server in a daemon thread on an ephemeral loopback port.
 
@@ -344,7 +445,7 @@ class BackgroundServer:
         self.shutdown_timeout: float | None = config.shutdown_timeout
         # Signals stay the host program's: uvicorn installs its handlers only when it
         # serves from the main thread (Server.capture_signals), and this is another.
-        self._server = uvicorn.Server(_uvicorn_config(self.app, config))
+        self._server = _StoppableServer(_uvicorn_config(self.app, config))
         self._thread = threading.Thread(target=self._run, name="gprochat-server", daemon=True)
 
     @property
@@ -370,7 +471,7 @@ class BackgroundServer:
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        self._server.stop_soon()
         self._thread.join(timeout=10 + (self.shutdown_timeout or 0))
         self._socket.close()
 

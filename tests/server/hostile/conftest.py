@@ -20,13 +20,12 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
-from ...processes import GPROCHAT, clean_env, stop_process
+from ...processes import GPROCHAT, ServeProcess, clean_env
 from . import probes
 from .rawhttp import exchange, request
 
@@ -53,35 +52,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(line)
 
 
-@dataclass
-class ServedProcess:
-    """One ``gprochat serve`` process: its port, log file and RSS at start."""
+class ServedProcess(ServeProcess):
+    """One ``gprochat serve`` process (the shared ``ServeProcess``): a name, its RSS at start."""
 
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    rss_start: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, name: str, *args: str, log_path: Path) -> None:
+        self.name = name
+        self.rss_start = 0
+        super().__init__(*args, log_path=log_path, timeout=30)
 
     def log(self, start: int = 0) -> str:
-        with self.log_path.open("rb") as log:
-            log.seek(start)
-            return log.read().decode("utf-8", "replace")
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
+        return self.output(start)
 
     def rss(self) -> int:
         return int(psutil.Process(self.process.pid).memory_info().rss)
-
-    def assert_alive(self) -> None:
-        assert self.process.poll() is None, (
-            f"the {self.name} server died (exit {self.process.returncode}):\n{self.log()[-3000:]}"
-        )
 
 
 def _served_options() -> str:
@@ -90,35 +73,12 @@ def _served_options() -> str:
     ).stdout
 
 
-_STARTED = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
-
-
 def _start(name: str, args: list[str], log_dir: Path, help_text: str) -> ServedProcess:
     """``gprochat serve --port 0``: the port is read from the start-up line, logged once bound."""
     for flag, value in HTTP_FLAGS.items():
         if re.search(rf"{flag}\b", help_text):
             args = [*args, flag, str(value)]
-    log_path = log_dir / f"{name}.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [*GPROCHAT, "serve", "--host", "127.0.0.1", "--port", "0", "--log-format", "text", *args],
-        env=clean_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    served = ServedProcess(name, 0, process, log_path)
-    deadline = time.monotonic() + 30
-    while not served.port:
-        served.assert_alive()
-        found = _STARTED.search(served.log())
-        if found:
-            served.port = int(found.group(1))
-        elif time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the {name} server did not say it started:\n{served.log()}")
-        else:
-            time.sleep(0.05)
+    served = ServedProcess(name, "--log-format", "text", *args, log_path=log_dir / f"{name}.log")
     [answer] = asyncio.run(exchange(served.port, request("GET", "/healthz"), timeout=10))
     assert answer.status == 200, answer
     served.rss_start = served.rss()
@@ -126,7 +86,7 @@ def _start(name: str, args: list[str], log_dir: Path, help_text: str) -> ServedP
 
 
 def _stop(served: ServedProcess) -> None:
-    stop_process(served.process, timeout=15)
+    served.stop(timeout=15)
 
 
 @pytest.fixture(scope="session")

@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import tempfile
-import time
+import signal
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ...processes import GPROCHAT, clean_env, free_port, stop_process
+from ...processes import ServeProcess, free_port
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -97,38 +94,17 @@ def page_of(browser: Any) -> Iterator[Any]:
         context.close()
 
 
-class WebServer:
-    """``gprochat serve ARGS`` in a subprocess on a free port, its log in a file."""
+class WebServer(ServeProcess):
+    """``gprochat serve ARGS`` in a subprocess on a free port, its log (JSON) in a file."""
 
     def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        descriptor, name = tempfile.mkstemp(prefix="gprochat-web-", suffix=".log")
-        self._log = os.fdopen(descriptor, "wb")
-        self.log_path = Path(name)
-        self.process = subprocess.Popen(
-            [*GPROCHAT, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-format", "json", *args],
-            env=clean_env(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gprochat serve exited:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        # A port of its own, not the start-up line's: deploy/'s unit flags may set any log level.
+        super().__init__("--log-format", "json", *args, port=free_port())
 
     def access_log(self, route: str) -> list[dict[str, Any]]:
         """The access-log entries for ``route`` so far."""
         entries = []
-        for line in self.log_path.read_text().splitlines():
+        for line in self.output().splitlines():
             if line.startswith("{"):
                 entry = json.loads(line)
                 if entry.get("logger") == "gprochat.access" and entry.get("route") == route:
@@ -142,10 +118,12 @@ class WebServer:
                     return float(line.split()[1])
         raise AssertionError(f"metric {name} not found")
 
-    def stop(self) -> None:
-        stop_process(self.process, timeout=15)
-        self._log.close()
-        self.log_path.unlink(missing_ok=True)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Stop the server and remove its log."""
+        try:
+            return super().stop(sig, timeout)
+        finally:
+            self.close()
 
 
 @pytest.fixture
