@@ -69,7 +69,7 @@ function messageElement(message, index, conversation) {
   const item = document.createElement("li");
   item.className = `message ${message.role}`;
   item.dataset.index = String(index);
-  const who = document.createElement("h3");
+  const who = document.createElement("h2");
   who.className = "visually-hidden";
   who.textContent = message.role === "user" ? "You said:" : "Assistant:";
   const body = document.createElement("div");
