@@ -10,6 +10,7 @@ import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
 import { installModelPicker, modelFor, showModel } from "./models.js";
 import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
+import { reveal } from "./text.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -157,8 +158,8 @@ function renderConversation(toBottom = true) {
   ui.messages.replaceChildren(...items);
   imageURLs.end();
   ui.empty.hidden = items.length > 0;
-  ui.title.textContent = titleOf(conversation);
-  document.title = `${titleOf(conversation)} · gprochat`;
+  ui.title.textContent = reveal(titleOf(conversation));
+  document.title = `${reveal(titleOf(conversation))} · gprochat`;
   ui.systemBanner.hidden = !conversation.system;
   ui.systemBanner.textContent = conversation.system ? `System role: ${conversation.system}` : "";
   showModel(conversation);
@@ -173,7 +174,7 @@ function renderList() {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "conversation";
-    button.textContent = titleOf(conversation);
+    button.textContent = reveal(titleOf(conversation));
     button.dataset.id = conversation.id;
     if (answers.has(conversation.id)) {
       button.classList.add("answering");
@@ -439,7 +440,7 @@ $("new-chat").addEventListener("click", () => {
 });
 $("delete").addEventListener("click", () => {
   const conversation = store.current;
-  if (conversation.messages.length && !confirm(`Delete “${titleOf(conversation)}”?`)) return;
+  if (conversation.messages.length && !confirm(`Delete “${reveal(titleOf(conversation))}”?`)) return;
   discard(conversation.id);
   dropLiveCard(conversation.id);
   store.remove(conversation.id);
