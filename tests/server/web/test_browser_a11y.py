@@ -79,6 +79,10 @@ def test_a_rich_conversation_has_no_violations(web_server: Any, page_of: Any, ax
     page.locator(".hljs-comment").first.wait_for()
     page.locator(".katex").first.wait_for()
     assert both_themes(page, axe_source) == []
+    # Cleared: the Undo offer beside Clear.
+    page.click("#clear")
+    page.locator(".undo-bar").wait_for()
+    assert both_themes(page, axe_source) == []
 
 
 def test_every_dialog_has_no_violations(web_server: Any, page_of: Any, axe_source: str) -> None:

@@ -3,6 +3,7 @@
 // Answers belong to conversations: several may stream at once, each with its own
 // Stop, and every control acts on the conversation open in this tab only.
 
+import { dismissUndo, offerUndo, userActions } from "./actions.js";
 import { ChatError, generate } from "./api.js";
 import { Attachments, ImageURLs, imagesElement, limits } from "./attachments.js";
 import { closeSidebar } from "./chrome.js";
@@ -85,6 +86,7 @@ function messageElement(message, index, conversation) {
   if (message.images?.length) item.append(imagesElement(message, imageURLs));
   if (message.content || !message.images?.length) item.append(body);
   if (message.role === "assistant") item.append(messageActions(message, index, conversation));
+  else item.append(userActions(message));
   return item;
 }
 
@@ -331,6 +333,7 @@ async function send() {
     return;
   }
   const images = attachments.take();
+  dismissUndo();
   ui.prompt.value = "";
   resizePrompt();
   dropLiveCard(id);
@@ -427,9 +430,18 @@ $("clear").addEventListener("click", () => {
   const id = store.currentId;
   discard(id);
   dropLiveCard(id);
+  const cleared = structuredClone(store.current.messages);
   store.update(id, (conversation) => { conversation.messages = []; });
   renderConversation();
   ui.prompt.focus();
+  // Undo puts the cleared messages back (before any sent since), stored like any change.
+  if (cleared.length) {
+    offerUndo("Conversation cleared.", () => {
+      store.update(id, (conversation) => { conversation.messages = [...cleared, ...conversation.messages]; });
+      renderAfter(id);
+      ui.prompt.focus();
+    });
+  }
 });
 $("new-chat").addEventListener("click", () => {
   const current = store.current;
