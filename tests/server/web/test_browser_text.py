@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from .test_browser import reload, send, wait_answers
+from .test_browser_images import choose, png
 
 pytestmark = pytest.mark.browser
 
@@ -65,3 +66,15 @@ def test_emoji_joined_by_zero_width_joiners_stay_whole(web_server: Any, page_of:
     send(page, "[👩\u200d💻 and 👍🏽\u200d👍](https://example.com/)")
     wait_answers(page, 1)
     assert page.locator(".message.assistant a").text_content() == "👩\u200d💻 and 👍🏽\u200d👍"
+
+
+def test_a_bidi_override_in_an_image_name_is_shown(web_server: Any, page_of: Any) -> None:
+    page = page_of(web_server().base_url)
+    choose(page, ("\u202egnp.exe", "image/png", png(4, 4, (0, 90, 0))))
+    page.locator(".attachment img").wait_for()
+    send(page, "")
+    wait_answers(page, 1)
+    # An image-only message: its title is the image's name, and the viewer names it.
+    assert page.locator("#chat-title").text_content() == "Image: ⟨U+202E⟩gnp.exe"
+    page.click(".image-thumb")
+    assert page.locator("#image-dialog-title").text_content() == "Image 1: ⟨U+202E⟩gnp.exe"
