@@ -12,6 +12,8 @@
 // max-body-bytes): a refused file is explained under the composer and nothing is
 // sent. Blob URLs made to show images are revoked once nothing shows them.
 
+import { reveal } from "./text.js";
+
 const $ = (id) => document.getElementById(id);
 const meta = (name) => document.querySelector(`meta[name="gprochat:${name}"]`)?.content ?? "";
 
@@ -315,7 +317,7 @@ function enlarge(url, image, label, opener) {
   const picture = $("image-dialog-picture");
   picture.src = url;
   picture.alt = image.name || image.type;
-  $("image-dialog-title").textContent = label;
+  $("image-dialog-title").textContent = reveal(label); // a file's name shown as it is
   $("image-dialog-info").textContent = `${image.type}, ${formatBytes(image.size)}`;
   viewer.opener = opener;
   viewer.showModal();

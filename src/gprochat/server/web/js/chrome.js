@@ -72,27 +72,58 @@ const sidebar = $("sidebar");
 const scrim = $("scrim");
 const toggle = $("toggle-sidebar");
 
+// While open, the drawer is modal: the page behind is inert (Tab stays in the
+// drawer), and Esc closes it from wherever focus is.
+const behind = document.querySelector("main");
+
 export function openSidebar() {
   sidebar.classList.add("open");
   scrim.hidden = false;
+  behind.inert = true;
   toggle.setAttribute("aria-expanded", "true");
   sidebar.querySelector("button")?.focus();
 }
 
-export function closeSidebar() {
+export function closeSidebar(focusToggle = false) {
+  if (!sidebar.classList.contains("open")) return;
   sidebar.classList.remove("open");
   scrim.hidden = true;
+  behind.inert = false;
   toggle.setAttribute("aria-expanded", "false");
+  if (focusToggle) toggle.focus();
 }
 
 toggle.addEventListener("click", () => {
   if (sidebar.classList.contains("open")) closeSidebar();
   else openSidebar();
 });
-scrim.addEventListener("click", closeSidebar);
-sidebar.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && sidebar.classList.contains("open")) {
-    closeSidebar();
-    toggle.focus();
+scrim.addEventListener("click", () => closeSidebar(true));
+// Capturing, so the page's own Esc (stop the answer) does not also run.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && sidebar.classList.contains("open") && !document.querySelector("dialog[open]")) {
+    event.stopImmediatePropagation();
+    closeSidebar(true);
   }
+}, true);
+// Tab from the drawer's last control goes to its first, Shift+Tab the other way
+// (inert keeps focus out of the page, not inside the drawer: the browser's own
+// controls would come next).
+sidebar.addEventListener("keydown", (event) => {
+  if (event.key !== "Tab" || !sidebar.classList.contains("open")) return;
+  const controls = [...sidebar.querySelectorAll("button, a[href], [tabindex]:not([tabindex='-1'])")]
+    .filter((element) => element.checkVisibility());
+  if (!controls.length) return;
+  const first = controls[0];
+  const last = controls[controls.length - 1];
+  if (event.shiftKey && document.activeElement === first) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && document.activeElement === last) {
+    event.preventDefault();
+    first.focus();
+  }
+});
+// Wider than a phone again: the drawer is the sidebar, never modal.
+matchMedia("(max-width: 760px)").addEventListener("change", (query) => {
+  if (!query.matches) closeSidebar();
 });

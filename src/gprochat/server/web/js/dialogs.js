@@ -71,13 +71,24 @@ export function askPassword(reason = "") {
   return gate;
 }
 
+/**
+ * Focus what opened a dialog once it closes; if that is gone or hidden (an item of
+ * the ⋯ menu, which closed), the ⋯ button: never <body>.
+ */
+export function returnFocus(opener) {
+  const visible = opener?.isConnected && opener !== document.body && opener.checkVisibility();
+  (visible ? opener : $("more")).focus();
+}
+
 /** Edit `value` in a dialog; `apply(newValue)` runs only if the person chose OK. */
 export function editInDialog(dialogId, inputId, value, apply) {
   const dialog = $(dialogId);
   const input = $(inputId);
   input.value = value;
+  const opener = document.activeElement;
   dialog.addEventListener("close", () => {
     if (dialog.returnValue === "ok") apply(input.value);
+    returnFocus(opener);
   }, { once: true });
   dialog.returnValue = "";
   dialog.showModal();

@@ -19,20 +19,23 @@ export class ErrorCard {
     this.conversationId = conversationId;
     this.timer = null;
     this.title = TITLES[error.kind] || "Something went wrong";
+    // A list item of the conversation, its words an alert (a list item cannot be one).
     this.element = document.createElement("li");
     this.element.className = "error-card";
-    this.element.setAttribute("role", "alert");
+    const alert = document.createElement("div");
+    alert.setAttribute("role", "alert");
+    this.element.append(alert);
     const title = document.createElement("strong");
     title.textContent = this.title;
     const text = document.createElement("p");
     text.textContent = error.message;
-    this.element.append(title, text);
+    alert.append(title, text);
     const retry = document.createElement("button");
     retry.type = "button";
     retry.className = "btn retry";
     retry.textContent = "Retry";
     retry.addEventListener("click", onRetry);
-    if (error.retryAfter) this.element.append(this.countdown(error.retryAfter, retry));
+    if (error.retryAfter) alert.append(this.countdown(error.retryAfter, retry));
     const actions = document.createElement("div");
     actions.className = "message-actions";
     if (error.kind !== "password" && error.kind !== "client") actions.append(retry);

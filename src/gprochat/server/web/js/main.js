@@ -3,6 +3,7 @@
 // Answers belong to conversations: several may stream at once, each with its own
 // Stop, and every control acts on the conversation open in this tab only.
 
+import { dismissUndo, offerUndo, userActions } from "./actions.js";
 import { ChatError, generate } from "./api.js";
 import { Attachments, ImageURLs, imagesElement, limits } from "./attachments.js";
 import { closeSidebar } from "./chrome.js";
@@ -10,6 +11,7 @@ import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
 import { installModelPicker, modelFor, showModel } from "./models.js";
 import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
+import { reveal } from "./text.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -69,7 +71,7 @@ function messageElement(message, index, conversation) {
   const item = document.createElement("li");
   item.className = `message ${message.role}`;
   item.dataset.index = String(index);
-  const who = document.createElement("h3");
+  const who = document.createElement("h2");
   who.className = "visually-hidden";
   who.textContent = message.role === "user" ? "You said:" : "Assistant:";
   const body = document.createElement("div");
@@ -84,6 +86,7 @@ function messageElement(message, index, conversation) {
   if (message.images?.length) item.append(imagesElement(message, imageURLs));
   if (message.content || !message.images?.length) item.append(body);
   if (message.role === "assistant") item.append(messageActions(message, index, conversation));
+  else item.append(userActions(message));
   return item;
 }
 
@@ -157,8 +160,8 @@ function renderConversation(toBottom = true) {
   ui.messages.replaceChildren(...items);
   imageURLs.end();
   ui.empty.hidden = items.length > 0;
-  ui.title.textContent = titleOf(conversation);
-  document.title = `${titleOf(conversation)} · gprochat`;
+  ui.title.textContent = reveal(titleOf(conversation));
+  document.title = `${reveal(titleOf(conversation))} · gprochat`;
   ui.systemBanner.hidden = !conversation.system;
   ui.systemBanner.textContent = conversation.system ? `System role: ${conversation.system}` : "";
   showModel(conversation);
@@ -173,7 +176,7 @@ function renderList() {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "conversation";
-    button.textContent = titleOf(conversation);
+    button.textContent = reveal(titleOf(conversation));
     button.dataset.id = conversation.id;
     if (answers.has(conversation.id)) {
       button.classList.add("answering");
@@ -330,6 +333,7 @@ async function send() {
     return;
   }
   const images = attachments.take();
+  dismissUndo();
   ui.prompt.value = "";
   resizePrompt();
   dropLiveCard(id);
@@ -426,9 +430,18 @@ $("clear").addEventListener("click", () => {
   const id = store.currentId;
   discard(id);
   dropLiveCard(id);
+  const cleared = structuredClone(store.current.messages);
   store.update(id, (conversation) => { conversation.messages = []; });
   renderConversation();
   ui.prompt.focus();
+  // Undo puts the cleared messages back (before any sent since), stored like any change.
+  if (cleared.length) {
+    offerUndo("Conversation cleared.", () => {
+      store.update(id, (conversation) => { conversation.messages = [...cleared, ...conversation.messages]; });
+      renderAfter(id);
+      ui.prompt.focus();
+    });
+  }
 });
 $("new-chat").addEventListener("click", () => {
   const current = store.current;
@@ -439,7 +452,7 @@ $("new-chat").addEventListener("click", () => {
 });
 $("delete").addEventListener("click", () => {
   const conversation = store.current;
-  if (conversation.messages.length && !confirm(`Delete “${titleOf(conversation)}”?`)) return;
+  if (conversation.messages.length && !confirm(`Delete “${reveal(titleOf(conversation))}”?`)) return;
   discard(conversation.id);
   dropLiveCard(conversation.id);
   store.remove(conversation.id);

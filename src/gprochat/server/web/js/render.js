@@ -8,6 +8,8 @@
 // highlight.js and KaTeX are large and most answers need neither: they load on the
 // first code block or formula, and the messages are rendered again.
 
+import { revealLinks } from "./text.js";
+
 const assets = document.body.dataset.assets;
 const loaded = { hljs: null, katex: null };
 let onLibraryLoaded = () => {};
@@ -162,6 +164,7 @@ export function renderMarkdown(element, text) {
   });
   element.innerHTML = clean;
   decorateCodeBlocks(element, "Copy");
+  revealLinks(element);
   ensureLibraries();
 }
 

@@ -19,6 +19,8 @@
 // key: the first load that finds it moves it over in one transaction, then drops it.
 
 import { dataURL, imageLines } from "./attachments.js";
+import { demoteHeadings } from "./headings.js";
+import { plainLine } from "./text.js";
 
 const DATABASE = "gprochat";
 const RECORDS = "conversations";
@@ -39,7 +41,7 @@ export function titleOf(conversation) {
   if (conversation.title) return conversation.title;
   const first = conversation.messages.find((message) => message.role === "user");
   if (!first) return "New chat";
-  const line = first.content.trim().split("\n")[0] || (first.images?.length ? `Image: ${first.images[0].name}` : "");
+  const line = plainLine(first.content.trim().split("\n")[0]) || (first.images?.length ? `Image: ${first.images[0].name}` : "");
   return line.length > 48 ? `${line.slice(0, 47)}…` : line || "New chat";
 }
 
@@ -335,7 +337,8 @@ export function toMarkdown(conversation) {
   const lines = [`# ${titleOf(conversation)}`, ""];
   if (conversation.system) lines.push(`> System role: ${conversation.system.replace(/\n/g, "\n> ")}`, "");
   for (const message of conversation.messages) {
-    lines.push(`## ${message.role === "user" ? "You" : "Assistant"}`, "", message.content, "");
+    // The message's own headings go below its role's ("# x" -> "### x").
+    lines.push(`## ${message.role === "user" ? "You" : "Assistant"}`, "", demoteHeadings(message.content), "");
     if (message.images?.length) lines.push(...imageLines(message), "");
     if (message.status) lines.push(`*(answer ${message.status})*`, "");
     if (message.failure) lines.push(`*(not answered: ${message.failure.message})*`, "");
