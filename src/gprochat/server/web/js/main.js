@@ -9,6 +9,7 @@ import { closeSidebar } from "./chrome.js";
 import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
 import { installModelPicker, modelFor, showModel } from "./models.js";
+import { installTemperature, showTemperature, temperatureFor } from "./settings.js";
 import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
@@ -162,6 +163,7 @@ function renderConversation(toBottom = true) {
   ui.systemBanner.hidden = !conversation.system;
   ui.systemBanner.textContent = conversation.system ? `System role: ${conversation.system}` : "";
   showModel(conversation);
+  showTemperature(conversation);
   setBusy(Boolean(run));
   renderList();
   scrollToBottom(toBottom);
@@ -267,6 +269,7 @@ async function ask(id) {
       messages: sendable,
       system: conversation.system,
       model: await modelFor(conversation),
+      temperature: temperatureFor(conversation),
       password,
       secretKey: site.secretKey,
       limits: { images: limits.images, bodyBytes: limits.bodyBytes },
@@ -488,6 +491,7 @@ store.onChange = (id) => {
 };
 
 installModelPicker(store);
+installTemperature(store);
 store.ready.then(() => {
   renderConversation();
   if (site.passwordRequired && !storedPassword()) askPassword();

@@ -1,9 +1,10 @@
 // Conversations, kept in this browser's IndexedDB, safe with several tabs open.
 //
 // Database "gprochat", object store "conversations", one record per conversation:
-// {id, title, system, model?, updated, messages: [{id, role: "user"|"assistant",
+// {id, title, system, model?, temperature?, updated, messages: [{id, role: "user"|"assistant",
 // content, images?, status?, failure?}]}. `model` is the one the person chose for it
-// (models.js); absent, the server's default. A user message's images are
+// (models.js), `temperature` its sampling temperature (settings.js); absent, the
+// server's defaults. A user message's images are
 // [{type, data, size, name}], data being the bytes as base64, as sent
 // (attachments.js). An assistant message's status is "stopped" (the person pressed
 // Stop) or "incomplete" (the answer broke off, or is still arriving); a finished one
