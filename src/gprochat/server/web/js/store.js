@@ -8,7 +8,8 @@
 // [{type, data, size, name}], data being the bytes as base64, as sent
 // (attachments.js). An assistant message's status is "stopped" (the person pressed
 // Stop) or "incomplete" (the answer broke off, or is still arriving); a finished one
-// has none; one retried has `versions` and `version` (versions.js). A user message the server refused carries `failure` ({kind, title,
+// has none; one retried has `versions` and `version` (versions.js); a user message
+// edited, `branches` and `branch` (editing.js). A user message the server refused carries `failure` ({kind, title,
 // message, retryAt}) and is not sent again until retried.
 //
 // Every change is one operation (a function of a record) applied twice: at once to
