@@ -427,8 +427,8 @@ function pageVersion(id, messageId, operation) {
   renderAfter(id);
   const pager = ui.messages.querySelector(`li[data-id="${CSS.escape(messageId)}"] .version-pager`);
   pager?.querySelector(`.${before}`)?.focus();
-  const position = pager?.querySelector(".version-position");
-  if (position) announce(position.getAttribute("aria-label"));
+  const spoken = pager?.querySelector(".version-spoken");
+  if (spoken) announce(spoken.textContent);
 }
 
 function retryRefused(id, messageId) {

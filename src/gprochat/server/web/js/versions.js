@@ -91,10 +91,15 @@ export function pager(count, shown, name, onShow) {
   const position = document.createElement("span");
   position.className = "version-position";
   position.textContent = `${shown + 1}/${count}`;
-  position.setAttribute("aria-label", `Version ${shown + 1} of ${count}`);
+  position.setAttribute("aria-hidden", "true");
+  // Read out in words (an aria-label on a plain span is not announced everywhere).
+  const spoken = document.createElement("span");
+  spoken.className = "visually-hidden version-spoken";
+  spoken.textContent = `Version ${shown + 1} of ${count}`;
   pager.append(
     pagerButton("version-prev", "Previous version", "‹", shown === 0, () => onShow(shown - 1)),
     position,
+    spoken,
     pagerButton("version-next", "Next version", "›", shown === count - 1, () => onShow(shown + 1)),
   );
   return pager;
