@@ -5,6 +5,8 @@ proves what arrived (the echo backend ignores it)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from ..test_routes_temperature import TemperatureBackend
@@ -43,6 +45,11 @@ def test_the_temperature_belongs_to_the_conversation_and_reaches_the_backend(
     page.wait_for_function("() => !document.querySelector('.message.assistant.streaming')"
                            " && document.querySelectorAll('.message.assistant:not(.streaming)').length === 2")
     assert bodies[-1]["temperature"] == 0.7
+    # Export as JSON names it.
+    with page.expect_download() as download:
+        page.click("#more")
+        page.click("#export-json")
+    assert json.loads(Path(download.value.path()).read_text(encoding="utf-8"))["temperature"] == 0.7
     # A new conversation has its own: none.
     page.click("#new-chat")
     assert temperature(page).input_value() == ""

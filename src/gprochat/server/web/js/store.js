@@ -363,5 +363,6 @@ export function toJSON(conversation) {
     messages.push(entry);
   }
   const model = conversation.model ? { model: conversation.model } : {};
-  return JSON.stringify({ title: titleOf(conversation), ...model, messages }, null, 2);
+  const temperature = typeof conversation.temperature === "number" ? { temperature: conversation.temperature } : {};
+  return JSON.stringify({ title: titleOf(conversation), ...model, ...temperature, messages }, null, 2);
 }
