@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .test_browser import reload, send, sent_bodies, wait_answers
+from .test_browser_state import second_tab
 from .test_browser_versions import CountingBackend
 
 
@@ -50,13 +51,18 @@ def test_editing_a_message_branches_and_keeps_the_old_branch(make_server: Any, p
     assert first_user_position(page) == "1/2"
     reload(page)
     assert user_texts(page) == ["Q1", "Q2"] and first_user_position(page) == "1/2"
+    tab = second_tab(page, server.base_url)
+    assert user_texts(tab) == ["Q1", "Q2"] and first_user_position(tab) == "1/2"
     page.locator(".message.user").first.get_by_role("button", name="Next version").click()
     assert user_texts(page) == ["Q1 edited"]
     assert wait_answers(page, 1) == ["answer 3 to Q1 edited"]
+    # The other tab follows.
+    tab.wait_for_function("() => document.querySelectorAll('.message.user').length === 1")
+    assert user_texts(tab) == ["Q1 edited"] and first_user_position(tab) == "2/2"
     # The next message follows the branch shown.
     bodies = sent_bodies(page)
     send(page, "Q3")
     assert wait_answers(page, 2) == ["answer 3 to Q1 edited", "answer 4 to Q3"]
     sent = [m["parts"][0]["text"] for m in bodies[-1]["messages"]]
     assert sent == ["Q1 edited", "answer 3 to Q1 edited", "Q3"]
-    assert page.errors == []
+    assert page.errors == [] and tab.errors == []
