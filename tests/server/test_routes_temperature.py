@@ -53,6 +53,7 @@ HINT = " Send a number from 0 to 2, or leave it out for the server's default."
     (-0.1, "Invalid field 'temperature': Input should be greater than or equal to 0." + HINT),
     ("0.5", "Invalid field 'temperature': Input should be a valid number." + HINT),
     (True, "Invalid field 'temperature': Input should be a valid number." + HINT),
+    (float("nan"), "Request body has NaN, which is not JSON: send numbers only."),
 ])
 async def test_a_temperature_out_of_range_is_a_400_naming_it(
     server: BackgroundServer, temperature: Any, expected: str
