@@ -133,7 +133,8 @@ class GenerateRequest(BaseModel):
 
     ``model`` is gprochat's extension (GeminiProChat's clients never send it, and its
     servers ignore it): the name of one of the server's models (``GET /api/models``);
-    absent or ``""``, the server's default. The signature does not cover it.
+    absent or ``""``, the server's default. ``temperature`` is another (a number from
+    0 to 2; absent, the backend's default). The signature covers neither.
     """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -143,6 +144,7 @@ class GenerateRequest(BaseModel):
     password: Optional[StrictStr] = Field(default=None, alias="pass")
     sign: StrictStr
     model: Optional[StrictStr] = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
+    temperature: Optional[float] = Field(default=None, ge=0, le=2, strict=True, allow_inf_nan=False)
 
     @property
     def history(self) -> list[WireMessage]:
@@ -466,7 +468,9 @@ def parse_generate_request(body: bytes | str) -> GenerateRequest:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
-        raise InvalidRequest(f"Invalid field {field!r}: {error['msg']}.", field=field) from exc
+        hint = (" Send a number from 0 to 2, or leave it out for the server's default."
+                if field == "temperature" else "")
+        raise InvalidRequest(f"Invalid field {field!r}: {error['msg']}.{hint}", field=field) from exc
 
 
 def error_body(message: str, code: Any = None, **extra: Any) -> bytes:

@@ -82,6 +82,7 @@ async def generate(request: Request) -> Response:
         images=images[-1],
         system=config.system_prompt,
         model=model,
+        temperature=generate_request.temperature,
     )
     backend: Backend = state.backend
     try:

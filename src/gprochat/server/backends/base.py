@@ -47,7 +47,7 @@ class Conversation:
     server's system prompt, if any. ``model`` and the
     sampling requests (``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``)
     are honoured when the backend can; None means the backend's own default (the
-    OpenAI gateway fills them in; ``/api/generate`` has no field for them).
+    OpenAI gateway fills them in; ``/api/generate`` takes ``model`` and ``temperature``).
     """
 
     message: str

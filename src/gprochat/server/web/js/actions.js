@@ -14,14 +14,6 @@ export function copyButton(text, label) {
   return copy;
 }
 
-/** The actions under a message of the person's: Copy. */
-export function userActions(message) {
-  const actions = document.createElement("div");
-  actions.className = "message-actions";
-  if (message.content) actions.append(copyButton(message.content, "Copy message"));
-  return actions;
-}
-
 let offered = null;
 
 /**

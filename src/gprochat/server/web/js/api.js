@@ -4,8 +4,8 @@
 // A request to /api/generate carries the conversation as Gemini turns, the time in
 // milliseconds, the site password and sign = sha256_hex(`${time}:${text}:${secretKey}`),
 // where text is the last (user) message's text, and, when the conversation chose one,
-// the model (our extension: GET api/models lists them). The answer is plain UTF-8 text,
-// streamed; a body that ends without chunked encoding's last chunk was cut.
+// the model (our extension: GET api/models lists them), and its temperature (another,
+// settings.js). The answer is plain UTF-8 text, streamed; a body that ends without chunked encoding's last chunk was cut.
 
 const encoder = new TextEncoder();
 
@@ -104,7 +104,7 @@ async function toChatError(response) {
  * ended properly; rejects with a ChatError (`cut` when the body broke off), or with
  * the AbortError when `signal` was aborted.
  */
-export async function generate({ messages, system, model, password, secretKey, signal, onText, limits }) {
+export async function generate({ messages, system, model, temperature, password, secretKey, signal, onText, limits }) {
   const wire = wireMessages(messages, system, limits);
   const last = wire[wire.length - 1];
   if (!last || last.role !== "user") throw new ChatError("client", "There is no question to answer.");
@@ -115,6 +115,7 @@ export async function generate({ messages, system, model, password, secretKey, s
     pass: password || null,
     sign: await sign(time, last.parts.map((part) => part.text ?? "").join(""), secretKey),
     ...(model ? { model } : {}),
+    ...(typeof temperature === "number" ? { temperature } : {}),
   });
   let response;
   try {

@@ -3,13 +3,17 @@
 // Answers belong to conversations: several may stream at once, each with its own
 // Stop, and every control acts on the conversation open in this tab only.
 
-import { dismissUndo, offerUndo, userActions } from "./actions.js";
+import { copyButton, dismissUndo, offerUndo } from "./actions.js";
 import { ChatError, generate } from "./api.js";
 import { Attachments, ImageURLs, imagesElement, limits } from "./attachments.js";
 import { closeSidebar } from "./chrome.js";
 import { askPassword, editInDialog } from "./dialogs.js";
 import { ErrorCard } from "./errors.js";
 import { installModelPicker, modelFor, showModel } from "./models.js";
+import { branchAt, branchPager, editButton, editing, editorElement, showBranch, startEditing,
+  stopEditing } from "./editing.js";
+import { dropVersion, nextVersion, putVersion, showVersion, versionPager } from "./versions.js";
+import { installTemperature, showTemperature, temperatureFor } from "./settings.js";
 import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
 import { reveal } from "./text.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
@@ -71,13 +75,15 @@ function messageElement(message, index, conversation) {
   const item = document.createElement("li");
   item.className = `message ${message.role}`;
   item.dataset.index = String(index);
+  item.dataset.id = message.id;
   const who = document.createElement("h2");
   who.className = "visually-hidden";
   who.textContent = message.role === "user" ? "You said:" : "Assistant:";
   const body = document.createElement("div");
   body.className = "bubble";
   if (message.role === "user") {
-    body.textContent = message.content;
+    if (editing?.messageId === message.id) body.append(editorElement(message, editHandlers(conversation.id, message.id)));
+    else body.textContent = message.content;
   } else {
     body.classList.add("markdown");
     renderMarkdown(body, message.content);
@@ -86,8 +92,43 @@ function messageElement(message, index, conversation) {
   if (message.images?.length) item.append(imagesElement(message, imageURLs));
   if (message.content || !message.images?.length) item.append(body);
   if (message.role === "assistant") item.append(messageActions(message, index, conversation));
-  else item.append(userActions(message));
+  else item.append(userActions(message, conversation));
   return item;
+}
+
+function userActions(message, conversation) {
+  const actions = document.createElement("div");
+  actions.className = "message-actions";
+  if (message.content) actions.append(copyButton(message.content, "Copy message"));
+  const branches = branchPager(message, (shown) => pageVersion(conversation.id, message.id, showBranch(message.id, shown)));
+  if (branches) actions.append(branches);
+  if (!answers.has(conversation.id) && editing?.messageId !== message.id) {
+    actions.append(editButton(() => {
+      startEditing(conversation.id, message);
+      renderAfter(conversation.id);
+      ui.messages.querySelector(`li[data-id="${CSS.escape(message.id)}"] textarea`)?.focus();
+    }));
+  }
+  return actions;
+}
+
+function editHandlers(id, messageId) {
+  return {
+    onCancel: () => {
+      stopEditing();
+      renderAfter(id);
+      ui.messages.querySelector(`li[data-id="${CSS.escape(messageId)}"] .edit`)?.focus();
+    },
+    onSave: (text) => {
+      stopEditing();
+      if (answers.has(id)) return renderAfter(id);
+      dropLiveCard(id);
+      store.update(id, branchAt(messageId, text));
+      renderAfter(id);
+      ui.prompt.focus();
+      ask(id);
+    },
+  };
 }
 
 function messageActions(message, index, conversation) {
@@ -99,6 +140,8 @@ function messageActions(message, index, conversation) {
     note.textContent = message.status === "stopped" ? "Stopped" : "Incomplete: the answer was cut off";
     actions.append(note);
   }
+  const pager = versionPager(message, (shown) => pageVersion(conversation.id, message.id, showVersion(message.id, shown)));
+  if (pager) actions.append(pager);
   const copy = document.createElement("button");
   copy.type = "button";
   copy.className = "link-btn";
@@ -165,6 +208,7 @@ function renderConversation(toBottom = true) {
   ui.systemBanner.hidden = !conversation.system;
   ui.systemBanner.textContent = conversation.system ? `System role: ${conversation.system}` : "";
   showModel(conversation);
+  showTemperature(conversation);
   setBusy(Boolean(run));
   renderList();
   scrollToBottom(toBottom);
@@ -224,22 +268,27 @@ function dropLiveCard(conversationId) {
 
 // ---- sending -----------------------------------------------------------------
 
-/** Answer the last message of conversation `id`, unless it is already answering. */
-async function ask(id) {
+/**
+ * Answer the last message of conversation `id`, unless it is already answering;
+ * `into` names an answer to retry: the new one becomes its next version.
+ */
+async function ask(id, into = null) {
   if (answers.has(id) || !store.get(id)) return;
   dropLiveCard(id);
   if (site.passwordRequired && !storedPassword()) {
     await askPassword();
-    return ask(id);
+    return ask(id, into);
   }
   const password = site.passwordRequired ? storedPassword() : null;
   const conversation = store.get(id);
   // Refused messages stay in the conversation, shown refused, but are not sent.
-  const sendable = conversation.messages.filter((m) => !m.failure);
+  const sendable = conversation.messages.filter((m) => !m.failure && m.id !== into);
   const question = sendable[sendable.length - 1];
   const controller = new AbortController();
-  const answer = { id: newId(), role: "assistant", content: "" };
-  const run = { answer, controller, element: null, discard: false, savedAt: 0 };
+  const retried = into ? conversation.messages.find((m) => m.id === into) : null;
+  const answer = { id: retried ? into : newId(), role: "assistant", content: "" };
+  const version = retried ? nextVersion(retried) : 0;
+  const run = { answer, version, controller, element: null, discard: false, savedAt: 0 };
   answers.set(id, run);
   if (store.currentId === id) renderConversation();
   else renderList();
@@ -270,6 +319,7 @@ async function ask(id) {
       messages: sendable,
       system: conversation.system,
       model: await modelFor(conversation),
+      temperature: temperatureFor(conversation),
       password,
       secretKey: site.secretKey,
       limits: { images: limits.images, bodyBytes: limits.bodyBytes },
@@ -278,7 +328,7 @@ async function ask(id) {
         answer.content += text;
         if (!run.discard && Date.now() - run.savedAt >= SAVE_EVERY_MS) {
           run.savedAt = Date.now();
-          store.update(id, upsert({ ...answer, status: "incomplete" }));
+          store.update(id, putVersion(answer.id, version, { ...answer, status: "incomplete" }));
         }
         if (!pending) {
           pending = true;
@@ -296,10 +346,10 @@ async function ask(id) {
     return;
   }
   if (failure && failure.kind === "cut") answer.status = "incomplete";
-  if (answer.content) store.update(id, upsert(answer));
-  else store.update(id, removeMessage(answer.id));
+  if (answer.content) store.update(id, putVersion(answer.id, version, answer));
+  else store.update(id, dropVersion(answer.id, version));
   if (failure && failure.kind !== "password") {
-    if (answer.content || !question) {
+    if (answer.content || !question || retried) {
       liveCards.set(id, new ErrorCard(failure, id, () => retryLast(id)));
     } else {
       const retryAt = failure.retryAfter ? Date.now() + failure.retryAfter * 1000 : null;
@@ -363,10 +413,26 @@ function retryLast(id) {
   const last = conversation.messages[conversation.messages.length - 1];
   if (!last) return;
   dropLiveCard(id);
-  if (last.role === "assistant") store.update(id, removeMessage(last.id));
-  else if (last.failure) store.update(id, resend(last.id));
+  if (last.failure) store.update(id, resend(last.id));
   renderAfter(id);
-  ask(id);
+  // An answer retried is kept: the new one becomes its next version.
+  ask(id, last.role === "assistant" ? last.id : null);
+}
+
+/** Show another version of message `messageId` (`operation`); focus stays on the pager. */
+function pageVersion(id, messageId, operation) {
+  if (answers.has(id)) {
+    // Another version would change what the streaming answer follows: not now.
+    announce("Wait until the answer is complete (or stop it) to see another version.");
+    return;
+  }
+  const before = document.activeElement?.classList.contains("version-prev") ? "version-prev" : "version-next";
+  store.update(id, operation);
+  renderAfter(id);
+  const pager = ui.messages.querySelector(`li[data-id="${CSS.escape(messageId)}"] .version-pager`);
+  pager?.querySelector(`.${before}`)?.focus();
+  const spoken = pager?.querySelector(".version-spoken");
+  if (spoken) announce(spoken.textContent);
 }
 
 function retryRefused(id, messageId) {
@@ -490,7 +556,9 @@ whenLibraryLoaded(() => {
 // written while it streamed, and this last write if the browser lets it finish).
 window.addEventListener("pagehide", () => {
   for (const [id, run] of answers) {
-    if (run.answer.content && !run.discard) store.update(id, upsert({ ...run.answer, status: "incomplete" }));
+    if (run.answer.content && !run.discard) {
+      store.update(id, putVersion(run.answer.id, run.version, { ...run.answer, status: "incomplete" }));
+    }
   }
   store.keepUnsaved();
 });
@@ -501,6 +569,7 @@ store.onChange = (id) => {
 };
 
 installModelPicker(store);
+installTemperature(store);
 store.ready.then(() => {
   renderConversation();
   if (site.passwordRequired && !storedPassword()) askPassword();

@@ -1,13 +1,15 @@
 // Conversations, kept in this browser's IndexedDB, safe with several tabs open.
 //
 // Database "gprochat", object store "conversations", one record per conversation:
-// {id, title, system, model?, updated, messages: [{id, role: "user"|"assistant",
+// {id, title, system, model?, temperature?, updated, messages: [{id, role: "user"|"assistant",
 // content, images?, status?, failure?}]}. `model` is the one the person chose for it
-// (models.js); absent, the server's default. A user message's images are
+// (models.js), `temperature` its sampling temperature (settings.js); absent, the
+// server's defaults. A user message's images are
 // [{type, data, size, name}], data being the bytes as base64, as sent
 // (attachments.js). An assistant message's status is "stopped" (the person pressed
 // Stop) or "incomplete" (the answer broke off, or is still arriving); a finished one
-// has none. A user message the server refused carries `failure` ({kind, title,
+// has none; one retried has `versions` and `version` (versions.js); a user message
+// edited, `branches` and `branch` (editing.js). A user message the server refused carries `failure` ({kind, title,
 // message, retryAt}) and is not sent again until retried.
 //
 // Every change is one operation (a function of a record) applied twice: at once to
@@ -364,5 +366,6 @@ export function toJSON(conversation) {
     messages.push(entry);
   }
   const model = conversation.model ? { model: conversation.model } : {};
-  return JSON.stringify({ title: titleOf(conversation), ...model, messages }, null, 2);
+  const temperature = typeof conversation.temperature === "number" ? { temperature: conversation.temperature } : {};
+  return JSON.stringify({ title: titleOf(conversation), ...model, ...temperature, messages }, null, 2);
 }
