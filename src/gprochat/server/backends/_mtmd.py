@@ -27,7 +27,7 @@ from typing import Any
 from gprochat.errors import BackendError
 
 from ...images import Image
-from ._llama import Model, import_binding, recent_errors
+from ._llama import Model, import_binding, log_callback, recent_errors
 
 __all__ = ["MAX_PIXELS", "MediaPrompt", "Projector", "image_dimensions"]
 
@@ -72,12 +72,23 @@ def _check_readable(index: int, image: Image, raw: bytes) -> None:
                            f"{MAX_PIXELS // 1_000_000} megapixels; send a smaller image", status=400)
 
 
+_logged = False
+
+
 def _import_mtmd() -> Any:
-    import_binding()  # llama.cpp's log goes to Python logging first
+    """``llama_cpp.mtmd_cpp``, its log (which it prints to stderr otherwise) routed as
+    llama.cpp's is, to the ``gprochat.server.local.llama_cpp`` logger."""
+    global _logged
+    import_binding()
     try:
         from llama_cpp import mtmd_cpp
     except (ImportError, OSError) as exc:
         raise RuntimeError(f"this llama-cpp-python has no multimodal library (mtmd): {exc}") from exc
+    if not _logged:
+        callback = log_callback()
+        mtmd_cpp.mtmd_log_set(callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
+        _logged = True
     return mtmd_cpp
 
 
