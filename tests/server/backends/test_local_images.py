@@ -118,7 +118,7 @@ def test_the_refusal_comes_before_the_model_has_loaded() -> None:
 
 
 def test_a_missing_or_foreign_projector_file_is_refused_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="does not exist.*--mmproj"):
+    with pytest.raises(ValueError, match=r"does not exist.*--mmproj"):
         check_projector_file(tmp_path / "missing.gguf")
     text = tmp_path / "mmproj.gguf"
     text.write_text("not a projector\n")
@@ -131,7 +131,7 @@ def test_a_missing_or_foreign_projector_file_is_refused_with_the_reason(tmp_path
     clip = tmp_path / "mmproj-x.gguf"
     clip.write_bytes(gguf_header("clip"))
     assert check_projector_file(clip) == clip.resolve()
-    with pytest.raises(ValueError, match="is a multimodal projector, not a language model.*--mmproj"):
+    with pytest.raises(ValueError, match=r"is a multimodal projector, not a language model.*--mmproj"):
         check_model_file(clip)
 
 
@@ -140,7 +140,8 @@ def test_serve_with_a_bad_projector_exits_2_saying_why(tmp_path: Path) -> None:
     model = default_model_path()
     assert model is not None
     missing = tmp_path / "missing.gguf"
-    for projector, why in ((missing, "does not exist"), (model, "is a 'llama' model, not a multimodal projector")):
+    for projector, why in ((missing, "does not exist"),
+                           (model, "is a 'llama' model, not a multimodal projector")):
         result = run_cli("serve", "--backend", "local", "--mmproj", str(projector))
         assert result.returncode == 2, result.stderr
         assert why in result.stderr and "Traceback" not in result.stderr

@@ -38,9 +38,14 @@ from typing import Any, Optional
 from gprochat.errors import BackendError
 
 from ...images import Image
-
 from ._batch import END, BatchEngine, Job, Sampling
-from ._gguf import INSTALL_HINT, MODEL_PATH_ENV_VAR, check_model_file, check_projector_file, default_model_path
+from ._gguf import (
+    INSTALL_HINT,
+    MODEL_PATH_ENV_VAR,
+    check_model_file,
+    check_projector_file,
+    default_model_path,
+)
 from ._llama import Model, import_binding
 from ._mtmd import MediaPrompt, Projector
 from .base import Backend, Conversation
