@@ -498,7 +498,7 @@ def _llama_server(binary: str, model: str) -> _Server:
     return _Server("llama-server", command, port, "/health")
 
 
-def _vs_llama_server(model: str, llama: Any, quick: bool) -> list[Row]:
+def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = None) -> list[Row]:
     from .peers import locate_llama_server
 
     binary, note = locate_llama_server()
@@ -509,7 +509,7 @@ def _vs_llama_server(model: str, llama: Any, quick: bool) -> list[Row]:
     def count(text: str) -> int:
         return len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
 
-    rounds = 1 if quick else 3
+    rounds = rounds or (1 if quick else 3)
     levels = (1, 4, 16)
     ours, peer = _ours(model, []), None
     rates: dict[tuple[str, int], list[float]] = {}
@@ -548,3 +548,30 @@ async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> An
 
     async with aiohttp.ClientSession() as session:
         return await _chat(session, base_url, model, prompt, max_tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.b6_local llama-server [--quick] [--rounds N]``: B6's
+    llama-server rows alone (the rest of B6 takes most of its time)."""
+    import argparse
+
+    from gprochat.server.backends._gguf import default_model_path
+
+    from ._report import format_table
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.b6_local", description=main.__doc__)
+    parser.add_argument("part", choices=["llama-server"])
+    parser.add_argument("--quick", action="store_true", help="one round")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
+    args = parser.parse_args(argv)
+    from llama_cpp import Llama
+
+    model = str(os.environ.get("GPROCHAT_MODEL_PATH") or default_model_path())
+    llama = Llama(model_path=model, n_ctx=512, vocab_only=True, verbose=False)  # counts tokens
+    rows = _vs_llama_server(model, llama, args.quick, args.rounds)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
