@@ -499,7 +499,7 @@ def _llama_server(binary: str, model: str, threads: int = THREADS) -> _Server:
 
 
 def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = None,
-                     peer_threads: int = THREADS) -> list[Row]:
+                     peer_threads: int = THREADS, our_flags: tuple[str, ...] = ()) -> list[Row]:
     from .peers import locate_llama_server
 
     binary, note = locate_llama_server()
@@ -512,7 +512,7 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
 
     rounds = rounds or (1 if quick else 3)
     levels = (1, 4, 16)
-    ours, peer = _ours(model, []), None
+    ours, peer = _ours(model, list(our_flags)), None
     rates: dict[tuple[str, int], list[float]] = {}
     ttfts: dict[tuple[str, int], list[float]] = {}
     try:
@@ -567,12 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
     parser.add_argument("--peer-threads", type=int, default=THREADS,
                         help="llama-server's -t and -tb (default: one per physical core, as ours)")
+    parser.add_argument("--our-threads", type=int, help="our server's --threads (default: its own)")
     args = parser.parse_args(argv)
     from llama_cpp import Llama
 
     model = str(os.environ.get("GPROCHAT_MODEL_PATH") or default_model_path())
     llama = Llama(model_path=model, n_ctx=512, vocab_only=True, verbose=False)  # counts tokens
-    rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads)
+    flags = ("--threads", str(args.our_threads)) if args.our_threads else ()
+    rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads, flags)
     print(format_table(rows))
     return 0
 
