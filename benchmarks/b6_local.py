@@ -483,14 +483,15 @@ async def _post_stream(session: Any, base_url: str, body: dict[str, Any]) -> Ans
     return Answer("".join(parts), ttft, time.perf_counter() - started, 200)
 
 
-def _llama_server(binary: str, model: str) -> _Server:
+def _llama_server(binary: str, model: str, threads: int = THREADS) -> _Server:
     port = free_port()
     command = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", "8192",
-               "--parallel", "16", "--kv-unified", "-t", str(THREADS), "-tb", str(THREADS)]
+               "--parallel", "16", "--kv-unified", "-t", str(threads), "-tb", str(threads)]
     return _Server("llama-server", command, port, "/health")
 
 
-def _vs_llama_server(model: str, llama: Any, quick: bool) -> list[Row]:
+def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = None,
+                     peer_threads: int = THREADS, our_flags: tuple[str, ...] = ()) -> list[Row]:
     from .peers import locate_llama_server
 
     binary, note = locate_llama_server()
@@ -501,13 +502,13 @@ def _vs_llama_server(model: str, llama: Any, quick: bool) -> list[Row]:
     def count(text: str) -> int:
         return len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
 
-    rounds = 1 if quick else 3
+    rounds = rounds or (1 if quick else 3)
     levels = (1, 4, 16)
-    ours, peer = _ours(model, []), None
+    ours, peer = _ours(model, list(our_flags)), None
     rates: dict[tuple[str, int], list[float]] = {}
     ttfts: dict[tuple[str, int], list[float]] = {}
     try:
-        peer = _llama_server(binary, model)
+        peer = _llama_server(binary, model, peer_threads)
         our_model = _model_id(ours.base_url)
         for index in range(rounds):
             for level in levels:
@@ -527,7 +528,8 @@ def _vs_llama_server(model: str, llama: Any, quick: bool) -> list[Row]:
         a, b = rates["ours", level], rates["peer", level]
         rows.append(Row("B6", f"aggregate tokens/s vs llama-server, {what}", statistics.median(a),
                         statistics.median(b), "tok/s", paired_ratio(a, b), 1.0, "higher", ">= llama-server",
-                        note=f"{rounds} round(s); {note}" if level == 1 else ""))
+                        note=(f"{rounds} round(s); llama-server -t {peer_threads}; {note}"
+                              if level == 1 else "")))
         ours_q = percentile(ttfts["ours", level], 99) * 1000
         peer_q = percentile(ttfts["peer", level], 99) * 1000
         rows.append(Row("B6", f"p99 time to first token vs llama-server, {what}", ours_q, peer_q, "ms",
@@ -540,3 +542,34 @@ async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> An
 
     async with aiohttp.ClientSession() as session:
         return await _chat(session, base_url, model, prompt, max_tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.b6_local llama-server [--quick] [--rounds N]``: B6's
+    llama-server rows alone (the rest of B6 takes most of its time)."""
+    import argparse
+
+    from gprochat.server.backends._gguf import default_model_path
+
+    from ._report import format_table
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.b6_local", description=main.__doc__)
+    parser.add_argument("part", choices=["llama-server"])
+    parser.add_argument("--quick", action="store_true", help="one round")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, --quick 1)")
+    parser.add_argument("--peer-threads", type=int, default=THREADS,
+                        help="llama-server's -t and -tb (default: one per physical core, as ours)")
+    parser.add_argument("--our-threads", type=int, help="our server's --threads (default: its own)")
+    args = parser.parse_args(argv)
+    from llama_cpp import Llama
+
+    model = str(os.environ.get("GPROCHAT_MODEL_PATH") or default_model_path())
+    llama = Llama(model_path=model, n_ctx=512, vocab_only=True, verbose=False)  # counts tokens
+    flags = ("--threads", str(args.our_threads)) if args.our_threads else ()
+    rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads, flags)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -137,6 +137,9 @@ def install_llama_server() -> str:
                     "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
                     "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
                     "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF"], check=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j",
+    # At the lowest priority: the build takes every core for minutes, and a shared
+    # machine's other work should not wait for it (an interrupted build resumes).
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+    subprocess.run([*nice, "cmake", "--build", str(build), "--target", "llama-server", "-j",
                     str(os.cpu_count() or 1)], check=True)
     return str(path)

@@ -158,6 +158,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
 @option("--repeat-penalty", type=click.FloatRange(0, min_open=True), envvar="GPROCHAT_REPEAT_PENALTY",
         show_default="1.1", help="Penalty on repeated tokens, which keeps small models from "
         "looping; 1 turns it off.")
+@option("--mmproj", envvar="GPROCHAT_MMPROJ",
+        help="The model's multimodal projector GGUF (mmproj-*.gguf, made for that model), so it "
+        "sees images; without one, a request with images gets a 400.")
 @section("Backend openai: any OpenAI-compatible /v1/chat/completions")
 @option("--openai-base-url", envvar="GPROCHAT_OPENAI_BASE_URL", show_default="https://api.openai.com/v1",
         help="The API's base URL, /v1 included (Ollama: http://127.0.0.1:11434/v1).")
@@ -305,6 +308,7 @@ _BACKEND_FLAGS = {
         "temperature": "temperature",
         "top_p": "top_p",
         "repeat_penalty": "repeat_penalty",
+        "mmproj": "mmproj",
     },
     "openai": {"openai_base_url": "base_url", "openai_api_key": "api_key", "openai_model": "model"},
     "gemini": {

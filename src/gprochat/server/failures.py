@@ -81,7 +81,8 @@ def backend_failure(exc: BaseException, backend: str) -> Refusal:
         kind: FailureKind = (
             "upstream_auth" if exc.key_rejected
             else "rate_limited" if status == 429 else "timeout" if status == 504
-            else "unavailable" if status == 503 else "upstream"
+            else "unavailable" if status == 503
+            else "invalid_request" if status in (400, 413) else "upstream"
         )
         return _fail(status, exc.message, kind, exc.retry_after)
     if isinstance(exc, InvalidParameterError):

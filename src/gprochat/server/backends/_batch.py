@@ -19,6 +19,13 @@ message. A new sequence starts from the longest beginning it has in common with 
 kept conversation or an answer being generated; when a prompt that arrived with it
 has more in common but is not computed yet, it waits for that one and shares it.
 
+A conversation with images (``Job.media``, prepared by ``_mtmd``) is read differently:
+when it arrives, the engine decodes its whole prompt, text and images' embeddings, into
+its sequence at once, through llama.cpp's multimodal helper, and samples its first token;
+it then generates in the batch like any other. Meanwhile the other answers wait (the
+projector's encoding of an image is one long computation that cannot be cut in pieces).
+It neither shares nor leaves cells for others: its cells hold images, not tokens.
+
 Which sequence a conversation uses and how much of the cache it may fill are decided
 before it reaches the engine (``local.Capacity``); the engine assumes it fits.
 """
@@ -171,6 +178,9 @@ class Job:
     emit: Callable[[object], None]
     done: Callable[[Optional[str], int], None]
     cancel: threading.Event = field(default_factory=threading.Event)
+    # A prompt with images (an ``_mtmd.MediaPrompt``, then ``tokens`` is empty); the engine
+    # closes it when the job leaves.
+    media: Any = None
     # The engine's bookkeeping.
     fed: int = 0  # prompt tokens decoded so far
     logits_at: int = -1  # this step's batch index of the logits to sample from, or -1
@@ -277,10 +287,13 @@ class BatchEngine:
                 for job in arrived:
                     active.append(job)
                     job.sampler = self._sampler(job.sampling)
-                    self._start_from_shared_prefix(job, active[:-1])
-                for job in [job for job in active if job.cancel.is_set()]:
+                    if job.media is not None:
+                        self._read_media(job)
+                    else:
+                        self._start_from_shared_prefix(job, active[:-1])
+                for job in [job for job in active if job.cancel.is_set() or job.finish_reason]:
                     active.remove(job)
-                    self._retire(job, None)
+                    self._retire(job, None if job.cancel.is_set() else job.finish_reason)
                 if active:
                     self._step(active)
                 for job in [job for job in active if job.finish_reason]:
@@ -299,6 +312,23 @@ class BatchEngine:
         for job in [*active, *self._inbox]:
             job.emit(stopping)
             self._retire(job, None)
+
+    def _read_media(self, job: Job) -> None:
+        """Decode a prompt with images into the job's sequence and take its first token.
+        Its failure is the job's alone: it ends with the error, the others go on."""
+        if job.cancel.is_set():
+            return
+        try:
+            job.cached = job.media.evaluate(self._ctx, job.seq_id, self.n_batch)
+            self.prompt_tokens += job.media.cells
+        except Exception as exc:
+            logger.warning("local backend: a prompt with images could not be read: %s", exc)
+            job.emit(exc if isinstance(exc, BackendError) else BackendError(
+                f"The local model could not read the images: {exc}", status=500))
+            job.cancel.set()  # retired, without END, before the next step
+            return
+        token = self._llama_cpp.llama_sampler_sample(job.sampler, self._ctx, -1)
+        self._advance(job, token)
 
     def _step(self, active: list[Job]) -> None:
         """One decode: each answer's last token, then waiting prompt tokens, oldest first."""
@@ -441,6 +471,8 @@ class BatchEngine:
 
     def _keep(self, job: Job) -> None:
         """Keep the finished ``job``'s conversation, prompt and answer, for the next ones."""
+        if job.media is not None:
+            return  # its cells hold images: no token list says what they are
         tokens = [*job.tokens, *job.output][: min(job.cached, self.kept_cells)]
         if any(_common_prefix(kept, tokens) == len(tokens) for _, kept in self._kept):
             return  # already kept, whole
@@ -471,6 +503,8 @@ class BatchEngine:
                 self._llama_cpp.llama_sampler_free(job.sampler)
                 job.sampler = None
         finally:
+            if job.media is not None:
+                job.media.close()
             logger.debug("local backend: an answer left the batch (%s) after %d token(s)",
                          reason or ("cancelled" if job.cancel.is_set() else "failed"), job.generated)
             job.done(reason, job.generated)  # before END: the owner's report is complete by then

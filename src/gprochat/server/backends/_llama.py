@@ -33,7 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
-__all__ = ["REQUIREMENT", "BindingError", "Model", "check_binding", "import_binding", "recent_errors"]
+__all__ = ["REQUIREMENT", "BindingError", "Model", "check_binding", "import_binding", "log_callback",
+           "recent_errors"]
 
 REQUIREMENT = "llama-cpp-python>=0.3.35,<0.4"
 _OLDEST = (0, 3, 35)
@@ -131,6 +132,12 @@ def _route_log(binding: ModuleType) -> None:
     global _callback
     _callback = binding.llama_log_callback(_on_log)
     binding.llama_log_set(_callback, ctypes.c_void_p(0))
+
+
+def log_callback() -> Any:
+    """The ctypes callback that routes a llama.cpp library's log here (mtmd's too)."""
+    import_binding()
+    return _callback
 
 
 def recent_errors() -> list[str]:

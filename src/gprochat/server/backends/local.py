@@ -12,6 +12,11 @@ How it works (docs/local-model.md has the measurements):
   when none has room it waits in a bounded queue (503 with ``Retry-After`` when full;
   ``on_queue_change`` feeds the ``gprochat_backend_queued`` gauge). A reserved answer
   therefore always fits: none is cut or interrupted to make room for another.
+- Images (``Conversation.images``, ``Turn.images``) need a multimodal projector
+  (``mmproj``, ``--mmproj``): with one, each image stands at the head of its message as a
+  marker, and the engine feeds the images' embeddings into the conversation's sequence
+  (``_mtmd``); without one, a conversation with images is refused with a 400 that says
+  how to give the model one.
 - Tokens reach the event loop through ``call_soon_threadsafe``, so ``/healthz`` and
   other requests keep answering while the model runs. When the consumer closes the
   stream, the engine drops the sequence before its next token and frees its room.
@@ -32,9 +37,17 @@ from typing import Any, Optional
 
 from gprochat.errors import BackendError
 
+from ...images import Image
 from ._batch import END, BatchEngine, Job, Sampling
-from ._gguf import INSTALL_HINT, MODEL_PATH_ENV_VAR, check_model_file, default_model_path
+from ._gguf import (
+    INSTALL_HINT,
+    MODEL_PATH_ENV_VAR,
+    check_model_file,
+    check_projector_file,
+    default_model_path,
+)
 from ._llama import Model, import_binding
+from ._mtmd import MediaPrompt, Projector
 from .base import Backend, Conversation
 
 __all__ = ["LocalBackend"]
@@ -169,6 +182,8 @@ class LocalBackend(Backend):
       --system-prompt, no system message); None: the chat template's own (SmolLM2's
       makes the small model answer worse, docs/local-model.md).
     - ``retry_after``: seconds a refused client is told to wait (queue full, loading).
+    - ``mmproj``: the model's multimodal projector GGUF [--mmproj, GPROCHAT_MMPROJ], which
+      lets it see images; without one, a conversation with images gets a 400.
 
     >>> backend = LocalBackend(parallel=4)  # checks the file now; loads it in start()
     """
@@ -190,6 +205,7 @@ class LocalBackend(Backend):
         repeat_penalty: float = 1.1,
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
         retry_after: float = 2.0,
+        mmproj: Optional[str] = None,
     ) -> None:
         try:  # fail here, with the install hint or the version to install, not at load
             import_binding()
@@ -209,6 +225,8 @@ class LocalBackend(Backend):
             )
         self.model_path: Path = check_model_file(path)
         self.model_name = self.model_path.name.removesuffix(".gguf")
+        self.mmproj_path: Optional[Path] = check_projector_file(mmproj) if mmproj else None
+        self._projector: Optional[Projector] = None
         self.slots = slots
         self.parallel = parallel
         self.queue_limit = queue
@@ -256,6 +274,8 @@ class LocalBackend(Backend):
         try:
             self._model = self._load_model()
             self._formatter = self._chat_formatter(self._model)
+            if self.mmproj_path is not None:
+                self._projector = Projector(self.mmproj_path, self._model, self.threads)
             self._engines = [
                 BatchEngine(self._model, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
                             name=f"gprochat-local-{index}")
@@ -279,9 +299,11 @@ class LocalBackend(Backend):
         self._status = "ready"
         logger.info(
             "local backend: loaded %s (%.1f MB) in %.2f s: %d context(s) of %d tokens, "
-            "%d conversation(s) at once in each, %d thread(s) each",
+            "%d conversation(s) at once in each, %d thread(s) each; %s",
             self.model_path, size / 1e6, time.perf_counter() - started, self.slots, self.n_ctx,
             self.parallel, self.threads,
+            f"images through the projector {self.mmproj_path}" if self._projector
+            else "no projector (--mmproj): text only",
         )
 
     def _load_model(self) -> Model:
@@ -319,13 +341,38 @@ class LocalBackend(Backend):
             self.on_queue_change(delta)
 
     def messages(self, conversation: Conversation) -> list[dict[str, str]]:
-        """The conversation as chat-template messages: system, then the turns in order."""
+        """The conversation as chat-template messages: system, then the turns in order.
+
+        With a projector, each image becomes a marker at the head of its message, where
+        ``_mtmd`` puts the image's embeddings.
+        """
         system = conversation.system or self.system_prompt
         messages = [{"role": "system", "content": system}] if system else []
         for turn in conversation.history:
-            messages.append({"role": "assistant" if turn.role == "model" else "user", "content": turn.text})
-        messages.append({"role": "user", "content": conversation.message})
+            messages.append({"role": "assistant" if turn.role == "model" else "user",
+                             "content": self._with_markers(turn.images, turn.text)})
+        messages.append({"role": "user", "content": self._with_markers(conversation.images,
+                                                                       conversation.message)})
         return messages
+
+    def _with_markers(self, images: tuple[Image, ...], text: str) -> str:
+        if not images or self._projector is None:
+            return text
+        return "".join(self._projector.marker + "\n" for _ in images) + text
+
+    @staticmethod
+    def _images(conversation: Conversation) -> list[Image]:
+        """Every image of the conversation, in the order the model reads them."""
+        return [*(image for turn in conversation.history for image in turn.images), *conversation.images]
+
+    def _refuse_images(self, conversation: Conversation) -> None:
+        if self.mmproj_path is None and self._images(conversation):
+            raise BackendError(
+                f"The local model ({self.model_name}) cannot see images: the server runs it without "
+                "a multimodal projector. Send text only, or (operators) start it with --mmproj PATH, "
+                "a projector GGUF made for this model (often published beside it as mmproj-*.gguf)",
+                status=400,
+            )
 
     def render_prompt(self, conversation: Conversation) -> str:
         """The prompt text the model is given for ``conversation`` (its GGUF chat template)."""
@@ -356,30 +403,50 @@ class LocalBackend(Backend):
             raise BackendError(f"The local model is unavailable: {self._status}", status=503)
         return self._capacity
 
-    def _prepare(self, conversation: Conversation) -> tuple[list[int], list[str]]:
-        """The prompt's tokens and the stop strings (runs in a worker thread)."""
+    def _prepare(self, conversation: Conversation) -> tuple[list[int], Optional[MediaPrompt], list[str]]:
+        """The prompt's tokens, or its text and images prepared by the projector, and the
+        stop strings (runs in a worker thread)."""
         rendered = self._render(conversation)
         logger.debug("local backend prompt: %r", rendered.prompt)
         assert self._model is not None  # _ready() has checked
-        tokens = self._model.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
-                                      special=True)
-        if not tokens or len(tokens) >= self.context_tokens:
+        images = self._images(conversation)
+        media: Optional[MediaPrompt] = None
+        if images:
+            assert self._projector is not None  # _refuse_images() has checked
+            media = self._projector.prompt(rendered.prompt, images, add_special=not rendered.added_special)
+            tokens: list[int] = []
+            length = media.cells
+        else:
+            tokens = self._model.tokenize(rendered.prompt.encode("utf-8"),
+                                          add_bos=not rendered.added_special, special=True)
+            length = len(tokens)
+        if not length or length >= self.context_tokens:
+            if media is not None:
+                media.close()
+            images_in = f", its {len(images)} image(s) included" if images else ""
             raise BackendError(
-                f"The conversation is {len(tokens)} tokens long; the local model's context "
+                f"The conversation is {length} tokens long{images_in}; the local model's context "
                 f"holds {self.context_tokens}. Drop the oldest turns (operators: raise --n-ctx)",
                 status=413,
             )
         # An empty stop string would end every answer before its first token.
         stop = [text for text in (*conversation.stop, *(rendered.stop or ())) if text]
-        return tokens, stop
+        return tokens, media, stop
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
+        self._refuse_images(conversation)
         capacity = self._ready()
-        tokens, stop = await asyncio.to_thread(self._prepare, conversation)
+        tokens, media, stop = await asyncio.to_thread(self._prepare, conversation)
+        prompt_cells = media.cells if media is not None else len(tokens)
         limit = min(conversation.max_tokens or self.max_tokens, self.max_tokens,
-                    self.context_tokens - len(tokens))
-        need = len(tokens) + limit
-        engine, seq_id = await capacity.acquire(need)
+                    self.context_tokens - prompt_cells)
+        need = prompt_cells + limit
+        try:
+            engine, seq_id = await capacity.acquire(need)
+        except BaseException:
+            if media is not None:
+                media.close()
+            raise
         loop = asyncio.get_running_loop()
         texts: asyncio.Queue[object] = asyncio.Queue()
 
@@ -391,8 +458,8 @@ class LocalBackend(Backend):
             report = conversation.report
             if finish is not None and report is not None:  # read by the gateway after END
                 report.finish_reason = "length" if finish == "length" else "stop"
-                report.usage = {"prompt_tokens": len(tokens), "completion_tokens": generated,
-                                "total_tokens": len(tokens) + generated}
+                report.usage = {"prompt_tokens": prompt_cells, "completion_tokens": generated,
+                                "total_tokens": prompt_cells + generated}
             if finish == "length":
                 # /api/generate cannot tell the client (the gateway says "length"); the
                 # operator learns it here.
@@ -415,11 +482,14 @@ class LocalBackend(Backend):
             stop=stop,
             emit=emit,
             done=done,
+            media=media,
         )
         try:
-            engine.submit(job)
+            engine.submit(job)  # the engine closes the media prompt once the job has left it
         except BackendError:
             capacity.release(engine, seq_id, need)
+            if media is not None:
+                media.close()
             raise
         try:
             while True:
@@ -448,6 +518,9 @@ class LocalBackend(Backend):
         engines, self._engines = self._engines, []
         for engine in engines:
             engine.close()
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
         if self._model is not None:
             self._model.close()
             self._model = None
