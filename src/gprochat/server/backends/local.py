@@ -365,14 +365,21 @@ class LocalBackend(Backend):
         """Every image of the conversation, in the order the model reads them."""
         return [*(image for turn in conversation.history for image in turn.images), *conversation.images]
 
+    @property
+    def accepts_images(self) -> bool:  # type: ignore[override]
+        """True when the model runs with a multimodal projector (``--mmproj``)."""
+        return self.mmproj_path is not None
+
+    def images_refused(self) -> str:
+        return (
+            f"The local model ({self.model_name}) cannot see images: the server runs it without "
+            "a multimodal projector. Send text only, or (operators) start it with --mmproj PATH, "
+            "a projector GGUF made for this model (often published beside it as mmproj-*.gguf)"
+        )
+
     def _refuse_images(self, conversation: Conversation) -> None:
         if self.mmproj_path is None and self._images(conversation):
-            raise BackendError(
-                f"The local model ({self.model_name}) cannot see images: the server runs it without "
-                "a multimodal projector. Send text only, or (operators) start it with --mmproj PATH, "
-                "a projector GGUF made for this model (often published beside it as mmproj-*.gguf)",
-                status=400,
-            )
+            raise BackendError(self.images_refused(), status=400)
 
     def render_prompt(self, conversation: Conversation) -> str:
         """The prompt text the model is given for ``conversation`` (its GGUF chat template)."""
