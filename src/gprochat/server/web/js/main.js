@@ -33,6 +33,7 @@ const refusalCards = new Map();
 // How often, at most, a streaming answer is written to the store (a reload or a
 // crash keeps what arrived up to then).
 const SAVE_EVERY_MS = 400;
+const PAINT_EVERY_MS = 100;
 let stickToBottom = true;
 const imageURLs = new ImageURLs();
 const attachments = new Attachments({ composer: ui.composer, prompt: ui.prompt, announce });
@@ -236,7 +237,7 @@ async function ask(id) {
   const question = sendable[sendable.length - 1];
   const controller = new AbortController();
   const answer = { id: newId(), role: "assistant", content: "" };
-  const run = { answer, controller, element: null, discard: false, savedAt: 0 };
+  const run = { answer, controller, element: null, discard: false, savedAt: 0, paintedAt: 0 };
   answers.set(id, run);
   if (store.currentId === id) renderConversation();
   else renderList();
@@ -244,6 +245,7 @@ async function ask(id) {
   let pending = false;
   const paint = () => {
     pending = false;
+    run.paintedAt = performance.now();
     if (answers.get(id) !== run || run.discard) return;
     if (!run.element) {
       run.element = document.createElement("li");
@@ -279,7 +281,10 @@ async function ask(id) {
         }
         if (!pending) {
           pending = true;
-          requestAnimationFrame(paint);
+          // At most one paint every PAINT_EVERY_MS: each one lays the answer out again.
+          const wait = run.paintedAt + PAINT_EVERY_MS - performance.now();
+          if (wait > 0) setTimeout(() => requestAnimationFrame(paint), wait);
+          else requestAnimationFrame(paint);
         }
       },
     });
@@ -293,6 +298,7 @@ async function ask(id) {
     return;
   }
   if (failure && failure.kind === "cut") answer.status = "incomplete";
+  if (answer.content) run.view?.finish(answer.content); // its DOM becomes the answer's
   if (answer.content) store.update(id, upsert(answer));
   else store.update(id, removeMessage(answer.id));
   if (failure && failure.kind !== "password") {

@@ -61,7 +61,12 @@ const mathEngine = {
   },
 };
 
+// Longer code blocks are shown without colours: highlighting 250 KB of code holds the
+// main thread for half a second or more (and guessing its language far longer).
+const HIGHLIGHT_MAX_CHARS = 20_000;
+
 function highlight(code, language) {
+  if (code.length > HIGHLIGHT_MAX_CHARS) return "";
   wantsHighlight = true;
   const hljs = window.hljs;
   if (!hljs) return "";
@@ -151,8 +156,28 @@ export async function copyText(text, button) {
   }
 }
 
+// Answers whose streamed rendering is kept as their final one (see StreamingView.finish),
+// by text: the next renderMarkdown of that text moves those nodes in instead of parsing.
+const finished = new Map();
+// Sanitised HTML of the last answers rendered, by text: a conversation is drawn again
+// on every change, and parsing and sanitising a long answer each time is what costs.
+const rendered = new Map();
+const RENDERED_KEPT = 50;
+
 /** Render `text` (Markdown from the model) into `element`, safely. */
 export function renderMarkdown(element, text) {
+  const streamed = finished.get(text);
+  if (streamed) {
+    finished.delete(text);
+    element.replaceChildren(...streamed.childNodes);
+    return;
+  }
+  const kept = rendered.get(text);
+  if (kept) {
+    element.innerHTML = kept;
+    decorateCodeBlocks(element, "Copy");
+    return;
+  }
   const html = parser().render(text);
   const clean = window.DOMPurify.sanitize(html, {
     USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
@@ -163,6 +188,11 @@ export function renderMarkdown(element, text) {
   element.innerHTML = clean;
   decorateCodeBlocks(element, "Copy");
   ensureLibraries();
+  // Kept only once nothing is pending: a library that arrives renders the text again.
+  if (text.length > 2000 && !(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) {
+    if (rendered.size >= RENDERED_KEPT) rendered.delete(rendered.keys().next().value);
+    rendered.set(text, clean);
+  }
 }
 
 /** Called when highlight.js or KaTeX has arrived: render again what needs it. */
@@ -184,6 +214,24 @@ export class StreamingView {
     this.reset();
   }
 
+  /**
+   * The answer is complete (or stopped) at `text`: show all of it, and let the next
+   * renderMarkdown of that text take these nodes instead of parsing it again (a long
+   * answer rendered whole would hold the main thread for up to a second).
+   */
+  finish(text) {
+    this.update(text);
+    if (this.fence && this.fenceStart === this.done) {
+      this.code = null;
+      renderMarkdown(this.tail, text.slice(this.done));
+    }
+    const holder = document.createElement("div");
+    holder.append(...this.element.childNodes);
+    holder.querySelector(":scope > .tail")?.replaceWith(...this.tail.childNodes);
+    finished.clear();
+    finished.set(text, holder);
+  }
+
   /** Start over (a library arrived: the kept blocks need it). */
   reset() {
     this.tail = document.createElement("div");
@@ -195,6 +243,10 @@ export class StreamingView {
     this.math = false; // inside $$ ... $$ or \[ ... \]
     this.candidate = 0; // just after a blank line, if the next line may start a block
     this.boundary = 0; // where the finished blocks end
+    this.fenceStart = -1; // where the open fence's line starts, if it is unindented
+    this.fenceBody = 0; // where the open fence's code starts
+    this.code = null; // the text node of an open code block shown as it grows
+    this.shown = 0; // characters of it shown
   }
 
   update(text) {
@@ -215,19 +267,54 @@ export class StreamingView {
       this.tail.before(...holder.childNodes);
       this.done = this.boundary;
     }
+    if (this.fence && this.fenceStart === this.done) {
+      this.growCode(text);
+      return;
+    }
+    this.code = null;
     renderMarkdown(this.tail, text.slice(this.done) || (this.done ? "" : "…"));
+  }
+
+  /** The tail is an open code block: append what arrived as plain text, parse nothing. */
+  growCode(text) {
+    if (!this.code) {
+      const opening = text.slice(this.fenceStart, this.fenceBody).trim();
+      const language = opening.slice(this.fence.length).trim().split(/\s+/)[0];
+      const pre = document.createElement("pre");
+      const code = document.createElement("code");
+      if (language) code.className = `language-${language}`;
+      pre.append(code);
+      this.tail.replaceChildren(pre);
+      decorateCodeBlocks(this.tail, "Copy");
+      this.code = code.appendChild(document.createTextNode(""));
+      this.shown = this.fenceBody;
+    }
+    this.code.appendData(text.slice(this.shown));
+    this.shown = text.length;
   }
 
   scanLine(line, next) {
     const fence = line.match(FENCE);
     if (this.fence) {
       if (fence && fence[1][0] === this.fence[0] && fence[1].length >= this.fence.length
-          && !line.trim().slice(fence[1].length).trim()) this.fence = null;
+          && !line.trim().slice(fence[1].length).trim()) {
+        this.fence = null;
+        // An unindented fence is a block of its own: it is finished where it closes.
+        if (this.fenceStart >= 0) this.boundary = next;
+      }
       return;
     }
     if (fence) {
       this.fence = fence[1];
       this.candidate = 0;
+      // An unindented fence starts a block of its own, whatever came before (it ends a
+      // paragraph, a list or a quote): what came before is finished.
+      this.fenceStart = -1;
+      if (!/^\s/.test(line)) {
+        this.fenceStart = next - line.length - 1;
+        this.fenceBody = next;
+        this.boundary = Math.max(this.boundary, this.fenceStart);
+      }
       return;
     }
     const toggles = (line.match(/\$\$/g) || []).length + (line.match(/\\\[|\\\]/g) || []).length;
