@@ -201,6 +201,7 @@ export function whenLibraryLoaded(callback) {
 }
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+const CODE_CHUNK_LINES = 100;
 
 /**
  * An answer being streamed into `element`: Markdown blocks that are finished (a
@@ -221,7 +222,7 @@ export class StreamingView {
    */
   finish(text) {
     this.update(text);
-    if (this.fence && this.fenceStart === this.done) {
+    if (this.fence && this.fenceStart === this.done && !this.keepsCode(text.length)) {
       this.code = null;
       renderMarkdown(this.tail, text.slice(this.done));
     }
@@ -245,11 +246,16 @@ export class StreamingView {
     this.boundary = 0; // where the finished blocks end
     this.fenceStart = -1; // where the open fence's line starts, if it is unindented
     this.fenceBody = 0; // where the open fence's code starts
-    this.code = null; // the text node of an open code block shown as it grows
-    this.shown = 0; // characters of it shown
+    this.code = null; // the <code> of an open code block shown as it grows
+    this.chunk = null; // its last text node
+    this.chunkLines = 0;
+    this.shown = 0; // where the text shown in it ends
+    this.closed = -1; // where the closing fence of the grown code block starts, once seen
+    this.closedNext = 0;
   }
 
   update(text) {
+    this.textSource = text;
     let start = this.scanned;
     for (let end = text.indexOf("\n", start); end >= 0; end = text.indexOf("\n", start)) {
       this.scanLine(text.slice(start, end), end + 1);
@@ -260,6 +266,16 @@ export class StreamingView {
     if (this.candidate && /^\S/.test(text.slice(start, start + 1))) {
       this.boundary = this.candidate;
       this.candidate = 0;
+    }
+    if (this.closed >= 0) {
+      // A code block grown as text and too long to highlight: rendering it again would
+      // give the same, so what was grown is kept (its closing fence left out).
+      if (this.keepsCode(this.closed)) {
+        this.tail.before(...this.tail.childNodes);
+        this.done = this.closedNext;
+      }
+      this.closed = -1;
+      this.code = null;
     }
     if (this.boundary > this.done) {
       const holder = document.createElement("div");
@@ -275,6 +291,37 @@ export class StreamingView {
     renderMarkdown(this.tail, text.slice(this.done) || (this.done ? "" : "…"));
   }
 
+  /** If the grown code block is long enough to keep as it is, make it end at `end`. */
+  keepsCode(end) {
+    if (!this.code || end - this.fenceBody <= HIGHLIGHT_MAX_CHARS) return false;
+    if (this.shown < end) this.append(this.textSource.slice(this.shown, end));
+    let extra = this.shown - end; // part of the closing fence's line, shown as code
+    for (let node = this.chunk; extra > 0 && node; node = node.parentNode.previousSibling?.firstChild) {
+      const cut = Math.min(extra, node.length);
+      node.deleteData(node.length - cut, cut);
+      extra -= cut;
+    }
+    this.shown = end;
+    return true;
+  }
+
+  append(data) {
+    if (!this.chunk || (this.chunkLines >= CODE_CHUNK_LINES && this.chunk.data.endsWith("\n"))) {
+      // Lines in blocks of their own: the browser lays out only the newest block again.
+      const block = document.createElement("span");
+      block.style.display = "block";
+      // Blocks scrolled out of view are not laid out again (their last size is kept).
+      block.style.contentVisibility = "auto";
+      block.style.containIntrinsicSize = `auto ${CODE_CHUNK_LINES * 1.55}em`;
+      this.chunk = block.appendChild(document.createTextNode(""));
+      this.chunkLines = 0;
+      this.code.append(block);
+    }
+    this.chunk.appendData(data);
+    this.chunkLines += data.split("\n").length - 1;
+    this.shown += data.length;
+  }
+
   /** The tail is an open code block: append what arrived as plain text, parse nothing. */
   growCode(text) {
     if (!this.code) {
@@ -283,14 +330,15 @@ export class StreamingView {
       const pre = document.createElement("pre");
       const code = document.createElement("code");
       if (language) code.className = `language-${language}`;
+      code.style.display = "block"; // its blocks of lines inside an inline box: slow layout
       pre.append(code);
       this.tail.replaceChildren(pre);
       decorateCodeBlocks(this.tail, "Copy");
-      this.code = code.appendChild(document.createTextNode(""));
+      this.code = code;
+      this.chunk = null;
       this.shown = this.fenceBody;
     }
-    this.code.appendData(text.slice(this.shown));
-    this.shown = text.length;
+    if (text.length > this.shown) this.append(text.slice(this.shown));
   }
 
   scanLine(line, next) {
@@ -300,7 +348,13 @@ export class StreamingView {
           && !line.trim().slice(fence[1].length).trim()) {
         this.fence = null;
         // An unindented fence is a block of its own: it is finished where it closes.
-        if (this.fenceStart >= 0) this.boundary = next;
+        if (this.fenceStart >= 0) {
+          this.boundary = next;
+          if (this.fenceStart === this.done) {
+            this.closed = next - line.length - 1;
+            this.closedNext = next;
+          }
+        }
       }
       return;
     }
