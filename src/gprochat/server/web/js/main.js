@@ -347,7 +347,10 @@ async function send() {
 }
 
 function stop(id = store.currentId) {
-  answers.get(id)?.controller.abort();
+  const run = answers.get(id);
+  if (!run) return;
+  run.controller.abort(); // nothing more arrives from here on
+  if (id === store.currentId) setBusy(false); // shown now, not after the answer is redrawn
 }
 
 /** Stop the answer of `id` and keep nothing of it (the conversation is cleared or deleted). */

@@ -280,6 +280,11 @@ export class StreamingView {
     if (this.boundary > this.done) {
       const holder = document.createElement("div");
       renderMarkdown(holder, text.slice(this.done, this.boundary));
+      for (const block of holder.children) {
+        // Kept blocks scrolled out of view are not laid out again as the answer grows.
+        block.style.contentVisibility = "auto";
+        block.style.containIntrinsicSize = "auto 3em";
+      }
       this.tail.before(...holder.childNodes);
       this.done = this.boundary;
     }
