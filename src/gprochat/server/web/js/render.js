@@ -156,26 +156,29 @@ export async function copyText(text, button) {
   }
 }
 
-// Answers whose streamed rendering is kept as their final one (see StreamingView.finish),
-// by text: the next renderMarkdown of that text moves those nodes in instead of parsing.
-const finished = new Map();
-// Sanitised HTML of the last answers rendered, by text: a conversation is drawn again
-// on every change, and parsing and sanitising a long answer each time is what costs.
+// The last long answers rendered (a copy of their nodes), by text: a conversation is
+// drawn again on every change, and parsing and sanitising a long answer each time is
+// what costs. An answer's streamed rendering is kept as its final one (see
+// StreamingView.finish).
 const rendered = new Map();
-const RENDERED_KEPT = 50;
+const RENDERED_KEPT = 20;
+
+function keepRendered(text, element) {
+  rendered.delete(text);
+  if (rendered.size >= RENDERED_KEPT) rendered.delete(rendered.keys().next().value);
+  rendered.set(text, element.cloneNode(true));
+}
 
 /** Render `text` (Markdown from the model) into `element`, safely. */
 export function renderMarkdown(element, text) {
-  const streamed = finished.get(text);
-  if (streamed) {
-    finished.delete(text);
-    element.replaceChildren(...streamed.childNodes);
-    return;
-  }
   const kept = rendered.get(text);
   if (kept) {
-    element.innerHTML = kept;
-    decorateCodeBlocks(element, "Copy");
+    element.replaceChildren(...kept.cloneNode(true).childNodes);
+    for (const block of element.querySelectorAll(".code-block")) {
+      const copy = block.querySelector(".copy-btn");
+      const code = block.querySelector("code");
+      copy?.addEventListener("click", () => copyText(code.textContent, copy));
+    }
     return;
   }
   const html = parser().render(text);
@@ -190,8 +193,7 @@ export function renderMarkdown(element, text) {
   ensureLibraries();
   // Kept only once nothing is pending: a library that arrives renders the text again.
   if (text.length > 2000 && !(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) {
-    if (rendered.size >= RENDERED_KEPT) rendered.delete(rendered.keys().next().value);
-    rendered.set(text, clean);
+    keepRendered(text, element);
   }
 }
 
@@ -206,8 +208,11 @@ const CODE_CHUNK_LINES = 100;
 /**
  * An answer being streamed into `element`: Markdown blocks that are finished (a
  * blank line, outside code fences and display math, followed by a line that
- * starts unindented) are rendered once and kept; only the growing tail is rendered again. The
- * split is for streaming only: the finished answer is rendered whole, as usual.
+ * starts unindented, or an unindented code fence) are rendered once and kept; only the
+ * growing tail is rendered again, and an open code block in the tail grows as plain text
+ * (highlighted once, when it closes). When the answer ends, what was streamed is kept
+ * as its rendering in this tab (rendering 40 KB whole would hold the main thread for up
+ * to a second); a reload renders it whole.
  */
 export class StreamingView {
   constructor(element) {
@@ -229,8 +234,7 @@ export class StreamingView {
     const holder = document.createElement("div");
     holder.append(...this.element.childNodes);
     holder.querySelector(":scope > .tail")?.replaceWith(...this.tail.childNodes);
-    finished.clear();
-    finished.set(text, holder);
+    if (!(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) keepRendered(text, holder);
   }
 
   /** Start over (a library arrived: the kept blocks need it). */
