@@ -9,7 +9,18 @@ import sys
 import time
 from typing import Any
 
-from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, b7_router, b8_images, b9_page, peers
+from . import (
+    b1_short,
+    b2_stream,
+    b3_server,
+    b4_streams,
+    b5_gateway,
+    b6_local,
+    b7_router,
+    b8_images,
+    b9_page,
+    peers,
+)
 from ._proc import raise_nofile_limit
 from ._report import Row, format_table, machine_description
 

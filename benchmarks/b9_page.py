@@ -28,7 +28,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any
 
 from ._proc import child_env, python_cmd, stop_process, wait_until_ready
@@ -48,7 +47,8 @@ def markdown_document(size: int = 40_000) -> str:
             f"## Section {i}\n\nSome **bold** text, some *emphasis*, `inline code` and a "
             f"[link](https://example.org/{i}) in a sentence that goes on for a while.\n\n"
             f"- item one of {i}\n- item two with `code`\n  - nested item\n\n"
-            + (f"| key | value |\n|---|---|\n| a{i} | {i * 3} |\n| b{i} | {i * 7} |\n\n" if i % 3 == 0 else "")
+            + (f"| key | value |\n|---|---|\n| a{i} | {i * 3} |\n| b{i} | {i * 7} |\n\n"
+               if i % 3 == 0 else "")
             + (f"```python\ndef f{i}(x):\n    return x * {i}\n```\n\n" if i % 4 == 1 else "")
         )
         if sum(map(len, sections)) >= size:
@@ -237,7 +237,8 @@ def run(quick: bool) -> list[Row]:
         for which, what in ((0, "Stop button gone"), (1, '"Stopped" shown')):
             points = {f: [pair[which] for pair in v] for f, v in data["stop"].items()}
             worst = max(statistics.median(v) for v in points.values())
-            per_point = ", ".join(f"{int(f * 100)} %: {statistics.median(v):.0f} ms" for f, v in points.items())
+            per_point = ", ".join(f"{int(f * 100)} %: {statistics.median(v):.0f} ms"
+                                  for f, v in points.items())
             rows.append(Row("B9", f"{label}: Stop to {what}, worst point (vs 100 ms)",
                             worst, 100.0, "ms", [x / 100 for v in points.values() for x in v],
                             100.0 if which == 0 else None, "lower", "<= 100 ms" if which == 0 else "-",
