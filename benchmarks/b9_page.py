@@ -231,8 +231,8 @@ def run(quick: bool) -> list[Row]:
                         statistics.median(b for _, b, _ in streams),
                         statistics.median(t for t, _, _ in streams), "ms", shares,
                         0.25, "lower", "<= 0.25", note=note))
-        rows.append(Row("B9", f"{label}: longest task (vs the 100 ms bound)",
-                        statistics.median(longest), 100.0, "ms", [x / 100 for x in longest],
+        rows.append(Row("B9", f"{label}: longest task of any round (vs the 100 ms bound)",
+                        max(longest), 100.0, "ms", [x / 100 for x in longest],
                         100.0, "lower", "<= 100 ms", value=max(longest)))
         for which, what in ((0, "Stop button gone"), (1, '"Stopped" shown')):
             points = {f: [pair[which] for pair in v] for f, v in data["stop"].items()}
