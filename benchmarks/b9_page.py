@@ -28,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._proc import child_env, python_cmd, stop_process, wait_until_ready
@@ -185,7 +186,7 @@ def measure(rounds: int, documents: dict[str, int]) -> dict[str, Any]:
     """Every round's numbers, per document: ``{"markdown": {"stream": [...], "stop": {...}}}``."""
     from playwright.sync_api import sync_playwright
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.server.web.conftest import CHROMIUM_ARGS, _chromium_path
 
     executable = _chromium_path()
@@ -215,6 +216,19 @@ def measure(rounds: int, documents: dict[str, int]) -> dict[str, Any]:
 
 def run(quick: bool) -> list[Row]:
     rounds = 1 if quick else 3
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing = "playwright is not installed (pip install -e '.[test]')"
+    else:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.server.web.conftest import _chromium_path
+
+        missing = "" if _chromium_path() else "chromium is missing (Debian: apt-get install -y chromium)"
+    if missing:
+        print(f"B9: skipped: {missing}")
+        return [Row("B9", f"the chat page (SKIPPED: {missing})", float("nan"), float("nan"), "ms",
+                    note="B9 drives Debian's Chromium through Playwright, as the browser tests do")]
     # Chunks of ~12 words (~80 characters) for prose; ~60 words for code, so that each
     # answer streams in a few seconds (500-1,000 chunks, 10 ms apart).
     documents = {"markdown": 12, "code": 60}
