@@ -9,11 +9,22 @@ import sys
 import time
 from typing import Any
 
-from . import b1_short, b2_stream, b3_server, b4_streams, b5_gateway, b6_local, b7_router, b8_images, peers
+from . import (
+    b1_short,
+    b2_stream,
+    b3_server,
+    b4_streams,
+    b5_gateway,
+    b6_local,
+    b7_router,
+    b8_images,
+    b9_page,
+    peers,
+)
 from ._proc import raise_nofile_limit
 from ._report import Row, format_table, machine_description
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 
 
 def server_config() -> dict[str, Any]:
@@ -104,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += b7_router.run(args.quick)
         elif name == "B8":
             rows += b8_images.run(args.quick)
+        elif name == "B9":
+            rows += b9_page.run(args.quick)
         print(f"   done in {time.perf_counter() - bench_started:.0f} s", flush=True)
 
     print(f"\n{'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s\n")

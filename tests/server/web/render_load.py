@@ -6,7 +6,8 @@ Streams about 38 KB of Markdown (headings, paragraphs, lists) from the echo back
 (12 words a chunk, 10 ms apart) into the page in headless Chromium and prints the
 long tasks (over 50 ms, from a ``longtask`` PerformanceObserver) as a share of the
 streaming time. Run it with another checkout's ``src`` on PYTHONPATH for a baseline
-on the same machine; docs/web.md reports the figures.
+on the same machine. The measurement of record is benchmark B9 (``python -m benchmarks
+--only B9``, ``benchmarks/b9_page.py``), which docs/web.md and docs/benchmarks.md report.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ const refusalCards = new Map();
 // How often, at most, a streaming answer is written to the store (a reload or a
 // crash keeps what arrived up to then).
 const SAVE_EVERY_MS = 400;
+const PAINT_EVERY_MS = 100;
 let stickToBottom = true;
 const imageURLs = new ImageURLs();
 const attachments = new Attachments({ composer: ui.composer, prompt: ui.prompt, announce });
@@ -288,7 +289,7 @@ async function ask(id, into = null) {
   const retried = into ? conversation.messages.find((m) => m.id === into) : null;
   const answer = { id: retried ? into : newId(), role: "assistant", content: "" };
   const version = retried ? nextVersion(retried) : 0;
-  const run = { answer, version, controller, element: null, discard: false, savedAt: 0 };
+  const run = { answer, version, controller, element: null, discard: false, savedAt: 0, paintedAt: 0 };
   answers.set(id, run);
   if (store.currentId === id) renderConversation();
   else renderList();
@@ -296,6 +297,7 @@ async function ask(id, into = null) {
   let pending = false;
   const paint = () => {
     pending = false;
+    run.paintedAt = performance.now();
     if (answers.get(id) !== run || run.discard) return;
     if (!run.element) {
       run.element = document.createElement("li");
@@ -332,7 +334,10 @@ async function ask(id, into = null) {
         }
         if (!pending) {
           pending = true;
-          requestAnimationFrame(paint);
+          // At most one paint every PAINT_EVERY_MS: each one lays the answer out again.
+          const wait = run.paintedAt + PAINT_EVERY_MS - performance.now();
+          if (wait > 0) setTimeout(() => requestAnimationFrame(paint), wait);
+          else requestAnimationFrame(paint);
         }
       },
     });
@@ -346,6 +351,7 @@ async function ask(id, into = null) {
     return;
   }
   if (failure && failure.kind === "cut") answer.status = "incomplete";
+  if (answer.content) run.view?.finish(answer.content); // its DOM becomes the answer's
   if (answer.content) store.update(id, putVersion(answer.id, version, answer));
   else store.update(id, dropVersion(answer.id, version));
   if (failure && failure.kind !== "password") {
@@ -395,7 +401,10 @@ async function send() {
 }
 
 function stop(id = store.currentId) {
-  answers.get(id)?.controller.abort();
+  const run = answers.get(id);
+  if (!run) return;
+  run.controller.abort(); // nothing more arrives from here on
+  if (id === store.currentId) setBusy(false); // shown now, not after the answer is redrawn
 }
 
 /** Stop the answer of `id` and keep nothing of it (the conversation is cleared or deleted). */

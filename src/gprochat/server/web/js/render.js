@@ -63,7 +63,12 @@ const mathEngine = {
   },
 };
 
+// Longer code blocks are shown without colours: highlighting 250 KB of code holds the
+// main thread for half a second or more (and guessing its language far longer).
+const HIGHLIGHT_MAX_CHARS = 20_000;
+
 function highlight(code, language) {
+  if (code.length > HIGHLIGHT_MAX_CHARS) return "";
   wantsHighlight = true;
   const hljs = window.hljs;
   if (!hljs) return "";
@@ -153,8 +158,31 @@ export async function copyText(text, button) {
   }
 }
 
+// The last long answers rendered (a copy of their nodes), by text: a conversation is
+// drawn again on every change, and parsing and sanitising a long answer each time is
+// what costs. An answer's streamed rendering is kept as its final one (see
+// StreamingView.finish).
+const rendered = new Map();
+const RENDERED_KEPT = 20;
+
+function keepRendered(text, element) {
+  rendered.delete(text);
+  if (rendered.size >= RENDERED_KEPT) rendered.delete(rendered.keys().next().value);
+  rendered.set(text, element.cloneNode(true));
+}
+
 /** Render `text` (Markdown from the model) into `element`, safely. */
 export function renderMarkdown(element, text) {
+  const kept = rendered.get(text);
+  if (kept) {
+    element.replaceChildren(...kept.cloneNode(true).childNodes);
+    for (const block of element.querySelectorAll(".code-block")) {
+      const copy = block.querySelector(".copy-btn");
+      const code = block.querySelector("code");
+      copy?.addEventListener("click", () => copyText(code.textContent, copy));
+    }
+    return;
+  }
   const html = parser().render(text);
   const clean = window.DOMPurify.sanitize(html, {
     USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
@@ -166,6 +194,10 @@ export function renderMarkdown(element, text) {
   decorateCodeBlocks(element, "Copy");
   revealLinks(element);
   ensureLibraries();
+  // Kept only once nothing is pending: a library that arrives renders the text again.
+  if (text.length > 2000 && !(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) {
+    keepRendered(text, element);
+  }
 }
 
 /** Called when highlight.js or KaTeX has arrived: render again what needs it. */
@@ -174,17 +206,38 @@ export function whenLibraryLoaded(callback) {
 }
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+const CODE_CHUNK_LINES = 100;
 
 /**
  * An answer being streamed into `element`: Markdown blocks that are finished (a
  * blank line, outside code fences and display math, followed by a line that
- * starts unindented) are rendered once and kept; only the growing tail is rendered again. The
- * split is for streaming only: the finished answer is rendered whole, as usual.
+ * starts unindented, or an unindented code fence) are rendered once and kept; only the
+ * growing tail is rendered again, and an open code block in the tail grows as plain text
+ * (highlighted once, when it closes). When the answer ends, what was streamed is kept
+ * as its rendering in this tab (rendering 40 KB whole would hold the main thread for up
+ * to a second); a reload renders it whole.
  */
 export class StreamingView {
   constructor(element) {
     this.element = element;
     this.reset();
+  }
+
+  /**
+   * The answer is complete (or stopped) at `text`: show all of it, and let the next
+   * renderMarkdown of that text take these nodes instead of parsing it again (a long
+   * answer rendered whole would hold the main thread for up to a second).
+   */
+  finish(text) {
+    this.update(text);
+    if (this.fence && this.fenceStart === this.done && !this.keepsCode(text.length)) {
+      this.code = null;
+      renderMarkdown(this.tail, text.slice(this.done));
+    }
+    const holder = document.createElement("div");
+    holder.append(...this.element.childNodes);
+    holder.querySelector(":scope > .tail")?.replaceWith(...this.tail.childNodes);
+    if (!(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) keepRendered(text, holder);
   }
 
   /** Start over (a library arrived: the kept blocks need it). */
@@ -198,9 +251,18 @@ export class StreamingView {
     this.math = false; // inside $$ ... $$ or \[ ... \]
     this.candidate = 0; // just after a blank line, if the next line may start a block
     this.boundary = 0; // where the finished blocks end
+    this.fenceStart = -1; // where the open fence's line starts, if it is unindented
+    this.fenceBody = 0; // where the open fence's code starts
+    this.code = null; // the <code> of an open code block shown as it grows
+    this.chunk = null; // its last text node
+    this.chunkLines = 0;
+    this.shown = 0; // where the text shown in it ends
+    this.closed = -1; // where the closing fence of the grown code block starts, once seen
+    this.closedNext = 0;
   }
 
   update(text) {
+    this.textSource = text;
     let start = this.scanned;
     for (let end = text.indexOf("\n", start); end >= 0; end = text.indexOf("\n", start)) {
       this.scanLine(text.slice(start, end), end + 1);
@@ -212,25 +274,113 @@ export class StreamingView {
       this.boundary = this.candidate;
       this.candidate = 0;
     }
+    if (this.closed >= 0) {
+      // A code block grown as text and too long to highlight: rendering it again would
+      // give the same, so what was grown is kept (its closing fence left out).
+      if (this.keepsCode(this.closed)) {
+        this.tail.before(...this.tail.childNodes);
+        this.done = this.closedNext;
+      }
+      this.closed = -1;
+      this.code = null;
+    }
     if (this.boundary > this.done) {
       const holder = document.createElement("div");
       renderMarkdown(holder, text.slice(this.done, this.boundary));
+      for (const block of holder.children) {
+        // Kept blocks scrolled out of view are not laid out again as the answer grows.
+        block.style.contentVisibility = "auto";
+        block.style.containIntrinsicSize = "auto 3em";
+      }
       this.tail.before(...holder.childNodes);
       this.done = this.boundary;
     }
+    if (this.fence && this.fenceStart === this.done) {
+      this.growCode(text);
+      return;
+    }
+    this.code = null;
     renderMarkdown(this.tail, text.slice(this.done) || (this.done ? "" : "…"));
+  }
+
+  /** If the grown code block is long enough to keep as it is, make it end at `end`. */
+  keepsCode(end) {
+    if (!this.code || end - this.fenceBody <= HIGHLIGHT_MAX_CHARS) return false;
+    if (this.shown < end) this.append(this.textSource.slice(this.shown, end));
+    let extra = this.shown - end; // part of the closing fence's line, shown as code
+    for (let node = this.chunk; extra > 0 && node; node = node.parentNode.previousSibling?.firstChild) {
+      const cut = Math.min(extra, node.length);
+      node.deleteData(node.length - cut, cut);
+      extra -= cut;
+    }
+    this.shown = end;
+    return true;
+  }
+
+  append(data) {
+    if (!this.chunk || (this.chunkLines >= CODE_CHUNK_LINES && this.chunk.data.endsWith("\n"))) {
+      // Lines in blocks of their own: the browser lays out only the newest block again.
+      const block = document.createElement("span");
+      block.style.display = "block";
+      // Blocks scrolled out of view are not laid out again (their last size is kept).
+      block.style.contentVisibility = "auto";
+      block.style.containIntrinsicSize = `auto ${CODE_CHUNK_LINES * 1.55}em`;
+      this.chunk = block.appendChild(document.createTextNode(""));
+      this.chunkLines = 0;
+      this.code.append(block);
+    }
+    this.chunk.appendData(data);
+    this.chunkLines += data.split("\n").length - 1;
+    this.shown += data.length;
+  }
+
+  /** The tail is an open code block: append what arrived as plain text, parse nothing. */
+  growCode(text) {
+    if (!this.code) {
+      const opening = text.slice(this.fenceStart, this.fenceBody).trim();
+      const language = opening.slice(this.fence.length).trim().split(/\s+/)[0];
+      const pre = document.createElement("pre");
+      const code = document.createElement("code");
+      if (language) code.className = `language-${language}`;
+      code.style.display = "block"; // its blocks of lines inside an inline box: slow layout
+      pre.append(code);
+      this.tail.replaceChildren(pre);
+      decorateCodeBlocks(this.tail, "Copy");
+      this.code = code;
+      this.chunk = null;
+      this.shown = this.fenceBody;
+    }
+    if (text.length > this.shown) this.append(text.slice(this.shown));
   }
 
   scanLine(line, next) {
     const fence = line.match(FENCE);
     if (this.fence) {
       if (fence && fence[1][0] === this.fence[0] && fence[1].length >= this.fence.length
-          && !line.trim().slice(fence[1].length).trim()) this.fence = null;
+          && !line.trim().slice(fence[1].length).trim()) {
+        this.fence = null;
+        // An unindented fence is a block of its own: it is finished where it closes.
+        if (this.fenceStart >= 0) {
+          this.boundary = next;
+          if (this.fenceStart === this.done) {
+            this.closed = next - line.length - 1;
+            this.closedNext = next;
+          }
+        }
+      }
       return;
     }
     if (fence) {
       this.fence = fence[1];
       this.candidate = 0;
+      // An unindented fence starts a block of its own, whatever came before (it ends a
+      // paragraph, a list or a quote): what came before is finished.
+      this.fenceStart = -1;
+      if (!/^\s/.test(line)) {
+        this.fenceStart = next - line.length - 1;
+        this.fenceBody = next;
+        this.boundary = Math.max(this.boundary, this.fenceStart);
+      }
       return;
     }
     const toggles = (line.match(/\$\$/g) || []).length + (line.match(/\\\[|\\\]/g) || []).length;
