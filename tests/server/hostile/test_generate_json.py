@@ -132,7 +132,7 @@ GENERATE = [
       200, check=_streamed),
     P("control characters and NUL in the text are fine",
       lambda: generate(signed_text_with_sign("a\u0000b\u0007c\u202e")), 200, check=_streamed),
-    P("unknown extra fields are ignored", lambda: generate(_body(model="x", stream=True, extra=[1])), 200,
+    P("unknown extra fields are ignored", lambda: generate(_body(mode="x", stream=True, extra=[1])), 200,
       check=_streamed),
     # -- time
     P("time missing", lambda: generate(_without("time")), 400, mentions=("time",)),
