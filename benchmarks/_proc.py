@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import Any, Optional
 
 __all__ = [
+    "read_head",
     "ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "free_port", "stop_process",
     "wait_until_ready", "REPO_ROOT",
 ]
@@ -145,3 +147,18 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
     env.setdefault("PYTHONWARNINGS", "ignore")
     return env
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[bytes, int]:
+    """One HTTP/1.1 request head from ``reader`` and its ``Content-Length`` (0 if none).
+
+    For the harness's bare asyncio servers (a baseline, a scripted upstream): they read
+    the body themselves, whole or as it arrives.
+    """
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, length

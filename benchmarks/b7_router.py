@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from ._proc import REPO_ROOT, child_env, stop_process, wait_until_ready
+from ._proc import REPO_ROOT, child_env, read_head, stop_process, wait_until_ready
 from ._report import Row, paired_ratio, percentile
 
 __all__ = ["run", "LITELLM_REQUIREMENT", "LITELLM_VENV", "locate_litellm", "install_litellm"]
@@ -86,12 +86,7 @@ async def _serve_upstreams(kinds: Sequence[str]) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n"):
-                        key, _, value = line.partition(b":")
-                        if key.strip().lower() == b"content-length":
-                            length = int(value)
+                    head, length = await read_head(reader)
                     if length:
                         await reader.readexactly(length)
                     if head.startswith(b"GET /bench/log"):

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ._proc import child_env, python_cmd, stop_process, wait_until_ready
+from ._proc import child_env, python_cmd, read_head, stop_process, wait_until_ready
 from ._report import Row, paired_ratio
 
 __all__ = ["run"]
@@ -122,12 +122,7 @@ async def _relay(fd: int, options: dict[str, Any]) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
+                head, length = await read_head(reader)
                 if head.startswith(b"GET /healthz"):
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     continue

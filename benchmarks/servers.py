@@ -26,7 +26,7 @@ import socket
 import sys
 from typing import Any
 
-from ._proc import raise_nofile_limit
+from ._proc import raise_nofile_limit, read_head
 
 # Multi-byte characters on purpose: chunk boundaries fall inside them, so the
 # clients' incremental decoders do real work.
@@ -101,12 +101,7 @@ async def _serve_bytes(fd: int, options: dict[str, Any]) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
+                head, length = await read_head(reader)
                 if length:
                     await reader.readexactly(length)
                 if head.startswith(b"GET /healthz"):
