@@ -18,7 +18,8 @@ def test_an_open_code_block_grows_in_place_and_ends_as_its_source(web_server: An
     send(page, "Code:\n\n```python\n" + "\n".join(lines) + "\n```\n\nAfter the code.")
     page.wait_for_selector(f"{STREAMING_CODE}:has-text('value_5 ')")
     page.evaluate(f"() => {{ document.querySelector({STREAMING_CODE!r}).dataset.marked = 'yes'; }}")
-    page.wait_for_selector(f"{STREAMING_CODE}:has-text('value_30 ')")
+    # value_31's start means value_30's line has arrived whole (a chunk may end inside it).
+    page.wait_for_selector(f"{STREAMING_CODE}:has-text('value_31 ')")
     # Many chunks later it is the same element, grown, not drawn again.
     assert page.locator(f"{STREAMING_CODE}[data-marked=yes]").count() == 1
     shown = page.locator(STREAMING_CODE).text_content() or ""
