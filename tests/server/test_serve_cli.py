@@ -98,10 +98,12 @@ def test_serve_help_lists_the_options_in_sections_default_backend_first() -> Non
     }
     for flag, heading in where.items():
         assert re.search(rf"^\s+(-\w, )?{flag}\b", sections[heading], re.MULTILINE), (flag, heading)
-    # Every option is listed once, in one section.
+    # Every option is listed once, in one section (an option's line is indented a little;
+    # a help text wrapped onto a line that starts with a flag's name is indented far more).
     for param in serve.params:
         flag = param.opts[0]
-        listed = [h for h, body in sections.items() if re.search(rf"^\s+{flag}[\s,/]", body, re.MULTILINE)]
+        listed = [h for h, body in sections.items()
+                  if re.search(rf"^ {{1,6}}(-\w, )?{flag}[\s,/]", body, re.MULTILINE)]
         assert len(listed) == 1, (flag, listed)
 
 

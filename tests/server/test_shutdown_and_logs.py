@@ -137,17 +137,6 @@ async def test_a_second_ctrl_c_under_workers_exits_at_once_with_130_and_no_trace
     assert all(e["level"] == "warning" for e in forced)
 
 
-def test_ctrl_c_while_the_workers_start_is_a_clean_exit_0() -> None:
-    # At the start-up line the workers are still being spawned and importing the package
-    # (seconds on a busy machine): the Ctrl-C reaches them there, before uvicorn's handler.
-    with serve_process("--workers", "2", ready="line", new_session=True) as server:
-        server.interrupt(group=True)
-        status = server.wait(30)
-        output = server.output()
-    assert status == 0, output
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
-
-
 async def test_a_second_ctrl_c_sent_to_the_workers_manager_alone_ends_its_workers_too() -> None:
     # ``kill -INT`` to the manager's pid only (a supervisor that signals its child):
     # the manager passes the second one on to its workers and waits for them.
