@@ -390,6 +390,16 @@ class RequestGuard:
                         "per message. Shorten it.",
                     )
 
+    def check_image_count(self, count: int, param: str | None = None) -> None:
+        """413 when a request holds more than ``max_images`` images (before any is decoded)."""
+        if self.max_images and count > self.max_images:
+            raise Refusal(
+                413,
+                f"Too many images: {count}; this server accepts at most {self.max_images} "
+                "per request (--max-images). Send fewer images.",
+                param=param,
+            )
+
     def check_images(
         self,
         messages: Sequence[Sequence[tuple[int, str, str]]],
@@ -402,13 +412,7 @@ class RequestGuard:
         name it. Each image's bytes must be a raster type (``gprochat.images``), at most
         ``max_image_bytes`` long (413); at most ``max_images`` in a request (413).
         """
-        count = sum(len(parts) for parts in messages)
-        if self.max_images and count > self.max_images:
-            raise Refusal(
-                413,
-                f"Too many images: {count}; this server accepts at most {self.max_images} "
-                "per request (--max-images). Send fewer images.",
-            )
+        self.check_image_count(sum(len(parts) for parts in messages))
         checked: list[tuple[Image, ...]] = []
         for index, parts in enumerate(messages):
             images = []

@@ -156,15 +156,7 @@ async def check_images(
     The count first (nothing decoded, nothing fetched beyond ``--max-images``), then the
     data URLs, then the fetches.
     """
-    count = sum(len(found) for found in parts)
-    if guard.max_images and count > guard.max_images:
-        # The guard words the count refusal; it counts before it decodes anything.
-        placeholders = [[(p.part, "", "") for p in found] for found in parts]
-        try:
-            guard.check_images(placeholders)
-        except Refusal as exc:
-            exc.param = "messages"
-            raise
+    guard.check_image_count(sum(len(found) for found in parts), param="messages")
     checked: dict[ImagePart, Image] = {}
     for found in parts:
         for part in found:
