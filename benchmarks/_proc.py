@@ -11,11 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Optional
 
 __all__ = [
     "read_head",
+    "serve_connections",
+    "until_closed",
     "ServerProcess", "raise_nofile_limit", "python_cmd", "child_env", "free_port", "stop_process",
     "wait_until_ready", "REPO_ROOT",
 ]
@@ -162,3 +165,27 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[bytes, int]:
         if name.strip().lower() == b"content-length":
             length = int(value)
     return head, length
+
+
+Connection = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def until_closed(handle: Connection) -> Connection:
+    """``handle`` for one connection, ended quietly when the peer goes, the socket closed."""
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return connection
+
+
+async def serve_connections(handle: Connection, fd: int) -> None:
+    """Serve ``handle`` on the listening socket ``fd`` (each connection ``until_closed``)."""
+    server = await asyncio.start_server(until_closed(handle), sock=socket.socket(fileno=fd))
+    async with server:
+        await server.serve_forever()

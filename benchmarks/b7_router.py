@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from ._proc import REPO_ROOT, child_env, read_head, stop_process, wait_until_ready
+from ._proc import REPO_ROOT, child_env, read_head, stop_process, until_closed, wait_until_ready
 from ._report import Row, paired_ratio, percentile
 
 __all__ = ["run", "LITELLM_REQUIREMENT", "LITELLM_VENV", "locate_litellm", "install_litellm"]
@@ -84,60 +84,55 @@ async def _serve_upstreams(kinds: Sequence[str]) -> None:
 
     def handler(name: str, kind: str) -> Any:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    head, length = await read_head(reader)
-                    if length:
-                        await reader.readexactly(length)
-                    if head.startswith(b"GET /bench/log"):
-                        body = json.dumps(log).encode()
-                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b"
-                                     % (len(body), body))
-                        await writer.drain()
-                        continue
-                    if head.startswith(b"POST /bench/reset"):
-                        log.clear()
-                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                        await writer.drain()
-                        continue
-                    arrival = time.monotonic()
-                    if kind == "429":
-                        log.append((name, arrival, 429))
-                        body = b'{"error":{"message":"rate limited","type":"rate_limit"}}'
-                        writer.write(
-                            b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-                            b"Retry-After: %d\r\nContent-Length: %d\r\n\r\n%b"
-                            % (RETRY_AFTER, len(body), body)
-                        )
-                        await writer.drain()
-                        continue
-                    if kind == "500":
-                        log.append((name, arrival, 500))
-                        body = b'{"error":{"message":"internal error","type":"server_error"}}'
-                        writer.write(
-                            b"HTTP/1.1 500 Internal Server Error\r\n"
-                            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-                            % (len(body), body)
-                        )
-                        await writer.drain()
-                        continue
-                    log.append((name, arrival, 200))
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                        b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n" + first
-                    )
-                    for frame in frames:
-                        await asyncio.sleep(CHUNK_DELAY)
-                        writer.write(frame)
-                        await writer.drain()
-                    writer.write(last)
+            while True:
+                head, length = await read_head(reader)
+                if length:
+                    await reader.readexactly(length)
+                if head.startswith(b"GET /bench/log"):
+                    body = json.dumps(log).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b"
+                                 % (len(body), body))
                     await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
+                    continue
+                if head.startswith(b"POST /bench/reset"):
+                    log.clear()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                arrival = time.monotonic()
+                if kind == "429":
+                    log.append((name, arrival, 429))
+                    body = b'{"error":{"message":"rate limited","type":"rate_limit"}}'
+                    writer.write(
+                        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                        b"Retry-After: %d\r\nContent-Length: %d\r\n\r\n%b"
+                        % (RETRY_AFTER, len(body), body)
+                    )
+                    await writer.drain()
+                    continue
+                if kind == "500":
+                    log.append((name, arrival, 500))
+                    body = b'{"error":{"message":"internal error","type":"server_error"}}'
+                    writer.write(
+                        b"HTTP/1.1 500 Internal Server Error\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                        % (len(body), body)
+                    )
+                    await writer.drain()
+                    continue
+                log.append((name, arrival, 200))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n" + first
+                )
+                for frame in frames:
+                    await asyncio.sleep(CHUNK_DELAY)
+                    writer.write(frame)
+                    await writer.drain()
+                writer.write(last)
+                await writer.drain()
 
-        return handle
+        return until_closed(handle)
 
     ports: dict[str, int] = {}
     servers = []

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Optional
 
-from ._proc import child_env, python_cmd, read_head, stop_process, wait_until_ready
+from ._proc import child_env, python_cmd, read_head, serve_connections, stop_process, wait_until_ready
 from ._report import Row, paired_ratio
 
 __all__ = ["run"]
@@ -120,35 +120,28 @@ async def _relay(fd: int, options: dict[str, Any]) -> None:
     host, port = options["upstream"].removeprefix("http://").rsplit(":", 1)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head, length = await read_head(reader)
-                if head.startswith(b"GET /healthz"):
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    continue
-                up_reader, up_writer = await asyncio.open_connection(host, int(port))
-                up_writer.write(b"POST /relay HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n"
-                                b"Content-Length: %d\r\n\r\n" % length)
-                left = length
-                while left:
-                    piece = await reader.read(min(left, 1 << 16))
-                    if not piece:
-                        raise ConnectionError("client left")
-                    left -= len(piece)
-                    up_writer.write(piece)
-                    await up_writer.drain()
-                answer = await up_reader.read()
-                up_writer.close()
-                writer.write(answer.replace(b"Connection: close", b"Connection: keep-alive"))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        while True:
+            head, length = await read_head(reader)
+            if head.startswith(b"GET /healthz"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_writer.write(b"POST /relay HTTP/1.1\r\nHost: upstream\r\nConnection: close\r\n"
+                            b"Content-Length: %d\r\n\r\n" % length)
+            left = length
+            while left:
+                piece = await reader.read(min(left, 1 << 16))
+                if not piece:
+                    raise ConnectionError("client left")
+                left -= len(piece)
+                up_writer.write(piece)
+                await up_writer.drain()
+            answer = await up_reader.read()
+            up_writer.close()
+            writer.write(answer.replace(b"Connection: close", b"Connection: keep-alive"))
+            await writer.drain()
 
-    server = await asyncio.start_server(handle, sock=socket.socket(fileno=fd))
-    async with server:
-        await server.serve_forever()
+    await serve_connections(handle, fd)
 
 
 # -- the upstream, in this process --------------------------------------------------

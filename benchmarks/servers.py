@@ -26,7 +26,7 @@ import socket
 import sys
 from typing import Any
 
-from ._proc import raise_nofile_limit, read_head
+from ._proc import raise_nofile_limit, read_head, serve_connections
 
 # Multi-byte characters on purpose: chunk boundaries fall inside them, so the
 # clients' incremental decoders do real work.
@@ -99,32 +99,25 @@ async def _serve_bytes(fd: int, options: dict[str, Any]) -> None:
     frames = _chunked_payload(int(options["size"]), int(options.get("chunk", 65536)))
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head, length = await read_head(reader)
-                if length:
-                    await reader.readexactly(length)
-                if head.startswith(b"GET /healthz"):
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    await writer.drain()
-                    continue
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                    b"transfer-encoding: chunked\r\n\r\n"
-                )
-                for frame in frames:
-                    writer.write(frame)
-                    await writer.drain()
-                writer.write(b"0\r\n\r\n")
+        while True:
+            head, length = await read_head(reader)
+            if length:
+                await reader.readexactly(length)
+            if head.startswith(b"GET /healthz"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+                continue
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for frame in frames:
+                writer.write(frame)
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
 
-    server = await asyncio.start_server(handle, sock=socket.socket(fileno=fd))
-    async with server:
-        await server.serve_forever()
+    await serve_connections(handle, fd)
 
 
 def _log_gc_pauses() -> None:
