@@ -401,13 +401,18 @@ async def test_a_huge_answer_is_cut_at_the_limit() -> None:
             assert "(--max-image-bytes)" in body["error"]["message"]
             assert body["error"]["param"] == "messages[0].content[1]"
             # The fetcher hung up: the endless writer ended on a closed connection.
-            for _ in range(500):
-                if image_server.disconnects:
-                    break
-                await asyncio.sleep(0.01)
-            assert image_server.disconnects == 1
+            assert await disconnects_of(image_server) == 1
     finally:
         server.stop()
+
+
+async def disconnects_of(image_server: ScriptedServer) -> int:
+    """The scripted server's disconnects once it has seen one (or after 5 s of waiting)."""
+    for _ in range(500):
+        if image_server.disconnects:
+            break
+        await asyncio.sleep(0.01)
+    return int(image_server.disconnects)
 
 
 async def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
@@ -438,11 +443,7 @@ async def test_a_slow_answer_is_cut_at_the_time_limit() -> None:
             status, body, _ = await post(server, asking(image_part(image_server.base_url + "/x")))
             assert status == 400, body
             assert "took longer than 0.5 seconds (--image-fetch-timeout)" in body["error"]["message"]
-            for _ in range(500):
-                if image_server.disconnects:
-                    break
-                await asyncio.sleep(0.01)
-            assert image_server.disconnects == 1
+            assert await disconnects_of(image_server) == 1
     finally:
         server.stop()
 
