@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import protocol
-from ..errors import BackendError
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
 from .guard import RequestGuard
@@ -23,8 +22,8 @@ from .streaming import (
     AnswerFailed,
     ChunkStream,
     StreamAborted,
+    answer_conversation,
     encode_headers,
-    open_answer,
 )
 
 __all__ = ["STREAM_HEADERS", "StreamAborted", "auth", "generate", "models"]
@@ -86,16 +85,9 @@ async def generate(request: Request) -> Response:
         temperature=generate_request.temperature,
     )
     backend: Backend = state.backend
-    try:
-        backend.check_images(conversation)
-    except BackendError as exc:
-        raise Refusal(exc.status, exc.message) from None
-    release = guard.streams.try_acquire()
     metrics: ServerMetrics = state.metrics
     try:
-        answer = await open_answer(
-            lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
-        )
+        answer = await answer_conversation(backend, conversation, guard, metrics)
     except AnswerFailed as exc:
         return exc.failure.response(openai=False)
     return ChunkStream(_stream(answer, backend.name, metrics), on_close=answer.close,

@@ -1,5 +1,8 @@
 """An answer's life: ``open_answer`` opens it, ``ChunkStream`` streams it, ``Answer.close`` ends it.
 
+Both routes open theirs through ``answer_conversation``: the backend's image check,
+a stream slot, then ``open_answer``.
+
 ``open_answer`` waits for the backend's first text, so that a backend failing at once
 gets a proper error status (``failures.backend_failure``) instead of an empty 200; on
 failure it frees the stream slot and closes the backend's stream itself. Once opened,
@@ -25,12 +28,23 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._streams import abandon_step, aclose, finish_step, first_text
+from ..errors import BackendError
+from .backends import Backend, Conversation
 from .failures import backend_failure
+from .guard import RequestGuard
 from .metrics import ServerMetrics
 from .observe import CLIENT_GONE, OUTCOME_KEY
 from .refusals import Refusal
 
-__all__ = ["Answer", "AnswerFailed", "ChunkStream", "StreamAborted", "encode_headers", "open_answer"]
+__all__ = [
+    "Answer",
+    "AnswerFailed",
+    "ChunkStream",
+    "StreamAborted",
+    "answer_conversation",
+    "encode_headers",
+    "open_answer",
+]
 
 
 class StreamAborted(Exception):
@@ -89,6 +103,30 @@ async def open_answer(
         metrics.backend_errors.labels(backend, "before_text").inc()
         raise AnswerFailed(backend_failure(exc, backend)) from exc
     return Answer(first, chunks, release)
+
+
+async def answer_conversation(
+    backend: Backend,
+    conversation: Conversation,
+    guard: RequestGuard,
+    metrics: ServerMetrics,
+    *,
+    param: str | None = None,
+) -> Answer:
+    """``backend``'s answer to ``conversation``, opened up to its first text (both routes).
+
+    Images the backend cannot see are a ``Refusal`` (400, naming ``param``) before any
+    stream slot is taken; a full server is the stream limiter's 503. Raises
+    ``AnswerFailed`` when the backend fails before its first text.
+    """
+    try:
+        backend.check_images(conversation)
+    except BackendError as exc:
+        raise Refusal(exc.status, exc.message, param=param) from None
+    release = guard.streams.try_acquire()
+    return await open_answer(
+        lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
+    )
 
 
 MAX_JOINED_BYTES = 64 * 1024

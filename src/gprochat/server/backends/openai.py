@@ -10,7 +10,7 @@ from typing import Any
 from gprochat.errors import BackendError
 from gprochat.images import Image
 
-from ._http import StreamingHTTPBackend, drain, ended_early
+from ._http import InvalidOptionError, StreamingHTTPBackend, drain, ended_early
 from ._json_body import JSONBody, Spliced, materialize
 from .base import AnswerReport, Conversation
 
@@ -67,13 +67,14 @@ class OpenAIBackend(StreamingHTTPBackend):
             pool_timeout=pool_timeout,
         )
         if not api_key and self.base_url == DEFAULT_BASE_URL:
-            raise ValueError(
+            raise InvalidOptionError(
+                "api_key",
                 "the openai backend needs an API key for api.openai.com: "
                 "pass --openai-api-key or set GPROCHAT_OPENAI_API_KEY "
                 "(or point --openai-base-url at a local server such as Ollama)"
             )
         if not model:
-            raise ValueError("the openai backend needs a model name: pass --openai-model")
+            raise InvalidOptionError("model", "the openai backend needs a model name: pass --openai-model")
         self.model = model
         self.headers = {"Accept": "text/event-stream", **(extra_headers or {})}
         if api_key:

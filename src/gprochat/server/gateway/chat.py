@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ... import protocol
-from ...errors import BackendError, InvalidParameterError
+from ...errors import InvalidParameterError
 from ...openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
@@ -35,7 +35,7 @@ from ..guard import RequestGuard
 from ..metrics import ServerMetrics
 from ..refusals import Refusal
 from ..routes import STREAM_HEADERS
-from ..streaming import AnswerFailed, ChunkStream, encode_headers, open_answer
+from ..streaming import AnswerFailed, ChunkStream, answer_conversation, encode_headers
 from .conversation import resolve_model, to_conversation
 from .errors import from_validation_error
 from .fetch import ImageFetcher
@@ -90,16 +90,9 @@ async def create_chat_completion(request: Request) -> Response:
     report = AnswerReport()
     conversation = to_conversation(model, messages, body, system_prompt=config.system_prompt,
                                    report=report, images=images)
-    try:
-        backend.check_images(conversation)  # a 400 for images its model cannot see
-    except BackendError as exc:
-        raise Refusal(exc.status, exc.message, param="messages") from None
-    release = guard.streams.try_acquire()
     metrics: ServerMetrics = state.metrics
     try:
-        answer = await open_answer(
-            lambda: backend.stream(conversation), release, backend=backend.name, metrics=metrics
-        )
+        answer = await answer_conversation(backend, conversation, guard, metrics, param="messages")
     except AnswerFailed as exc:
         return exc.failure.response(openai=True)
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
