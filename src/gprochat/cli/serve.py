@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -23,12 +23,24 @@ from ._options import SectionedCommand, option, section, size
 
 __all__ = ["local_backend_settings", "serve"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
 
 
 def _default(name: str) -> Any:
     """The ``ServerConfig`` field's default: the flag's too."""
     return _FIELDS[name].default
+
+
+def _setting(flag: str, *, type: Any, help: str, as_size: bool = False) -> Callable[[F], F]:
+    """``--flag`` for the ``ServerConfig`` field of the same name: its default, and its
+    variable ``GPROCHAT_<NAME>``, come from that name (``as_size``: the default shown in
+    KiB/MiB)."""
+    name = flag.removeprefix("--").replace("-", "_")
+    default = _default(name)
+    shown: dict[str, Any] = {"show_default": size(default)} if as_size else {}
+    return option(flag, default=default, type=type, envvar=f"GPROCHAT_{name.upper()}", help=help, **shown)
 
 
 class _LazyChoice(click.Choice[str]):
@@ -103,7 +115,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
         "set win. A GeminiProChat deployment's .env works as it is.")
 @option("--host", default=_default("host"), envvar="GPROCHAT_HOST",
         help="Address to listen on; 0.0.0.0 for every IPv4 interface.")
-@option("--port", default=_default("port"), type=int, envvar="GPROCHAT_PORT",
+@_setting("--port", type=int,
         help="Port to listen on; 0 for any free port (the start-up line shows it).")
 @option("--backend", default="auto", type=_LazyChoice(_backend_names), envvar="GPROCHAT_BACKEND",
         help="Where answers come from: local (a GGUF model run in this process by llama.cpp), "
@@ -129,11 +141,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
         envvar="GPROCHAT_FETCH_IMAGE_URLS",
         help="Let /v1 fetch http(s) image URLs (public addresses only, within --max-image-bytes "
         "and --image-fetch-timeout); off: only data: URLs are taken.")
-@option("--image-fetch-timeout", default=_default("image_fetch_timeout"),
-        type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_IMAGE_FETCH_TIMEOUT",
+@_setting("--image-fetch-timeout", type=click.FloatRange(min=0, min_open=True),
         help="Seconds one image URL's fetch may take, all told.")
-@option("--shutdown-timeout", default=_default("shutdown_timeout"), type=click.FloatRange(min=0),
-        envvar="GPROCHAT_SHUTDOWN_TIMEOUT",
+@_setting("--shutdown-timeout", type=click.FloatRange(min=0),
         help="On SIGTERM or Ctrl-C, seconds answers in flight may go on before they are cut.")
 @section("Backend local: a GGUF model in this process (the default when installed)")
 @option("--model-path", envvar="GPROCHAT_MODEL_PATH", show_default="SmolLM2-135M-Instruct Q4_1",
@@ -190,24 +200,19 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
         help="That deployment's secret key.")
 @option("--relay-password", envvar="GPROCHAT_RELAY_PASSWORD", help="That deployment's site password.")
 @section("Limits: what one request and one client may do")
-@option("--timestamp-window", default=_default("timestamp_window"), type=click.FloatRange(min=0),
-        envvar="GPROCHAT_TIMESTAMP_WINDOW",
+@_setting("--timestamp-window", type=click.FloatRange(min=0),
         help="Seconds a request's time may differ from the server's clock; each signature is "
         "accepted once within it. 0 turns the window and replay protection off.")
-@option("--max-body-bytes", default=_default("max_body_bytes"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_BODY_BYTES", show_default=size(_default("max_body_bytes")),
+@_setting("--max-body-bytes", type=click.IntRange(min=0), as_size=True,
         help="Largest request body (413 beyond; 0: no limit).")
-@option("--max-messages", default=_default("max_messages"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_MESSAGES", help="Most messages in one conversation (413 beyond; 0: no limit).")
-@option("--max-message-chars", default=_default("max_message_chars"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_MESSAGE_CHARS",
+@_setting("--max-messages", type=click.IntRange(min=0),
+        help="Most messages in one conversation (413 beyond; 0: no limit).")
+@_setting("--max-message-chars", type=click.IntRange(min=0),
         help="Longest message text, in characters (413 beyond; 0: no limit).")
-@option("--max-image-bytes", default=_default("max_image_bytes"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_IMAGE_BYTES", show_default=size(_default("max_image_bytes")),
+@_setting("--max-image-bytes", type=click.IntRange(min=0), as_size=True,
         help="Largest image, decoded (413 beyond; 0: no limit). Images count in "
         "--max-body-bytes too, as base64 (4/3 of their size).")
-@option("--max-images", default=_default("max_images"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_IMAGES",
+@_setting("--max-images", type=click.IntRange(min=0),
         help="Most images in one request, history included (413 beyond; 0: no limit).")
 @option("--rate-limit", default=_default("rate_limit"), envvar="GPROCHAT_RATE_LIMIT",
         help='Requests per client address, e.g. "60/minute", "5/second", "1000/day"; "off" '
@@ -215,45 +220,36 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
 @option("--trusted-proxy", "trusted_proxies", multiple=True, envvar="GPROCHAT_TRUSTED_PROXIES",
         help="Address or network (CIDR) of a reverse proxy whose X-Forwarded-For is believed; "
         "repeat, or comma-separate in the variable.")
-@option("--max-streams", default=_default("max_streams"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_STREAMS",
+@_setting("--max-streams", type=click.IntRange(min=0),
         help="Answers streaming at once per process (503 beyond; 0: no limit).")
-@option("--replay-max-entries", default=_default("replay_max_entries"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_REPLAY_MAX_ENTRIES",
+@_setting("--replay-max-entries", type=click.IntRange(min=0),
         help="Used signatures remembered in memory (16-32 bytes each); when full, requests are "
         "refused as --redis-failure says rather than a signature forgotten (0: no limit).")
 @section("HTTP: timeouts and limits of the HTTP layer")
-@option("--header-timeout", default=_default("header_timeout"), type=click.FloatRange(min=0, min_open=True),
-        envvar="GPROCHAT_HEADER_TIMEOUT",
+@_setting("--header-timeout", type=click.FloatRange(min=0, min_open=True),
         help="Seconds a client has to send a request's line and headers (408, then close).")
-@option("--body-idle-timeout", default=_default("body_idle_timeout"),
-        type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_BODY_IDLE_TIMEOUT",
+@_setting("--body-idle-timeout", type=click.FloatRange(min=0, min_open=True),
         help="Seconds a request body may pause (408, then close).")
-@option("--body-timeout", default=_default("body_timeout"), type=click.FloatRange(min=0, min_open=True),
-        envvar="GPROCHAT_BODY_TIMEOUT", help="Seconds a whole request body may take (408, then close).")
-@option("--keepalive-timeout", default=_default("keepalive_timeout"),
-        type=click.FloatRange(min=0, min_open=True), envvar="GPROCHAT_KEEPALIVE_TIMEOUT",
+@_setting("--body-timeout", type=click.FloatRange(min=0, min_open=True),
+        help="Seconds a whole request body may take (408, then close).")
+@_setting("--keepalive-timeout", type=click.FloatRange(min=0, min_open=True),
         help="Seconds an idle keep-alive connection stays open.")
-@option("--max-url-bytes", default=_default("max_url_bytes"), type=click.IntRange(min=1),
-        envvar="GPROCHAT_MAX_URL_BYTES", show_default=size(_default("max_url_bytes")),
+@_setting("--max-url-bytes", type=click.IntRange(min=1), as_size=True,
         help="Longest request URL (414 beyond).")
-@option("--max-header-count", default=_default("max_header_count"), type=click.IntRange(min=1),
-        envvar="GPROCHAT_MAX_HEADER_COUNT", help="Most request headers (431 beyond).")
-@option("--max-header-bytes", default=_default("max_header_bytes"), type=click.IntRange(min=1),
-        envvar="GPROCHAT_MAX_HEADER_BYTES", show_default=size(_default("max_header_bytes")),
+@_setting("--max-header-count", type=click.IntRange(min=1),
+        help="Most request headers (431 beyond).")
+@_setting("--max-header-bytes", type=click.IntRange(min=1), as_size=True,
         help="Largest request head, headers together (431 beyond).")
-@option("--max-connections", default=_default("max_connections"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_MAX_CONNECTIONS",
+@_setting("--max-connections", type=click.IntRange(min=0),
         help="Open connections per process; beyond, idle keep-alive ones are closed, else 503 "
         "(0: no limit).")
-@option("--drain-bytes", default=_default("drain_bytes"), type=click.IntRange(min=0),
-        envvar="GPROCHAT_DRAIN_BYTES", show_default=size(_default("drain_bytes")),
+@_setting("--drain-bytes", type=click.IntRange(min=0), as_size=True,
         help="After an early answer (a 413), request body bytes read and dropped before the "
         "close, so that a client writing its whole body first still reads the answer.")
-@option("--drain-timeout", default=_default("drain_timeout"), type=click.FloatRange(min=0, min_open=True),
-        envvar="GPROCHAT_DRAIN_TIMEOUT", help="Seconds spent on that drain at most.")
+@_setting("--drain-timeout", type=click.FloatRange(min=0, min_open=True),
+        help="Seconds spent on that drain at most.")
 @section("Scale-out: several processes and hosts")
-@option("--workers", default=_default("workers"), type=click.IntRange(min=1), envvar="GPROCHAT_WORKERS",
+@_setting("--workers", type=click.IntRange(min=1),
         help="Server processes sharing the port (use --redis-url with more than one).")
 @option("--redis-url", envvar="GPROCHAT_REDIS_URL", show_default="this process's memory",
         help="Keep replay and rate-limit state in Redis (redis://host:6379/0), shared by "
