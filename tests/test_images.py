@@ -167,3 +167,14 @@ def test_the_size_is_checked_once_exactly_before_the_scan() -> None:
     # Over the limit is said before the text is scanned: a huge text is not read through.
     with pytest.raises(ImageError, match="is 3000 bytes, over the limit of 100 bytes"):
         Image.from_base64("!!!!" * 1000, max_bytes=100)
+
+
+def test_an_image_from_a_data_url_keeps_the_url_and_copies_nothing_until_asked() -> None:
+    url = "data:image/png;base64," + b64(PNG)
+    image = Image.from_data_url(url)
+    text, start = image.data_span
+    assert text is url and start == len("data:image/png;base64,")
+    assert image.data_url is url  # already in the canonical form: the URL itself
+    assert image.data == b64(PNG) and image.decode() == PNG
+    other = Image.from_data_url("data:image/png;name=x;base64," + b64(PNG))
+    assert other.data_url == url and other == image and hash(other) == hash(image)

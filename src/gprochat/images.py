@@ -90,18 +90,41 @@ def _describe_bytes(head: bytes) -> str:
     return "text"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Image:
     """One checked image: its real ``mime_type``, its ``data`` as base64, ``size`` and ``sha256``.
 
     Build one with ``from_base64`` (what arrives on the wire), ``from_bytes``,
     ``from_data_url`` or ``load_image`` (bytes, a path or a data URL); each checks the
     bytes and raises ``ImageError`` saying what is wrong.
+
+    The base64 stays in the text it arrived in: ``data_span`` is that text and where
+    the base64 starts in it (for a data URL, the URL itself), so a writer that takes
+    it from there copies nothing; ``data`` slices it out, once, when first asked for.
     """
 
     mime_type: str
-    data: str
     size: int
+    _text: str
+    _start: int = 0
+
+    @functools.cached_property
+    def data(self) -> str:
+        """The base64 text (sliced out of its data URL when first asked for)."""
+        return self._text[self._start :] if self._start else self._text
+
+    @property
+    def data_span(self) -> tuple[str, int]:
+        """The text holding the base64, and the offset where it starts (to its end)."""
+        return self._text, self._start
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Image):
+            return NotImplemented
+        return (self.mime_type, self.size, self.data) == (other.mime_type, other.size, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.mime_type, self.size, self.data))
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -120,8 +143,8 @@ class Image:
     ) -> Image:
         """Check base64 text as received; ``where`` names the part in error messages.
 
-        The base64 is ``data[start:]`` (a data URL's is checked where it is, then sliced
-        out once). It must be strict base64 (no whitespace, padding where it belongs);
+        The base64 is ``data[start:]`` (a data URL's is checked and kept where it is, in
+        the URL: see ``data_span``). It must be strict base64 (no whitespace, padding where it belongs);
         the bytes must be a raster image whose magic numbers agree with
         ``declared_type`` (when one is given) and that is at most ``max_bytes`` long.
         """
@@ -164,7 +187,7 @@ class Image:
                 "send the image's real type",
                 where=where,
             )
-        return cls(mime_type=real, data=data[start:] if start else data, size=size)
+        return cls(mime_type=real, size=size, _text=data, _start=start)
 
     @classmethod
     def from_bytes(cls, raw: Union[bytes, bytearray, memoryview], *, where: str = "image") -> Image:
@@ -176,7 +199,7 @@ class Image:
                 f"{where} is {_describe_bytes(raw[:512])}, not an image: send {_ACCEPTED}",
                 where=where,
             )
-        image = cls(mime_type=real, data=base64.b64encode(raw).decode("ascii"), size=len(raw))
+        image = cls(mime_type=real, size=len(raw), _text=base64.b64encode(raw).decode("ascii"))
         image.__dict__["sha256"] = hashlib.sha256(raw).hexdigest()  # the bytes are at hand
         return image
 
@@ -190,11 +213,17 @@ class Image:
 
     def decode(self) -> bytes:
         """The image's bytes (for a backend that needs them, such as a local model)."""
-        return base64.b64decode(self.data)
+        text, start = self.data_span
+        return base64.b64decode(text[start:] if start else text)
 
     @property
     def data_url(self) -> str:
-        return f"data:{self.mime_type};base64,{self.data}"
+        """``data:<mime_type>;base64,<data>`` (the URL it came in, when it has that form)."""
+        prefix = f"data:{self.mime_type};base64,"
+        text, start = self.data_span
+        if start == len(prefix) and text.startswith(prefix):
+            return text
+        return prefix + self.data
 
     def inline_part(self) -> dict[str, Any]:
         """The image as a Gemini part: ``{"inline_data": {"mime_type", "data"}}``."""

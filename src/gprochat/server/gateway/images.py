@@ -34,7 +34,7 @@ from .fetch import ImageFetcher, shown_url
 
 __all__ = ["ImagePart", "check_images", "split_images"]
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared (and hashed) by identity, not by a URL of megabytes
 class ImagePart:
     """One image part of a message: where it is, and its URL (data or remote)."""
 
