@@ -3,10 +3,12 @@
 An image travels as base64 inside a message, in Gemini's shape
 (``{"inline_data": {"mime_type": "image/png", "data": "<base64>"}}``) or OpenAI's
 (``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``). An
-``Image`` keeps the base64 text it arrived as, so the server passes it on without
-decoding and encoding it again. Checking it scans the text once (strict base64) and
-decodes only its first bytes, to learn the real type from their magic numbers (never
-from the declared type); the size follows from the length. The SHA-256 is computed
+``Image`` keeps the base64 text it arrived as (for a data URL, the URL itself and
+where the base64 starts in it), so the server passes it on without copying, decoding
+or encoding it again. Checking it scans the text once (strict base64, in small
+slices) and decodes only its first bytes, to learn the real type from their magic
+numbers (never from the declared type); the size follows from the length.
+``parse_data_url`` is the one reader of data URLs. The SHA-256 is computed
 only when someone asks for it (the echo backend, the conversation log).
 
 Only raster types are accepted: PNG, JPEG, WebP and GIF (no SVG: it is a document
@@ -144,9 +146,10 @@ class Image:
         """Check base64 text as received; ``where`` names the part in error messages.
 
         The base64 is ``data[start:]`` (a data URL's is checked and kept where it is, in
-        the URL: see ``data_span``). It must be strict base64 (no whitespace, padding where it belongs);
-        the bytes must be a raster image whose magic numbers agree with
-        ``declared_type`` (when one is given) and that is at most ``max_bytes`` long.
+        the URL: see ``data_span``). It must be strict base64 (no whitespace, padding
+        where it belongs); the bytes must be a raster image whose magic numbers agree
+        with ``declared_type`` (when one is given) and that is at most ``max_bytes``
+        long. The size follows from the length and is checked once, before the scan.
         """
         if not isinstance(data, str):
             raise ImageError(f"{where} data must be a base64 string, not {type(data).__name__}", where=where)
