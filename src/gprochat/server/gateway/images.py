@@ -34,6 +34,7 @@ from .fetch import ImageFetcher, shown_url
 
 __all__ = ["ImagePart", "check_images", "split_images"]
 
+
 @dataclass(frozen=True, eq=False)  # compared (and hashed) by identity, not by a URL of megabytes
 class ImagePart:
     """One image part of a message: where it is, and its URL (data or remote)."""
@@ -152,8 +153,8 @@ async def check_images(
     """Each message's images, checked; remote ones fetched (concurrently).
 
     The count first (nothing decoded, nothing fetched beyond ``--max-images``), then the
-    data URLs (checked where they are in the request, their base64 sliced out once),
-    then the fetches.
+    data URLs (checked where they are in the request: the ``Image`` keeps the URL and
+    where its base64 starts, nothing is copied out of it), then the fetches.
     """
     guard.check_image_count(sum(len(found) for found in parts), param="messages")
     limit = guard.max_image_bytes or None
@@ -161,7 +162,7 @@ async def check_images(
     for found in parts:
         for part in found:
             if not part.remote:
-                with _refused(part):
+                with _refused():
                     declared, start = parse_data_url(part.url, where=f"{part.where}.image_url.url")
                     checked[part] = Image.from_base64(
                         part.url, declared, start=start, where=part.where, max_bytes=limit
@@ -170,7 +171,7 @@ async def check_images(
     if remote:
         assert fetcher is not None  # split_images refused remote URLs otherwise
         for part, raw in zip(remote, await _fetch_all(remote, fetcher), strict=True):
-            with _refused(part):
+            with _refused():
                 checked[part] = Image.from_base64(
                     base64.b64encode(raw).decode("ascii"), where=part.where, max_bytes=limit
                 )
@@ -178,7 +179,7 @@ async def check_images(
 
 
 @contextlib.contextmanager
-def _refused(part: ImagePart) -> Iterator[None]:
+def _refused() -> Iterator[None]:
     """An ``ImageError`` as OpenAI's 400 (413 for a size) whose ``param`` is what it names."""
     try:
         yield
