@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from gprochat.errors import ImageError
-from gprochat.images import Image, load_image, sniff_image_type
+from gprochat.images import Image, load_image, parse_data_url, sniff_image_type
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 SAMPLES = {
@@ -86,7 +86,7 @@ def test_data_urls_bytes_and_paths_give_the_same_image(tmp_path) -> None:  # typ
     ]
     assert all(image == images[0] for image in images)
     assert images[1].data_url == f"data:image/png;base64,{b64(PNG)}"
-    with pytest.raises(ImageError, match="not base64"):
+    with pytest.raises(ImageError, match="a data URL without ';base64'"):
         Image.from_data_url("data:image/png,plain")
     with pytest.raises(ImageError, match="cannot read"):
         load_image(tmp_path / "missing.png")
@@ -96,3 +96,85 @@ def test_sniffing_knows_only_raster_types() -> None:
     assert sniff_image_type(b"<svg") is None
     assert sniff_image_type(b"RIFF\x00\x00\x00\x00WAVE") is None
     assert sniff_image_type(b"") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "declared"),
+    [
+        ("data:image/png;base64,", "image/png"),
+        ("data:;base64,", None),
+        ("data:image/png;name=a.png;base64,", "image/png"),
+        ("DATA:Image/PNG;BASE64,", "Image/PNG"),
+        ("data: image/png ; base64 ,", "image/png"),
+    ],
+)
+def test_a_data_url_is_read_where_it_is(url: str, declared: str | None) -> None:
+    assert parse_data_url(url + b64(PNG)) == (declared, len(url))
+    image = Image.from_data_url(url + b64(PNG))
+    assert (image.mime_type, image.size, image.data) == ("image/png", len(PNG), b64(PNG))
+    assert load_image(url + b64(PNG)) == image
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("image/png;base64,iVBO", "is not a data URL: give the image as 'data:image/png;base64,...'"),
+        ("https://example.com/a.png", "is not a data URL"),
+        ("data:image/png;base64", "is not a valid data URL (no ',' after its type): use "
+                                  "'data:image/png;base64,...'"),
+        ("data:image/png,plain", "is a data URL without ';base64': send the image's bytes as "
+                                 "base64 ('data:image/png;base64,...')"),
+        ("data:image/png;base64;x=1,iVBO", "without ';base64'"),
+    ],
+)
+def test_what_is_not_a_base64_data_url_is_refused_in_one_wording(url: str, says: str) -> None:
+    for check in (parse_data_url, Image.from_data_url):
+        with pytest.raises(ImageError) as caught:
+            check(url, where="messages[0].content[1]")
+        assert caught.value.message.startswith("messages[0].content[1] ")
+        assert says in caught.value.message
+        assert caught.value.where == "messages[0].content[1]"
+        assert caught.value.status == 400
+
+
+def test_base64_after_start_is_checked_in_place_and_sliced_out_once() -> None:
+    text = "prefix!" + b64(PNG)  # '!' is no base64: only what follows start is checked
+    image = Image.from_base64(text, "image/png", start=7)
+    assert (image.data, image.size) == (b64(PNG), len(PNG))
+    with pytest.raises(ImageError, match="outside A-Z"):
+        Image.from_base64(text[:7] + "!" + text[8:], start=7)
+    with pytest.raises(ImageError, match="is empty"):
+        Image.from_base64(text, start=len(text))
+
+
+def test_base64_longer_than_a_scan_slice_is_checked_to_its_end() -> None:
+    raw = PNG + bytes(100_000)
+    good = b64(raw)
+    assert Image.from_base64(good).size == len(raw)
+    for at in (40_000, 32 * 1024, len(good) - 5):  # a stray character in a later slice
+        with pytest.raises(ImageError, match="outside A-Z"):
+            Image.from_base64(good[:at] + "-" + good[at + 1 :])
+    with pytest.raises(ImageError, match="non-ASCII"):
+        Image.from_base64(good[:70_000] + "é" + good[70_001:])
+
+
+def test_the_size_is_checked_once_exactly_before_the_scan() -> None:
+    raw = PNG[:8] + bytes(8)  # 16 bytes: 24 characters ending '=='
+    assert Image.from_base64(b64(raw), max_bytes=16).size == 16
+    with pytest.raises(ImageError, match=r"is 16 bytes, over the limit of 15 bytes") as caught:
+        Image.from_base64(b64(raw), max_bytes=15)
+    assert caught.value.status == 413
+    # Over the limit is said before the text is scanned: a huge text is not read through.
+    with pytest.raises(ImageError, match="is 3000 bytes, over the limit of 100 bytes"):
+        Image.from_base64("!!!!" * 1000, max_bytes=100)
+
+
+def test_an_image_from_a_data_url_keeps_the_url_and_copies_nothing_until_asked() -> None:
+    url = "data:image/png;base64," + b64(PNG)
+    image = Image.from_data_url(url)
+    text, start = image.data_span
+    assert text is url and start == len("data:image/png;base64,")
+    assert image.data_url is url  # already in the canonical form: the URL itself
+    assert image.data == b64(PNG) and image.decode() == PNG
+    other = Image.from_data_url("data:image/png;name=x;base64," + b64(PNG))
+    assert other.data_url == url and other == image and hash(other) == hash(image)

@@ -3,10 +3,12 @@
 An image travels as base64 inside a message, in Gemini's shape
 (``{"inline_data": {"mime_type": "image/png", "data": "<base64>"}}``) or OpenAI's
 (``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}``). An
-``Image`` keeps the base64 text it arrived as, so the server passes it on without
-decoding and encoding it again. Checking it scans the text once (strict base64) and
-decodes only its first bytes, to learn the real type from their magic numbers (never
-from the declared type); the size follows from the length. The SHA-256 is computed
+``Image`` keeps the base64 text it arrived as (for a data URL, the URL itself and
+where the base64 starts in it), so the server passes it on without copying, decoding
+or encoding it again. Checking it scans the text once (strict base64, in small
+slices) and decodes only its first bytes, to learn the real type from their magic
+numbers (never from the declared type); the size follows from the length.
+``parse_data_url`` is the one reader of data URLs. The SHA-256 is computed
 only when someone asks for it (the echo backend, the conversation log).
 
 Only raster types are accepted: PNG, JPEG, WebP and GIF (no SVG: it is a document
@@ -41,6 +43,7 @@ __all__ = [
     "ImageSource",
     "sniff_image_type",
     "load_image",
+    "parse_data_url",
 ]
 
 #: The accepted types, by the name Gemini and browsers give them.
@@ -53,7 +56,11 @@ _ACCEPTED = "PNG, JPEG, WebP or GIF"
 # looks like (a multiple of 4: 513 bytes).
 _HEAD_CHARS = 684
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,", re.ASCII)
+# data:[<type>][;<parameter>]*,<data>; the type and parameters hold no comma.
+_DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
+# The base64 characters checked at a time: a slice well under glibc's mmap threshold
+# (128 KiB), so scanning a large image reuses one small block of memory.
+_SCAN_CHARS = 32 * 1024
 
 ImageSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", "Image"]
 
@@ -85,18 +92,41 @@ def _describe_bytes(head: bytes) -> str:
     return "text"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Image:
     """One checked image: its real ``mime_type``, its ``data`` as base64, ``size`` and ``sha256``.
 
     Build one with ``from_base64`` (what arrives on the wire), ``from_bytes``,
     ``from_data_url`` or ``load_image`` (bytes, a path or a data URL); each checks the
     bytes and raises ``ImageError`` saying what is wrong.
+
+    The base64 stays in the text it arrived in: ``data_span`` is that text and where
+    the base64 starts in it (for a data URL, the URL itself), so a writer that takes
+    it from there copies nothing; ``data`` slices it out, once, when first asked for.
     """
 
     mime_type: str
-    data: str
     size: int
+    _text: str
+    _start: int = 0
+
+    @functools.cached_property
+    def data(self) -> str:
+        """The base64 text (sliced out of its data URL when first asked for)."""
+        return self._text[self._start :] if self._start else self._text
+
+    @property
+    def data_span(self) -> tuple[str, int]:
+        """The text holding the base64, and the offset where it starts (to its end)."""
+        return self._text, self._start
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Image):
+            return NotImplemented
+        return (self.mime_type, self.size, self.data) == (other.mime_type, other.size, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.mime_type, self.size, self.data))
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -109,32 +139,41 @@ class Image:
         data: str,
         declared_type: Optional[str] = None,
         *,
+        start: int = 0,
         where: str = "image",
         max_bytes: Optional[int] = None,
     ) -> Image:
         """Check base64 text as received; ``where`` names the part in error messages.
 
-        The text must be strict base64 (no whitespace, padding where it belongs); the
-        bytes must be a raster image whose magic numbers agree with ``declared_type``
-        (when one is given) and that is at most ``max_bytes`` long.
+        The base64 is ``data[start:]`` (a data URL's is checked and kept where it is, in
+        the URL: see ``data_span``). It must be strict base64 (no whitespace, padding
+        where it belongs); the bytes must be a raster image whose magic numbers agree
+        with ``declared_type`` (when one is given) and that is at most ``max_bytes``
+        long. The size follows from the length and is checked once, before the scan.
         """
         if not isinstance(data, str):
             raise ImageError(f"{where} data must be a base64 string, not {type(data).__name__}", where=where)
-        if not data:
+        length = len(data) - start
+        if length <= 0:
             raise ImageError(f"{where} is empty: attach a PNG, JPEG, WebP or GIF image", where=where)
-        if max_bytes is not None and len(data) // 4 * 3 - 2 > max_bytes:
-            raise _too_large(where, (len(data) // 4) * 3, max_bytes)
-        if len(data) % 4:
+        if length % 4:
             raise ImageError(
-                f"{where} is not valid base64: its length ({len(data)}) is not a multiple of 4",
+                f"{where} is not valid base64: its length ({length}) is not a multiple of 4",
                 where=where,
             )
-        size = _check_base64(data, where)
+        tail = data[-3:]
+        padding = len(tail) - len(tail.rstrip("="))
+        if padding > 2:
+            raise ImageError(f"{where} is not valid base64: too much '=' padding at its end", where=where)
+        size = length // 4 * 3 - padding
         if max_bytes is not None and size > max_bytes:
-            raise _too_large(where, size, max_bytes)
-        if size == 0:
-            raise ImageError(f"{where} is empty: attach a PNG, JPEG, WebP or GIF image", where=where)
-        head = binascii.a2b_base64(data[:_HEAD_CHARS])
+            raise ImageError(
+                f"{where} is {size} bytes, over the limit of {max_bytes} bytes: send a smaller image",
+                where=where,
+                status=413,
+            )
+        _check_alphabet(data, start, len(data) - padding, where)
+        head = binascii.a2b_base64(data[start : start + _HEAD_CHARS])
         real = sniff_image_type(head)
         if real is None:
             raise ImageError(
@@ -151,7 +190,7 @@ class Image:
                 "send the image's real type",
                 where=where,
             )
-        return cls(mime_type=real, data=data, size=size)
+        return cls(mime_type=real, size=size, _text=data, _start=start)
 
     @classmethod
     def from_bytes(cls, raw: Union[bytes, bytearray, memoryview], *, where: str = "image") -> Image:
@@ -163,7 +202,7 @@ class Image:
                 f"{where} is {_describe_bytes(raw[:512])}, not an image: send {_ACCEPTED}",
                 where=where,
             )
-        image = cls(mime_type=real, data=base64.b64encode(raw).decode("ascii"), size=len(raw))
+        image = cls(mime_type=real, size=len(raw), _text=base64.b64encode(raw).decode("ascii"))
         image.__dict__["sha256"] = hashlib.sha256(raw).hexdigest()  # the bytes are at hand
         return image
 
@@ -171,25 +210,23 @@ class Image:
     def from_data_url(
         cls, url: str, *, where: str = "image", max_bytes: Optional[int] = None
     ) -> Image:
-        """Check a ``data:image/...;base64,...`` URL."""
-        match = _DATA_URL.match(url) if isinstance(url, str) else None
-        if match is None:
-            raise ImageError(
-                f"{where} is not a data URL: use 'data:image/png;base64,...'", where=where
-            )
-        if not match.group(3):
-            raise ImageError(f"{where} data URL is not base64: use ';base64,'", where=where)
-        return cls.from_base64(
-            url[match.end() :], match.group(1), where=where, max_bytes=max_bytes
-        )
+        """Check a ``data:image/...;base64,...`` URL (``parse_data_url``, then ``from_base64``)."""
+        declared, start = parse_data_url(url, where=where)
+        return cls.from_base64(url, declared, start=start, where=where, max_bytes=max_bytes)
 
     def decode(self) -> bytes:
         """The image's bytes (for a backend that needs them, such as a local model)."""
-        return base64.b64decode(self.data)
+        text, start = self.data_span
+        return base64.b64decode(text[start:] if start else text)
 
     @property
     def data_url(self) -> str:
-        return f"data:{self.mime_type};base64,{self.data}"
+        """``data:<mime_type>;base64,<data>`` (the URL it came in, when it has that form)."""
+        prefix = f"data:{self.mime_type};base64,"
+        text, start = self.data_span
+        if start == len(prefix) and text.startswith(prefix):
+            return text
+        return prefix + self.data
 
     def inline_part(self) -> dict[str, Any]:
         """The image as a Gemini part: ``{"inline_data": {"mime_type", "data"}}``."""
@@ -207,35 +244,56 @@ class Image:
         return f"Image({self.mime_type}, {self.size} bytes, sha256={self.sha256[:12]}...)"
 
 
-def _check_base64(data: str, where: str) -> int:
-    """The decoded size of strict base64 ``data`` (length a multiple of 4), or ImageError.
+def parse_data_url(url: str, *, where: str = "image") -> tuple[Optional[str], int]:
+    """A ``data:`` URL's declared type (None when it names none) and where its base64 starts.
 
-    Strict: only the alphabet, ``=`` only as the last one or two characters, no
-    whitespace. Checked with one C-speed pass (``bytes.translate``) instead of decoding,
-    so a large image costs a scan, not a decode and a copy of its bytes.
+    The one reader of data URLs (the provider, ``load_image``, the gateway):
+    ``data:[<type>][;<parameter>]*;base64,<data>``, the scheme and ``;base64`` in any
+    case. The URL is not copied; ``Image.from_base64(url, type, start=...)`` checks the
+    base64 where it is. ``where`` names the URL in the ``ImageError``.
+
+    >>> parse_data_url("data:image/png;base64,iVBORw0KGgo=")
+    ('image/png', 22)
     """
-    if not data.isascii():
-        raise ImageError(f"{where} is not valid base64: it holds non-ASCII characters", where=where)
-    tail = data[-3:]
-    padding = len(tail) - len(tail.rstrip("="))
-    if padding > 2:
-        raise ImageError(f"{where} is not valid base64: too much '=' padding at its end", where=where)
-    # What is left once the alphabet is deleted must be exactly the trailing padding.
-    if data.encode("ascii").translate(None, _ALPHABET) != b"=" * padding:
+    match = _DATA_URL.match(url) if isinstance(url, str) else None
+    if match is None:
+        if isinstance(url, str) and url[:5].lower() == "data:":
+            raise ImageError(
+                f"{where} is not a valid data URL (no ',' after its type): use "
+                "'data:image/png;base64,...'",
+                where=where,
+            )
         raise ImageError(
-            f"{where} is not valid base64: it holds characters outside A-Z, a-z, 0-9, '+' and "
-            "'/' (no whitespace, no URL-safe '-' or '_'; '=' only at the end)",
+            f"{where} is not a data URL: give the image as 'data:image/png;base64,...'",
             where=where,
         )
-    return len(data) // 4 * 3 - padding
+    parameters = match.group(2).split(";")[1:]
+    if not parameters or parameters[-1].strip().lower() != "base64":
+        raise ImageError(
+            f"{where} is a data URL without ';base64': send the image's bytes as base64 "
+            "('data:image/png;base64,...')",
+            where=where,
+        )
+    return match.group(1).strip() or None, match.end()
 
 
-def _too_large(where: str, size: int, limit: int) -> ImageError:
-    return ImageError(
-        f"{where} is {size} bytes, over the limit of {limit} bytes: send a smaller image",
-        where=where,
-        status=413,
-    )
+def _check_alphabet(data: str, start: int, end: int, where: str) -> None:
+    """ImageError unless ``data[start:end]`` is all base64 alphabet (the padding is cut off).
+
+    Strict: no whitespace, no URL-safe ``-``/``_``, no ``=`` inside. Scanned in
+    slices with ``bytes.translate`` (C speed) rather than decoded: a large image costs
+    one scan, and no copy of its size (a slice this small reuses the same memory).
+    """
+    for offset in range(start, end, _SCAN_CHARS):
+        piece = data[offset : min(offset + _SCAN_CHARS, end)]
+        if not piece.isascii():
+            raise ImageError(f"{where} is not valid base64: it holds non-ASCII characters", where=where)
+        if piece.encode("ascii").translate(None, _ALPHABET):
+            raise ImageError(
+                f"{where} is not valid base64: it holds characters outside A-Z, a-z, 0-9, '+' "
+                "and '/' (no whitespace, no URL-safe '-' or '_'; '=' only at the end)",
+                where=where,
+            )
 
 
 def load_image(source: ImageSource, *, where: str = "image") -> Image:
@@ -244,7 +302,7 @@ def load_image(source: ImageSource, *, where: str = "image") -> Image:
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
         return Image.from_bytes(source, where=where)
-    if isinstance(source, str) and source.startswith("data:"):
+    if isinstance(source, str) and source[:5].lower() == "data:":
         return Image.from_data_url(source, where=where)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)

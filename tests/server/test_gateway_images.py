@@ -19,10 +19,14 @@ from typing import Any, cast
 import pytest
 
 from gprochat.server import BackgroundServer, ServerConfig, create_app
+from gprochat.server.backends import Backend, GeminiBackend, OpenAIBackend
 from gprochat.server.gateway.fetch import ImageFetcher, forbidden_reason
 
 from ..conftest import ServerFactory
 from ..scripted import RecordedRequest, ScriptedServer, chunk, full_response, head
+from .backends.conftest import ScriptedUpstream
+from .backends.test_gemini import answer as gemini_answer
+from .backends.test_openai import answer as openai_answer
 from .test_gateway import HELLO, ScriptedBackend, post, sse_events
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
@@ -62,6 +66,46 @@ async def test_a_data_url_image_reaches_the_backend_intact(server: BackgroundSer
     assert status == 200, body
     answer = body["choices"][0]["message"]["content"]
     assert answer.endswith("What is this?\n" + described(PNG)), answer
+
+
+# Larger than the slices the upstream body is written in (64 Ki characters), so the
+# base64 goes out in several pieces taken from the request's data URL where it is.
+BIG = b"\x89PNG\r\n\x1a\n" + hashlib.sha256(b"big").digest() * 7_000
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai"])
+async def test_a_data_url_image_goes_upstream_byte_identical(
+    make_server: ServerFactory, kind: str
+) -> None:
+    upstream = ScriptedUpstream()
+    await upstream.start()
+    try:
+        backend: Backend
+        if kind == "gemini":
+            upstream.respond_events(gemini_answer("A big picture."))
+            backend = GeminiBackend(api_key="AIza-test", base_url=upstream.url)
+        else:
+            upstream.respond_events(openai_answer("A big picture."))
+            backend = OpenAIBackend(base_url=upstream.url + "/v1", api_key="sk-test", model="gpt-4o")
+        server = make_server(rate_limit=None, max_image_bytes=len(BIG), backend=backend)
+        request = {**asking(image_part(data_url(BIG))), "model": ""}
+        status, body, _ = await post(server, request)
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == "A big picture."
+    finally:
+        await upstream.stop()
+    [received] = upstream.requests
+    if kind == "gemini":
+        [turn] = received.json["contents"]
+        assert turn["parts"] == [
+            {"inline_data": {"mime_type": "image/png", "data": base64.b64encode(BIG).decode()}},
+            {"text": "What is this?"},
+        ]
+    else:
+        assert received.json["messages"][-1]["content"] == [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": data_url(BIG)}},
+        ]
 
 
 async def test_several_images_streamed_in_order(server: BackgroundServer) -> None:

@@ -23,19 +23,25 @@ from aiohttp.payload import Payload
 
 __all__ = ["JSONBody", "Spliced", "materialize"]
 
-_SLICE = 256 * 1024  # characters of base64 encoded and written at a time
+# Characters of base64 encoded and written at a time: under glibc's mmap threshold (128
+# KiB), so each slice reuses one heap block instead of mapping (and faulting in) fresh pages.
+_SLICE = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Spliced:
-    """A JSON string value: ``prefix`` (any text) then ``data`` (base64, as received)."""
+    """A JSON string value: ``prefix`` (any text) then ``data[start:]`` (base64, as received).
+
+    ``start`` lets the base64 stay in the text it came in (``Image.data_span``: a data URL).
+    """
 
     prefix: str
     data: str
+    start: int = 0
 
     @property
     def text(self) -> str:
-        return self.prefix + self.data
+        return self.prefix + self.data[self.start :]
 
 
 def materialize(value: Any) -> Any:
@@ -63,24 +69,31 @@ class JSONBody(Payload):
             return f"gprochat-spliced-{nonce}-{len(spliced) - 1}"
 
         text = json.dumps(body, default=placeholder)
-        pieces: list[bytes | str] = []
+        pieces: list[bytes | Spliced] = []
         for index, value in enumerate(spliced):
             before, _, text = text.partition(f'"gprochat-spliced-{nonce}-{index}"')
             pieces.append((before + json.dumps(value.prefix)[:-1]).encode())
-            pieces.append(value.data)
+            pieces.append(value)
             text = '"' + text
         pieces.append(text.encode())
         self._pieces = pieces
         super().__init__(body, content_type="application/json")
-        self._size = sum(len(piece) for piece in pieces)  # base64 is ASCII: 1 byte a character
+        # base64 is ASCII: 1 byte a character
+        self._size = sum(
+            len(p) if isinstance(p, bytes) else len(p.data) - p.start for p in pieces
+        )
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         for piece in self._pieces:
             if isinstance(piece, bytes):
                 await writer.write(piece)
                 continue
-            for start in range(0, len(piece), _SLICE):
-                await writer.write(piece[start : start + _SLICE].encode("ascii"))
+            data = piece.data
+            for start in range(piece.start, len(data), _SLICE):
+                await writer.write(data[start : start + _SLICE].encode("ascii"))
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return "".join(p if isinstance(p, str) else p.decode(encoding, errors) for p in self._pieces)
+        return "".join(
+            p.decode(encoding, errors) if isinstance(p, bytes) else p.data[p.start :]
+            for p in self._pieces
+        )

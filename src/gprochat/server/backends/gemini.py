@@ -216,7 +216,7 @@ def _parts(text: str, images: Sequence[Image]) -> list[dict[str, Any]]:
     decoded and encoded again), then its text; Google advises the text after the image.
     A turn of images only has no text part (Gemini refuses an empty one beside them)."""
     parts: list[dict[str, Any]] = [
-        {"inline_data": {"mime_type": image.mime_type, "data": Spliced("", image.data)}}
+        {"inline_data": {"mime_type": image.mime_type, "data": Spliced("", *image.data_span)}}
         for image in images
     ]
     if text or not parts:

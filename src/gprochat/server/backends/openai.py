@@ -140,7 +140,7 @@ def _content(text: str, images: Sequence[Image]) -> str | list[dict[str, Any]]:
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     return parts + [
         {"type": "image_url",
-         "image_url": {"url": Spliced(f"data:{image.mime_type};base64,", image.data)}}
+         "image_url": {"url": Spliced(f"data:{image.mime_type};base64,", *image.data_span)}}
         for image in images
     ]
 

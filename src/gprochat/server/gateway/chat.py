@@ -48,8 +48,8 @@ logger = logging.getLogger("gprochat.server.gateway")
 _SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS)
 
 
-def parse_request(body: bytes, content_type: Optional[str] = None) -> ChatCompletionRequest:
-    """The request, or ``Refusal(400)`` naming what is wrong."""
+def parse_request(body: bytes | str, content_type: Optional[str] = None) -> ChatCompletionRequest:
+    """The request (from the body or its text), or ``Refusal(400)`` naming what is wrong."""
     media_type = (content_type or "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise Refusal(
@@ -71,8 +71,14 @@ def parse_request(body: bytes, content_type: Optional[str] = None) -> ChatComple
 async def create_chat_completion(request: Request) -> Response:
     state = request.app.state
     guard: RequestGuard = state.guard
-    body = parse_request(await guard.admit(request, "gateway", bearer=True),
-                         request.headers.get("content-type"))
+    raw = await guard.admit(request, "gateway", bearer=True)
+    try:
+        text = protocol.decode_body(raw)
+    except protocol.InvalidRequest as exc:
+        raise Refusal(400, exc.message) from exc
+    del raw  # parsed from its text alone: a large image is held twice, not three times
+    body = parse_request(text, request.headers.get("content-type"))
+    del text
     config: ServerConfig = state.config
     try:
         check_parameters(body.model_dump(exclude_unset=True))

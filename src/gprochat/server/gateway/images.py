@@ -7,10 +7,11 @@ A user message's content may hold, beside text parts, image parts::
 ``detail`` is accepted and ignored. The URL is a ``data:`` URL with base64 bytes, or,
 when the server runs with ``--fetch-image-urls``, an ``http(s)`` URL it fetches
 (``fetch.py`` says how, safely). Images are only accepted in user messages, as OpenAI
-accepts them. Every image is checked by the guard (``RequestGuard.check_images``: the
-type from the bytes' magic numbers, ``--max-image-bytes``, ``--max-images``), and
-each refusal is OpenAI's 400 or 413 whose ``param`` names the part
-(``messages[0].content[1]``).
+accepts them. The guard counts them (``--max-images``); each is checked as every image
+is (``gprochat.images``: the data URL read by ``parse_data_url``, the type from the
+bytes' magic numbers, ``--max-image-bytes``), and each ``ImageError`` becomes OpenAI's
+400 or 413 whose ``param`` names the part (``messages[0].content[1]``), or its URL
+(``messages[0].content[1].image_url.url``) when that is not a usable data URL.
 
 Two steps, so that every cheap check runs before any network is used:
 ``split_images`` (the shape: roles, URLs) and ``check_images`` (the bytes).
@@ -20,24 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ...errors import ImageError
-from ...images import Image
+from ...images import Image, parse_data_url
 from ..guard import RequestGuard
 from ..refusals import Refusal
 from .fetch import ImageFetcher, shown_url
 
 __all__ = ["ImagePart", "check_images", "split_images"]
 
-# data:[<type>][;<parameter>]*,<data>; the type and parameters hold no comma.
-_DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared (and hashed) by identity, not by a URL of megabytes
 class ImagePart:
     """One image part of a message: where it is, and its URL (data or remote)."""
 
@@ -120,7 +118,8 @@ def _image_part(
             "('data:image/png;base64,...')",
             param=f"{where}.image_url.url",
         )
-    scheme = url.partition(":")[0].lower() if ":" in url[:16] else ""
+    head, colon, _ = url[:16].partition(":")  # not the whole URL: it may be megabytes
+    scheme = head.lower() if colon else ""
     if scheme in ("http", "https"):
         if not fetching:
             raise Refusal(
@@ -151,54 +150,42 @@ async def check_images(
     guard: RequestGuard,
     fetcher: Optional[ImageFetcher],
 ) -> list[tuple[Image, ...]]:
-    """Each message's images, checked by the guard; remote ones fetched (concurrently).
+    """Each message's images, checked; remote ones fetched (concurrently).
 
     The count first (nothing decoded, nothing fetched beyond ``--max-images``), then the
-    data URLs, then the fetches.
+    data URLs (checked where they are in the request: the ``Image`` keeps the URL and
+    where its base64 starts, nothing is copied out of it), then the fetches.
     """
     guard.check_image_count(sum(len(found) for found in parts), param="messages")
+    limit = guard.max_image_bytes or None
     checked: dict[ImagePart, Image] = {}
     for found in parts:
         for part in found:
             if not part.remote:
-                checked[part] = _check_data_url(part, guard)
+                with _refused():
+                    declared, start = parse_data_url(part.url, where=f"{part.where}.image_url.url")
+                    checked[part] = Image.from_base64(
+                        part.url, declared, start=start, where=part.where, max_bytes=limit
+                    )
     remote = [part for found in parts for part in found if part.remote]
     if remote:
         assert fetcher is not None  # split_images refused remote URLs otherwise
         for part, raw in zip(remote, await _fetch_all(remote, fetcher), strict=True):
-            checked[part] = _check(part, guard, None, base64.b64encode(raw).decode("ascii"))
+            with _refused():
+                checked[part] = Image.from_base64(
+                    base64.b64encode(raw).decode("ascii"), where=part.where, max_bytes=limit
+                )
     return [tuple(checked[part] for part in found) for found in parts]
 
 
-def _check_data_url(part: ImagePart, guard: RequestGuard) -> Image:
-    match = _DATA_URL.match(part.url)
-    if match is None:
-        raise Refusal(
-            400,
-            f"{part.where}.image_url.url is not a valid data URL (no ',' after its type): use "
-            "'data:image/png;base64,...'",
-            param=f"{part.where}.image_url.url",
-        )
-    parameters = [p.strip().lower() for p in match.group(2).split(";")[1:]]
-    if not parameters or parameters[-1] != "base64":
-        raise Refusal(
-            400,
-            f"{part.where}.image_url.url is a data URL without ';base64': send the image's "
-            "bytes as base64 ('data:image/png;base64,...')",
-            param=f"{part.where}.image_url.url",
-        )
-    declared = match.group(1).strip() or None
-    return _check(part, guard, declared, part.url[match.end():])
-
-
-def _check(part: ImagePart, guard: RequestGuard, declared: Optional[str], data: str) -> Image:
-    where = part.where
+@contextlib.contextmanager
+def _refused() -> Iterator[None]:
+    """An ``ImageError`` as OpenAI's 400 (413 for a size) whose ``param`` is what it names."""
     try:
-        (checked,) = guard.check_images([[(part.part, declared or "", data)]], where=where)
-    except Refusal as exc:
-        exc.param = where
-        raise
-    return checked[0]
+        yield
+    except ImageError as exc:
+        limit = " (--max-image-bytes)" if exc.status == 413 else ""
+        raise Refusal(exc.status, exc.message + limit, param=exc.where) from None
 
 
 async def _fetch_all(parts: Sequence[ImagePart], fetcher: ImageFetcher) -> list[bytes]:
