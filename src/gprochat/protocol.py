@@ -348,7 +348,7 @@ def _content_image(part: Any, where: str) -> Optional[Image]:
             "give {'image_url': {'url': 'data:image/png;base64,...'}}",
             where=where,
         )
-    if url.startswith("data:"):
+    if url[:5].lower() == "data:":  # the scheme is case-insensitive (RFC 3986)
         return Image.from_data_url(url, where=where)
     shown = url if len(url) <= 80 else url[:77] + "..."
     raise ImageError(

@@ -251,3 +251,16 @@ def test_the_spliced_body_is_exactly_what_json_gives(wire: list[dict[str, Any]])
     encoder = json.JSONEncoder(ensure_ascii=False)
     body = build_generate_request(wire, timestamp=1, secret_key="k", password='p"w')
     assert encode_request(body, encoder) == encoder.encode(body).encode()
+
+
+def test_a_data_url_scheme_in_capitals_is_an_image_part() -> None:
+    from gprochat.protocol import message_content
+
+    picture = png(seed=21)
+    url = data_url(picture, "image/png")
+    text, images = message_content(
+        [{"type": "text", "text": "See"}, {"type": "image_url", "image_url": {"url": "DATA:" + url[5:]}}], 0
+    )
+    assert text == "See"
+    assert [part["inline_data"]["mime_type"] for part in images] == ["image/png"]
+    assert base64.b64decode(images[0]["inline_data"]["data"]) == picture
