@@ -232,6 +232,36 @@ def test_pipelined_bodies_each_reach_their_request(recorder: tuple[RecordingApp,
         assert json.loads(answer)["sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_a_large_body_then_bytes_that_are_no_request_answers_then_400(
+    recorder: tuple[RecordingApp, BackgroundServer],
+) -> None:
+    _, server = recorder
+    body = png(500_000, seed=9)
+    with _connect(server) as sock:
+        _send_in_pieces(sock, _head(len(body), "/upload") + body + b"\x00\x01 no request\r\n\r\n",
+                        7000, pause_every=8)
+        first, second = _read_answers(sock, 2)
+        assert sock.recv(1024) == b""  # then closed
+    assert first[0] == 200 and json.loads(first[1])["sha256"] == hashlib.sha256(body).hexdigest()
+    assert second[0] == 400 and b"Invalid HTTP request" in second[1]
+
+
+def test_an_http_1_0_body_in_pieces_is_read_whole_then_closed(
+    recorder: tuple[RecordingApp, BackgroundServer],
+) -> None:
+    _, server = recorder
+    body = png(400_000, seed=10)
+    head = b"POST /upload HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with _connect(server) as sock:
+        sock.sendall(head)
+        _send_in_pieces(sock, body, 4096, pause_every=16)
+        [(status, answer)] = _read_answers(sock, 1)
+        assert sock.recv(1024) == b""
+    assert status == 200
+    assert json.loads(answer) == {"messages": [[len(body), False]],
+                                  "sha256": hashlib.sha256(body).hexdigest()}
+
+
 # -- through the real route: the echo backend's SHA-256 of the image --------------
 
 

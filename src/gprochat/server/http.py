@@ -214,6 +214,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return  # past bad bytes: nothing more is read as requests
         if phase == "body":
             self._last_body = self.loop.time()
+            cycle = self.cycle
+            if type(cycle) is _Cycle and cycle.left:
+                data = self._take_body(cycle, data)
+                if not data:
+                    return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -283,11 +288,31 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
-        if type(cycle) is _Cycle and cycle.pieces is not None:
-            if not cycle.response_complete:
-                cycle.pieces.append(body)  # the app is woken once, when the body is whole
-            return
+        if type(cycle) is _Cycle:
+            cycle.received += len(body)
+            if cycle.pieces is not None:
+                if not cycle.response_complete:
+                    cycle.pieces.append(body)  # the app is woken once, when the body is whole
+                return
         super().on_body(body)
+
+    def _take_body(self, cycle: _Cycle, data: bytes) -> bytes:
+        """Keep the bytes received as the body's next piece, without the parser (whose
+        ``on_body`` would copy them); return what follows the body (a pipelined request)."""
+        assert cycle.pieces is not None
+        left = cycle.left
+        if len(data) < left:
+            cycle.pieces.append(data)
+            cycle.left = left - len(data)
+            return b""
+        cycle.pieces.append(data if len(data) == left else data[:left])
+        cycle.left = 0
+        # The parser still counts the body down: a new one starts at the next request, as
+        # it would after this one (uvicorn's leniency included), and the message is complete.
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.on_message_complete()
+        return data[left:]
 
     def _check_head(self) -> None:
         """Version, URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
@@ -558,6 +583,10 @@ class _Cycle(RequestResponseCycle):
     declared_length: int | None = None
     #: The body's pieces while it is read whole (None: uvicorn's message per piece).
     pieces: list[bytes | bytearray] | None = None
+    #: Body bytes the parser has passed on so far.
+    received = 0
+    #: Body bytes still to come while it is read whole (taken as they come, past the parser).
+    left = 0
 
     async def receive(self) -> Any:
         if self.pieces is None:
@@ -567,6 +596,7 @@ class _Cycle(RequestResponseCycle):
             # What came before the app asked (up to 64 KiB, reading paused) goes first.
             self.pieces = [self.body] if self.body else []
             self.body = bytearray()
+            self.left = self.declared_length - self.received
         # uvicorn's receive, but woken once: when the body is whole (or the client gone).
         if self.waiting_for_100_continue and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
