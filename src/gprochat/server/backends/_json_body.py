@@ -23,7 +23,10 @@ from aiohttp.payload import Payload
 
 __all__ = ["JSONBody", "Spliced", "materialize"]
 
-_SLICE = 256 * 1024  # characters of base64 encoded and written at a time
+# Characters of base64 encoded and written at a time. Below glibc's mmap threshold
+# (128 KiB): each slice reuses heap memory, where a larger one is a fresh mapping whose
+# pages fault in one by one (docs/benchmarks.md, B8).
+_SLICE = 64 * 1024
 
 
 @dataclass(frozen=True)
