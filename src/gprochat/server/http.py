@@ -47,6 +47,11 @@ already reading (a body too slow) is put in that request's scope under
 
 Each connection has one timer for every phase, re-armed only when it fires before
 the current deadline (see ``_check``).
+
+A body with a Content-Length reaches the app in one message once the app asks for it
+(``_Cycle``): the app has accepted its declared size by then (``guard.admit``), so it
+is read without pausing and kept as it arrives, past the parser. A chunked body comes
+piece by piece, as uvicorn hands it over, so that the app can refuse it at its limit.
 """
 
 from __future__ import annotations
@@ -569,9 +574,11 @@ class _Cycle(RequestResponseCycle):
     A body with a Content-Length that the app asks for is read whole: the app gets it
     in one message, joined once, and reading is not paused on the way (the app asks
     for a body only once it accepted its declared size: ``guard.admit``). uvicorn
-    wakes the app and pauses reading for every 64 KiB, and copies each piece twice.
-    A chunked body, whose size is known only as it comes, still arrives piece by
-    piece, so that the app can refuse it (413) as soon as it passes the limit.
+    wakes the app and pauses reading for every 64 KiB, and copies each piece twice
+    (llhttp's ``on_body``, then its buffer); here what arrives once the app has asked
+    is kept as received (``LimitedHttpProtocol._take_body``). A chunked body, whose
+    size is known only as it comes, still arrives piece by piece, so that the app can
+    refuse it (413) as soon as it passes the limit.
 
     An answer started before the body has all arrived closes (lingering). An answer to
     HTTP/1.0 (which has no chunked framing, RFC 9112 section 7.1) without a
