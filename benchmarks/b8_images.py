@@ -226,8 +226,12 @@ async def _rounds(rounds: int, size: int) -> dict[str, list[Measured]]:
     data = base64.b64encode(raw).decode()
     runner, upstream, _received = await _start_upstream()
     results: dict[str, list[Measured]] = {name: [] for name in VARIANTS}
+    # keepalive_timeout: a server's kept-alive connection may idle for a whole round (five
+    # requests to other processes, slow on a loaded machine): one closed by the server
+    # just as the next image is sent fails that request with a broken pipe.
     config = {"rate_limit": None, "max_body_bytes": 0, "max_message_chars": 0,
-              "max_image_bytes": 0, "api_keys": [API_KEY], "log_level": "warning"}
+              "max_image_bytes": 0, "api_keys": [API_KEY], "log_level": "warning",
+              "keepalive_timeout": 120}
     server = relay = defaults = None
     try:
         server = await asyncio.to_thread(_Process, "gprochat", {"upstream": upstream, "config": config})
