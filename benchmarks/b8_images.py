@@ -17,7 +17,11 @@ number only). ``/v1`` sends it as an OpenAI ``image_url`` part with a data URL; 
 server whose gateway does not take images yet refuses it, and the row says so.
 The server runs with ``MALLOC_MMAP_THRESHOLD_=131072`` so that glibc returns a freed
 large block at once and each request's peak is its own (not hidden by a heap kept
-from the previous one).
+from the previous one). That also makes every buffer over 128 KiB a fresh mapping whose
+pages fault in one by one, on every request; a server left to glibc's defaults raises
+its threshold after the first large block and reuses the memory. As a diagnostic, a
+second server process with glibc's defaults takes the same image requests in the same
+rounds (CPU only: its peak is not per request).
 """
 
 from __future__ import annotations
@@ -59,14 +63,17 @@ def image_bytes(size: int = IMAGE_BYTES) -> bytes:
 class _Process:
     """``python -m benchmarks.b8_images KIND FD OPTIONS`` on a socket bound here."""
 
-    def __init__(self, kind: str, options: dict[str, Any]) -> None:
+    def __init__(self, kind: str, options: dict[str, Any], *, mmap_threshold: bool = True) -> None:
         self.socket = socket.socket()
         self.socket.bind(("127.0.0.1", 0))
         self.socket.listen(64)
         self.base_url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
         fd = self.socket.fileno()
         env = child_env()
-        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        if mmap_threshold:
+            env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        else:
+            env.pop("MALLOC_MMAP_THRESHOLD_", None)
         self.process = subprocess.Popen(
             python_cmd("benchmarks.b8_images", kind, str(fd), json.dumps(options)),
             pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env)
@@ -209,7 +216,7 @@ async def _measure_one(session: Any, process: _Process, url: str, body: bytes,
     return cpu_ms, float(process.peak() - before), status, answer[:300].decode("utf-8", "replace")
 
 
-VARIANTS = ("generate", "text", "gateway", "copy")
+VARIANTS = ("generate", "text", "gateway", "copy", "defaults")
 
 
 async def _rounds(rounds: int, size: int) -> dict[str, list[Measured]]:
@@ -219,12 +226,18 @@ async def _rounds(rounds: int, size: int) -> dict[str, list[Measured]]:
     data = base64.b64encode(raw).decode()
     runner, upstream, _received = await _start_upstream()
     results: dict[str, list[Measured]] = {name: [] for name in VARIANTS}
+    # keepalive_timeout: a server's kept-alive connection may idle for a whole round (five
+    # requests to other processes, slow on a loaded machine): one closed by the server
+    # just as the next image is sent fails that request with a broken pipe.
     config = {"rate_limit": None, "max_body_bytes": 0, "max_message_chars": 0,
-              "max_image_bytes": 0, "api_keys": [API_KEY], "log_level": "warning"}
-    server = relay = None
+              "max_image_bytes": 0, "api_keys": [API_KEY], "log_level": "warning",
+              "keepalive_timeout": 120}
+    server = relay = defaults = None
     try:
         server = await asyncio.to_thread(_Process, "gprochat", {"upstream": upstream, "config": config})
         relay = await asyncio.to_thread(_Process, "relay", {"upstream": upstream})
+        defaults = await asyncio.to_thread(
+            lambda: _Process("gprochat", {"upstream": upstream, "config": config}, mmap_threshold=False))
         plain = {"Content-Type": "text/plain;charset=UTF-8"}
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -238,6 +251,8 @@ async def _rounds(rounds: int, size: int) -> dict[str, list[Measured]]:
                     {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}),
                 "copy": lambda: _measure_one(session, relay, relay.base_url + "/api/generate",
                                              _generate_body(data, as_text=False), plain),
+                "defaults": lambda: _measure_one(session, defaults, defaults.base_url + "/api/generate",
+                                                 _generate_body(data, as_text=False), plain),
             }
             for name in VARIANTS:  # warm-up: connections, imports, first allocations
                 await requests[name]()
@@ -246,7 +261,7 @@ async def _rounds(rounds: int, size: int) -> dict[str, list[Measured]]:
                 for name in order:
                     results[name].append(await requests[name]())
     finally:
-        for process in (server, relay):
+        for process in (server, relay, defaults):
             if process is not None:
                 process.stop()
         await runner.cleanup()
@@ -256,7 +271,7 @@ async def _rounds(rounds: int, size: int) -> dict[str, list[Measured]]:
 def run(quick: bool, server_config: Optional[dict[str, Any]] = None) -> list[Row]:
     rounds = 5 if quick else 15
     results = asyncio.run(_rounds(rounds, IMAGE_BYTES))
-    for name in ("generate", "text", "copy"):
+    for name in ("generate", "text", "copy", "defaults"):
         bad = [m for m in results[name] if m[2] != 200]
         if bad:
             raise RuntimeError(f"B8: {name} was refused: HTTP {bad[0][2]}: {bad[0][3]}")
@@ -273,6 +288,10 @@ def run(quick: bool, server_config: Optional[dict[str, Any]] = None) -> list[Row
         Row("B8", "server CPU per request: /api/generate image vs a plain copy",
             statistics.median(cpu("generate")), statistics.median(cpu("copy")), "ms",
             paired_ratio(cpu("generate"), cpu("copy")), 2.0, "lower", "<= 2x", note=note),
+        Row("B8", "diagnostic: /api/generate image, glibc's default allocator, vs a plain copy",
+            statistics.median(cpu("defaults")), statistics.median(cpu("copy")), "ms",
+            paired_ratio(cpu("defaults"), cpu("copy")), better="lower", target_text="-",
+            note="a second server process without MALLOC_MMAP_THRESHOLD_ (large buffers reused)"),
         Row("B8", "diagnostic: /api/generate image vs the same bytes as text",
             statistics.median(cpu("generate")), statistics.median(cpu("text")), "ms",
             paired_ratio(cpu("generate"), cpu("text")), better="lower", target_text="-",

@@ -363,7 +363,8 @@ class RequestGuard:
                 size += len(chunk)
                 if self.max_body_bytes and size > self.max_body_bytes:
                     raise Refusal(413, self._too_large(size, at_least=True))
-                chunks.append(chunk)
+                if chunk:  # Starlette ends with b"": a body in one piece is returned, not copied
+                    chunks.append(chunk)
         except ClientDisconnect as exc:
             raise Refusal(400, "The client disconnected before sending the whole body.") from exc
         return b"".join(chunks)

@@ -47,6 +47,11 @@ already reading (a body too slow) is put in that request's scope under
 
 Each connection has one timer for every phase, re-armed only when it fires before
 the current deadline (see ``_check``).
+
+A body with a Content-Length reaches the app in one message once the app asks for it
+(``_Cycle``): the app has accepted its declared size by then (``guard.admit``), so it
+is read without pausing and kept as it arrives, past the parser. A chunked body comes
+piece by piece, as uvicorn hands it over, so that the app can refuse it at its limit.
 """
 
 from __future__ import annotations
@@ -166,6 +171,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._drained = 0
         self._over_capacity = False
         self._request_began = 0.0  # loop time of the current request's first byte
+        # The current request's head, as _check_head read it: a body at all, and its
+        # Content-Length (None: chunked, or no body).
+        self._has_body = False
+        self._declared_length: int | None = None
         # A refusal (status, reason, message) waiting for the answers to the requests
         # that came before the bad bytes, on the same connection.
         self._refusal_due: tuple[int, str, str] | None = None
@@ -210,6 +219,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return  # past bad bytes: nothing more is read as requests
         if phase == "body":
             self._last_body = self.loop.time()
+            cycle = self.cycle
+            if type(cycle) is _Cycle and cycle.left:
+                data = self._take_body(cycle, data)
+                if not data:
+                    return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -230,15 +244,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._refuse(*refusal)
             return
-        if self._phase == "head":
-            if self._head_seen:
-                self._check_head_size(len(data))
-            return
-        cycle = self.cycle
-        if cycle is not None and cycle.more_body and type(cycle) is RequestResponseCycle:
-            # The body is still coming: if the app answers before reading it (a 413),
-            # the answer must close lingering. A body that came whole needs nothing.
-            cycle.__class__ = _Cycle
+        if self._phase == "head" and self._head_seen:
+            self._check_head_size(len(data))
 
     def _check_head_size(self, received: int) -> None:
         """Bound a head still arriving (llhttp keeps a header's bytes until it ends)."""
@@ -276,8 +283,41 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:
             self._enter("body")
             self._last_body = self._started
-            if self.scope["http_version"] == "1.0" and type(cycle) is RequestResponseCycle:
-                cycle.__class__ = _Cycle  # no chunked answer: HTTP/1.0 has no such framing
+            if type(cycle) is RequestResponseCycle and (
+                self._has_body or self.scope["http_version"] == "1.0"
+            ):
+                # A body: read whole, and an answer before it closes lingering; HTTP/1.0:
+                # no chunked answer (it has no such framing).
+                cycle.__class__ = _Cycle
+                cycle.declared_length = self._declared_length  # type: ignore[attr-defined]
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is _Cycle:
+            cycle.received += len(body)
+            if cycle.pieces is not None:
+                if not cycle.response_complete:
+                    cycle.pieces.append(body)  # the app is woken once, when the body is whole
+                return
+        super().on_body(body)
+
+    def _take_body(self, cycle: _Cycle, data: bytes) -> bytes:
+        """Keep the bytes received as the body's next piece, without the parser (whose
+        ``on_body`` would copy them); return what follows the body (a pipelined request)."""
+        assert cycle.pieces is not None
+        left = cycle.left
+        if len(data) < left:
+            cycle.pieces.append(data)
+            cycle.left = left - len(data)
+            return b""
+        cycle.pieces.append(data if len(data) == left else data[:left])
+        cycle.left = 0
+        # The parser still counts the body down: a new one starts at the next request, as
+        # it would after this one (uvicorn's leniency included), and the message is complete.
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.on_message_complete()
+        return data[left:]
 
     def _check_head(self) -> None:
         """Version, URL, header count and size, Host, Transfer-Encoding; raise ``_Refused``."""
@@ -301,7 +341,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             )
         size = hosts = 0
         host_ok = chunked_last = True
-        has_body = False
+        has_body = chunked = False
+        declared = 0
         for name, value in headers:
             size += len(name) + len(value) + 4
             if name == b"host":
@@ -309,9 +350,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 host_ok = host_ok and _HOST.fullmatch(value.strip()) is not None
             elif name == b"content-length":
                 has_body = has_body or value.strip() not in (b"", b"0")
+                declared = int(value) if value.strip().isdigit() else 0  # llhttp checked it
             elif name == b"transfer-encoding":
                 chunked_last = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
-                has_body = True
+                has_body = chunked = True
+        self._has_body = has_body
+        self._declared_length = declared if has_body and not chunked else None
         if size > limits.max_header_bytes:
             raise _Refused(431, "head_too_large", self._too_large_head())
         if not host_ok or (hosts != 1 and self.parser.get_http_version() == "1.1"):
@@ -527,12 +571,51 @@ _CONNECTION_CLOSE = (b"connection", b"close")
 class _Cycle(RequestResponseCycle):
     """uvicorn's request cycle, for the requests that need more than it does.
 
+    A body with a Content-Length that the app asks for is read whole: the app gets it
+    in one message, joined once, and reading is not paused on the way (the app asks
+    for a body only once it accepted its declared size: ``guard.admit``). uvicorn
+    wakes the app and pauses reading for every 64 KiB, and copies each piece twice
+    (llhttp's ``on_body``, then its buffer); here what arrives once the app has asked
+    is kept as received (``LimitedHttpProtocol._take_body``). A chunked body, whose
+    size is known only as it comes, still arrives piece by piece, so that the app can
+    refuse it (413) as soon as it passes the limit.
+
     An answer started before the body has all arrived closes (lingering). An answer to
     HTTP/1.0 (which has no chunked framing, RFC 9112 section 7.1) without a
     Content-Length is close-delimited: its body as it comes, then the close.
     """
 
     _close_delimited = False
+    #: The request's Content-Length (None: chunked).
+    declared_length: int | None = None
+    #: The body's pieces while it is read whole (None: uvicorn's message per piece).
+    pieces: list[bytes | bytearray] | None = None
+    #: Body bytes the parser has passed on so far.
+    received = 0
+    #: Body bytes still to come while it is read whole (taken as they come, past the parser).
+    left = 0
+
+    async def receive(self) -> Any:
+        if self.pieces is None:
+            if (self.declared_length is None or not self.more_body or self.disconnected
+                    or self.response_complete):
+                return await super().receive()
+            # What came before the app asked (up to 64 KiB, reading paused) goes first.
+            self.pieces = [self.body] if self.body else []
+            self.body = bytearray()
+            self.left = self.declared_length - self.received
+        # uvicorn's receive, but woken once: when the body is whole (or the client gone).
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        self.flow.resume_reading()
+        while self.more_body and not (self.disconnected or self.response_complete):
+            await self.message_event.wait()
+            self.message_event.clear()
+        pieces, self.pieces = self.pieces or [], None
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": b"".join(pieces), "more_body": False}
 
     async def send(self, message: Any) -> None:
         if not self.response_started and message["type"] == "http.response.start":

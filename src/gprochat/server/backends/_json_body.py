@@ -23,8 +23,9 @@ from aiohttp.payload import Payload
 
 __all__ = ["JSONBody", "Spliced", "materialize"]
 
-# Characters of base64 encoded and written at a time: under glibc's mmap threshold (128
-# KiB), so each slice reuses one heap block instead of mapping (and faulting in) fresh pages.
+# Characters of base64 encoded and written at a time. Below glibc's mmap threshold
+# (128 KiB): each slice reuses heap memory, where a larger one is a fresh mapping whose
+# pages fault in one by one (docs/benchmarks.md, B8).
 _SLICE = 64 * 1024
 
 
