@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gprochat import AsyncClient, Client, ImageError
-from gprochat.errors import ConfigurationError, UnsupportedParameterError
+from gprochat.errors import ConfigurationError, InvalidParameterError, UnsupportedParameterError
 from gprochat.images import Image
 
 from .conftest import ServerFactory
@@ -163,4 +163,19 @@ async def test_a_part_of_another_type_is_refused_naming_the_parts_it_takes(kind:
     assert f"messages[1].content[2] has type '{kind}'" in message
     assert "'image_url'" in message and "'text'" in message
     assert caught.value.param == "messages[1].content"
+    assert server.requests == []
+
+
+async def test_a_text_part_that_is_not_a_string_is_refused_not_sent_as_its_repr() -> None:
+    async def script(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(head() + chunk(b"ok") + LAST_CHUNK)
+
+    async with ScriptedServer(script) as server:
+        async with AsyncClient(base_url=server.base_url, max_retries=0) as client:
+            with pytest.raises(InvalidParameterError) as caught:
+                await client.chat.completions.create(
+                    model="", messages=asking(image_part(png(seed=31)), {"type": "text", "text": None})
+                )
+    assert caught.value.param == "messages[1].content[2].text"
+    assert "NoneType, not a string" in str(caught.value)
     assert server.requests == []

@@ -152,7 +152,15 @@ def _text(content: Any, where: str) -> str:
                     "'image_url': {'url': 'data:image/png;base64,...'}}) are supported",
                     param=f"{where}.content",
                 )
-            texts.append(str(part.get("text", "")))
+            text = part.get("text")
+            if not isinstance(text, str):  # as OpenAI: never the repr of a null or an object
+                shown = "missing" if "text" not in part else f"{type(text).__name__}, not a string"
+                raise InvalidParameterError(
+                    f"{where}.content[{number}].text is {shown}: a text part is "
+                    "{'type': 'text', 'text': '...'}",
+                    param=f"{where}.content[{number}].text",
+                )
+            texts.append(text)
         return "".join(texts)
     raise InvalidParameterError(
         f"{where}.content must be a string or a list of text parts", param=f"{where}.content"
