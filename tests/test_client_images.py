@@ -179,3 +179,18 @@ async def test_a_text_part_that_is_not_a_string_is_refused_not_sent_as_its_repr(
     assert caught.value.param == "messages[1].content[2].text"
     assert "NoneType, not a string" in str(caught.value)
     assert server.requests == []
+
+
+def test_an_image_over_the_body_limit_is_a_413_that_names_images(make_server: ServerFactory) -> None:
+    from gprochat import GPROChat, PayloadTooLargeError
+    from gprochat.server import ServerConfig
+
+    server = make_server(ServerConfig(max_body_bytes=600))
+    picture = png(width=40, height=40, seed=32)
+    assert len(picture) * 4 // 3 > 600  # the text alone fits: the image's base64 does not
+    with pytest.raises(PayloadTooLargeError) as caught:
+        GPROChat.create("", [{"role": "user", "content": "Hi"}], base_url=server.base_url,
+                        images=[picture], max_retries=0)
+    assert caught.value.status_code == 413
+    assert "Request body too large" in str(caught.value)
+    assert "fewer or smaller images" in str(caught.value)
