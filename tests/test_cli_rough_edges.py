@@ -94,6 +94,17 @@ def test_a_base_url_without_a_scheme_says_so() -> None:
     )
 
 
+def test_a_base_url_that_is_an_option_says_so(tmp_path: Path) -> None:
+    # `--base-url` followed by another option took it as its value: no "http://-a" hint.
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    result = run_cli("chat", "--no-log", "--base-url", "-a", str(tmp_path / "photo.png"), "Hi")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: base_url='-a' is an option, not a URL: give the deployment's URL right "
+        "after it, e.g. http://127.0.0.1:8000"
+    )
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://a..b", "http://[::1"])
 async def test_an_invalid_url_is_a_configuration_error_and_not_retried(url: str) -> None:
     with pytest.raises(ConfigurationError, match="Invalid URL") as caught:

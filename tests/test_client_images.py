@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gprochat import AsyncClient, Client, ImageError
-from gprochat.errors import ConfigurationError
+from gprochat.errors import ConfigurationError, InvalidParameterError, UnsupportedParameterError
 from gprochat.images import Image
 
 from .conftest import ServerFactory
@@ -146,3 +146,51 @@ def test_a_flattened_conversation_keeps_its_images(make_server: ServerFactory) -
     content = answer.choices[0].message.content or ""
     assert "User: One\nAssistant: Seen.\nUser: Two\nAssistant:" in content
     assert image_lines(content) == [f"[image 1: {described(first)}]", f"[image 2: {described(second)}]"]
+
+
+@pytest.mark.parametrize("kind", ["input_audio", "file"])
+async def test_a_part_of_another_type_is_refused_naming_the_parts_it_takes(kind: str) -> None:
+    async def script(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(head() + chunk(b"ok") + LAST_CHUNK)
+
+    async with ScriptedServer(script) as server:
+        async with AsyncClient(base_url=server.base_url, max_retries=0) as client:
+            with pytest.raises(UnsupportedParameterError) as caught:
+                await client.chat.completions.create(
+                    model="", messages=asking(image_part(png(seed=30)), {"type": kind, kind: {}})
+                )
+    message = str(caught.value)
+    assert f"messages[1].content[2] has type '{kind}'" in message
+    assert "'image_url'" in message and "'text'" in message
+    assert caught.value.param == "messages[1].content"
+    assert server.requests == []
+
+
+async def test_a_text_part_that_is_not_a_string_is_refused_not_sent_as_its_repr() -> None:
+    async def script(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(head() + chunk(b"ok") + LAST_CHUNK)
+
+    async with ScriptedServer(script) as server:
+        async with AsyncClient(base_url=server.base_url, max_retries=0) as client:
+            with pytest.raises(InvalidParameterError) as caught:
+                await client.chat.completions.create(
+                    model="", messages=asking(image_part(png(seed=31)), {"type": "text", "text": None})
+                )
+    assert caught.value.param == "messages[1].content[2].text"
+    assert "NoneType, not a string" in str(caught.value)
+    assert server.requests == []
+
+
+def test_an_image_over_the_body_limit_is_a_413_that_names_images(make_server: ServerFactory) -> None:
+    from gprochat import GPROChat, PayloadTooLargeError
+    from gprochat.server import ServerConfig
+
+    server = make_server(ServerConfig(max_body_bytes=600))
+    picture = png(width=40, height=40, seed=32)
+    assert len(picture) * 4 // 3 > 600  # the text alone fits: the image's base64 does not
+    with pytest.raises(PayloadTooLargeError) as caught:
+        GPROChat.create("", [{"role": "user", "content": "Hi"}], base_url=server.base_url,
+                        images=[picture], max_retries=0)
+    assert caught.value.status_code == 413
+    assert "Request body too large" in str(caught.value)
+    assert "fewer or smaller images" in str(caught.value)

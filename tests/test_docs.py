@@ -49,3 +49,35 @@ def test_openai_md_names_the_model_ids_the_default_server_serves() -> None:
     (example,) = re.findall(r'ChatOpenAI\(.*model="([^"]+)"\)', text)
     assert example == served
     assert f"`{served}` for the default local model" in text
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as dashes."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {_slug(match) for match in re.findall(r"^#{1,6} (.+)$", text, re.MULTILINE)}
+
+
+def test_every_relative_link_of_the_readme_and_docs_reaches_its_file_and_heading() -> None:
+    # A renamed heading or page leaves links that lead nowhere: each one is checked here.
+    pages = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
+    broken = []
+    checked = 0
+    for page in pages:
+        text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not ours to check offline
+            file_part, _, anchor = target.partition("#")
+            linked = (page.parent / file_part).resolve() if file_part else page
+            checked += 1
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert checked > 50
+    assert broken == []

@@ -194,6 +194,14 @@ async def test_conversation_reaches_backend(make_server: ServerFactory) -> None:
          "messages[0].content[0].type", "only text parts"),
         ({"model": "echo", "messages": [*HELLO, {"role": "assistant", "content": "x"}]},
          "messages", "last message must be from the user"),
+        ({"model": "echo", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": None}]}]},
+         "messages[0].content[0].text", "NoneType, not a string"),
+        ({"model": "echo", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "a"}, {"type": "text", "text": {"a": [1]}}]}]},
+         "messages[0].content[1].text", "dict, not a string"),
+        ({"model": "echo", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+         "messages[0].content[0].text", "is missing"),
     ],
 )
 async def test_bad_requests_are_400_naming_the_param(

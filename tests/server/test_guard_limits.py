@@ -454,7 +454,8 @@ def test_declared_size_limit_is_exact() -> None:
     exc = _rejected(lambda: guard.check_declared_size(_request([("Content-Length", "101")])))
     assert exc.status == 413
     assert exc.message == (
-        "Request body too large: 101 bytes; this server accepts at most 100. Send a shorter conversation."
+        "Request body too large: 101 bytes; this server accepts at most 100. Send a shorter "
+        "conversation, or fewer or smaller images."
     )
     _guard(0).check_declared_size(_request([("Content-Length", str(10**12))]))
 
@@ -467,7 +468,7 @@ async def test_actual_size_limit_is_exact_over_several_chunks() -> None:
     assert caught.value.status == 413
     assert caught.value.message == (
         "Request body too large: at least 101 bytes; this server accepts at most 100. "
-        "Send a shorter conversation."
+        "Send a shorter conversation, or fewer or smaller images."
     )
     assert await _guard(0).read_body(_request(chunks=[b"x" * 1000] * 5)) == b"x" * 5000
 

@@ -171,9 +171,16 @@ def _split_images(messages: Any) -> tuple[Any, dict[int, list[Any]]]:
                 else {"type": "text", "text": str(part.get("text", ""))}
                 for part in content
             ]
-            message = {**message, "content": [p for p in content if not _is_image_part(p)]}
+            # An empty text in each image's place: the joined text is the same, and a
+            # refusal by normalize_messages names the part at its index in the caller's list.
+            message = {**message, "content": [
+                _NO_TEXT if _is_image_part(part) else part for part in content
+            ]}
         texts.append(message)
     return texts, with_images
+
+
+_NO_TEXT = {"type": "text", "text": ""}
 
 
 def _is_image_part(part: Any) -> bool:

@@ -100,8 +100,10 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
     """OpenAI messages -> ``[{"role": "system"|"user"|"assistant", "content": text}]``.
 
     ``developer`` becomes ``system``; content given as a list of text parts is joined.
-    Tool and function messages, images and audio are refused; the last message must
-    be the user's, as the GPROChat protocol requires.
+    Tool and function messages and parts of any other type (audio, files) are refused;
+    callers take ``image_url`` parts out first (the client and the gateway each keep
+    them beside the text), so this message names them as accepted too. The last
+    message must be the user's, as the GPROChat protocol requires.
     """
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
         raise InvalidParameterError(
@@ -146,10 +148,19 @@ def _text(content: Any, where: str) -> str:
                 kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
                 raise UnsupportedParameterError(
                     f"{where}.content[{number}] has type {kind!r}: only text parts "
-                    "({'type': 'text', 'text': ...}) are supported",
+                    "({'type': 'text', 'text': ...}) and image parts ({'type': 'image_url', "
+                    "'image_url': {'url': 'data:image/png;base64,...'}}) are supported",
                     param=f"{where}.content",
                 )
-            texts.append(str(part.get("text", "")))
+            text = part.get("text")
+            if not isinstance(text, str):  # as OpenAI: never the repr of a null or an object
+                shown = "missing" if "text" not in part else f"{type(text).__name__}, not a string"
+                raise InvalidParameterError(
+                    f"{where}.content[{number}].text is {shown}: a text part is "
+                    "{'type': 'text', 'text': '...'}",
+                    param=f"{where}.content[{number}].text",
+                )
+            texts.append(text)
         return "".join(texts)
     raise InvalidParameterError(
         f"{where}.content must be a string or a list of text parts", param=f"{where}.content"

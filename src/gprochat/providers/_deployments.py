@@ -58,6 +58,11 @@ _SPEC_KEYS = {"secret": "secret_key", "secret_key": "secret_key", "password": "p
 
 def check_base_url(base_url: str, source: str = "base_url") -> str:
     """``base_url``'s generate endpoint; ``ConfigurationError`` naming ``source`` if malformed."""
+    if base_url.startswith("-"):  # `--base-url -a photo.png`: the option took the next one
+        raise ConfigurationError(
+            f"{source}={base_url!r} is an option, not a URL: give the deployment's URL "
+            "right after it, e.g. http://127.0.0.1:8000"
+        )
     if not base_url.lower().startswith(("http://", "https://")):
         hint = base_url.split("://", 1)[-1].strip("/") or "host:port"
         raise ConfigurationError(

@@ -463,5 +463,6 @@ class RequestGuard:
     def _too_large(self, size: int, at_least: bool = False) -> str:
         return (
             f"Request body too large: {'at least ' if at_least else ''}{size} bytes; this server "
-            f"accepts at most {self.max_body_bytes}. Send a shorter conversation."
+            f"accepts at most {self.max_body_bytes}. Send a shorter conversation, or fewer or "
+            "smaller images."
         )
