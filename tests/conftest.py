@@ -17,11 +17,19 @@ anyone remembering to (``pytest -m "not slow"`` is the inner loop, under a minut
 
 "Uses" is read from the code, following the test tree's own functions, classes and
 fixtures, never running anything. A module can also set ``pytestmark`` itself.
+
+``GPROCHAT_TEST_GC=1`` forces a garbage collection after every test (after its
+fixtures are torn down): an object the test left unclosed (a socket, a client, a
+stream) is then reported as a ``ResourceWarning`` (an error) by the test that leaked
+it, not at random by whichever test a collection happens to fall in. With
+``PYTHONTRACEMALLOC=20`` the warning shows where the object was made.
 """
 
 from __future__ import annotations
 
+import gc
 import inspect
+import os
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
@@ -32,6 +40,14 @@ from gprochat.server import BackgroundServer, ServerConfig, create_app
 from gprochat.server.backends import Backend
 
 ServerFactory = Callable[..., BackgroundServer]
+
+
+@pytest.fixture(autouse=os.environ.get("GPROCHAT_TEST_GC") == "1")
+def collect_garbage_after_the_test() -> Iterator[None]:
+    """Set up first among a test's function fixtures, so torn down last: a collection after the
+    rest are gone reports what the test left open (see ``GPROCHAT_TEST_GC`` above)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

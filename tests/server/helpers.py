@@ -6,13 +6,14 @@ import base64
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
 from gprochat.protocol import DEFAULT_SECRET_KEY, build_generate_request, signing_time
 
-from .hostile.rawhttp import exchange
+from .hostile.rawhttp import Answer, exchange
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +81,23 @@ async def raw_exchange(
     [answer] = await exchange(port, request, head=request.startswith(b"HEAD "), timeout=timeout)
     assert answer.status is not None, "the server closed the connection without an answer"
     return answer.status, answer.headers, answer.body
+
+
+async def raw_exchange_until_closed(
+    base_url: str, request: bytes | Sequence[bytes | float], timeout: float = 15
+) -> tuple[list[Answer], float]:
+    """Send ``request`` (bytes, or pieces with pauses in seconds between) on a fresh
+    connection and read every answer until the server closes it: (the answers, the
+    seconds until the close). A server that keeps the connection open more than
+    ``timeout`` after its last answer fails the test (``rawhttp.Hang``).
+    """
+    port = int(base_url.rsplit(":", 1)[1])
+    *answers, closed = await exchange(port, request, answers=_MAX_ANSWERS + 1, timeout=timeout)
+    assert closed.closed_without_answer, f"still open after {_MAX_ANSWERS} answers: {[*answers, closed]}"
+    return answers, closed.elapsed
+
+
+_MAX_ANSWERS = 16
 
 
 def http_request(

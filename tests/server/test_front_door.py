@@ -36,6 +36,7 @@ def openai_error(raw: bytes) -> dict[str, object]:
 
 
 def sdk(server: BackgroundServer, key: str) -> openai.OpenAI:
+    """The SDK's client; use it in a ``with`` block, which closes its kept-alive connections."""
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0, timeout=30)
 
 
@@ -50,34 +51,36 @@ def locked(make_server: ServerFactory) -> BackgroundServer:
 
 def test_locked_site_refuses_the_sdk_without_a_key(locked: BackgroundServer) -> None:
     # The SDK insists on some key; an empty Authorization is what a keyless client sends.
-    client = openai.OpenAI(base_url=f"{locked.base_url}/v1", api_key="unused", max_retries=0,
-                           timeout=30, default_headers={"Authorization": ""})
-    with pytest.raises(openai.AuthenticationError) as caught:
-        client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
-    assert "Missing API key" in caught.value.message
-    with pytest.raises(openai.AuthenticationError):
-        client.models.list()
+    with openai.OpenAI(base_url=f"{locked.base_url}/v1", api_key="unused", max_retries=0,
+                       timeout=30, default_headers={"Authorization": ""}) as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+        assert "Missing API key" in caught.value.message
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
 
 
 def test_locked_site_refuses_a_wrong_key(locked: BackgroundServer) -> None:
-    with pytest.raises(openai.AuthenticationError) as caught:
-        sdk(locked, "not-the-password").chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+    with sdk(locked, "not-the-password") as client, pytest.raises(openai.AuthenticationError) as caught:
+        client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
     assert caught.value.code == "invalid_api_key"
 
 
 def test_locked_site_takes_its_password_as_the_key(locked: BackgroundServer) -> None:
-    completion = sdk(locked, PASSWORD).chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
-    assert completion.choices[0].message.content.endswith("Hello")  # type: ignore[union-attr]
-    assert [model.id for model in sdk(locked, PASSWORD).models.list()] == ["echo"]
+    with sdk(locked, PASSWORD) as client:
+        completion = client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+        assert completion.choices[0].message.content.endswith("Hello")  # type: ignore[union-attr]
+        assert [model.id for model in client.models.list()] == ["echo"]
 
 
 def test_api_key_and_password_both_open_the_gateway(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(passwords=(PASSWORD,), api_keys=(API_KEY,)))
     for key in (API_KEY, PASSWORD):
-        completion = sdk(server, key).chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+        with sdk(server, key) as client:
+            completion = client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
         assert completion.choices[0].message.content.endswith("Hello")  # type: ignore[union-attr]
-    with pytest.raises(openai.AuthenticationError):
-        sdk(server, "sk-wrong").chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+    with sdk(server, "sk-wrong") as client, pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
 
 
 def test_open_gateway_on_a_public_address_is_warned_about() -> None:

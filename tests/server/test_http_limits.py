@@ -1,7 +1,9 @@
 """The HTTP layer (server/http.py) over raw sockets: framing, limits, timeouts, the 413 drain.
 
-Each probe talks bytes to our real server on 127.0.0.1 and reads until the server
-closes; then the server must still answer a good request.
+Each probe talks bytes to our real server on 127.0.0.1 through the suite's one raw
+client (``hostile/rawhttp.py``) and reads its answers until the server closes (a
+server that keeps the connection open fails the probe); then the server must still
+answer a good request.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ import contextlib
 import json
 import logging
 import re
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -24,7 +25,8 @@ from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends import Backend, Conversation
 
 from ..conftest import ServerFactory
-from .helpers import signed
+from .helpers import raw_exchange_until_closed, signed
+from .hostile.rawhttp import Answer, Hang, connect, exchange
 
 GOOD = json.dumps(signed("Hi")).encode()  # for requests refused before the signature is checked
 
@@ -35,31 +37,28 @@ def fresh() -> bytes:
     return json.dumps(signed("Hi")).encode()
 
 
-def exchange(server: BackgroundServer, data: bytes, *, wait: float = 15.0) -> tuple[bytes, float]:
-    """Send ``data``, read until the server closes; (everything read, seconds it took)."""
-    started = time.monotonic()
-    with socket.create_connection((server.host, server.port), timeout=wait) as sock:
-        if data:
-            sock.sendall(data)
-        received = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received, time.monotonic() - started
+Request = bytes | Sequence[bytes | float]  # bytes, or pieces with pauses (seconds) between
 
 
-def status_of(raw: bytes) -> int:
-    assert raw.startswith(b"HTTP/1.1 "), raw[:200]
-    return int(raw.split(b" ", 2)[1])
+async def until_closed(server: BackgroundServer, data: Request) -> tuple[list[Answer], float]:
+    """Send ``data``; the answers, read until the server closes, and the seconds that took."""
+    return await raw_exchange_until_closed(server.base_url, data)
 
 
-def body_message(raw: bytes) -> str:
-    return str(json.loads(raw.split(b"\r\n\r\n", 1)[1])["error"]["message"])
+async def one_answer(server: BackgroundServer, data: Request) -> tuple[Answer, float]:
+    """Send ``data``; its one answer (an HTTP/1.1 one), then the close, and the seconds until it."""
+    [answer], took = await until_closed(server, data)
+    assert answer.version == "HTTP/1.1", answer
+    return answer, took
+
+
+def drip(data: bytes, pause: float) -> list[bytes | float]:
+    """``data`` a byte at a time, ``pause`` seconds apart."""
+    return [piece for byte in data for piece in (bytes([byte]), pause)]
+
+
+def body_message(answer: Answer) -> str:
+    return str(answer.json()["error"]["message"])
 
 
 def still_serves(server: BackgroundServer) -> None:
@@ -86,91 +85,95 @@ def server(make_server: ServerFactory) -> BackgroundServer:
 # -- framing (RFC 9112) --------------------------------------------------------
 
 
-def test_content_length_with_transfer_encoding_is_refused_and_closed(server: BackgroundServer) -> None:
+async def test_content_length_with_transfer_encoding_is_refused_and_closed(server: BackgroundServer) -> None:
     smuggle = b"0\r\n\r\nPOST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
     head = post_head(extra=b"Transfer-Encoding: chunked\r\n", length=len(smuggle))
-    raw, _ = exchange(server, head + smuggle)
-    assert status_of(raw) == 400
-    assert "Transfer-Encoding" in body_message(raw)
-    assert raw.count(b"HTTP/1.1 ") == 1  # the smuggled request was never served
+    # One answer, then the close: the smuggled request was never served.
+    answer, _ = await one_answer(server, head + smuggle)
+    assert answer.status == 400
+    assert "Transfer-Encoding" in body_message(answer)
     still_serves(server)
 
 
-def test_a_chunk_size_of_2_to_the_80_fails_at_once(server: BackgroundServer) -> None:
+async def test_a_chunk_size_of_2_to_the_80_fails_at_once(server: BackgroundServer) -> None:
     head = b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-    raw, took = exchange(server, head + b"%x\r\n" % 2**80)
-    assert status_of(raw) == 400 and "Chunk size" in body_message(raw)
+    answer, took = await one_answer(server, head + b"%x\r\n" % 2**80)
+    assert answer.status == 400 and "Chunk size" in body_message(answer)
     assert took < 1.4  # before any timeout (the shortest, body idle, is 1.5 s)
     still_serves(server)
 
 
 @pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip", b"identity"])
-def test_a_transfer_encoding_not_ending_in_chunked_is_refused(
+async def test_a_transfer_encoding_not_ending_in_chunked_is_refused(
     server: BackgroundServer, coding: bytes
 ) -> None:
     head = b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
-    raw, _ = exchange(server, head + b"abc")
-    assert status_of(raw) == 400
+    answer, _ = await one_answer(server, head + b"abc")
+    assert answer.status == 400
 
 
-def test_two_different_content_lengths_are_refused(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, post_head(extra=b"Content-Length: 3\r\n") + GOOD)
-    assert status_of(raw) == 400
+async def test_two_different_content_lengths_are_refused(server: BackgroundServer) -> None:
+    answer, _ = await one_answer(server, post_head(extra=b"Content-Length: 3\r\n") + GOOD)
+    assert answer.status == 400
 
 
-def test_an_upgrade_without_a_body_is_served_as_http_1_1(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                      b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
-    assert status_of(raw) == 200
+async def test_an_upgrade_without_a_body_is_served_as_http_1_1(server: BackgroundServer) -> None:
+    answer, _ = await one_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                 b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                                 b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    assert answer.status == 200
 
 
-def test_an_upgrade_with_a_body_is_refused_not_served_without_its_body(server: BackgroundServer) -> None:
+async def test_an_upgrade_with_a_body_is_refused_not_served_without_its_body(
+    server: BackgroundServer,
+) -> None:
     head = post_head(extra=b"Connection: upgrade\r\nUpgrade: websocket\r\n")
-    raw, took = exchange(server, head + GOOD)
-    assert status_of(raw) == 400 and "Upgrade is not supported" in body_message(raw)
+    answer, took = await one_answer(server, head + GOOD)
+    assert answer.status == 400 and "Upgrade is not supported" in body_message(answer)
     assert took < 1.4
 
 
 # -- sizes: 414, 431 -----------------------------------------------------------
 
 
-def test_a_100_kb_url_gets_414(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status_of(raw) == 414 and "URL too long" in body_message(raw)
+async def test_a_100_kb_url_gets_414(server: BackgroundServer) -> None:
+    answer, _ = await one_answer(server, b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.status == 414 and "URL too long" in body_message(answer)
     still_serves(server)
 
 
-def test_a_url_at_the_limit_is_served(make_server: ServerFactory) -> None:
+async def test_a_url_at_the_limit_is_served(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(max_url_bytes=200))
     path = b"/healthz?" + b"a" * (200 - len(b"/healthz?"))
-    raw, _ = exchange(server, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert status_of(raw) == 200
-    raw, _ = exchange(server, b"GET " + path + b"a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert status_of(raw) == 414
+    rest = b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer, _ = await one_answer(server, b"GET " + path + rest)
+    assert answer.status == 200
+    answer, _ = await one_answer(server, b"GET " + path + b"a" + rest)
+    assert answer.status == 414
 
 
-def test_1000_headers_get_431(server: BackgroundServer) -> None:
+async def test_1000_headers_get_431(server: BackgroundServer) -> None:
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(1000))
-    raw, _ = exchange(server, post_head(extra=headers) + GOOD)
-    assert status_of(raw) == 431 and "Too many request headers" in body_message(raw)
+    answer, _ = await one_answer(server, post_head(extra=headers) + GOOD)
+    assert answer.status == 431 and "Too many request headers" in body_message(answer)
     still_serves(server)
 
 
-def test_the_header_count_limit_is_exact(make_server: ServerFactory) -> None:
+async def test_the_header_count_limit_is_exact(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(max_header_count=5))
     # Host, Connection and three more: 5 served; one more: 431.
     three = b"A: 1\r\nB: 2\r\nC: 3\r\n"
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + three + b"\r\n")
-    assert status_of(raw) == 200
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + three
-                      + b"D: 4\r\n\r\n")
-    assert status_of(raw) == 431
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    answer, _ = await one_answer(server, head + three + b"\r\n")
+    assert answer.status == 200
+    answer, _ = await one_answer(server, head + three + b"D: 4\r\n\r\n")
+    assert answer.status == 431
 
 
 @pytest.mark.parametrize("size", [20_000, 100_000, 2_000_000])
-def test_a_huge_header_gets_431(server: BackgroundServer, size: int) -> None:
-    raw, _ = exchange(server, post_head(extra=b"X-Big: " + b"a" * size + b"\r\n") + GOOD)
-    assert status_of(raw) == 431 and "Request headers too large" in body_message(raw)
+async def test_a_huge_header_gets_431(server: BackgroundServer, size: int) -> None:
+    answer, _ = await one_answer(server, post_head(extra=b"X-Big: " + b"a" * size + b"\r\n") + GOOD)
+    assert answer.status == 431 and "Request headers too large" in body_message(answer)
     still_serves(server)
 
 
@@ -183,89 +186,82 @@ def test_a_huge_header_gets_431(server: BackgroundServer, size: int) -> None:
      b"Host: example.com:80:80\r\n", b"Host: [::1\r\n"],
     ids=["missing", "space", "markup", "two", "slash", "two-ports", "open-bracket"],
 )
-def test_an_invalid_host_gets_400(server: BackgroundServer, hosts: bytes) -> None:
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\n" + hosts + b"\r\n")
-    assert status_of(raw) == 400 and "Host" in body_message(raw)
+async def test_an_invalid_host_gets_400(server: BackgroundServer, hosts: bytes) -> None:
+    answer, _ = await one_answer(server, b"GET /healthz HTTP/1.1\r\n" + hosts + b"\r\n")
+    assert answer.status == 400 and "Host" in body_message(answer)
 
 
 @pytest.mark.parametrize("host", [b"example.com", b"127.0.0.1:8000", b"[::1]:8000", b"xn--bcher-kva.de"])
-def test_valid_hosts_are_served(server: BackgroundServer, host: bytes) -> None:
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
-    assert status_of(raw) == 200
+async def test_valid_hosts_are_served(server: BackgroundServer, host: bytes) -> None:
+    answer, _ = await one_answer(
+        server, b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    assert answer.status == 200
 
 
-def test_http_1_0_without_host_is_served(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.0\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.1 200")
+async def test_http_1_0_without_host_is_served(server: BackgroundServer) -> None:
+    answer, _ = await one_answer(server, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert (answer.version, answer.status) == ("HTTP/1.1", 200)
 
 
-def test_a_request_line_without_a_version_is_refused(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, b"GET /healthz\r\n\r\n")  # HTTP/0.9's form; was served 200
-    assert status_of(raw) == 400 and "no HTTP version" in body_message(raw)
-    assert b"connection: close" in raw.lower()
+async def test_a_request_line_without_a_version_is_refused(server: BackgroundServer) -> None:
+    answer, _ = await one_answer(server, b"GET /healthz\r\n\r\n")  # HTTP/0.9's form; was served 200
+    assert answer.status == 400 and "no HTTP version" in body_message(answer)
+    assert answer.headers["connection"] == "close"
     still_serves(server)
-
-
-def _statuses(raw: bytes) -> list[int]:
-    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
 
 
 @pytest.mark.parametrize("garbage", [b"HELLO THERE\r\n\r\n", b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n",
                                      bytes(range(256))])
-def test_a_valid_request_then_garbage_in_one_packet_is_answered_then_refused(
+async def test_a_valid_request_then_garbage_in_one_packet_is_answered_then_refused(
     server: BackgroundServer, caplog: pytest.LogCaptureFixture, garbage: bytes,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gprochat.access")
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + garbage)
-    assert _statuses(raw) == [200, 400], raw
-    assert b'"status":"ok"' in raw and "Invalid HTTP request" in raw.rsplit(b"\r\n\r\n", 1)[1].decode()
+    answers, _ = await until_closed(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + garbage)
+    assert [answer.status for answer in answers] == [200, 400], answers
+    assert answers[0].json()["status"] == "ok" and "Invalid HTTP request" in answers[1].body.decode()
     [refused] = _refused_lines(caplog)
     assert (refused.status, refused.reason) == (400, "malformed")  # type: ignore[attr-defined]
 
 
-def test_a_streamed_answer_then_garbage_streams_whole_then_400(make_server: ServerFactory) -> None:
+async def test_a_streamed_answer_then_garbage_streams_whole_then_400(make_server: ServerFactory) -> None:
     backend = GatedBackend()
     server = make_server(ServerConfig(rate_limit=None), backend=backend)
-    with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        body = fresh()
-        sock.sendall(post_head(length=len(body)) + body + b"\x00\x01 not a request\r\n\r\n")
-        raw = b""
-        while b"first " not in raw:
-            chunk = sock.recv(65536)
-            assert chunk, f"closed before the first words: {raw!r}"
-            raw += chunk
-        backend.read_first.set()
-        while chunk := sock.recv(65536):
-            raw += chunk
-    assert _statuses(raw) == [200, 400], raw
-    answer, refusal = raw.split(b"HTTP/1.1 400", 1)
-    assert answer.endswith(b"second\r\n0\r\n\r\n")  # the whole stream, its last chunk included
-    assert b"connection: close" in refusal.lower()
+    body = fresh()
+    async with connect(server.port) as connection:
+        await connection.send(post_head(length=len(body)) + body + b"\x00\x01 not a request\r\n\r\n")
+        answer = await connection.answer(on_piece=backend.arrived)
+        refusal = await connection.answer()
+        closed = await connection.answer()
+    assert (answer.status, refusal.status, closed.status) == (200, 400, None), (answer, refusal, closed)
+    assert backend.pieces[0] == b"first "  # it came before "second" was said: streamed
+    assert answer.body == b"first second"  # the whole stream, its last chunk included
+    assert refusal.headers["connection"] == "close"
 
 
-def test_a_valid_request_then_a_bad_host_is_answered_then_refused(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                              b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n")
-    assert _statuses(raw) == [200, 400], raw
-    assert "Invalid Host header" in body_message(raw.split(b"HTTP/1.1 400", 1)[1])
+async def test_a_valid_request_then_a_bad_host_is_answered_then_refused(server: BackgroundServer) -> None:
+    answers, _ = await until_closed(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                            b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n")
+    assert [answer.status for answer in answers] == [200, 400], answers
+    assert "Invalid Host header" in body_message(answers[1])
 
 
 # -- HTTP/1.0 has no chunked framing (RFC 9112 section 7.1): close-delimited -------
 
 
-def _head_and_body(raw: bytes) -> tuple[dict[bytes, bytes], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")[1:]
-    return {n.strip().lower(): v.strip() for n, _, v in (line.partition(b":") for line in lines)}, body
-
-
 class GatedBackend(Backend):
-    """Says "first ", then waits for the test to have read it, then says "second"."""
+    """Says "first ", then waits until the test has read it (``arrived``), then says "second"."""
 
     name = "gated"
 
     def __init__(self) -> None:
         self.read_first = threading.Event()
+        self.pieces: list[bytes] = []
+
+    def arrived(self, piece: bytes) -> None:
+        """A piece of the answer's body reached the client (``rawhttp``'s ``on_piece``)."""
+        self.pieces.append(piece)
+        if b"first " in b"".join(self.pieces):
+            self.read_first.set()
 
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         yield "first "
@@ -274,204 +270,132 @@ class GatedBackend(Backend):
         yield "second"
 
 
-def test_a_streamed_answer_to_http_1_0_is_close_delimited_and_streams(make_server: ServerFactory) -> None:
+async def test_a_streamed_answer_to_http_1_0_is_close_delimited_and_streams(
+    make_server: ServerFactory,
+) -> None:
     backend = GatedBackend()
     server = make_server(ServerConfig(rate_limit=None), backend=backend)
     body = fresh()
     request = (f"POST /api/generate HTTP/1.0\r\nContent-Type: text/plain\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        sock.sendall(request)
-        raw = b""
-        while b"first " not in raw:  # arrives before the answer ends: not held back
-            chunk = sock.recv(65536)
-            assert chunk, f"closed before the first words: {raw!r}"
-            raw += chunk
-        backend.read_first.set()
-        while chunk := sock.recv(65536):
-            raw += chunk
-    assert status_of(raw) == 200
-    headers, body = _head_and_body(raw)
-    assert b"transfer-encoding" not in headers and b"content-length" not in headers
-    assert headers[b"connection"] == b"close"
-    assert body == b"first second"  # as the words came: no chunk sizes
+    async with connect(server.port) as connection:
+        await connection.send(request)
+        # Read to the close: the body has no other end. "second" waits for "first " to arrive.
+        answer = await connection.answer(on_piece=backend.arrived)
+    assert answer.status == 200
+    assert backend.pieces[0] == b"first "  # arrived before the answer ended: not held back
+    assert "transfer-encoding" not in answer.headers and "content-length" not in answer.headers
+    assert answer.headers["connection"] == "close"
+    assert answer.body == b"first second"  # as the words came: no chunk sizes
 
 
-def test_a_sized_answer_to_http_1_0_keeps_its_length_and_closes(server: BackgroundServer) -> None:
-    raw, _ = exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-    headers, body = _head_and_body(raw)
-    assert status_of(raw) == 200 and headers[b"connection"] == b"close"
-    assert int(headers[b"content-length"]) == len(body) and json.loads(body)["status"] == "ok"
-    assert b"transfer-encoding" not in headers
+async def test_a_sized_answer_to_http_1_0_keeps_its_length_and_closes(server: BackgroundServer) -> None:
+    answer, _ = await one_answer(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert answer.status == 200 and answer.headers["connection"] == "close"
+    assert int(answer.headers["content-length"]) == len(answer.body) and answer.json()["status"] == "ok"
+    assert "transfer-encoding" not in answer.headers
 
 
-def test_http_1_1_still_gets_a_chunked_stream(server: BackgroundServer) -> None:
+async def test_http_1_1_still_gets_a_chunked_stream(server: BackgroundServer) -> None:
     body = fresh()
-    raw, _ = exchange(server, post_head(extra=b"Connection: close\r\n", length=len(body)) + body)
-    headers, _ = _head_and_body(raw)
-    assert status_of(raw) == 200 and headers[b"transfer-encoding"] == b"chunked"
+    answer, _ = await one_answer(server, post_head(extra=b"Connection: close\r\n", length=len(body)) + body)
+    assert answer.status == 200 and answer.headers["transfer-encoding"] == "chunked"
 
 
 # -- slow and idle clients -----------------------------------------------------
 
 
-def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(server: BackgroundServer) -> None:
-    raw, took = exchange(server, b"")
-    assert raw == b""  # nothing was asked: nothing is answered
+async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
+    server: BackgroundServer,
+) -> None:
+    answers, took = await until_closed(server, b"")
+    assert answers == []  # nothing was asked: nothing is answered
     assert 1.5 < took < 8
 
 
-def test_a_head_sent_one_byte_a_second_gets_408(server: BackgroundServer) -> None:
-    started = time.monotonic()
-    with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        received = b""
-        for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n":
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:
-                break
-            sock.settimeout(0.5)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            received += chunk
-            break
-        sock.settimeout(10)
-        while chunk := sock.recv(65536):
-            received += chunk
-    assert status_of(received) == 408 and "headers not received" in body_message(received)
-    assert time.monotonic() - started < 8
+async def test_a_head_sent_one_byte_a_second_gets_408(server: BackgroundServer) -> None:
+    # A byte every half second (never idle long), the head never done: the header timeout.
+    answer, took = await one_answer(server, drip(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", 0.5))
+    assert answer.status == 408 and "headers not received" in body_message(answer)
+    assert took < 8
 
 
-def test_a_body_that_stops_gets_408_after_the_idle_timeout(server: BackgroundServer) -> None:
-    raw, took = exchange(server, post_head() + GOOD[:10])
-    assert status_of(raw) == 408 and "silent for 1.5 s" in body_message(raw)
+async def test_a_body_that_stops_gets_408_after_the_idle_timeout(server: BackgroundServer) -> None:
+    answer, took = await one_answer(server, post_head() + GOOD[:10])
+    assert answer.status == 408 and "silent for 1.5 s" in body_message(answer)
     assert 1.0 < took < 8
     still_serves(server)
 
 
-def test_a_body_trickled_forever_is_cut_by_the_body_timeout(server: BackgroundServer) -> None:
-    started = time.monotonic()
-    received = b""
-    with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        sock.sendall(post_head())
-        sock.settimeout(0.5)
-        for byte in GOOD:  # one byte every 0.5 s: never idle 1.5 s, never done in 4 s
-            try:
-                sock.sendall(bytes([byte]))
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            received += chunk
-            break
-        sock.settimeout(10)
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-    assert status_of(received) == 408 and "longer than 4 s" in body_message(received)
-    assert time.monotonic() - started < 12
+async def test_a_body_trickled_forever_is_cut_by_the_body_timeout(server: BackgroundServer) -> None:
+    # One byte every 0.5 s: never idle 1.5 s, never done in 4 s.
+    answer, took = await one_answer(server, [post_head(), *drip(GOOD, 0.5)])
+    assert answer.status == 408 and "longer than 4 s" in body_message(answer)
+    assert took < 12
 
 
-def test_500_slow_connections_are_all_closed(server: BackgroundServer) -> None:
+async def test_500_slow_connections_are_all_closed(server: BackgroundServer) -> None:
     # The issue's finding: 500 such connections were all still open after 75 s.
-    sockets = [socket.create_connection((server.host, server.port)) for _ in range(500)]
-    try:
-        for sock in sockets:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # a head that never ends
-        deadline = time.monotonic() + 20
-        closed = 0
-        for sock in sockets:
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
-            data = b""
-            try:
-                while chunk := sock.recv(65536):
-                    data += chunk
-            except TimeoutError:
-                continue
-            closed += 1
-        assert closed == len(sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
+    half_heads = [exchange(server.port, b"GET /healthz HTTP/1.1\r\n", answers=2, timeout=20)
+                  for _ in range(500)]  # a head that never ends; read until the close
+    results = await asyncio.gather(*half_heads, return_exceptions=True)
+    closed = [r for r in results if not isinstance(r, BaseException) and r[-1].closed_without_answer]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(closed) == 500, f"{500 - len(closed)} of 500 not closed; failures: {failed[:3]}"
     still_serves(server)
 
 
-def test_a_second_request_on_a_kept_alive_connection_has_its_own_header_timeout(
+async def test_a_second_request_on_a_kept_alive_connection_has_its_own_header_timeout(
     server: BackgroundServer,
 ) -> None:
-    with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = b""
-        while not first.endswith(b"}"):
-            first += sock.recv(65536)
-        time.sleep(1)  # within the keep-alive timeout, then half a head, then silence
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    async with connect(server.port) as connection:
+        await connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await connection.answer()).status == 200
+        await asyncio.sleep(1)  # within the keep-alive timeout, then half a head, then silence
+        await connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
-        rest = b""
-        while chunk := sock.recv(65536):
-            rest += chunk
-    assert status_of(rest) == 408
+        second = await connection.answer()
+        closed = await connection.answer()
+    assert second.status == 408 and closed.closed_without_answer
     assert 1.5 < time.monotonic() - started < 8
 
 
-def test_an_idle_keep_alive_connection_is_closed(server: BackgroundServer) -> None:
-    with socket.create_connection((server.host, server.port), timeout=15) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = b""
-        while not first.endswith(b"}"):  # the whole /healthz answer
-            first += sock.recv(65536)
-        assert status_of(first) == 200
+async def test_an_idle_keep_alive_connection_is_closed(server: BackgroundServer) -> None:
+    async with connect(server.port) as connection:
+        await connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await connection.answer()).status == 200  # the whole /healthz answer
         started = time.monotonic()
-        rest = b""
-        while chunk := sock.recv(65536):
-            rest += chunk
-        assert rest == b"" and 1.0 < time.monotonic() - started < 8
+        rest = await connection.answer()
+        assert rest.closed_without_answer and 1.0 < time.monotonic() - started < 8
 
 
-def test_beyond_max_connections_idle_ones_are_closed_to_make_room(make_server: ServerFactory) -> None:
+async def test_beyond_max_connections_idle_ones_are_closed_to_make_room(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(max_connections=2, keepalive_timeout=30, header_timeout=30))
-    idle = []
-    for _ in range(2):
-        sock = socket.create_connection((server.host, server.port), timeout=10)
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while not answer.endswith(b"}"):
-            answer += sock.recv(65536)
-        assert status_of(answer) == 200
-        idle.append(sock)
-    try:
-        raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert status_of(raw) == 200
+    async with contextlib.AsyncExitStack() as stack:
+        idle = [await stack.enter_async_context(connect(server.port, timeout=10)) for _ in range(2)]
+        for connection in idle:
+            await connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await connection.answer()).status == 200
+        answer, _ = await one_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.status == 200
         # One idle connection was closed to make room for the new one.
         closed = 0
-        for sock in idle:
-            sock.settimeout(2)
-            with contextlib.suppress(TimeoutError):
-                closed += sock.recv(1) == b""
+        for connection in idle:
+            with contextlib.suppress(Hang):
+                closed += (await connection.answer(timeout=2)).closed_without_answer
         assert closed >= 1
-    finally:
-        for sock in idle:
-            sock.close()
 
 
-def test_beyond_max_connections_with_none_idle_the_answer_is_503(make_server: ServerFactory) -> None:
+async def test_beyond_max_connections_with_none_idle_the_answer_is_503(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(max_connections=2, header_timeout=30))
-    busy = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(2)]
-    try:
-        for sock in busy:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # heads in progress: not idle
-        time.sleep(0.3)
-        raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert status_of(raw) == 503 and "too many open connections" in body_message(raw)
-        assert b"retry-after: 1" in raw.lower()
-    finally:
-        for sock in busy:
-            sock.close()
+    async with contextlib.AsyncExitStack() as stack:
+        busy = [await stack.enter_async_context(connect(server.port, timeout=10)) for _ in range(2)]
+        for connection in busy:
+            await connection.send(b"GET /healthz HTTP/1.1\r\n")  # heads in progress: not idle
+        await asyncio.sleep(0.3)
+        answer, _ = await one_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.status == 503 and "too many open connections" in body_message(answer)
+        assert answer.headers["retry-after"] == "1"
     still_serves(server)
 
 
@@ -495,24 +419,24 @@ def test_urllib_posting_a_large_body_reads_the_413(make_server: ServerFactory, m
     still_serves(server)
 
 
-def test_a_chunked_body_over_the_limit_gets_413_read_by_the_client(make_server: ServerFactory) -> None:
+async def test_a_chunked_body_over_the_limit_gets_413_read_by_the_client(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(max_body_bytes=1000))
     chunk = b"a" * 65536
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(50)) + b"0\r\n\r\n"
     head = b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-    raw, _ = exchange(server, head + body)
-    assert status_of(raw) == 413
+    answer, _ = await one_answer(server, head + body)
+    assert answer.status == 413
 
 
-def test_the_drain_is_bounded(make_server: ServerFactory) -> None:
+async def test_the_drain_is_bounded(make_server: ServerFactory) -> None:
     server = make_server(ServerConfig(max_body_bytes=1000, drain_bytes=100_000, drain_timeout=30))
     started = time.monotonic()
     sent = 0
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        sock.sendall(post_head(length=50_000_000))
+    async with connect(server.port, timeout=10) as connection:
+        await connection.send(post_head(length=50_000_000))
         try:
             while sent < 50_000_000:
-                sock.sendall(b"x" * 65536)
+                await connection.send(b"x" * 65536)
                 sent += 65536
         except OSError:
             pass  # the server closed once it had dropped 100 kB: the write failed
@@ -577,21 +501,21 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize(("data", "status", "reason"), REFUSALS)
-def test_a_refusal_before_routing_is_logged_and_counted(
+async def test_a_refusal_before_routing_is_logged_and_counted(
     server: BackgroundServer, caplog: pytest.LogCaptureFixture, data: bytes, status: int, reason: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gprochat.access")
-    raw, _ = exchange(server, data)
-    assert status_of(raw) == status
+    answer, _ = await one_answer(server, data)
+    assert answer.status == status
     _assert_logged_and_counted(server, caplog, status, reason)
 
 
-def test_a_body_too_slow_is_one_line_for_its_route(
+async def test_a_body_too_slow_is_one_line_for_its_route(
     server: BackgroundServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gprochat.access")
-    raw, _ = exchange(server, post_head() + GOOD[:10])
-    assert status_of(raw) == 408
+    answer, _ = await one_answer(server, post_head() + GOOD[:10])
+    assert answer.status == 408
     _assert_logged_and_counted(server, caplog, 408, "body_timeout", "POST", "/api/generate")
     # The app's own line for that request is that one: not a second with another status.
     time.sleep(0.2)
@@ -600,22 +524,19 @@ def test_a_body_too_slow_is_one_line_for_its_route(
     assert len(generate_lines) == 1
 
 
-def test_a_503_for_too_many_connections_is_logged_and_counted(
+async def test_a_503_for_too_many_connections_is_logged_and_counted(
     make_server: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gprochat.access")
     server = make_server(ServerConfig(max_connections=2, header_timeout=30))
-    busy = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(2)]
-    try:
-        for sock in busy:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # heads in progress: not idle
-        time.sleep(0.3)
-        raw, _ = exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert status_of(raw) == 503
+    async with contextlib.AsyncExitStack() as stack:
+        busy = [await stack.enter_async_context(connect(server.port, timeout=10)) for _ in range(2)]
+        for connection in busy:
+            await connection.send(b"GET /healthz HTTP/1.1\r\n")  # heads in progress: not idle
+        await asyncio.sleep(0.3)
+        answer, _ = await one_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.status == 503
         [line] = _refused_lines(caplog)
         assert (line.status, line.reason) == (503, "too_many_connections")  # type: ignore[attr-defined]
-    finally:
-        for sock in busy:
-            sock.close()
     assert _metric(server, "gprochat_http_refusals_total", status="503",
                    reason="too_many_connections") == 1

@@ -3,6 +3,10 @@
 The request is bytes written as given (nothing normalizes it); the answer is parsed
 just enough to judge it: status, headers, body, and whether the server closed the
 connection. Every read has a deadline: a server that hangs fails the probe.
+
+``exchange`` is one request and its answers on a fresh connection; ``connect`` gives a
+``Connection`` for a conversation in steps (answer, wait, send more, see it closed).
+Either way the socket is closed when the call or the ``async with`` ends.
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Answer", "Hang", "exchange", "request", "read_answer"]
+__all__ = ["Answer", "Connection", "Hang", "connect", "exchange", "request", "read_answer"]
 
 #: Longest a probe waits for any one answer; far above what a healthy server needs.
 READ_TIMEOUT = 15.0
@@ -33,6 +37,8 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     elapsed: float = 0.0
+    #: The status line's version, as the server wrote it ("HTTP/1.1").
+    version: str = ""
 
     @property
     def closed_without_answer(self) -> bool:
@@ -64,7 +70,12 @@ def request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]] | None:
+#: Called with each piece of a body as it arrives (a chunk, or one read of a body
+#: delimited by the close): a probe can act while the answer is still coming.
+OnPiece = Callable[[bytes], object]
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, int, dict[str, str]] | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -81,41 +92,93 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
         if line:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
+    return parts[0], int(parts[1]), headers
 
 
-async def _read_body(reader: asyncio.StreamReader, status: int, headers: dict[str, str], head: bool) -> bytes:
+async def _read_body(
+    reader: asyncio.StreamReader, status: int, headers: dict[str, str], head: bool, on_piece: OnPiece
+) -> bytes:
     if head or status in (204, 304) or 100 <= status < 200:
         return b""
+    pieces: list[bytes] = []
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks = []
         while True:
             size_line = await reader.readuntil(b"\r\n")
             size = int(size_line.split(b";")[0].strip(), 16)
             if size == 0:
                 await reader.readuntil(b"\r\n")  # no trailers from our server
-                return b"".join(chunks)
-            chunks.append(await reader.readexactly(size))
+                return b"".join(pieces)
+            pieces.append(await reader.readexactly(size))
+            on_piece(pieces[-1])
             await reader.readexactly(2)
     if "content-length" in headers:
-        return await reader.readexactly(int(headers["content-length"]))
-    return await reader.read()
+        body = await reader.readexactly(int(headers["content-length"]))
+        on_piece(body)
+        return body
+    while piece := await reader.read(65536):  # delimited by the close
+        pieces.append(piece)
+        on_piece(piece)
+    return b"".join(pieces)
 
 
-async def read_answer(reader: asyncio.StreamReader, *, head: bool = False) -> Answer:
+async def read_answer(
+    reader: asyncio.StreamReader, *, head: bool = False, on_piece: OnPiece | None = None
+) -> Answer:
     """Read one final response (skipping 100 Continue); ``status None`` if the server closed."""
     while True:
         parsed = await _read_head(reader)
         if parsed is None:
             return Answer(None)
-        status, headers = parsed
+        version, status, headers = parsed
         if status != 100:
             break
     try:
-        body = await _read_body(reader, status, headers, head)
+        body = await _read_body(reader, status, headers, head, on_piece or (lambda piece: None))
     except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
         raise AssertionError(f"{status} answer cut short: {exc!r}") from exc
-    return Answer(status, headers, body)
+    return Answer(status, headers, body, version=version)
+
+
+class Connection:
+    """One raw connection (from ``connect``): send bytes as given, read answers one by one.
+
+    ``answer()`` gives the next answer, or ``status None`` once the server has closed:
+    asking for one more answer is how a probe sees the connection closed.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+        self.reader, self.writer, self.timeout = reader, writer, timeout
+        self.started = time.monotonic()
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data``; raises ``ConnectionError`` if the server has closed."""
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(
+        self, *, head: bool = False, on_piece: OnPiece | None = None, timeout: float | None = None
+    ) -> Answer:
+        """The next answer (``elapsed`` counts from the connect), within ``timeout``
+        (the connection's) or ``Hang``."""
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            answer = await asyncio.wait_for(read_answer(self.reader, head=head, on_piece=on_piece), timeout)
+        except TimeoutError as exc:
+            raise Hang(f"no answer and no close within {timeout}s") from exc
+        answer.elapsed = time.monotonic() - self.started
+        return answer
+
+
+@contextlib.asynccontextmanager
+async def connect(port: int, *, timeout: float = READ_TIMEOUT) -> AsyncIterator[Connection]:
+    """A ``Connection`` to 127.0.0.1:``port``, closed (and waited for) when the block ends."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        yield Connection(reader, writer, timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(writer.wait_closed(), 5)
 
 
 async def exchange(
@@ -135,45 +198,40 @@ async def exchange(
     the server closes; ``timeout`` bounds the wait for each answer. ``write_first``
     reads nothing until everything is written, as urllib and many SDKs do.
     """
-    started = time.monotonic()
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
     pieces = [data] if isinstance(data, bytes) else list(data)
+    async with connect(port, timeout=timeout) as connection:
 
-    async def write() -> None:
+        async def write() -> None:
+            try:
+                for piece in pieces:
+                    if isinstance(piece, (int, float)):
+                        await asyncio.sleep(piece)
+                    else:
+                        await connection.send(piece)
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+
+        writing = asyncio.create_task(write())
         try:
-            for piece in pieces:
-                if isinstance(piece, (int, float)):
-                    await asyncio.sleep(piece)
-                else:
-                    writer.write(piece)
-                    await writer.drain()
-        except (ConnectionResetError, BrokenPipeError):
-            pass
-
-    writing = asyncio.create_task(write())
-    try:
-        if write_first:
-            try:
-                await asyncio.wait_for(asyncio.shield(writing), timeout)
-            except TimeoutError as exc:
-                raise Hang(f"the server neither read the request nor closed within {timeout}s") from exc
-        results: list[Answer] = []
-        for _ in range(answers):
-            try:
-                answer = await asyncio.wait_for(read_answer(reader, head=head), timeout)
-            except TimeoutError as exc:
-                state = "still writing" if not writing.done() else "request written"
-                raise Hang(f"no answer and no close within {timeout}s ({state})") from exc
-            answer.elapsed = time.monotonic() - started
-            results.append(answer)
-            if answer.status is None:
-                break
-        return results
-    finally:
-        writing.cancel()
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(writer.wait_closed(), 5)
+            if write_first:
+                try:
+                    await asyncio.wait_for(asyncio.shield(writing), timeout)
+                except TimeoutError as exc:
+                    raise Hang(f"the server neither read the request nor closed within {timeout}s") from exc
+            results: list[Answer] = []
+            for _ in range(answers):
+                try:
+                    answer = await connection.answer(head=head)
+                except Hang as exc:
+                    state = "still writing" if not writing.done() else "request written"
+                    raise Hang(f"{exc} ({state})") from exc
+                results.append(answer)
+                if answer.status is None:
+                    break
+            return results
+        finally:
+            writing.cancel()
+            await asyncio.wait([writing])  # ended before its connection closes
 
 
 async def wait_closed(reader: asyncio.StreamReader, timeout: float) -> float:
