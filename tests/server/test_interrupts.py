@@ -10,17 +10,21 @@ traceback from any process, and no process of the group left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import select
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ..processes import ServeProcess, serve_process
+from ..processes import ServeProcess, clean_env, serve_process
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 
@@ -132,21 +136,75 @@ def test_ctrl_c_again_and_again_while_the_workers_start() -> None:
 
 def test_ctrl_c_at_a_worker_as_it_finishes_is_ignored_quietly() -> None:
     # After one Ctrl-C each worker shuts down; once its server has finished (uvicorn has
-    # put the handler it found back), more come: a key held down, or the manager's own.
+    # put back the handler it found), more come: a key held down, or the manager's own.
     with serve_process("--workers", "2", new_session=True) as server:
-        server.interrupt(group=True)
-        finished = re.compile(r"Finished server process \[(\d+)\]")
-        _until(lambda: finished.search(server.output()) is not None, "a worker finishing", server)
-        match = finished.search(server.output())
-        assert match is not None
-        worker = int(match.group(1))
-        while worker in _group(server.pid):
-            try:
-                os.kill(worker, signal.SIGINT)
-            except ProcessLookupError:
-                break
-            time.sleep(0.001)
+        _until(lambda: server.output().count("Application startup complete") == 2, "both workers up",
+               server)
+        pids = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", server.output())]
+        # pidfds: each names that process, never one that reuses its pid later.
+        workers = {pid: os.pidfd_open(pid) for pid in pids}
+        try:
+            server.interrupt(group=True)
+            finished = re.compile(r"Finished server process \[(\d+)\]")
+            _until(lambda: finished.search(server.output()) is not None, "a worker finishing", server)
+            match = finished.search(server.output())
+            assert match is not None
+            worker = workers[int(match.group(1))]
+            # Ctrl-C after Ctrl-C until it has exited, so that one lands on each step of
+            # its teardown (none if it was quicker than this test to see the line).
+            with contextlib.suppress(ProcessLookupError):  # exited and reaped meanwhile
+                while not select.select([worker], [], [], 0)[0]:  # readable once it has exited
+                    for _ in range(20):
+                        signal.pidfd_send_signal(worker, signal.SIGINT)
+        finally:
+            for descriptor in workers.values():
+                os.close(descriptor)
         status, output = _finish(server)
     # The manager had one Ctrl-C: a clean exit.
     assert status == 0, output
     _assert_quiet(output)
+
+
+WORKER_AFTER_ITS_SERVER = """
+import functools
+import signal
+
+import uvicorn
+from uvicorn._subprocess import get_subprocess  # how uvicorn's manager starts a worker
+
+from gprochat.server.config import ServerConfig
+from gprochat.server.runner import _uvicorn_config, bind_socket
+
+
+def serve_then_interrupt(config, sockets):
+    uvicorn.Server(config).run(sockets)  # limit_max_requests=0: it ends once started
+    handler = signal.getsignal(signal.SIGINT)
+    print("after its server:", getattr(handler, "__name__", handler), flush=True)
+    for _ in range(3):
+        signal.raise_signal(signal.SIGINT)
+    print("still running", flush=True)
+
+
+if __name__ == "__main__":
+    sock = bind_socket("127.0.0.1", 0)
+    config = _uvicorn_config("gprochat.server.runner:app_from_environment", ServerConfig(),
+                             factory=True, workers=2, limit_max_requests=0)
+    worker = get_subprocess(config, functools.partial(serve_then_interrupt, config), [sock])
+    worker.start()
+    worker.join(60)
+    print("exit code", worker.exitcode)
+"""
+
+
+def test_a_worker_ignores_ctrl_c_once_its_server_has_finished(tmp_path: Path) -> None:
+    # The same moment as above, without racing for it: a worker started as uvicorn's
+    # manager starts one, whose server serves and ends, then takes three Ctrl-Cs.
+    # Python's handler there (uvicorn puts back the one it found) raised KeyboardInterrupt.
+    script = tmp_path / "worker_after_its_server.py"
+    script.write_text(WORKER_AFTER_ITS_SERVER)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines() == [
+        "after its server: _interrupt_outside_the_server", "still running", "exit code 0",
+    ], result.stdout + result.stderr
+    _assert_quiet(result.stderr)
