@@ -208,3 +208,16 @@ def test_a_worker_ignores_ctrl_c_once_its_server_has_finished(tmp_path: Path) ->
         "after its server: _interrupt_outside_the_server", "still running", "exit code 0",
     ], result.stdout + result.stderr
     _assert_quiet(result.stderr)
+
+
+def test_the_workers_end_with_their_manager_killed_by_sigkill() -> None:
+    # SIGKILL (or the OOM killer) leaves the manager no time to stop its workers: the
+    # kernel sends each SIGTERM (prctl's parent-death signal), and they shut down.
+    with serve_process("--workers", "2", new_session=True) as server:
+        _until(lambda: server.output().count("Application startup complete") == 2, "both workers up",
+               server)
+        assert len([c for c in _group(server.pid).values() if _is_worker(c)]) == 2
+        server.process.kill()
+        status, output = _finish(server)
+    assert status == -signal.SIGKILL, output
+    _assert_quiet(output)

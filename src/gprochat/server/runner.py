@@ -84,11 +84,15 @@ def _uvicorn_config(app: Any, config: ServerConfig, **options: Any) -> HttpServe
 
 
 class _WorkerConfig(HttpServerConfig):
-    """The settings of ``--workers``: in each worker, a Ctrl-C outside uvicorn's server is ignored."""
+    """The settings of ``--workers``; in each worker, also how it ends.
+
+    A Ctrl-C outside uvicorn's server is ignored, and the worker ends with its manager.
+    """
 
     def configure_logging(self) -> None:
         super().configure_logging()
         if multiprocessing.parent_process() is not None:  # a worker: uvicorn calls this first
+            _end_with_the_manager()
             # uvicorn's server puts its handler in place for as long as it serves, then
             # puts back the one it found and raises again the signals it handled. Found
             # Python's own, a Ctrl-C as the worker ends (a second one from a terminal, or
@@ -100,6 +104,30 @@ class _WorkerConfig(HttpServerConfig):
 
 def _interrupt_outside_the_server(sig: int, frame: FrameType | None) -> None:
     """A worker's Ctrl-C once its server has finished: it is ending already."""
+
+
+#: prctl(2): the signal this process gets when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_the_manager() -> None:
+    """SIGTERM (a graceful shutdown) for this worker when its manager dies, even by SIGKILL.
+
+    Otherwise a worker outlives a manager killed by SIGKILL or the OOM killer, and goes
+    on serving the port with nobody to stop it. Linux only (elsewhere, nothing is done).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("this worker will not end with its manager: prctl failed (errno %d)",
+                       ctypes.get_errno())
+        return
+    manager = multiprocessing.parent_process()
+    if manager is not None and os.getppid() != manager.pid:  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _quiet_shutdown_cancellation() -> None:
