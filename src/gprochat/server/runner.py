@@ -344,7 +344,8 @@ class _Supervisor(Multiprocess):
 
     # Every way uvicorn's manager spawns a worker runs with SIGINT held (``_interrupts_held``).
     # A Ctrl-C meanwhile reaches ``_handle_interrupt`` when it ends; uvicorn's loop reads
-    # its queue only between these calls anyway.
+    # its queue only between these calls anyway. (So a second Ctrl-C waits too, while
+    # the health check of a worker that does not answer runs: up to its timeout.)
 
     def init_processes(self) -> None:
         with _interrupts_held():
