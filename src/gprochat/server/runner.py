@@ -23,6 +23,7 @@ import dataclasses
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -30,6 +31,8 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -73,10 +76,58 @@ def _uvicorn_config(app: Any, config: ServerConfig, **options: Any) -> HttpServe
         options.setdefault("loop", LOOP_FACTORY)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
     # the guard decides whom to believe (--trusted-proxy).
-    return HttpServerConfig(
+    config_class = _WorkerConfig if options.get("workers", 1) > 1 else HttpServerConfig
+    return config_class(
         app, limits=http_limits(config), lifespan="on", access_log=False, proxy_headers=False,
         **options,
     )
+
+
+class _WorkerConfig(HttpServerConfig):
+    """The settings of ``--workers``; in each worker, also how it ends.
+
+    A Ctrl-C outside uvicorn's server is ignored, and the worker ends with its manager.
+    """
+
+    def configure_logging(self) -> None:
+        super().configure_logging()
+        if multiprocessing.parent_process() is not None:  # a worker: uvicorn calls this first
+            _end_with_the_manager()
+            # uvicorn's server puts its handler in place for as long as it serves, then
+            # puts back the one it found and raises again the signals it handled. Found
+            # Python's own, a Ctrl-C as the worker ends (a second one from a terminal, or
+            # the manager's) is a KeyboardInterrupt traceback from asyncio's or
+            # multiprocessing's teardown. Before the server (``_interrupts_held``) SIGINT
+            # is blocked and waits: a handler, unlike ignoring it, keeps it waiting.
+            signal.signal(signal.SIGINT, _interrupt_outside_the_server)
+
+
+def _interrupt_outside_the_server(sig: int, frame: FrameType | None) -> None:
+    """A worker's Ctrl-C once its server has finished: it is ending already."""
+
+
+#: prctl(2): the signal this process gets when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_the_manager() -> None:
+    """SIGTERM (a graceful shutdown) for this worker when its manager dies, even by SIGKILL.
+
+    Otherwise a worker outlives a manager killed by SIGKILL or the OOM killer, and goes
+    on serving the port with nobody to stop it. Linux only (elsewhere, nothing is done).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("this worker will not end with its manager: prctl failed (errno %d)",
+                       ctypes.get_errno())
+        return
+    manager = multiprocessing.parent_process()
+    if manager is not None and os.getppid() != manager.pid:  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _quiet_shutdown_cancellation() -> None:
@@ -232,9 +283,33 @@ def _exit_at_once_on_second_interrupt() -> None:
             server.handle_exit(sig, frame)
 
         signal.signal(signal.SIGINT, handle_interrupt)
-    # The manager spawned this worker with SIGINT blocked (``_Supervisor.init_processes``):
-    # a handler is in place now, so a Ctrl-C that came during the start is handled here.
+    # The manager spawned this worker with SIGINT blocked (``_interrupts_held``): a
+    # handler is in place now, so a Ctrl-C that came during the start is handled here.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile, so a worker spawned inside starts with it blocked.
+
+    A Ctrl-C from a terminal reaches the workers too, and one still starting (its
+    interpreter, then our package: seconds on a busy machine) has no handler of
+    uvicorn's yet: Python would print a ``KeyboardInterrupt`` traceback. A signal mask
+    is inherited across fork and exec; the worker unblocks SIGINT once a handler is in
+    place (``_exit_at_once_on_second_interrupt``), which then gets a Ctrl-C that came
+    meanwhile. Blocked, not ignored: a Ctrl-C meanwhile is not lost here either, it
+    reaches this process's handler on the way out.
+    """
+    # The first spawn launches multiprocessing's resource tracker, and that launch
+    # *unblocks* SIGINT and SIGTERM afterwards instead of restoring the mask it found
+    # (CPython gh-127586, fixed only in newer releases): every worker then started with
+    # SIGINT deliverable. Launched (or found alive) first, it leaves the mask alone.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _Supervisor(Multiprocess):
@@ -258,25 +333,46 @@ class _Supervisor(Multiprocess):
         self._interrupts = 0
         signal.signal(signal.SIGINT, self._handle_interrupt)
 
-    def init_processes(self) -> None:
-        # A Ctrl-C from a terminal reaches the workers too, and one still importing our
-        # package (seconds on a busy machine) has no handler yet: Python would print a
-        # KeyboardInterrupt traceback for each. So the workers start with SIGINT blocked
-        # (a signal mask is inherited across fork and exec) and unblock it once uvicorn's
-        # handler is in place (``_exit_at_once_on_second_interrupt``), which then gets a
-        # Ctrl-C that came meanwhile. Here it is blocked, not ignored, only while they are
-        # spawned: a Ctrl-C meanwhile waits, and reaches this process's handler after.
-        # (A worker that uvicorn restarts later is spawned by its code, without this.)
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    def run(self) -> None:
         try:
-            super().init_processes()
+            super().run()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            # The workers are gone, and this process is about to end: a Ctrl-C now
+            # would only cut ``serve``'s clean-up short, or (once CPython has removed
+            # its handlers on the way out) end it by the signal instead of its status.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    # Every way uvicorn's manager spawns a worker runs with SIGINT held (``_interrupts_held``).
+    # A Ctrl-C meanwhile reaches ``_handle_interrupt`` when it ends; uvicorn's loop reads
+    # its queue only between these calls anyway. (So a second Ctrl-C waits too, while
+    # the health check of a worker that does not answer runs: up to its timeout.)
+
+    def init_processes(self) -> None:
+        with _interrupts_held():
+            if self._interrupts:  # a Ctrl-C before the first worker: start none
+                return
+            super().init_processes()
+
+    def keep_subprocess_alive(self) -> None:
+        # Restarts a worker that died: one that ended on a Ctrl-C before this process
+        # read it from its queue is restarted too, and must start as the first ones did.
+        with _interrupts_held():
+            super().keep_subprocess_alive()
+
+    def restart_all(self) -> None:  # SIGHUP
+        with _interrupts_held():
+            super().restart_all()
+
+    def handle_ttin(self) -> None:  # SIGTTIN: one worker more
+        with _interrupts_held():
+            super().handle_ttin()
 
     def _handle_interrupt(self, sig: int, frame: FrameType | None) -> None:
         self._interrupts += 1
         if self._interrupts == 1:
             self.signal_queue.append(sig)  # uvicorn's loop shuts the workers down
+            return
+        if self._interrupts > 2:  # exiting at once already (a key held down, say)
             return
         logger.warning(
             "Second Ctrl-C: exiting now, cutting the answers still running in %d worker%s",
@@ -284,8 +380,13 @@ class _Supervisor(Multiprocess):
             extra={"event": "forced_exit", "workers": len(self.processes)},
         )
         for process in self.processes:
+            # A worker this process has just reaped can still look alive: this handler
+            # may run between uvicorn's waitpid and multiprocessing noting the exit code.
+            # And a ProcessLookupError from here would be swallowed, SystemExit with it,
+            # by that waitpid's ``except OSError`` (the command then exited 0).
             if process.process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGINT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
         for process in self.processes:
             process.process.join(self.WORKER_EXIT_TIMEOUT)
             if process.process.is_alive():
@@ -300,7 +401,8 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
     ``overrides`` (``host=``, ``port=``, ``workers=``, ``log_level=``, ``log_format=``)
     replace the config's fields of those names. The port is bound before anything
     else, so ``OSError`` (address in use, permission) comes out of this call. A
-    Ctrl-C or SIGTERM ends it normally once the server has shut down.
+    Ctrl-C or SIGTERM ends it normally once the server has shut down. With workers,
+    SIGINT is ignored from then on (this process is meant to end; ``_Supervisor.run``).
     """
     if overrides:
         config = dataclasses.replace(config, **overrides)
@@ -333,8 +435,11 @@ def serve(config: ServerConfig, **overrides: Any) -> None:
                 "gprochat.server.runner:app_from_environment", config,
                 factory=True, workers=config.workers, **options,
             )
+            # Its Ctrl-C handler in place before the start-up line: a Ctrl-C from then
+            # on is a clean shutdown, never a KeyboardInterrupt in the middle of this.
+            supervisor = _Supervisor(uvicorn_config, sockets=[sock])
             announce(config, sock, _named_backend(config))
-            _Supervisor(uvicorn_config, sockets=[sock]).run()
+            supervisor.run()
         finally:
             if own_metrics_dir:
                 shutil.rmtree(own_metrics_dir, ignore_errors=True)
