@@ -26,6 +26,7 @@ from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..providers import GPROChat
 from ..providers._deployments import Deployment, DeploymentsSetting, resolve_deployments, select_deployments
 from ..providers._failover import AnsweredBy
+from ..providers._models import is_stock_model
 from ..providers._proxy import resolve_proxy
 from ..providers._retry import resolve_max_retries
 from ..providers._sync import iterate_in_background, run_in_background
@@ -114,7 +115,9 @@ class _Request:
         ]
         deployments = settings.deployments()
         if deployments is None:
-            self.model = settings.provider.get_model(model)
+            # Another name is asked of the deployment when the request is sent (a router).
+            stock = is_stock_model(settings.provider, model)
+            self.model = settings.provider.get_model(model) if stock else model
         else:
             self.model = select_deployments(settings.provider, model, deployments)[0]
         self.requested = model
