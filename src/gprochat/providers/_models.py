@@ -5,15 +5,15 @@ NAME`` in the body) and lists the names it takes at ``GET /api/models`` (docs/pr
 The provider's stock names (``""``, ``gemini-1.5-pro``, its aliases) are sent as the seed
 sends them: no lookup, no ``model`` field. Any other name is looked up here:
 
-=====================================  =============================================
-the deployment answers /api/models     the request
-=====================================  =============================================
-a list holding the name                carries ``"model": NAME``
-a list without it                      ``ModelNotSupportedError`` naming both lists
-404 (a stock GeminiProChat server), or ``ModelNotSupportedError`` naming the stock names
-anything but a list of names (a page)
-401 and others                         the error its status means (as /api/generate's)
-=====================================  =============================================
+======================================  =============================================
+the deployment answers /api/models      the request
+======================================  =============================================
+a list holding the name                 carries ``"model": NAME``
+a list without it                       ``ModelNotSupportedError`` naming both lists
+404 or no list (a stock GeminiProChat)  ``ModelNotSupportedError`` naming the stock names
+401 (no password, or a wrong one)       ``AuthenticationError`` saying to pass the password
+others                                  the error its status means (as /api/generate's)
+======================================  =============================================
 
 Answers (and 404s) are kept per deployment (its base URL and a digest of its password)
 for the life of the process, as the failover registry keeps its cool-downs.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Optional
 import aiohttp
 
 from .. import protocol
-from ..errors import ModelNotSupportedError, NotFoundError, ProtocolError
+from ..errors import AuthenticationError, ModelNotSupportedError, NotFoundError, ProtocolError
 from ._http import get_json
 from ._proxy import Proxy
 from ._timeouts import Timeout
@@ -86,6 +86,13 @@ async def offered_models(
         page = await get_json(session, url, headers=headers, proxy=proxy, timeout=timeout)
     except (NotFoundError, ProtocolError):  # not JSON: a site answering every path with a page
         names = None
+    except AuthenticationError as exc:
+        said = exc.server_message or str(exc)
+        exc.args = (
+            f"{url} answered 401 ({said}): the site lists its models only to those with its "
+            "password; pass password= (gprochat: --password or GPROCHAT_PASSWORD)",
+        )
+        raise
     else:
         listed = page.get("models") if isinstance(page, dict) else None
         valid = isinstance(listed, list) and all(isinstance(name, str) for name in listed)
