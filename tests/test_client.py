@@ -121,7 +121,8 @@ async def test_streamed_matches_openai_sdk(pair: tuple[BackgroundServer, Backgro
 def test_models_list_like_openai(echo_server: BackgroundServer) -> None:
     page = Client(base_url=echo_server.base_url).models.list()
     assert page.object == "list"
-    assert [m.id for m in page] == [m.id for m in page.data] == ["gemini-1.5-pro"]
+    # The stock name, then what the server's GET /api/models offers (tests/test_client_models.py).
+    assert [m.id for m in page] == [m.id for m in page.data] == ["gemini-1.5-pro", "echo"]
     assert page.data[0].object == "model"
     assert Client().models.retrieve("gemini-pro").id == "gemini-1.5-pro"
     with pytest.raises(ModelNotSupportedError):

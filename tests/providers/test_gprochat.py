@@ -203,9 +203,16 @@ async def test_subclass_targets_its_own_deployment(make_server: ServerFactory) -
     assert MyDeployment.generate_signature(1, "x") == generate_signature(1, "x", "sub-secret")
 
 
-async def test_unknown_model_is_refused_before_any_request() -> None:
-    with pytest.raises(ModelNotSupportedError, match=r"gemini-1\.5-pro"):
-        await collect(base_url="http://127.0.0.1:9", model="gpt-9")
+async def test_unknown_model_is_refused_before_the_prompt_is_sent() -> None:
+    # A name that is not ours is asked of the deployment (tests/providers/test_models.py);
+    # a stock GeminiProChat server has no /api/models, so the prompt never goes.
+    async def stock(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(full_response(404, b"Not Found"))
+
+    async with ScriptedServer(stock) as server:
+        with pytest.raises(ModelNotSupportedError, match=r"gemini-1\.5-pro"):
+            await collect(base_url=server.base_url, model="gpt-9")
+        assert [request.path for request in server.requests] == ["/api/models"]
 
 
 async def test_empty_messages_are_refused() -> None:

@@ -49,7 +49,8 @@ __all__ = ["chat"]
 @click.option("--password", envvar="GPROCHAT_PASSWORD", show_envvar=True,
               help="The deployment's site password.")
 @click.option("-m", "--model", default="",
-              help="Model name (default: the deployment's; see gprochat models).")
+              help="Model name (default: the deployment's; gprochat models --base-url URL "
+                   "lists what a gprochat server offers).")
 @click.option("-s", "--system", help="A system prompt, sent in front of the conversation.")
 @click.option("-a", "--attachment", "attachments", multiple=True, metavar="PATH",
               help="An image (PNG, JPEG, WebP or GIF) sent with the prompt; repeatable; "
@@ -168,11 +169,8 @@ def chat(
                 model = _local_model(model, served_names)
             elif deployments is not None:
                 deployment = ", ".join(d.display for d in deployments)
-            else:
-                try:
-                    GPROChat.get_model(model)
-                except GPROChatError as exc:
-                    fail(str(exc))
+            # Other than --local, a name that is not the provider's is asked of the
+            # deployment (GET /api/models) when the prompt is sent.
             options: dict[str, Any] = {
                 "base_url": base_url,
                 "deployments": deployments,

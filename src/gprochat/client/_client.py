@@ -26,10 +26,13 @@ from ..openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 from ..providers import GPROChat
 from ..providers._deployments import Deployment, DeploymentsSetting, resolve_deployments, select_deployments
 from ..providers._failover import AnsweredBy
+from ..providers._models import is_stock_model, model_not_offered, offered_models
 from ..providers._proxy import resolve_proxy
 from ..providers._retry import resolve_max_retries
+from ..providers._session import pool
 from ..providers._sync import iterate_in_background, run_in_background
 from ..providers._timeouts import resolve_timeout
+from ..providers.gprochat import USER_AGENT
 from ..typing import Messages
 
 __all__ = ["Client", "AsyncClient", "Stream", "AsyncStream"]
@@ -114,7 +117,9 @@ class _Request:
         ]
         deployments = settings.deployments()
         if deployments is None:
-            self.model = settings.provider.get_model(model)
+            # Another name is asked of the deployment when the request is sent (a router).
+            stock = is_stock_model(settings.provider, model)
+            self.model = settings.provider.get_model(model) if stock else model
         else:
             self.model = select_deployments(settings.provider, model, deployments)[0]
         self.requested = model
@@ -266,44 +271,67 @@ class _Models:
     def __init__(self, settings: _Settings) -> None:
         self._settings = settings
 
-    def _names(self) -> list[str]:
+    async def _offered(self) -> tuple[str, ...]:
+        """What the client's ``base_url`` offers besides the stock names (``GET /api/models``,
+        asked once per process); nothing without a ``base_url`` or from a stock server."""
+        options, provider = self._settings.options, self._settings.provider
+        if not options.get("base_url"):
+            return ()
+        via = resolve_proxy(options.get("proxy"))
+        offered = await offered_models(
+            await pool.session(via), options["base_url"].rstrip("/"),
+            password=provider._password(options.get("password")), proxy=via,
+            timeout=resolve_timeout(options.get("timeout")), user_agent=USER_AGENT,
+        )
+        return offered or ()
+
+    async def _names(self) -> list[str]:
         names = self._settings.provider.get_models()
         declared = [d.model for d in self._settings.deployments() or [] if d.model]
+        declared += await self._offered()
         return names + [name for name in dict.fromkeys(declared) if name not in names]
 
-    def _page(self) -> SyncPage[Model]:
+    async def _page(self) -> SyncPage[Model]:
         return SyncPage[Model](
-            data=[Model(id=name, created=0, owned_by="gprochat") for name in self._names()]
+            data=[Model(id=name, created=0, owned_by="gprochat") for name in await self._names()]
         )
 
-    def _retrieve(self, model: str) -> Model:
+    async def _retrieve(self, model: str) -> Model:
+        provider = self._settings.provider
         deployments = self._settings.deployments()
-        if deployments is None:
-            name = self._settings.provider.get_model(model)
+        if deployments is not None:
+            name = select_deployments(provider, model, deployments)[0]
+        elif is_stock_model(provider, model) or not self._settings.options.get("base_url"):
+            name = provider.get_model(model)
         else:
-            name = select_deployments(self._settings.provider, model, deployments)[0]
+            offered = await self._offered()
+            if model not in offered:
+                where = Deployment(self._settings.options["base_url"]).display
+                raise model_not_offered(provider, model, where, offered or None)
+            name = model
         return Model(id=name, created=0, owned_by="gprochat")
 
 
 class Models(_Models):
-    """``client.models``: the model names the provider answers to (no network)."""
+    """``client.models``: the provider's model names, and what the client's ``base_url``
+    offers besides (a gprochat server's ``GET /api/models``; a stock server offers none)."""
 
     def list(self) -> SyncPage[Model]:
-        return self._page()
+        return run_in_background(self._page())
 
     def retrieve(self, model: str) -> Model:
         """The model ``model`` names (aliases resolve); ``ModelNotSupportedError`` if none."""
-        return self._retrieve(model)
+        return run_in_background(self._retrieve(model))
 
 
 class AsyncModels(_Models):
     """``client.models`` for ``AsyncClient``."""
 
     async def list(self) -> SyncPage[Model]:
-        return self._page()
+        return await self._page()
 
     async def retrieve(self, model: str) -> Model:
-        return self._retrieve(model)
+        return await self._retrieve(model)
 
 
 def _required_model(model: Optional[str]) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import protocol
-from ..errors import ConfigurationError, ModelNotSupportedError
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .base import ProviderModelMixin
@@ -253,13 +253,11 @@ def select_deployments(
 
     ``""`` and the provider's own names (``gemini-1.5-pro``, its aliases) go to every
     deployment: the protocol has no model field, so these are only labels. Any other
-    name goes to the deployments that declare it as their ``model``.
+    name goes to the deployments that declare it as their ``model`` when some do (a
+    label, as above); else to every deployment, each asked whether it offers that
+    model (``GET /api/models``, see ``_models.py``) when the request is sent.
     """
     if not model or model in provider.get_models() or model in provider.model_aliases:
         return provider.get_model(model), deployments
     declared = [deployment for deployment in deployments if deployment.model == model]
-    if declared:
-        return model, declared
-    names = provider.get_models() + sorted(provider.model_aliases)
-    names += sorted({d.model for d in deployments if d.model and d.model not in names})
-    raise ModelNotSupportedError(model, "these deployments", names)
+    return model, declared or deployments

@@ -12,6 +12,7 @@ closed before any text                          the same
 408, 409, 5xx                                   the same
 429 / 503 with ``Retry-After: N``               cools down N seconds (at most 600)
 401, 403 (its secret key or password is wrong)  retired for the process, said once (WARNING)
+it does not offer the model asked for           skipped for this request (``_models.py``)
 ==============================================  ==========================================
 
 Anything else (400, 404, 413, a bad conversation, the total timeout) is raised as it
@@ -22,7 +23,8 @@ completed by another deployment. A success clears the deployment's failure count
 ``max_retries`` counts rounds: once every deployment failed or is cooling down, the
 request waits until the first cool-down ends (a ``Retry-After`` is honoured that way)
 and goes round again, at most ``max_retries`` times, never past the total timeout.
-When none is left, ``AllDeploymentsFailedError`` names each deployment and why.
+When none is left, ``AllDeploymentsFailedError`` names each deployment and why; when
+none offers the model asked for, ``ModelNotSupportedError`` says what each one offers.
 
 The registry is shared by every request of the process (keyed by endpoint and a digest
 of the credentials), so the next request does not try a dead deployment first. Its
@@ -45,9 +47,11 @@ from ..errors import (
     ConnectError,
     GPROChatError,
     IncompleteResponseError,
+    ModelNotSupportedError,
     TimeoutError,
 )
 from ._deployments import Deployment
+from ._models import ModelNotOfferedError
 
 __all__ = [
     "AnsweredBy",
@@ -184,7 +188,9 @@ registry = DeploymentRegistry()
 
 
 def _failover_kind(exc: BaseException) -> Optional[str]:
-    """``"retire"``, ``"cool"``, or ``None`` when the failure must be raised as it is."""
+    """``"retire"``, ``"cool"``, ``"skip"``, or ``None`` when it must be raised as it is."""
+    if isinstance(exc, ModelNotOfferedError):
+        return "skip"
     if isinstance(exc, APIStatusError):
         if exc.status_code in _RETIRING_STATUSES:
             return "retire"
@@ -202,6 +208,8 @@ def _failover_kind(exc: BaseException) -> Optional[str]:
 
 def _reason(exc: GPROChatError) -> str:
     """A few words for the all-failed message (the full error stays in ``failures``)."""
+    if isinstance(exc, ModelNotOfferedError):
+        return exc.why
     if isinstance(exc, APIStatusError):
         said = exc.server_message or ""
         return f"answered {exc.status_code}" + (f" {said}" if said else "")
@@ -246,6 +254,23 @@ def _all_failed(
     return error
 
 
+def _none_offers(
+    routes: list[Route], skipped: dict[tuple[str, str], ModelNotOfferedError]
+) -> ModelNotSupportedError:
+    """No deployment offers the model: what each one offers, and the stock names."""
+    first = skipped[routes[0].key]
+    offered: list[str] = []
+    for each in skipped.values():
+        offered += [name for name in each.supported if name not in offered]
+    error = ModelNotSupportedError(first.model, "these deployments", offered)
+    error.args = (
+        f"Model {first.model!r} is not offered by any of the {len(routes)} deployments: "
+        + "; ".join(f"{route.display}: {skipped[route.key].why}" for route in routes)
+        + f"; the stock names are {', '.join(first.stock)} (or pass model='' for the default)",
+    )
+    return error
+
+
 async def open_with_failover(
     routes: list[Route],
     attempt: Callable[[Route], Awaitable[T]],
@@ -261,13 +286,14 @@ async def open_with_failover(
     """
     reg = reg or registry
     failures: dict[tuple[str, str], tuple[str, Optional[GPROChatError]]] = {}
+    skipped: dict[tuple[str, str], ModelNotOfferedError] = {}
     attempts = 0
     waits_left = max_retries
     last: Optional[Route] = None
     while True:
         for route in routes:
             state = reg.state(route)
-            if state.retired is not None or reg.cooling_for(route) > 0:
+            if state.retired is not None or route.key in skipped or reg.cooling_for(route) > 0:
                 continue
             if last is not None:
                 logger.info("trying %s", route.display)
@@ -282,7 +308,11 @@ async def open_with_failover(
                     raise
                 reason = _reason(exc)
                 failures[route.key] = (reason, exc)
-                if kind == "retire":
+                if kind == "skip":
+                    assert isinstance(exc, ModelNotOfferedError)
+                    skipped[route.key] = exc
+                    logger.info("%s %s: skipped", route.display, reason)
+                elif kind == "retire":
                     why = f"{reason}: its secret key or password is wrong; not used again"
                     if reg.retire(route, why):
                         logger.warning("%s %s (this process will not use it again)",
@@ -294,7 +324,10 @@ async def open_with_failover(
                 continue
             reg.succeeded(route)
             return route, result
-        usable = [route for route in routes if reg.state(route).retired is None]
+        usable = [route for route in routes
+                  if reg.state(route).retired is None and route.key not in skipped]
+        if skipped and len(skipped) == len(routes):
+            raise _none_offers(routes, skipped)
         if not usable or waits_left <= 0:
             raise _all_failed(routes, failures, reg, attempts)
         wait = min(reg.cooling_for(route) for route in usable)

@@ -13,6 +13,7 @@ from ..errors import (
     ConfigurationError,
     ConnectError,
     IncompleteResponseError,
+    ModelNotSupportedError,
     ProtocolError,
     TimeoutError,
 )
@@ -28,6 +29,7 @@ from ._failover import AnsweredBy, Route, open_with_failover
 from ._history import wire_messages
 from ._http import TextStream, open_text_stream, translating
 from ._images import attach_images, call_images, encode_request
+from ._models import is_stock_model, model_not_offered, offered_models
 from ._proxy import resolve_proxy
 from ._retry import resolve_max_retries, with_retries
 from ._session import pool
@@ -150,10 +152,18 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> tuple[TextStream, Optional[str]]:
         """Check the call's settings, post the request; its stream and first text."""
         deployments = cls._deployments(kwargs)
+        # A name that is not one of ours is asked of the deployment (GET /api/models) and
+        # sent as the body's ``model``: gprochat's extension, for a router of models.
+        extension: Optional[str] = None
         if deployments is None:
-            cls.get_model(model)
+            if is_stock_model(cls, model):
+                cls.get_model(model)
+            else:
+                extension = model
         else:
             model, deployments = select_deployments(cls, model, deployments)
+            if not is_stock_model(cls, model) and not any(d.model == model for d in deployments):
+                extension = model
         if not messages:
             raise ProtocolError("messages is empty: pass at least one user message")
         endpoint = cls._endpoint(kwargs.get("base_url")) if deployments is None else ""
@@ -173,11 +183,21 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
         async def attempt(
             endpoint: str, secret_key: str, password: Optional[str]
         ) -> tuple[TextStream, Optional[str]]:
+            if extension is not None:
+                base_url = endpoint.removesuffix(protocol.GENERATE_PATH)
+                offered = await offered_models(
+                    session, base_url, password=password, proxy=via, timeout=timeout,
+                    user_agent=USER_AGENT,
+                )
+                if offered is None or extension not in offered:
+                    raise model_not_offered(cls, extension, Deployment(base_url).display, offered)
             # Signed afresh on every attempt: the timestamp is part of the signature.
             with translating(endpoint, timeout, via):  # a lone surrogate: ProtocolError
                 request = protocol.build_generate_request(
                     wire, timestamp=protocol.signing_time(), secret_key=secret_key, password=password
                 )
+                if extension is not None:
+                    request["model"] = extension  # not signed, as docs/protocol.md says
                 body = encode_request(request, _JSON) if images_sent else _JSON.encode(request).encode()
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             stream = await open_text_stream(
@@ -201,13 +221,20 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
                       cls._password(d.password or kwargs.get("password")))
                 for d in deployments
             ]
-            route, opened = await open_with_failover(
-                routes,
-                lambda r: attempt(r.deployment.endpoint, r.secret_key, r.password),
-                max_retries=max_retries,
-                deadline=deadline,
-                reg=kwargs.get("registry"),
-            )
+            try:
+                route, opened = await open_with_failover(
+                    routes,
+                    lambda r: attempt(r.deployment.endpoint, r.secret_key, r.password),
+                    max_retries=max_retries,
+                    deadline=deadline,
+                    reg=kwargs.get("registry"),
+                )
+            except ModelNotSupportedError as exc:
+                declared = sorted({d.model for d in deployments if d.model})
+                if declared:  # the names they declare route too (as labels)
+                    exc.supported += [name for name in declared if name not in exc.supported]
+                    exc.args = (f"{exc}; the deployments declare {', '.join(declared)}",)
+                raise
         else:
             route = None
             opened = await cls._open_single(endpoint, attempt, kwargs, max_retries, deadline)
@@ -216,7 +243,8 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
                 if route is not None:
                     on_answer(AnsweredBy(route.display, route.deployment.model or model, route.deployment))
                 else:
-                    on_answer(AnsweredBy(endpoint.removesuffix(protocol.GENERATE_PATH), cls.get_model(model)))
+                    on_answer(AnsweredBy(endpoint.removesuffix(protocol.GENERATE_PATH),
+                                         extension or cls.get_model(model)))
             except BaseException:
                 opened[0].close()
                 raise
