@@ -206,7 +206,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         markers = {
             marker for fixture, marker in _MARKER_FIXTURES.items()
-            if fixture in item.fixturenames
+            if fixture in getattr(item, "fixturenames", ())
             # request.getfixturevalue("redis_server") in a fixture whose params say which
             or (fixture in names and (callspec is None or marker in callspec.id))
         }
