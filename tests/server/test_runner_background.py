@@ -1,4 +1,5 @@
-"""``BackgroundServer.stop()``: at once when nothing is open, gracefully when an answer is."""
+"""``BackgroundServer.stop()``: at once when no answer is in flight (idle connections
+closed), gracefully when one is."""
 
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def test_stopped_with_nothing_open_the_app_is_shut_down() -> None:
     server.stop()
     assert backend.closed == 1  # the lifespan's shutdown ran
     assert not server._thread.is_alive()
+
+
+def test_stopped_with_an_idle_keep_alive_connection_it_is_closed() -> None:
+    backend = GatedBackend()
+    server = BackgroundServer(app=create_app(ServerConfig(), backend=backend)).start()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        assert response.status == 200 and not response.will_close
+        response.read()
+        server.stop()
+        assert backend.closed == 1
+        assert connection.sock is not None and connection.sock.recv(1) == b""  # closed by the server
+    finally:
+        connection.close()
 
 
 def test_stopped_mid_answer_the_answer_finishes_first() -> None:

@@ -396,8 +396,8 @@ class _StoppableServer(uvicorn.Server):
     0.1 s for open connections to close; a test suite that starts and stops a server
     per test spent both in every teardown. Here the same ticks (``on_tick``: the Date
     header, ``limit_max_requests``) run every 0.1 s, but a stop wakes the loop instead
-    of waiting for the next one, and a shutdown with no connection or request open
-    skips the pause (with some open, it is uvicorn's).
+    of waiting for the next one, and a shutdown skips the pause once every connection
+    is closed (with an answer in flight, the shutdown is uvicorn's).
     """
 
     _TICK = 0.1  # uvicorn's
@@ -418,16 +418,23 @@ class _StoppableServer(uvicorn.Server):
             should_exit = await self.on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        state = self.server_state
-        if state.connections or state.tasks:
-            await super().shutdown(sockets)  # they finish as uvicorn lets them
-            return
-        # Nothing open: uvicorn's shutdown would still pause 0.1 s before finding so.
-        logging.getLogger("uvicorn.error").info("Shutting down")
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
+        # An idle connection closes when asked (its transport reports so a loop turn or
+        # two later); an answer in flight finishes first, as uvicorn's shutdown lets it.
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        for _ in range(3):
+            if not (state.connections or state.tasks):
+                break
+            await asyncio.sleep(0)
+        if state.connections or state.tasks:
+            await super().shutdown(sockets)
+            return
+        logging.getLogger("uvicorn.error").info("Shutting down")  # as uvicorn's says
         for server in self.servers:
             await server.wait_closed()
         if not self.force_exit:
