@@ -406,9 +406,11 @@ class _StoppableServer(uvicorn.Server):
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self.serving = threading.Event()  # set once started, for a thread waiting on it
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        self.serving.set()
         counter = 0
         should_exit = await self.on_tick(counter)
         while not should_exit:
@@ -486,7 +488,7 @@ class BackgroundServer:
         while not self._server.started:
             if not self._thread.is_alive():
                 raise RuntimeError("the gprochat server failed to start; see the log above")
-            threading.Event().wait(0.01)
+            self._server.serving.wait(0.01)
         backend = getattr(getattr(self.app, "state", None), "backend", None)
         while wait_for_backend and backend is not None and backend.status == "loading":
             threading.Event().wait(0.02)
