@@ -21,7 +21,6 @@ from ...openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 __all__ = ["openapi_json", "openapi_schema"]
 
 
-
 @cache
 def openapi_json() -> bytes:
     """``openapi_schema()`` as JSON (as Starlette's ``JSONResponse`` renders it), generated
