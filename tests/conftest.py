@@ -16,7 +16,8 @@ anyone remembering to (``pytest -m "not slow"`` is the inner loop, under a minut
                 in ``_MEASURED_SLOW`` (a second or more on an idle machine)
 
 "Uses" is read from the code, following the test tree's own functions, classes and
-fixtures, never running anything. A module can also set ``pytestmark`` itself.
+fixtures (also those a test imports in its body), never running anything. A module
+can also set ``pytestmark`` itself.
 
 ``GPROCHAT_TEST_GC=1`` forces a garbage collection after every test (after its
 fixtures are torn down): an object the test left unclosed (a socket, a client, a
@@ -27,7 +28,10 @@ it, not at random by whichever test a collection happens to fall in. With
 
 from __future__ import annotations
 
+import dis
 import gc
+import importlib
+import importlib.util
 import inspect
 import os
 import types
@@ -162,11 +166,39 @@ def _names_used(obj: Any, seen: set[int]) -> set[str]:
             names.update(c for c in current.co_consts if isinstance(c, str) and c.isidentifier())
         codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
     module_globals = getattr(obj, "__globals__", {})
-    for name in list(names):
-        target = module_globals.get(name)
+    for target in [module_globals.get(name) for name in names] + _imported_in(code, module_globals):
         if _in_test_tree(target):
             names |= _names_used(target, seen)
     return names
+
+
+_IMPORT_FROM = dis.opmap["IMPORT_FROM"].to_bytes(1, "little")
+
+
+def _imported_in(code: types.CodeType, module_globals: dict[str, Any]) -> list[Any]:
+    """What ``from <a test-tree module> import ...`` inside the function (or the
+    functions nested in it) binds: ``from ..processes import served`` in a test's body."""
+    found: list[Any] = []
+    codes = [code]
+    while codes:
+        current = codes.pop()
+        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        if _IMPORT_FROM not in current.co_code:  # most functions import nothing
+            continue
+        instructions = list(dis.get_instructions(current))
+        module = None
+        for index, instruction in enumerate(instructions):
+            if instruction.opname == "IMPORT_NAME":
+                level = instructions[index - 2].argval if index >= 2 else 0
+                name = "." * (level or 0) + instruction.argval
+                try:
+                    absolute = importlib.util.resolve_name(name, module_globals.get("__package__"))
+                except (ImportError, ValueError):
+                    absolute = name
+                module = importlib.import_module(absolute) if absolute.startswith("tests.") else None
+            elif instruction.opname == "IMPORT_FROM" and module is not None:
+                found.append(getattr(module, instruction.argval, None))
+    return found
 
 
 def _in_test_tree(obj: Any) -> bool:
@@ -190,7 +222,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         markers = {
             marker for fixture, marker in _MARKER_FIXTURES.items()
-            if fixture in item.fixturenames
+            if fixture in getattr(item, "fixturenames", ())
             # request.getfixturevalue("redis_server") in a fixture whose params say which
             or (fixture in names and (callspec is None or marker in callspec.id))
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import llm
 import pytest
+import sqlite_utils
 from click.testing import CliRunner
 from llm.cli import cli as llm_cli
+from llm.migrations import migrate
 
 from gprochat.server import ServerConfig
 from gprochat.server.backends import Backend
@@ -32,11 +35,21 @@ class TurnCounter(Backend):
         yield f"; now: {conversation.message}"
 
 
+@pytest.fixture(scope="session")
+def migrated_llm_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty logs.db as llm leaves it on first use. llm commits (and syncs) each of
+    its migrations apart: seconds on a busy disk, once per session rather than per test."""
+    path = tmp_path_factory.mktemp("llm-logs") / "logs.db"
+    migrate(sqlite_utils.Database(path))  # type: ignore[no-untyped-call]
+    return path
+
+
 @pytest.fixture(autouse=True)
-def llm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def llm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_llm_logs: Path) -> Path:
     """llm keeps its keys, aliases and logs.db here, not in the developer's directory."""
     home = tmp_path / "llm"
     home.mkdir()
+    shutil.copyfile(migrated_llm_logs, home / "logs.db")
     monkeypatch.setenv("LLM_USER_PATH", str(home))
     for name in [n for n in os.environ if n.startswith("GPROCHAT_") and n != "GPROCHAT_HOME"]:
         monkeypatch.delenv(name)

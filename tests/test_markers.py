@@ -35,3 +35,6 @@ def test_the_markers_follow_fixtures_processes_and_the_model() -> None:
     # slow: a test that starts `gprochat serve` is out of the inner loop; an in-process one is in.
     fast = collected("not slow", "tests/server/test_shutdown_and_logs.py", "tests/server/test_guard.py")
     assert fast and not any("test_shutdown_and_logs.py" in test for test in fast)
+    # ...also when the test imports the process helper in its own body.
+    slow = collected("slow", "tests/server/test_gateway_images.py")
+    assert any(test.endswith("::test_gprochat_serve_fetch_image_urls_is_wired") for test in slow)

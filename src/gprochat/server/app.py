@@ -25,7 +25,8 @@ from .backends._router_config import build_router
 from .backends.router import RouterBackend
 from .config import ServerConfig
 from .front import App, route
-from .gateway import gateway_routes, openapi_schema
+from .gateway import gateway_routes
+from .gateway.openapi import openapi_json
 from .guard import FailurePolicy, RateLimiter, RequestGuard, StreamLimiter, parse_networks
 from .logs import install_abort_filter
 from .metrics import ServerMetrics
@@ -115,10 +116,9 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         route("/metrics", prometheus_metrics, ["GET"]),
     ]
     if config.gateway:
-        schema = openapi_schema()
-
         async def openapi(request: Request) -> Response:
-            return JSONResponse(schema)
+            # Generated on the first request (in any app of the process), then kept.
+            return Response(openapi_json(), media_type="application/json")
 
         routes += [*gateway_routes(), route("/openapi.json", openapi, ["GET"])]
 

@@ -1,11 +1,15 @@
 """The gateway's OpenAPI 3.1 document, generated from the pydantic models it answers with.
 
-``/openapi.json`` serves it (built once at start-up). The three ``/v1`` routes only:
-the GeminiProChat routes stay out of it.
+``/openapi.json`` serves it. The three ``/v1`` routes only: the GeminiProChat routes
+stay out of it. It depends on the code alone (no setting changes it), so it is
+generated on the first request for it and kept, rendered, for the life of the process
+(``openapi_json()``): an app that is never asked for it never generates it.
 """
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
@@ -14,7 +18,15 @@ from ... import __version__
 from ...openai.requests import ChatCompletionRequest, ErrorResponse
 from ...openai.types import ChatCompletion, ChatCompletionChunk, Model, SyncPage
 
-__all__ = ["openapi_schema"]
+__all__ = ["openapi_json", "openapi_schema"]
+
+
+@cache
+def openapi_json() -> bytes:
+    """``openapi_schema()`` as JSON (as Starlette's ``JSONResponse`` renders it), generated
+    on the first call and kept for the process."""
+    return json.dumps(openapi_schema(), ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode()
 
 
 def openapi_schema() -> dict[str, Any]:

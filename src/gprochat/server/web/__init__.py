@@ -81,7 +81,7 @@ _IMMUTABLE = "public, max-age=31536000, immutable"
 
 @dataclass(frozen=True)
 class _Asset:
-    """A file's bytes, type and ETag, and its gzip twin for text (compressed once, at start)."""
+    """A file's bytes, type and ETag, and its gzip twin for text (compressed once per process)."""
 
     body: bytes
     media_type: str
@@ -105,8 +105,24 @@ def _load_assets() -> dict[str, _Asset]:
         media_type = _ASSET_TYPES.get(path.suffix)
         if media_type is None or not path.is_file():
             continue
-        assets[path.relative_to(WEB_ROOT).as_posix()] = _Asset.of(path.read_bytes(), media_type)
+        assets[path.relative_to(WEB_ROOT).as_posix()] = _kept_asset(path, media_type)
     return assets
+
+
+#: Each file's ``_Asset`` by path, with the modification time and size it was read at.
+#: Every app of the process shares them (gzip of the vendored libraries is most of the
+#: cost of building an app); a file changed on disk is read again by the next app.
+_kept: dict[Path, tuple[tuple[int, int], _Asset]] = {}
+
+
+def _kept_asset(path: Path, media_type: str) -> _Asset:
+    stat = path.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    kept = _kept.get(path)
+    if kept is None or kept[0] != version:
+        kept = (version, _Asset.of(path.read_bytes(), media_type))
+        _kept[path] = kept
+    return kept[1]
 
 
 def _not_modified(request: Request, etag: str) -> bool:
