@@ -314,7 +314,7 @@ def _floor_answers(llama: Any, max_tokens: int) -> dict[str, tuple[str, int]]:
 def _floor_stream(llama: Any, prompt: str, max_tokens: int) -> Answer:
     started = time.perf_counter()
     ttft = float("nan")
-    parts = []
+    parts: list[str] = []
     for chunk in llama.create_chat_completion(
         _messages(prompt), max_tokens=max_tokens, temperature=0, seed=SEED,
         repeat_penalty=REPEAT_PENALTY, stream=True,
@@ -365,7 +365,10 @@ def run(quick: bool) -> list[Row]:
     ours = _ours(model, [])
     try:
         our_model = _model_id(ours.base_url)
-        floor_rate, floor_ttft, our_rate, our_ttft = [], [], [], []
+        floor_rate: list[float] = []
+        floor_ttft: list[float] = []
+        our_rate: list[float] = []
+        our_ttft: list[float] = []
         failures = 0
         for index in range(single_rounds):
             prompt = PROMPTS[index % len(PROMPTS)]
