@@ -629,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     flags = ("--threads", str(args.our_threads)) if args.our_threads else ()
     rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads, flags, args.nice)
     print(format_table(rows))
+    notes = [f"- {row.metric}: {row.note}" for row in rows if row.note]
+    if notes:
+        print("\nnotes:\n" + "\n".join(notes))
     return 0
 
 
