@@ -90,6 +90,12 @@ def test_the_next_turn_of_a_chat_computes_only_its_new_message() -> None:
     async def main() -> tuple[str, int, int]:
         try:
             first = "".join([p async for p in backend.stream(Conversation(message=question))])
+            # Kept, but outside the cache: no sequence holds a cell (kept cells would
+            # widen every later step's attention).
+            assert len(engine._kept) == 1
+            memory, llama_cpp = engine._memory, engine._llama_cpp
+            sequences = range(llama_cpp.llama_n_seq_max(engine._ctx))
+            assert {llama_cpp.llama_memory_seq_pos_max(memory, seq) for seq in sequences} == {-1}
             before = engine.shared_tokens
             follow_up = Conversation(message="And of Italy?",
                                      history=(Turn("user", question), Turn("model", first)))

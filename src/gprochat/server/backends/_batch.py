@@ -13,11 +13,14 @@ faster. On bigger models (memory-bound), a batch costs little more than one toke
 
 Prompts that begin alike (the same system prompt, the earlier turns of a conversation)
 share the cache cells of their common beginning. The last few finished conversations,
-prompt and answer, stay in the cache (``KEPT`` of them, in at most an eighth of it, the
-least recently used leaving first), so the next turn of a chat computes only its new
-message. A new sequence starts from the longest beginning it has in common with a
-kept conversation or an answer being generated; when a prompt that arrived with it
-has more in common but is not computed yet, it waits for that one and shares it.
+prompt and answer, are kept (``KEPT`` of them, as many tokens as an eighth of the cache,
+the least recently used leaving first), so the next turn of a chat computes only its new
+message. They are kept as a copy of their cells in memory, outside the cache, as
+llama-server keeps its idle slots: cells left in the cache would widen the range every
+step's attention runs over (the cache's highest used cell), for every answer. A new
+sequence starts from the longest beginning it has in common with a kept conversation
+(copied back into the cache) or an answer being generated; when a prompt that arrived
+with it has more in common but is not computed yet, it waits for that one and shares it.
 
 A conversation with images (``Job.media``, prepared by ``_mtmd``) is read differently:
 when it arrives, the engine decodes its whole prompt, text and images' embeddings, into
@@ -219,15 +222,16 @@ class BatchEngine:
         self._llama_cpp = llama_cpp
         self._model = model  # keeps the weights alive while the context uses them
         self.n_batch = max(n_batch, parallel)
+        # A kept conversation is copied back into the cache whole, then cut to what the new
+        # prompt shares: room for that stays free (it holds no answer).
         self.kept_cells = n_ctx // 8
         self.room = n_ctx - self.kept_cells
-        self._kept: list[tuple[int, list[int]]] = []  # (sequence, its tokens), most recent last
-        self._kept_free = list(range(parallel, parallel + KEPT))
+        self._kept: list[tuple[Any, list[int]]] = []  # (its cells' copy, its tokens), most recent last
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
-        params.n_seq_max = parallel + KEPT  # the sequences from `parallel` on keep conversations
+        params.n_seq_max = parallel
         params.kv_unified = True  # one pool of cells: a sequence may use all of them
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -460,7 +464,7 @@ class BatchEngine:
         elif source is not None:
             self._kept.remove(source)  # used: the most recent now
             self._kept.append(source)
-            self._share(source[0], job, best)
+            self._restore(source[0], job, best)
 
     def _share(self, source: int, job: Job, length: int) -> None:
         length = min(length, len(job.tokens) - 1)  # the last prompt token is computed: its logits
@@ -469,29 +473,41 @@ class BatchEngine:
             self.shared_tokens += length - job.fed
             job.fed = job.cached = length
 
+    def _restore(self, cells: Any, job: Job, length: int) -> None:
+        """Copy a kept conversation's cells into ``job``'s sequence and keep the first
+        ``length`` (at most all of its prompt but the last token). When llama.cpp cannot
+        place them, the job computes its prompt itself."""
+        length = min(length, len(job.tokens) - 1)
+        if length <= job.fed:
+            return
+        llama_cpp = self._llama_cpp
+        if not llama_cpp.llama_state_seq_set_data(self._ctx, cells, len(cells), job.seq_id):
+            llama_cpp.llama_memory_seq_rm(self._memory, job.seq_id, -1, -1)
+            logger.debug("local backend: a kept conversation could not be copied back into the cache")
+            return
+        llama_cpp.llama_memory_seq_rm(self._memory, job.seq_id, length, -1)
+        self.shared_tokens += length - job.fed
+        job.fed = job.cached = length
+
     def _keep(self, job: Job) -> None:
-        """Keep the finished ``job``'s conversation, prompt and answer, for the next ones."""
+        """Keep the finished ``job``'s conversation, prompt and answer, for the next ones:
+        a copy of its cells, taken before the sequence leaves the cache."""
         if job.media is not None:
             return  # its cells hold images: no token list says what they are
         tokens = [*job.tokens, *job.output][: min(job.cached, self.kept_cells)]
-        if any(_common_prefix(kept, tokens) == len(tokens) for _, kept in self._kept):
-            return  # already kept, whole
-        for seq_id, kept in list(self._kept):  # what the new one contains goes
-            if _common_prefix(kept, tokens) == len(kept):
-                self._drop_kept(seq_id)
-        while self._kept and (not self._kept_free or
+        if not tokens or any(_common_prefix(kept, tokens) == len(tokens) for _, kept in self._kept):
+            return  # nothing, or already kept whole
+        # What the new one contains goes; then the least recently used, while too many.
+        self._kept = [(cells, kept) for cells, kept in self._kept if _common_prefix(kept, tokens) < len(kept)]
+        while self._kept and (len(self._kept) >= KEPT or
                               sum(len(kept) for _, kept in self._kept) + len(tokens) > self.kept_cells):
-            self._drop_kept(self._kept[0][0])  # the least recently used
-        if not tokens or not self._kept_free:
-            return
-        seq_id = self._kept_free.pop()
-        self._llama_cpp.llama_memory_seq_cp(self._memory, job.seq_id, seq_id, 0, len(tokens))
-        self._kept.append((seq_id, tokens))
-
-    def _drop_kept(self, seq_id: int) -> None:
-        self._llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
-        self._kept = [(seq, tokens) for seq, tokens in self._kept if seq != seq_id]
-        self._kept_free.append(seq_id)
+            del self._kept[0]
+        llama_cpp = self._llama_cpp
+        llama_cpp.llama_memory_seq_rm(self._memory, job.seq_id, len(tokens), -1)
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, job.seq_id)
+        cells = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(self._ctx, cells, size, job.seq_id) == size:
+            self._kept.append((cells, tokens))
 
     def _retire(self, job: Job, reason: Optional[str]) -> None:
         """Take the sequence out of the cache and tell the owner (who frees its capacity)."""
