@@ -74,6 +74,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         max_messages=config.max_messages,
         max_image_bytes=config.max_image_bytes,
         max_images=config.max_images,
+        max_parts=config.max_parts,
         max_message_chars=config.max_message_chars,
         passwords=config.passwords,
         api_keys=config.api_keys,
