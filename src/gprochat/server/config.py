@@ -134,8 +134,9 @@ class ServerConfig:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_images: int = DEFAULT_MAX_IMAGES
     # Content parts in a request's messages, history included: room for max_messages
-    # messages of one text part each plus max_images images, and to spare.
-    max_parts: int = 1000
+    # messages of one text part each plus max_images images, and to spare (a request
+    # of too many images is told so by --max-images, not by this).
+    max_parts: int = 2000
     # The gateway's remote image URLs (server/gateway/fetch.py): refused unless
     # ``fetch_image_urls``; then fetched within ``max_image_bytes`` and
     # ``image_fetch_timeout`` seconds, from public addresses only.
