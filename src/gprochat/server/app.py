@@ -124,6 +124,10 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         routes += [*gateway_routes(), route("/openapi.json", openapi, ["GET"])]
 
     app = App(routes, metrics=metrics, trusted_proxies=trusted, lifespan=lifespan)
+    # "/api/generate/" is no path of ours: a 404 in the route's shape, not Starlette's
+    # empty 307 to the path without the slash (a client that does not follow it sees
+    # nothing; one that does re-sends a body, and its path is then not the one it uses).
+    app.router.redirect_slashes = False
     app.state.config = config
     app.state.backend = backend
     app.state.shared_state = shared_state
