@@ -178,3 +178,78 @@ def test_an_image_from_a_data_url_keeps_the_url_and_copies_nothing_until_asked()
     assert image.data == b64(PNG) and image.decode() == PNG
     other = Image.from_data_url("data:image/png;name=x;base64," + b64(PNG))
     assert other.data_url == url and other == image and hash(other) == hash(image)
+
+
+# Other formats a user may attach, as their first bytes are: each refusal names the format.
+OTHER_FORMATS = [
+    ("BMP", b"BM" + (1078).to_bytes(4, "little") + bytes(4) + (54).to_bytes(4, "little")
+     + (40).to_bytes(4, "little") + bytes(60), "a BMP image"),
+    ("TIFF little-endian", b"II*\x00\x08\x00\x00\x00" + bytes(60), "a TIFF image"),
+    ("TIFF big-endian", b"MM\x00*\x00\x00\x00\x08" + bytes(60), "a TIFF image"),
+    ("ICO", b"\x00\x00\x01\x00\x01\x00\x10\x10" + bytes(60), "an ICO icon"),
+    ("AVIF", b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(60), "an AVIF image"),
+    ("HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(60), "a HEIC image"),
+    ("HEIF", b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic" + bytes(60), "a HEIF image"),
+    ("WAVE", b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(60), "a WAVE audio file"),
+    ("PDF", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj" + bytes(60), "a PDF document"),
+    ("ZIP", b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(60),
+     "a ZIP archive (or a document in one: DOCX, ODT, EPUB)"),
+]
+
+
+@pytest.mark.parametrize(("raw", "name"), [(raw, name) for _, raw, name in OTHER_FORMATS],
+                         ids=[label for label, _, _ in OTHER_FORMATS])
+def test_other_formats_are_named_by_their_magic_numbers(raw: bytes, name: str) -> None:
+    expected = f"messages[0].parts[1] is {name}: send PNG, JPEG, WebP or GIF"
+    with pytest.raises(ImageError) as caught:
+        Image.from_base64(b64(raw), "image/png", where="messages[0].parts[1]")
+    assert str(caught.value).startswith(expected), str(caught.value)
+    assert caught.value.status == 400
+    with pytest.raises(ImageError) as caught:
+        Image.from_bytes(raw, where="attachment photo.png")
+    assert str(caught.value).startswith(f"attachment photo.png is {name}: send"), str(caught.value)
+    assert sniff_image_type(raw) is None
+
+
+SVG_TEXT = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xef\xbb\xbf" + SVG_TEXT.encode(),
+        SVG_TEXT.encode("utf-16"),  # with its BOM
+        ('<?xml version="1.0" encoding="UTF-16"?>' + SVG_TEXT).encode("utf-16-le"),
+        SVG_TEXT.encode("utf-16-be"),
+    ],
+    ids=["UTF-8 BOM", "UTF-16 BOM", "UTF-16LE", "UTF-16BE"],
+)
+def test_svg_in_any_unicode_encoding_is_named_svg(raw: bytes) -> None:
+    with pytest.raises(ImageError) as caught:
+        Image.from_base64(b64(raw), where="messages[0].parts[1]")
+    assert str(caught.value).startswith(
+        "messages[0].parts[1] is SVG or other markup, not an image this server takes: "
+        "send PNG, JPEG, WebP or GIF"
+    ), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "what"),
+    [
+        (b"just text\x00with a NUL" + bytes(40), ""),
+        (b"\x00\x01\x02\x03" + bytes(60), ""),
+        (b"BMW is a car maker; this file is text, renamed .png", "text"),
+        # A character cut by the end of the bytes read is still text.
+        (("a" * 511 + "\u00e9" * 300).encode(), "text"),
+    ],
+    ids=["NUL in text", "zeros", "text starting BM", "UTF-8 cut at the head's end"],
+)
+def test_nul_bytes_are_binary_and_text_is_text(raw: bytes, what: str) -> None:
+    with pytest.raises(ImageError) as caught:
+        Image.from_base64(b64(raw), where="messages[0].parts[1]")
+    expected = (
+        f"messages[0].parts[1] is {what}, not an image this server takes: send PNG, JPEG, WebP or GIF"
+        if what else "messages[0].parts[1] is not an image this server takes: its bytes are not a "
+        "PNG, JPEG, WebP or GIF image, nor another format it knows; send PNG, JPEG, WebP or GIF"
+    )
+    assert str(caught.value) == expected

@@ -133,12 +133,20 @@ def test_a_locked_log_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_a_damaged_log_is_one_clear_line_and_no_log_still_chats(gprochat_home: Path) -> None:
     (gprochat_home / "logs.db").write_bytes(b"this is not a database" * 100)
-    for args in (["logs"], ["chat", "--local", "Hi"]):
+    result = run_cli("chat", "--local", "Hi")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: the conversation log {gprochat_home / 'logs.db'} cannot be used (file is not a "
+        "database): move the file away (a new log is started) or pass --no-log"
+    ]
+    # logs has no --no-log: its advice is what to do with the log it came to read.
+    for args in (["logs"], ["logs", "--attachment", "3f2a"]):
         result = run_cli(*args)
         assert result.returncode == 1
         assert result.stderr.strip().splitlines() == [
-            f"Error: the conversation log {gprochat_home / 'logs.db'} cannot be used (file is not a "
-            "database): move the file away (a new log is started) or pass --no-log"
+            f"Error: the conversation log {gprochat_home / 'logs.db'} cannot be read (file is not a "
+            "database): it is damaged; restore it from a backup, or move the file away (gprochat "
+            "chat then starts a new log)"
         ]
     result = run_cli("chat", "--local", "--no-log", "Hi")
     assert result.returncode == 0 and result.stdout.rstrip().endswith("Hi")
@@ -171,6 +179,18 @@ def test_a_file_where_the_log_directory_should_be_is_named(tmp_path: Path) -> No
             f"Error: cannot open the conversation log {home / 'logs.db'}: {home} must be a directory, "
             "and a file is in the way (set GPROCHAT_HOME to a writable directory, or pass --no-log)"
         ]
+
+
+def test_logs_with_a_file_in_the_way_does_not_suggest_no_log(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "home"
+    in_the_way.write_text("a file, not a directory\n")
+    result = run_cli("logs", env=clean_env(GPROCHAT_HOME=str(in_the_way)))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot open the conversation log {in_the_way / 'logs.db'}: {in_the_way} must be a "
+        "directory, and a file is in the way (set GPROCHAT_HOME to the directory that holds your "
+        "log; gprochat logs --path shows where it is looked for)"
+    ]
 
 
 def test_logs_says_when_there_is_nothing_to_show(gprochat_home: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import functools
 import hashlib
 import os
@@ -78,18 +79,107 @@ def sniff_image_type(head: bytes) -> Optional[str]:
     return None
 
 
-def _describe_bytes(head: bytes) -> str:
-    """What a refused file looks like, for the error message."""
-    stripped = head.lstrip()
-    if stripped.startswith(b"<"):
-        return "SVG or other markup" if b"svg" in stripped[:512].lower() else "markup (HTML or XML)"
-    if not head:
-        return "empty"
+# Other formats a user may well attach, told by their magic numbers so that the refusal
+# names them: (prefix at offset 0, name).
+_OTHER_FORMATS = (
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x00\x00\x01\x00", "an ICO icon"),
+    (b"\x00\x00\x02\x00", "a CUR cursor"),
+    (b"\xff\x0a", "a JPEG XL image"),
+    (b"\x00\x00\x00\x0cJXL ", "a JPEG XL image"),
+    (b"8BPS", "a Photoshop (PSD) image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or a document in one: DOCX, ODT, EPUB)"),
+    (b"PK\x05\x06", "a ZIP archive"),
+    (b"\x1f\x8b", "gzip-compressed data (an SVGZ drawing, or an archive)"),
+    (b"OggS", "an Ogg audio or video file"),
+    (b"ID3", "an MP3 audio file"),
+    (b"fLaC", "a FLAC audio file"),
+    (b"\x1aE\xdf\xa3", "a Matroska or WebM video"),
+)
+# ISO media files (ftyp box): the major brand says which.
+_FTYP_BRANDS = {
+    b"avif": "an AVIF image", b"avis": "an AVIF image sequence",
+    b"heic": "a HEIC image", b"heix": "a HEIC image", b"heim": "a HEIC image",
+    b"heis": "a HEIC image", b"hevc": "a HEIC image sequence", b"hevx": "a HEIC image sequence",
+    b"mif1": "a HEIF image", b"msf1": "a HEIF image sequence",
+}
+_RIFF_FORMATS = {b"WAVE": "a WAVE audio file", b"AVI ": "an AVI video"}
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _other_format(head: bytes) -> Optional[str]:
+    """The name of a known format that is not one we take (``"a BMP image"``), or None."""
+    if head[:2] == b"BM" and len(head) >= 14 and head[6:10] == bytes(4):
+        return "a BMP image"  # its reserved fields are zero: no text starts "BM" and NULs
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return _FTYP_BRANDS.get(brand, f"an ISO media file (brand {brand.decode('latin-1')!r}: "
+                                       "a video, or an image format this server does not take)")
+    if head[:4] == b"RIFF":
+        return _RIFF_FORMATS.get(head[8:12], "a RIFF file (audio or video)")
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def _as_text(head: bytes) -> Optional[str]:
+    """The start of a file as text (UTF-8, with or without a BOM, or UTF-16), or None.
+
+    A NUL byte makes it binary (UTF-8 allows one, text files have none); a character cut
+    by the end of ``head`` does not.
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return head[: len(head) & ~1].decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+    # Markup in UTF-16 without a BOM: "<\0?\0" (little-endian) or "\0<\0?" (big-endian).
+    for encoding, pattern in (("utf-16-le", b"<\x00.\x00"), ("utf-16-be", b"\x00<\x00.")):
+        if re.match(pattern, head, re.DOTALL):
+            try:
+                return head[: len(head) & ~1].decode(encoding)
+            except UnicodeDecodeError:
+                return None
+    head = head.removeprefix(_UTF8_BOM)
+    if b"\x00" in head:
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        head[:64].decode("utf-8")
+        return decoder.decode(head[:512], final=False)
     except UnicodeDecodeError:
-        return "not a PNG, JPEG, WebP or GIF image"
-    return "text"
+        return None
+
+
+def _refused_as(head: bytes) -> tuple[str, bool]:
+    """What a refused file is, for the error message ("" for binary of no known format),
+    and whether it is a named format."""
+    if not head:
+        return "empty", False
+    other = _other_format(head)
+    if other is not None:
+        return other, True
+    text = _as_text(head)
+    if text is None:
+        return "", False
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped.startswith("<"):
+        return ("SVG or other markup" if "svg" in stripped.lower() else "markup (HTML or XML)"), False
+    return "text", False
+
+
+def _not_accepted(where: str, head: bytes, *, server: bool) -> str:
+    """``messages[0].parts[1] is a BMP image: send PNG, JPEG, WebP or GIF`` and the like."""
+    what, named = _refused_as(head)
+    takes = " this server takes" if server else ""
+    if named:
+        return f"{where} is {what}: send {_ACCEPTED} (convert it)"
+    if not what:  # binary, of no format named above
+        return (f"{where} is not an image{takes}: its bytes are not a PNG, JPEG, WebP or GIF "
+                f"image, nor another format it knows; send {_ACCEPTED}")
+    return f"{where} is {what}, not an image{takes}: send {_ACCEPTED}"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -176,11 +266,7 @@ class Image:
         head = binascii.a2b_base64(data[start : start + _HEAD_CHARS])
         real = sniff_image_type(head)
         if real is None:
-            raise ImageError(
-                f"{where} is {_describe_bytes(head)}, not an image this server takes: "
-                f"send {_ACCEPTED}",
-                where=where,
-            )
+            raise ImageError(_not_accepted(where, head, server=True), where=where)
         declared = (declared_type or "").strip().lower()
         if declared == "image/jpg":
             declared = "image/jpeg"
@@ -198,10 +284,7 @@ class Image:
         raw = bytes(raw)
         real = sniff_image_type(raw[:32])
         if real is None:
-            raise ImageError(
-                f"{where} is {_describe_bytes(raw[:512])}, not an image: send {_ACCEPTED}",
-                where=where,
-            )
+            raise ImageError(_not_accepted(where, raw[:512], server=False), where=where)
         image = cls(mime_type=real, size=len(raw), _text=base64.b64encode(raw).decode("ascii"))
         image.__dict__["sha256"] = hashlib.sha256(raw).hexdigest()  # the bytes are at hand
         return image

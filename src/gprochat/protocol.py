@@ -58,6 +58,7 @@ __all__ = [
     "build_generate_request",
     "native_messages",
     "message_content",
+    "generate_body_json",
     "parse_generate_request",
     "parse_json",
     "decode_body",
@@ -447,22 +448,41 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse_generate_request(body: bytes | str) -> GenerateRequest:
-    """Validate a request body, in the reference server's order, naming what is wrong.
+def generate_body_json(body: bytes | str) -> dict[str, Any]:
+    """A ``/api/generate`` body's JSON object, not yet validated, or ``InvalidRequest``.
 
-    Raises ``InvalidRequest`` for anything a server must answer 400 to.
+    A server counts what it must bound in it (``RequestGuard.check_part_count``) before
+    ``parse_generate_request`` builds a model per part.
     """
     if not body.strip():
         raise InvalidRequest("Empty request body: send a JSON object with messages, time, pass and sign.")
     data = parse_json(body)
     if not isinstance(data, dict):
         raise InvalidRequest(f"Request body must be a JSON object, not {type(data).__name__}.")
+    return data
+
+
+def parse_generate_request(body: bytes | str | dict[str, Any]) -> GenerateRequest:
+    """Validate a request body, in the reference server's order, naming what is wrong.
+
+    ``body`` is the bytes received, their text, or ``generate_body_json``'s object.
+    Raises ``InvalidRequest`` for anything a server must answer 400 to.
+    """
+    data = body if isinstance(body, dict) else generate_body_json(body)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(INVALID_HISTORY, field="messages")
     last = messages[-1]
     if not isinstance(last, dict) or last.get("role") != "user":
         raise InvalidRequest(INVALID_HISTORY, field="messages")
+    for index, message in enumerate(messages):
+        if isinstance(message, dict) and message.get("parts") == []:
+            # Gemini refuses a message with no parts; taking it as "" would hide a broken client.
+            raise InvalidRequest(
+                f"messages[{index}].parts is empty: a message holds at least one part "
+                '(its text as {"text": "..."}). Send its text, or leave the message out.',
+                field=f"messages.{index}.parts",
+            )
     try:
         return GenerateRequest.model_validate(data)
     except ValidationError as exc:

@@ -287,6 +287,27 @@ async def test_404_and_405_answer_the_documented_error_shape(
         assert "POST" in headers["allow"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/generate/"), ("POST", "/api/auth/"), ("GET", "/api/models/"),
+        ("GET", "/healthz/"), ("GET", "/metrics/"), ("GET", "/openapi.json/"),
+        ("POST", "/v1/chat/completions/"),
+        # ("GET", "/v1/models/") is /v1/models/{model_id} with an empty id: the default
+        # model, the gateway's choice.
+    ],
+)
+async def test_a_trailing_slash_is_404_json_not_an_empty_redirect(
+    echo_server: BackgroundServer, method: str, path: str
+) -> None:
+    body = json.dumps(signed("Hi")).encode() if method == "POST" else b""
+    got, headers, raw = await raw_exchange(echo_server.base_url, http_request(method, path, body))
+    assert got == 404, (got, headers, raw)
+    assert "location" not in headers
+    message = str(openai_error(raw)["message"]) if path.startswith("/v1/") else error_message(raw)
+    assert message.startswith("Not found: no such path on this server")
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/metrics", "/v1/models", "/openapi.json"])
 async def test_head_works_where_get_works(echo_server: BackgroundServer, path: str) -> None:
     status, headers, body = await raw_exchange(echo_server.base_url, http_request("HEAD", path))

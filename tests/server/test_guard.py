@@ -14,7 +14,7 @@ from gprochat.server import ServerConfig
 from gprochat.server.backends import EchoBackend
 
 from ..conftest import ServerFactory
-from .helpers import error_message, post, signed
+from .helpers import error_message, image_part, png, post, signed
 
 NO_RATE_LIMIT = {"rate_limit": None}
 
@@ -233,3 +233,80 @@ async def test_identical_prompts_sent_at_once_are_all_answered(make_server: Serv
         *(GPROChat.create_async("", messages, base_url=server.base_url, max_retries=0) for _ in range(30))
     )
     assert all(answer.endswith("Same question") for answer in answers)
+
+
+def _empty_parts_bodies(count: int) -> dict[str, bytes]:
+    """Issue 16's attack on each route: ``count`` empty text parts and one real one."""
+    generate = signed("hi")
+    generate["messages"][-1]["parts"] = [{"text": ""}] * count + [{"text": "hi"}]
+    parts = [{"type": "text", "text": ""}] * count + [{"type": "text", "text": "hi"}]
+    completion = {"model": "echo", "messages": [{"role": "user", "content": parts}]}
+    return {"/api/generate": json.dumps(generate).encode(),
+            "/v1/chat/completions": json.dumps(completion).encode()}
+
+
+async def test_half_a_million_empty_parts_get_413_and_healthz_answers(
+    make_server: ServerFactory,
+) -> None:
+    """The default limits: counted before validation, named, and the server keeps serving."""
+    server = make_server(**NO_RATE_LIMIT)
+    config = ServerConfig()
+    for path, body in _empty_parts_bodies(500_000).items():
+        assert len(body) <= config.max_body_bytes  # refused for its parts, not its size
+        headers = {"Content-Type": "application/json"}
+
+        async def healthz() -> int:
+            async with aiohttp.ClientSession() as session, session.get(
+                server.base_url + "/healthz"
+            ) as response:
+                return response.status
+
+        (status, _, raw), health = await asyncio.gather(
+            post(server.base_url, body, path, headers), healthz()
+        )
+        assert health == 200
+        assert status == 413, raw[:500]
+        message = json.loads(raw)["error"]["message"]
+        assert message.startswith(
+            f"Too many content parts: 500001 in the request's messages; this server accepts "
+            f"at most {config.max_parts} per request (--max-parts)"
+        ), message
+
+
+async def test_the_default_part_limit_admits_every_conversation_the_other_limits_do(
+    make_server: ServerFactory,
+) -> None:
+    """max_messages messages of one text part each, the last with max_images images too."""
+    config = ServerConfig()
+    server = make_server(**NO_RATE_LIMIT)
+    history = [{"role": ("user", "model")[i % 2], "parts": [{"text": f"turn {i}"}]}
+               for i in range(config.max_messages - 1)]
+    images = [image_part(png(64, seed)) for seed in range(config.max_images)]
+    status, _, raw = await post(server.base_url, signed("hi", history=history, images=images))
+    assert status == 200, raw[:500]
+    assert raw.count(b"[image ") == config.max_images
+    assert config.max_parts >= config.max_messages + config.max_images
+
+
+async def test_max_parts_zero_turns_the_count_off(make_server: ServerFactory) -> None:
+    server = make_server(max_parts=0, **NO_RATE_LIMIT)
+    body = _empty_parts_bodies(2_000)["/api/generate"]
+    status, _, raw = await post(server.base_url, body)
+    assert status == 200 and raw.endswith(b": hi"), raw[:200]
+
+
+async def test_empty_parts_and_null_content_name_the_message(make_server: ServerFactory) -> None:
+    server = make_server(**NO_RATE_LIMIT)
+    body = signed("hi", history=[{"role": "user", "parts": [{"text": "a"}]},
+                                 {"role": "model", "parts": []}])
+    status, _, raw = await post(server.base_url, body)
+    assert status == 400
+    assert error_message(raw).startswith("messages[1].parts is empty: a message holds at least one part")
+    completion = {"model": "echo", "messages": [{"role": "system", "content": "Be brief."},
+                                                {"role": "user", "content": None}]}
+    status, _, raw = await post(server.base_url, completion, "/v1/chat/completions",
+                                {"Content-Type": "application/json"})
+    assert status == 400
+    error = json.loads(raw)["error"]
+    assert error["message"].startswith("messages[1].content is null or missing: a user message")
+    assert error["param"] == "messages[1].content"

@@ -42,7 +42,7 @@ def logs(
         _write_attachment(attachment_sha)
         return
     try:
-        with ConversationLog.open() as log:
+        with ConversationLog.open(reading=True) as log:
             exchanges = log.recent(count or None, conversation_id=cid, query=query)
     except LogError as exc:
         fail(str(exc))
@@ -90,7 +90,7 @@ def _write_attachment(sha256: str) -> None:
         fail("an attachment is binary: redirect it to a file "
              f"(gprochat logs --attachment {sha256} > image)", 2)
     try:
-        with ConversationLog.open() as log:
+        with ConversationLog.open(reading=True) as log:
             _, content = log.attachment(sha256)
     except LogError as exc:
         fail(str(exc))

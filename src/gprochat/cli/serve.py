@@ -214,6 +214,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str
         "--max-body-bytes too, as base64 (4/3 of their size).")
 @_setting("--max-images", type=click.IntRange(min=0),
         help="Most images in one request, history included (413 beyond; 0: no limit).")
+@_setting("--max-parts", type=click.IntRange(min=0),
+        help="Most content parts (texts and images) in one request's messages, history "
+        "included (413 beyond; 0: no limit).")
 @option("--rate-limit", default=_default("rate_limit"), envvar="GPROCHAT_RATE_LIMIT",
         help='Requests per client address, e.g. "60/minute", "5/second", "1000/day"; "off" '
         "disables it.")

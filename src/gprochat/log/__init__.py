@@ -223,9 +223,12 @@ def _exchange(row: sqlite3.Row) -> Exchange:
 class ConversationLog:
     """The log database at ``path`` (created and migrated on open)."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT, reading: bool = False) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        # What an error advises: a chat can go on without its log (--no-log); a reader
+        # (gprochat logs) has no such flag, and the log is what it came for.
+        self.reading = reading
         with self._errors():
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
@@ -292,7 +295,8 @@ class ConversationLog:
             if "locked" in text or "busy" in text:
                 raise LogError(
                     f"the conversation log {self.path} is locked by another program "
-                    f"(waited {self.busy_timeout:g}s): try again, or pass --no-log"
+                    f"(waited {self.busy_timeout:g}s): try again"
+                    + (" once it is done" if self.reading else ", or pass --no-log")
                 ) from exc
             raise self._damaged(exc) from exc
         except sqlite3.DatabaseError as exc:
@@ -301,12 +305,18 @@ class ConversationLog:
             reason = exc.strerror or str(exc)
             if isinstance(exc, (FileExistsError, NotADirectoryError)):  # mkdir met a file
                 reason = f"{exc.filename} must be a directory, and a file is in the way"
-            raise LogError(
-                f"cannot open the conversation log {self.path}: {reason} "
-                "(set GPROCHAT_HOME to a writable directory, or pass --no-log)"
-            ) from exc
+            advice = ("set GPROCHAT_HOME to the directory that holds your log; gprochat logs "
+                      "--path shows where it is looked for" if self.reading else
+                      "set GPROCHAT_HOME to a writable directory, or pass --no-log")
+            raise LogError(f"cannot open the conversation log {self.path}: {reason} ({advice})") from exc
 
     def _damaged(self, exc: Exception) -> LogError:
+        if self.reading:
+            return LogError(
+                f"the conversation log {self.path} cannot be read ({exc}): it is damaged; "
+                "restore it from a backup, or move the file away (gprochat chat then starts "
+                "a new log)"
+            )
         return LogError(
             f"the conversation log {self.path} cannot be used ({exc}): move the file away "
             "(a new log is started) or pass --no-log"

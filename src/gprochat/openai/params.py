@@ -126,7 +126,16 @@ def normalize_messages(messages: Any) -> list[dict[str, str]]:
             )
             raise InvalidParameterError(f"{where}.role {role!r} is not accepted: {detail}",
                                         param=f"{where}.role")
-        normalized.append({"role": _ROLES[role], "content": _text(message.get("content"), where)})
+        content = message.get("content")
+        if content is None and role != "assistant":
+            # OpenAI requires it (only an assistant's message that calls tools may lack it):
+            # taking it as "" would answer a question no one asked.
+            raise InvalidParameterError(
+                f"{where}.content is null or missing: a {role} message needs its content, "
+                "a string or a list of text parts",
+                param=f"{where}.content",
+            )
+        normalized.append({"role": _ROLES[role], "content": _text(content, where)})
     if normalized[-1]["role"] != "user":
         raise InvalidParameterError(
             "the last message must be from the user (role 'user'): GPROChat continues a "

@@ -75,6 +75,7 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         max_messages=config.max_messages,
         max_image_bytes=config.max_image_bytes,
         max_images=config.max_images,
+        max_parts=config.max_parts,
         max_message_chars=config.max_message_chars,
         passwords=config.passwords,
         api_keys=config.api_keys,
@@ -123,6 +124,10 @@ def create_app(config: ServerConfig | None = None, backend: Backend | None = Non
         routes += [*gateway_routes(), route("/openapi.json", openapi, ["GET"])]
 
     app = App(routes, metrics=metrics, trusted_proxies=trusted, lifespan=lifespan)
+    # "/api/generate/" is no path of ours: a 404 in the route's shape, not Starlette's
+    # empty 307 to the path without the slash (a client that does not follow it sees
+    # nothing; one that does re-sends a body, and its path is then not the one it uses).
+    app.router.redirect_slashes = False
     app.state.config = config
     app.state.backend = backend
     app.state.shared_state = shared_state

@@ -82,7 +82,8 @@ class ServerConfig:
     Guard (see ``guard.py``): ``timestamp_window`` seconds either side of the server's
     clock (0 turns the window and replay protection off); ``max_body_bytes``,
     ``max_messages``, ``max_message_chars``, ``max_image_bytes`` (one image, decoded)
-    and ``max_images`` (history included) bound a request; ``rate_limit`` is a
+    ``max_images`` (history included) and ``max_parts`` (content parts, history
+    included) bound a request; ``rate_limit`` is a
     ``limits`` string such as ``"60/minute"`` per client address (``None`` turns it
     off); ``trusted_proxies`` are addresses or networks whose ``X-Forwarded-For`` is
     believed; ``max_streams`` bounds concurrent answers in this process (0: no bound).
@@ -132,6 +133,10 @@ class ServerConfig:
     max_message_chars: int = 100_000
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_images: int = DEFAULT_MAX_IMAGES
+    # Content parts in a request's messages, history included: room for max_messages
+    # messages of one text part each plus max_images images, and to spare (a request
+    # of too many images is told so by --max-images, not by this).
+    max_parts: int = 2000
     # The gateway's remote image URLs (server/gateway/fetch.py): refused unless
     # ``fetch_image_urls``; then fetched within ``max_image_bytes`` and
     # ``image_fetch_timeout`` seconds, from public addresses only.
@@ -216,7 +221,7 @@ _SECONDS_POSITIVE = ("header_timeout", "body_idle_timeout", "body_timeout", "kee
                      "drain_timeout", "image_fetch_timeout")
 _SECONDS_OR_ZERO = ("timestamp_window",)
 _COUNTS = ("max_body_bytes", "max_messages", "max_message_chars", "max_image_bytes",
-           "max_images", "max_streams",
+           "max_images", "max_parts", "max_streams",
            "busy_retry_after", "max_connections", "drain_bytes", "replay_max_entries")
 _COUNTS_POSITIVE = ("max_url_bytes", "max_header_count", "max_header_bytes")
 

@@ -10,7 +10,9 @@ this order::
     body = await guard.admit(request, "generate")   # 413 declared size, 429 rate (the
                                                      # route's own budget), 401 bearer
                                                      # (gateway), 413 actual size
-    ...parse the body...                             # 400, the route's own
+    ...parse the body's JSON...                      # 400, the route's own
+    guard.check_part_count(data, "parts")            # 413 content parts, before any model
+    ...validate it...                                # 400, the route's own
     guard.check_conversation(texts)                  # 413 messages / message length
     guard.check_password(given)                      # 401 (/api/generate: in the body)
     release = guard.streams.try_acquire()            # 503 + Retry-After
@@ -24,7 +26,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from limits import RateLimitItem, WindowStats, parse
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -319,6 +321,7 @@ class RequestGuard:
         max_message_chars: int = 0,
         max_image_bytes: int = 0,
         max_images: int = 0,
+        max_parts: int = 0,
         passwords: tuple[str, ...] = (),
         api_keys: tuple[str, ...] = (),
     ) -> None:
@@ -329,6 +332,7 @@ class RequestGuard:
         self.max_message_chars = max_message_chars
         self.max_image_bytes = max_image_bytes
         self.max_images = max_images
+        self.max_parts = max_parts
         self.passwords = passwords
         # The gateway takes its API keys and, so that a locked site stays locked on
         # every route, the site passwords as bearer tokens.
@@ -390,6 +394,34 @@ class RequestGuard:
                         f"characters; this server accepts at most {self.max_message_chars} "
                         "per message. Shorten it.",
                     )
+
+    def check_part_count(self, data: Any, field: str) -> None:
+        """413 when the messages of a parsed body hold more than ``max_parts`` content parts.
+
+        ``data`` is the body's JSON as parsed, not yet validated: building a model per
+        part is what makes half a million empty parts cost seconds, so they are counted
+        first. ``field`` is where a message keeps its parts (``"parts"`` on
+        ``/api/generate``, ``"content"`` on ``/v1``). Anything malformed is left to the
+        validation that follows.
+        """
+        if not self.max_parts or not isinstance(data, dict):
+            return
+        messages = data.get("messages")
+        if not isinstance(messages, list):
+            return
+        count = 0
+        for message in messages:
+            parts = message.get(field) if isinstance(message, dict) else None
+            if isinstance(parts, list):
+                count += len(parts)
+        if count > self.max_parts:
+            raise Refusal(
+                413,
+                f"Too many content parts: {count} in the request's messages; this server "
+                f"accepts at most {self.max_parts} per request (--max-parts), history "
+                "included. Send each message's text as one part (and one part per image).",
+                param="messages",
+            )
 
     def check_image_count(self, count: int, param: str | None = None) -> None:
         """413 when a request holds more than ``max_images`` images (before any is decoded)."""

@@ -39,7 +39,7 @@ _CHECK_IN_THREAD = 1 << 20
 async def generate(request: Request) -> Response:
     """The guard's checks in order, then the backend's answer, streamed.
 
-    413 size, 429 rate, 400 body/history (an image in a model turn too), 413
+    413 size, 429 rate, 413 content parts, 400 body/history (an image in a model turn too), 413
     conversation limits, 400/413 images, 401 password, 401 signature, 401 timestamp
     window, 409 replay, 400 unknown model (after the password, so a locked site names
     its models to no one else), 400 images the backend cannot see, 503 concurrent streams.
@@ -51,10 +51,13 @@ async def generate(request: Request) -> Response:
     try:
         text = protocol.decode_body(body)
         del body  # parsed from its text alone: a large image is held twice, not three times
-        generate_request = protocol.parse_generate_request(text)
+        data = protocol.generate_body_json(text)
+        del text
+        guard.check_part_count(data, "parts")  # before a model is built per part
+        generate_request = protocol.parse_generate_request(data)
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
-    del text
+    del data
     messages = generate_request.messages
     image_parts = _image_parts(messages)
     guard.check_conversation([m.text for m in messages])

@@ -28,6 +28,7 @@ MAX_MESSAGES = 20
 MAX_CHARS = 4_000
 MAX_IMAGE_BYTES = 16_384
 MAX_IMAGES = 8
+MAX_PARTS = 1024
 HEADER_TIMEOUT = 2.0
 BODY_IDLE_TIMEOUT = 2.0
 BODY_TIMEOUT = 5.0
@@ -46,6 +47,7 @@ HOSTILE_ARGS = [
     "--max-message-chars", str(MAX_CHARS),
     "--max-image-bytes", str(MAX_IMAGE_BYTES),
     "--max-images", str(MAX_IMAGES),
+    "--max-parts", str(MAX_PARTS),
     "--max-streams", "32",
     "--log-level", "info",
 ]

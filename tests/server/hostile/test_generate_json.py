@@ -10,11 +10,14 @@ import json
 
 import pytest
 
+from gprochat.protocol import build_generate_request
+
 from .conftest import ServedProcess
 from .probes import (
     MAX_BODY,
     MAX_CHARS,
     MAX_MESSAGES,
+    MAX_PARTS,
     PASSWORDS,
     SECRET,
     TEXT_PLAIN,
@@ -50,6 +53,13 @@ def _without(key: str) -> dict[str, object]:
 
 def _messages(messages: object) -> dict[str, object]:
     return _body(messages=messages)
+
+
+def _parts_body(count: int) -> dict[str, object]:
+    """A valid signed body whose one message has ``count`` parts: empty texts, then "Hi"."""
+    parts = [{"text": ""}] * (count - 1) + [{"text": "Hi"}]
+    return build_generate_request([{"role": "user", "parts": parts}], timestamp=now_ms(),
+                                  secret_key=SECRET, password=PASSWORDS[0])
 
 
 def _history(count: int) -> list[dict[str, object]]:
@@ -112,6 +122,24 @@ GENERATE = [
                                   {"role": "user", "parts": [{"text": "Hi"}]}])), 400,
       mentions=("role",)),
     P("parts missing", lambda: generate(_messages([{"role": "user"}])), 400, mentions=("parts",)),
+    P("parts empty", lambda: generate(_messages([{"role": "user", "parts": []}])), 400,
+      mentions=("messages[0].parts is empty",)),
+    P("parts empty in the history",
+      lambda: generate(_messages([{"role": "user", "parts": [{"text": "a"}]},
+                                  {"role": "model", "parts": []},
+                                  {"role": "user", "parts": [{"text": "Hi"}]}])), 400,
+      mentions=("messages[1].parts is empty",)),
+    # A stock client sends one text part per message: thousands of empty ones cost the
+    # server a model per part, so they are counted (413) before any is built.
+    P("2,000 empty text parts and Hi",
+      lambda: generate(_messages([{"role": "user", "parts": [{"text": ""}] * 2000 + [{"text": "Hi"}]}])),
+      413, mentions=(f"Too many content parts: 2001 in the request's messages; this server accepts "
+                f"at most {MAX_PARTS} per request (--max-parts)",)),
+    P("parts over the limit across the history",
+      lambda: generate(_messages([*_history(MAX_MESSAGES - 2),
+                                  {"role": "user", "parts": [{"text": ""}] * MAX_PARTS}])),
+      413, mentions=("--max-parts",)),
+    P("parts at the limit", lambda: generate(_parts_body(MAX_PARTS)), 200),
     P("parts is a string", lambda: generate(_messages([{"role": "user", "parts": "Hi"}])), 400,
       mentions=("parts",)),
     P("a part without text", lambda: generate(_messages([{"role": "user", "parts": [{}]}])), 400,

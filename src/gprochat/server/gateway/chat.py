@@ -48,8 +48,13 @@ logger = logging.getLogger("gprochat.server.gateway")
 _SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS)
 
 
-def parse_request(body: bytes | str, content_type: Optional[str] = None) -> ChatCompletionRequest:
-    """The request (from the body or its text), or ``Refusal(400)`` naming what is wrong."""
+def parse_request(
+    body: bytes | str, content_type: Optional[str] = None, guard: Optional[RequestGuard] = None
+) -> ChatCompletionRequest:
+    """The request (from the body or its text), or ``Refusal(400)`` naming what is wrong.
+
+    With a ``guard``, its content parts are counted (413) before the models are built.
+    """
     media_type = (content_type or "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise Refusal(
@@ -62,6 +67,8 @@ def parse_request(body: bytes | str, content_type: Optional[str] = None) -> Chat
         data = protocol.parse_json(body)
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
+    if guard is not None:
+        guard.check_part_count(data, "content")
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -77,7 +84,7 @@ async def create_chat_completion(request: Request) -> Response:
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
     del raw  # parsed from its text alone: a large image is held twice, not three times
-    body = parse_request(text, request.headers.get("content-type"))
+    body = parse_request(text, request.headers.get("content-type"), guard)
     del text
     config: ServerConfig = state.config
     try:
