@@ -1,10 +1,15 @@
 """What keeps a long streaming answer cheap, seen from the page: an open code block
-grows in place (never redrawn), a long one is kept as grown, and Stop hides at once.
-(How cheap is measured by benchmark B9, not here.)"""
+grows in place (never redrawn), a long one is kept as grown, Stop hides at once,
+highlight.js and KaTeX load in idle time, a finished block is highlighted once, and a
+library arriving late fills in what needs it without drawing anything again. (How
+cheap is measured by benchmark B9, not here; these tests count events, not time.)"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from .test_browser import send, wait_answers
 
@@ -61,4 +66,103 @@ def test_stop_in_a_code_block_keeps_what_arrived(web_server: Any, page_of: Any) 
     kept = code.rstrip("\n").split("\n")
     assert 10 < len(kept) < len(lines)
     assert kept[:-1] == lines[: len(kept) - 1] and lines[len(kept) - 1].startswith(kept[-1])
+    assert page.errors == []
+
+
+def test_highlight_js_and_katex_load_when_the_page_is_idle(web_server: Any, page_of: Any) -> None:
+    server = web_server()
+    page = page_of(server.base_url)
+    # Nothing asked for them: they arrive anyway, every language compiled ahead of need.
+    page.wait_for_function("() => window.hljs && window.katex", polling=50)
+    uncompiled = page.evaluate("hljs.listLanguages().filter(n => !hljs.getLanguage(n).isCompiled)")
+    assert uncompiled == []
+    assert page.errors == []
+
+
+BLOCKS = [f"def block_{i}(x):\n    return x * {i}  # {'padding ' * 20}" for i in range(4)]
+LONG_ANSWER = "\n\n".join(
+    f"Paragraph {i}: {'words that make the answer long enough to be kept, ' * 6}\n\n```python\n{code}\n```"
+    for i, code in enumerate(BLOCKS)) + "\n\nThe end."
+
+_COUNT_HIGHLIGHTS = """() => {
+  window.highlighted = [];
+  for (const name of ['highlight', 'highlightAuto']) {
+    const original = hljs[name].bind(hljs);
+    hljs[name] = (code, ...rest) => { if (code) window.highlighted.push(code); return original(code, ...rest); };
+  }
+}"""
+
+
+def test_each_finished_code_block_is_highlighted_once(web_server: Any, page_of: Any) -> None:
+    server = web_server("--echo-delay", "0.02")
+    page = page_of(server.base_url)
+    page.wait_for_function("() => window.hljs && window.katex", polling=50)
+    page.evaluate(_COUNT_HIGHLIGHTS)
+    assert len(LONG_ANSWER) > 2000  # (shorter answers are cheap to render again when drawn)
+    send(page, LONG_ANSWER)
+    assert wait_answers(page, 1)[0].endswith("The end.")
+    # Streamed in many chunks, drawn again when it ended: still one highlight per block.
+    assert page.evaluate("window.highlighted") == [code + "\n" for code in BLOCKS]
+    assert page.locator(".message.assistant .bubble code:has(.hljs-keyword)").count() == len(BLOCKS)
+    assert page.errors == []
+
+
+@pytest.fixture
+def held_libraries(browser: Any, web_server: Any) -> Iterator[tuple[Any, list[Any]]]:
+    """A page whose requests for highlight.js and KaTeX are held until the test lets them go."""
+    server = web_server()
+    context = browser.new_context(base_url=server.base_url)
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    context.route("**/vendor/highlight.js/highlight.min.js", hold)
+    context.route("**/vendor/katex/katex.min.js", hold)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.set_default_timeout(15_000)
+    page.goto(server.base_url)
+    page.locator("html.ready").wait_for(state="attached")
+    try:
+        yield page, held
+    finally:
+        context.close()
+
+
+_COUNT_REDRAWS = """() => {
+  window.redraws = 0;
+  new MutationObserver((records) => {
+    for (const r of records) window.redraws += r.addedNodes.length + r.removedNodes.length;
+  }).observe(document.getElementById('messages'), { childList: true });
+  document.querySelector('.message.assistant').dataset.marked = 'yes';
+}"""
+
+
+def test_a_library_arriving_late_fills_in_place_without_a_redraw(held_libraries: Any) -> None:
+    page, held = held_libraries
+    send(page, 'Code:\n\n```python\nprint("hi")\n```\n\nand $e^{i\\pi}+1=0$ inline.')
+    wait_answers(page, 1)
+    answer = page.locator(".message.assistant .bubble")
+    # Shown without them meanwhile: the code as text, the formula as its source.
+    assert answer.locator("code").first.inner_text().strip() == 'print("hi")'
+    assert answer.locator(".math-pending").inner_text() == "e^{i\\pi}+1=0"
+    page.wait_for_function("() => document.querySelectorAll('.message').length === 2")
+    page.evaluate(_COUNT_REDRAWS)
+    for _ in range(300):  # both asked for (KaTeX once the answer needed it), and held
+        if len(held) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 2
+    for route in held:
+        route.continue_()
+    page.wait_for_function("() => window.hljs && window.katex")
+    marked = page.locator(".message.assistant[data-marked=yes] .bubble")
+    marked.locator("code .hljs-string").wait_for()
+    marked.locator(".katex").wait_for()
+    # Filled in the answer that was there: no message drawn again.
+    assert page.evaluate("window.redraws") == 0
+    assert marked.locator("code .hljs-string").inner_text() == '"hi"'
+    assert marked.locator(".math-pending").count() == 0
     assert page.errors == []
