@@ -53,19 +53,36 @@ def test_a_code_block_too_long_to_highlight_is_kept_as_grown(web_server: Any, pa
     assert page.errors == []
 
 
-def test_stop_in_a_code_block_keeps_what_arrived(web_server: Any, page_of: Any) -> None:
-    server = web_server("--echo-delay", "0.05")
+_WATCH_STOP = """() => {
+  const stop = document.getElementById('stop');
+  // Added after the page's own click handler, so it runs just after it. The click is
+  // dispatched from script: no microtask runs between the two (the stopped request's
+  // promise chain would hide Stop too), so this sees what the handler itself did.
+  stop.addEventListener('click', () => { window.hiddenByClick = stop.hidden; });
+}"""
+
+
+def test_stop_in_a_code_block_hides_at_once_and_keeps_what_arrived(web_server: Any, page_of: Any) -> None:
+    server = web_server("--echo-delay", "0.01")
     page = page_of(server.base_url)
-    lines = [f"item_{i} = {i}" for i in range(200)]
-    send(page, "Code:\n\n```\n" + "\n".join(lines) + "\n```")
-    page.wait_for_selector(f"{STREAMING_CODE}:has-text('item_10 ')")
-    page.click("#stop")
+    page.wait_for_function("() => window.hljs && window.katex", polling=50)
+    page.evaluate(_COUNT_HIGHLIGHTS)
+    page.evaluate(_WATCH_STOP)
+    lines = [f"item_{i} = {i}" for i in range(600)]
+    send(page, "Code:\n\n```python\n" + "\n".join(lines) + "\n```")
+    # Past 2,000 characters: the stopped answer's streamed nodes are what is kept and shown.
+    page.wait_for_selector(f"{STREAMING_CODE}:has-text('item_200 ')")
+    page.evaluate("document.getElementById('stop').click()")
     page.wait_for_selector(".status-note.stopped")
-    assert page.locator("#stop").is_hidden()
+    # Stop hid itself in its own click handler, not when the answer was drawn again.
+    assert page.evaluate("window.hiddenByClick") is True
     code = page.locator(".message.assistant .bubble pre code").text_content() or ""
     kept = code.rstrip("\n").split("\n")
-    assert 10 < len(kept) < len(lines)
+    assert 200 < len(kept) < len(lines)
     assert kept[:-1] == lines[: len(kept) - 1] and lines[len(kept) - 1].startswith(kept[-1])
+    # The open block, grown as plain text, was highlighted once, when the answer stopped.
+    assert page.evaluate("window.highlighted.length") == 1
+    assert page.locator(".message.assistant .bubble pre code .hljs-number").count() > 200
     assert page.errors == []
 
 
