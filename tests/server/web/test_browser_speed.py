@@ -105,7 +105,10 @@ _COUNT_HIGHLIGHTS = """() => {
   window.highlighted = [];
   for (const name of ['highlight', 'highlightAuto']) {
     const original = hljs[name].bind(hljs);
-    hljs[name] = (code, ...rest) => { if (code) window.highlighted.push(code); return original(code, ...rest); };
+    hljs[name] = (code, ...rest) => {
+      if (code) window.highlighted.push(code);
+      return original(code, ...rest);
+    };
   }
 }"""
 
