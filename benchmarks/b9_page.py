@@ -290,6 +290,19 @@ def _profile_samples(profile: dict[str, Any]) -> list[tuple[float, str]]:
     return samples
 
 
+def _inside(timed: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of 2 ms or more directly inside ``parent`` (a wrapper that fills it is
+    looked through)."""
+    end, covered, found = parent["ts"] + parent["dur"], parent["ts"], []
+    for event in timed:
+        if covered <= event["ts"] < end and event is not parent and event["dur"] >= 2000:
+            found.append(event)
+            covered = event["ts"] + event["dur"]
+    if len(found) == 1 and found[0]["dur"] > 0.9 * parent["dur"]:
+        return _inside(timed, found[0])
+    return found
+
+
 def trace(name: str) -> None:
     """Print the page's main-thread tasks over 50 ms during one answer, and what filled them.
 
@@ -334,11 +347,8 @@ def trace(name: str) -> None:
     for task in tasks:
         end = task["ts"] + task["dur"]
         print(f"task at +{(task['ts'] - tasks[0]['ts']) / 1000:.0f} ms: {task['dur'] / 1000:.0f} ms")
-        covered = task["ts"]
-        for event in timed:  # the events directly inside the task
-            if covered <= event["ts"] < end and event is not task and event["dur"] >= 2000:
-                print(f"    {event['dur'] / 1000:6.1f} ms  {_event_label(event)}")
-                covered = event["ts"] + event["dur"]
+        for event in _inside(timed, task):
+            print(f"    {event['dur'] / 1000:6.1f} ms  {_event_label(event)}")
         inside = [where for at, where in samples if task["ts"] <= at <= end]
         each = task["dur"] / 1000 / max(len(inside), 1)
         top = ", ".join(f"{where} {count * each:.0f}" for where, count in Counter(inside).most_common(6))
