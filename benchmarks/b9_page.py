@@ -144,9 +144,9 @@ def _open(browser: Any, base_url: str, question: str) -> Any:
     page.set_default_timeout(300_000)
     page.goto(base_url)
     page.locator("html.ready").wait_for(state="attached")
-    # The page loads highlight.js and KaTeX when idle after loading; a person takes
-    # longer than that to type a question, so the message is sent once they are there.
-    page.wait_for_function("() => window.hljs && window.katex", polling=50)
+    # The page loads highlight.js when idle after loading; a person takes longer than
+    # that to type a question, so the message is sent once it is there.
+    page.wait_for_function("() => window.hljs", polling=50)
     page.evaluate(_INSTRUMENT)
     page.evaluate("text => { document.getElementById('prompt').value = text; }", question)
     return page

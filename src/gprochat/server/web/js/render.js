@@ -6,10 +6,11 @@
 // DOMPurify's output, and the only script URLs are our own vendored files.
 //
 // highlight.js and KaTeX are large and most answers need neither, yet evaluating either
-// holds the main thread for 50 ms or more: so they are loaded once the page is idle after
-// it loads (highlight.js, its languages compiled a few at a time, then KaTeX), and at the
-// latest on the first code block or formula. What was rendered before one arrived is
-// filled in place (a code block or formula per task); nothing is drawn again.
+// holds the main thread for 50 ms or more. highlight.js is loaded once the page is idle
+// after it loads (its languages then compiled a few at a time); KaTeX on the first
+// formula (loaded ahead as well, it slowed the page's first answer: docs/benchmarks.md,
+// "B9"). What was rendered before a library arrived is filled in place (a code block or
+// formula per task); nothing is drawn again.
 
 import { revealLinks } from "./text.js";
 
@@ -74,7 +75,7 @@ function whenIdle(callback) {
 
 // Each language is compiled on its first use (all of them for a block without one):
 // done here, in idle time, a few at a time, it is not done in the middle of an answer.
-function compileLanguages(names, then) {
+function compileLanguages(names) {
   whenIdle((deadline) => {
     do {
       const language = names.shift();
@@ -84,15 +85,14 @@ function compileLanguages(names, then) {
         } catch (_) { /* a language that fails to compile is compiled (and fails) on use */ }
       }
     } while (names.length && deadline.timeRemaining() > 5);
-    if (names.length) compileLanguages(names, then);
-    else then();
+    if (names.length) compileLanguages(names);
   });
 }
 
-/** Load highlight.js (and compile its languages), then KaTeX, each in idle time. */
+/** Load highlight.js, then compile its languages, in idle time. */
 function preloadLibraries() {
   whenIdle(() => loadHighlight().then(() => {
-    compileLanguages(window.hljs.listLanguages(), () => whenIdle(() => loadMath().catch(() => {})));
+    compileLanguages(window.hljs.listLanguages());
   }).catch(() => {}));
 }
 
