@@ -167,15 +167,35 @@ def _stream_round(browser: Any, base_url: str, name: str) -> tuple[float, float,
     return ended - sent, sum(tasks), max(tasks, default=0.0)
 
 
+class _EndedFirst(Exception):
+    """The answer ended before Stop could be clicked (the page far behind the server)."""
+
+
 def _stop_round(browser: Any, base_url: str, name: str, fraction: float) -> tuple[float, float]:
     """Milliseconds from clicking Stop at ``fraction`` of the answer to the first frame
     without the Stop button, and to the first frame showing the answer "Stopped"."""
+    for _attempt in range(3):
+        try:
+            return _stop_once(browser, base_url, name, fraction)
+        except _EndedFirst:
+            print(f"   {name} at {fraction:.0%}: the answer ended before Stop was clicked; again", flush=True)
+    raise RuntimeError(f"B9: {name}'s answer ended before Stop three times (a machine far too busy?)")
+
+
+def _stop_once(browser: Any, base_url: str, name: str, fraction: float) -> tuple[float, float]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = _open(browser, base_url, name)
     try:
         page.press("#prompt", "Enter")
         # (the text shown is a little shorter than its Markdown source)
         page.wait_for_function(_STREAMED, arg=int(len(DOCUMENTS[name]()) * fraction * 0.9), polling=20)
-        page.click("#stop")
+        try:
+            page.click("#stop", timeout=5_000)
+        except PlaywrightTimeout:
+            if page.evaluate("window.__b9.ended") is not None:
+                raise _EndedFirst from None
+            raise
         page.wait_for_function("() => window.__b9.stopped > 0 && window.__b9.noted > 0", polling=50)
         b9 = page.evaluate("window.__b9")
         if not page.locator(".message.assistant:not(.streaming)").last.text_content():
