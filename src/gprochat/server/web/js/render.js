@@ -90,14 +90,14 @@ function compileLanguages(names) {
 }
 
 /** Load highlight.js, then compile its languages, in idle time. */
-function preloadLibraries() {
+function preloadHighlight() {
   whenIdle(() => loadHighlight().then(() => {
     compileLanguages(window.hljs.listLanguages());
   }).catch(() => {}));
 }
 
-if (document.readyState === "complete") preloadLibraries();
-else window.addEventListener("load", preloadLibraries, { once: true });
+if (document.readyState === "complete") preloadHighlight();
+else window.addEventListener("load", preloadHighlight, { once: true });
 
 const mathEngine = {
   renderToString(tex, options) {
