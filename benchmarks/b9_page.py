@@ -144,6 +144,9 @@ def _open(browser: Any, base_url: str, question: str) -> Any:
     page.set_default_timeout(300_000)
     page.goto(base_url)
     page.locator("html.ready").wait_for(state="attached")
+    # The page loads highlight.js when idle after loading; a person takes longer than
+    # that to type a question, so the message is sent once it is there.
+    page.wait_for_function("() => window.hljs", polling=50)
     page.evaluate(_INSTRUMENT)
     page.evaluate("text => { document.getElementById('prompt').value = text; }", question)
     return page
@@ -164,15 +167,35 @@ def _stream_round(browser: Any, base_url: str, name: str) -> tuple[float, float,
     return ended - sent, sum(tasks), max(tasks, default=0.0)
 
 
+class _EndedFirst(Exception):
+    """The answer ended before Stop could be clicked (the page far behind the server)."""
+
+
 def _stop_round(browser: Any, base_url: str, name: str, fraction: float) -> tuple[float, float]:
     """Milliseconds from clicking Stop at ``fraction`` of the answer to the first frame
     without the Stop button, and to the first frame showing the answer "Stopped"."""
+    for _attempt in range(3):
+        try:
+            return _stop_once(browser, base_url, name, fraction)
+        except _EndedFirst:
+            print(f"   {name} at {fraction:.0%}: the answer ended before Stop was clicked; again", flush=True)
+    raise RuntimeError(f"B9: {name}'s answer ended before Stop three times (a machine far too busy?)")
+
+
+def _stop_once(browser: Any, base_url: str, name: str, fraction: float) -> tuple[float, float]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = _open(browser, base_url, name)
     try:
         page.press("#prompt", "Enter")
         # (the text shown is a little shorter than its Markdown source)
         page.wait_for_function(_STREAMED, arg=int(len(DOCUMENTS[name]()) * fraction * 0.9), polling=20)
-        page.click("#stop")
+        try:
+            page.click("#stop", timeout=5_000)
+        except PlaywrightTimeout:
+            if page.evaluate("window.__b9.ended") is not None:
+                raise _EndedFirst from None
+            raise
         page.wait_for_function("() => window.__b9.stopped > 0 && window.__b9.noted > 0", polling=50)
         b9 = page.evaluate("window.__b9")
         if not page.locator(".message.assistant:not(.streaming)").last.text_content():
@@ -260,8 +283,103 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
+# -- where a long task's time goes (not part of the benchmark's rows) -------------
+
+_TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8", "toplevel"]
+
+
+def _event_label(event: dict[str, Any]) -> str:
+    data = (event.get("args") or {}).get("data") or {}
+    if data.get("functionName") or data.get("url"):
+        where = (data.get("url") or "").rsplit("/", 1)[-1]
+        return f"{event['name']} {data.get('functionName') or ''}@{where}:{data.get('lineNumber', '')}"
+    return f"{event['name']} {data.get('type') or ''}".strip()
+
+
+def _profile_samples(profile: dict[str, Any]) -> list[tuple[float, str]]:
+    """(time in µs, the sampled function as ``name@file:line``) for each sample."""
+    names = {}
+    for node in profile["nodes"]:
+        frame = node["callFrame"]
+        where = frame["url"].rsplit("/", 1)[-1]
+        names[node["id"]] = f"{frame['functionName'] or '(anonymous)'}@{where}:{frame['lineNumber'] + 1}"
+    samples, now = [], float(profile["startTime"])
+    for node_id, delta in zip(profile["samples"], profile["timeDeltas"], strict=True):
+        now += delta
+        samples.append((now, names[node_id]))
+    return samples
+
+
+def _inside(timed: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of 2 ms or more directly inside ``parent`` (a wrapper that fills it is
+    looked through)."""
+    end, covered, found = parent["ts"] + parent["dur"], parent["ts"], []
+    for event in timed:
+        if covered <= event["ts"] < end and event is not parent and event["dur"] >= 2000:
+            found.append(event)
+            covered = event["ts"] + event["dur"]
+    if len(found) == 1 and found[0]["dur"] > 0.9 * parent["dur"]:
+        return _inside(timed, found[0])
+    return found
+
+
+def trace(name: str) -> None:
+    """Print the page's main-thread tasks over 50 ms during one answer, and what filled them.
+
+    ``python -m benchmarks.b9_page --trace markdown`` (or ``code``): one round streamed
+    as B9 streams it, with Chromium's trace and its sampling profiler on (both slow the
+    page down somewhat). Per long task: when it started after the first one, the trace
+    events directly inside it (script, style, layout, paint; 2 ms or more) and the
+    JavaScript functions with the most samples (self time).
+    """
+    from collections import Counter
+
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.server.web.conftest import CHROMIUM_ARGS, _chromium_path
+
+    server = _Server({"markdown": 12, "code": 60}[name])
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=_chromium_path(), args=CHROMIUM_ARGS, headless=True)
+            _stream_round(browser, server.base_url, "hello")  # warm-up: the HTTP cache
+            page = _open(browser, server.base_url, name)
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Profiler.enable")
+            cdp.send("Profiler.setSamplingInterval", {"interval": 200})
+            cdp.send("Profiler.start")
+            browser.start_tracing(page=page, categories=_TRACE_CATEGORIES)
+            page.press("#prompt", "Enter")
+            page.wait_for_function("() => window.__b9.ended !== null", polling=200)
+            page.wait_for_timeout(500)
+            events = json.loads(browser.stop_tracing())["traceEvents"]
+            samples = _profile_samples(cdp.send("Profiler.stop")["profile"])
+            browser.close()
+    finally:
+        server.stop()
+    mains = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M"
+             and e.get("name") == "thread_name" and e["args"]["name"] == "CrRendererMain"}
+    timed = sorted((e for e in events if (e["pid"], e["tid"]) in mains and e.get("ph") == "X" and "dur" in e),
+                   key=lambda e: (e["ts"], -e["dur"]))
+    tasks = [e for e in timed if e["name"] == "RunTask" and e["dur"] > 50_000]
+    for task in tasks:
+        end = task["ts"] + task["dur"]
+        print(f"task at +{(task['ts'] - tasks[0]['ts']) / 1000:.0f} ms: {task['dur'] / 1000:.0f} ms")
+        for event in _inside(timed, task):
+            print(f"    {event['dur'] / 1000:6.1f} ms  {_event_label(event)}")
+        inside = [where for at, where in samples if task["ts"] <= at <= end]
+        each = task["dur"] / 1000 / max(len(inside), 1)
+        top = ", ".join(f"{where} {count * each:.0f}" for where, count in Counter(inside).most_common(6))
+        print(f"    JavaScript, self ms: {top}")
+
+
 def main() -> None:
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    if sys.argv[1] == "--trace":
+        trace(sys.argv[2] if len(sys.argv) > 2 else "markdown")
+    else:
+        _serve(int(sys.argv[1]), int(sys.argv[2]))
 
 
 if __name__ == "__main__":

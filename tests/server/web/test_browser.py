@@ -294,7 +294,7 @@ def test_markdown_code_and_math_are_rendered(web_server: Any, page_of: Any) -> N
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     send(page, MARKDOWN)
     wait_answers(page, 1)
-    # highlight.js and KaTeX arrive on first need, then the answer is drawn again.
+    # highlight.js and KaTeX arrive (in idle time, or on first need) and fill the answer in.
     page.wait_for_function("() => window.hljs && window.katex")
     answer = page.locator(".message.assistant .bubble")
     answer.locator(".katex-display").wait_for()

@@ -14,7 +14,7 @@ import { branchAt, branchPager, editButton, editing, editorElement, showBranch, 
   stopEditing } from "./editing.js";
 import { dropVersion, nextVersion, putVersion, showVersion, versionPager } from "./versions.js";
 import { installTemperature, showTemperature, temperatureFor } from "./settings.js";
-import { StreamingView, copyText, renderMarkdown, whenLibraryLoaded } from "./render.js";
+import { StreamingView, copyText, renderMarkdown } from "./render.js";
 import { reveal } from "./text.js";
 import { Store, newId, storePassword, storedPassword, titleOf, toJSON, toMarkdown } from "./store.js";
 
@@ -552,14 +552,6 @@ $("export-md").addEventListener("click", () => {
 });
 $("export-json").addEventListener("click", () => {
   download(fileName(store.current, "json"), "application/json", toJSON(store.current));
-});
-whenLibraryLoaded(() => {
-  for (const run of answers.values()) {
-    if (!run.view) continue;
-    run.view.reset();
-    run.view.update(run.answer.content);
-  }
-  renderConversation(false);
 });
 // Leaving (or reloading) mid-answer keeps what arrived, marked incomplete (what was
 // written while it streamed, and this last write if the browser lets it finish).

@@ -5,16 +5,21 @@
 // The policy also requires Trusted Types: the only HTML that reaches the DOM is
 // DOMPurify's output, and the only script URLs are our own vendored files.
 //
-// highlight.js and KaTeX are large and most answers need neither: they load on the
-// first code block or formula, and the messages are rendered again.
+// highlight.js and KaTeX are large and most answers need neither, yet evaluating either
+// holds the main thread for 50 ms or more. highlight.js is loaded once the page is idle
+// after it loads (its languages then compiled a few at a time); KaTeX on the first
+// formula (loaded ahead as well, it slowed the page's first answer: docs/benchmarks.md,
+// "B9"). What was rendered before a library arrived is filled in place (a code block or
+// formula per task); nothing is drawn again.
 
 import { revealLinks } from "./text.js";
 
 const assets = document.body.dataset.assets;
 const loaded = { hljs: null, katex: null };
-let onLibraryLoaded = () => {};
 let wantsHighlight = false;
 let wantsMath = false;
+// Code blocks and formulas rendered before their library arrived ([data-pending]).
+const pending = new Set();
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -45,23 +50,66 @@ function loadStyle(path) {
   document.head.append(link);
 }
 
-function ensureLibraries() {
-  if (wantsHighlight && !loaded.hljs) {
-    loaded.hljs = loadScript("vendor/highlight.js/highlight.min.js").then(() => onLibraryLoaded());
-  }
-  if (wantsMath && !loaded.katex) {
-    loadStyle("vendor/katex/katex.min.css");
-    loaded.katex = loadScript("vendor/katex/katex.min.js").then(() => onLibraryLoaded());
-  }
+function loadHighlight() {
+  loaded.hljs ??= loadScript("vendor/highlight.js/highlight.min.js").then(fillPending);
+  return loaded.hljs;
 }
+
+function loadMath() {
+  if (!loaded.katex) {
+    loadStyle("vendor/katex/katex.min.css");
+    loaded.katex = loadScript("vendor/katex/katex.min.js").then(fillPending);
+  }
+  return loaded.katex;
+}
+
+function ensureLibraries() {
+  if (wantsHighlight) loadHighlight().catch(() => {});
+  if (wantsMath) loadMath().catch(() => {});
+}
+
+function whenIdle(callback) {
+  if (window.requestIdleCallback) window.requestIdleCallback(callback);
+  else setTimeout(() => callback({ timeRemaining: () => 10 }), 200);
+}
+
+// Each language is compiled on its first use (all of them for a block without one):
+// done here, in idle time, a few at a time, it is not done in the middle of an answer.
+function compileLanguages(names) {
+  whenIdle((deadline) => {
+    do {
+      const language = names.shift();
+      if (language) {
+        try {
+          window.hljs.highlight("", { language, ignoreIllegals: true });
+        } catch (_) { /* a language that fails to compile is compiled (and fails) on use */ }
+      }
+    } while (names.length && deadline.timeRemaining() > 5);
+    if (names.length) compileLanguages(names);
+  });
+}
+
+/** Load highlight.js, then compile its languages, in idle time. */
+function preloadHighlight() {
+  whenIdle(() => loadHighlight().then(() => {
+    compileLanguages(window.hljs.listLanguages());
+  }).catch(() => {}));
+}
+
+if (document.readyState === "complete") preloadHighlight();
+else window.addEventListener("load", preloadHighlight, { once: true });
 
 const mathEngine = {
   renderToString(tex, options) {
     if (window.katex) return window.katex.renderToString(tex, options);
     wantsMath = true;
-    return `<code class="math-pending">${escapeHtml(tex)}</code>`;
+    return `<code class="math-pending" data-pending="math" data-display="${options.displayMode ? "yes" : "no"}">${escapeHtml(tex)}</code>`;
   },
 };
+
+// maxSize caps sizes written in the formula (\rule{3000px}...) at 20 em; maxExpand
+// bounds macro expansion (a formula cannot make the tab work for ever).
+const KATEX_OPTIONS = { throwOnError: false, output: "htmlAndMathml", maxSize: 20, maxExpand: 500 };
 
 // Longer code blocks are shown without colours: highlighting 250 KB of code holds the
 // main thread for half a second or more (and guessing its language far longer).
@@ -90,9 +138,7 @@ function parser() {
   markdown.use(window.texmath, {
     engine: mathEngine,
     delimiters: ["dollars", "brackets"],
-    // maxSize caps sizes written in the formula (\rule{3000px}...) at 20 em; maxExpand
-    // bounds macro expansion (a formula cannot make the tab work for ever).
-    katexOptions: { throwOnError: false, output: "htmlAndMathml", maxSize: 20, maxExpand: 500 },
+    katexOptions: { ...KATEX_OPTIONS }, // (texmath writes displayMode into it)
   });
   return markdown;
 }
@@ -171,8 +217,21 @@ function keepRendered(text, element) {
   rendered.set(text, element.cloneNode(true));
 }
 
+function sanitize(html) {
+  return window.DOMPurify.sanitize(html, {
+    USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
+    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
+    FORBID_ATTR: ["id", "name"],
+    RETURN_TRUSTED_TYPE: true,
+  });
+}
+
+const hasPending = (element) => element.querySelector("[data-pending]") !== null;
+
 /** Render `text` (Markdown from the model) into `element`, safely. */
 export function renderMarkdown(element, text) {
+  // What is replaced needs no filling in.
+  for (const node of element.querySelectorAll("[data-pending]")) pending.delete(node);
   const kept = rendered.get(text);
   if (kept) {
     element.replaceChildren(...kept.cloneNode(true).childNodes);
@@ -183,26 +242,57 @@ export function renderMarkdown(element, text) {
     }
     return;
   }
-  const html = parser().render(text);
-  const clean = window.DOMPurify.sanitize(html, {
-    USE_PROFILES: { html: true, mathMl: true, svg: true }, // KaTeX draws roots with SVG
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
-    FORBID_ATTR: ["id", "name"],
-    RETURN_TRUSTED_TYPE: true,
-  });
-  element.innerHTML = clean;
+  element.innerHTML = sanitize(parser().render(text));
   decorateCodeBlocks(element, "Copy");
   revealLinks(element);
-  ensureLibraries();
-  // Kept only once nothing is pending: a library that arrives renders the text again.
-  if (text.length > 2000 && !(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) {
-    keepRendered(text, element);
+  if (!window.hljs) {
+    for (const code of element.querySelectorAll("pre > code")) {
+      if (code.textContent.length > HIGHLIGHT_MAX_CHARS) continue;
+      code.dataset.pending = "highlight";
+      pending.add(code);
+    }
   }
+  for (const node of element.querySelectorAll("[data-pending=math]")) pending.add(node);
+  ensureLibraries();
+  // Kept only once complete: what is pending is filled in these nodes, not the copy.
+  if (text.length > 2000 && !hasPending(element)) keepRendered(text, element);
 }
 
-/** Called when highlight.js or KaTeX has arrived: render again what needs it. */
-export function whenLibraryLoaded(callback) {
-  onLibraryLoaded = callback;
+/** Highlight, or typeset, one pending node in place; false if its library is not here. */
+function fill(node) {
+  if (node.dataset.pending === "highlight") {
+    if (!window.hljs) return false;
+    const language = (node.className.match(/language-([\w+#.-]+)/) || [])[1];
+    const html = highlight(node.textContent, language);
+    if (html) node.innerHTML = sanitize(html);
+    delete node.dataset.pending;
+    return true;
+  }
+  if (!window.katex) return false;
+  const holder = document.createElement("span");
+  try {
+    const options = { ...KATEX_OPTIONS, displayMode: node.dataset.display === "yes" };
+    holder.innerHTML = sanitize(window.katex.renderToString(node.textContent, options));
+  } catch (_) {
+    holder.textContent = node.textContent;
+  }
+  node.replaceWith(...holder.childNodes);
+  return true;
+}
+
+// Pending nodes on the page first; others (an answer streaming out of view) after.
+const FILL_SLICE_MS = 8;
+
+function fillPending() {
+  const started = performance.now();
+  const nodes = [...pending].sort((a, b) => b.isConnected - a.isConnected);
+  for (const node of nodes) {
+    if (performance.now() - started > FILL_SLICE_MS) {
+      setTimeout(fillPending, 0); // the rest in a task of its own: frames can go first
+      return;
+    }
+    if (fill(node)) pending.delete(node);
+  }
 }
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})/;
@@ -237,10 +327,9 @@ export class StreamingView {
     const holder = document.createElement("div");
     holder.append(...this.element.childNodes);
     holder.querySelector(":scope > .tail")?.replaceWith(...this.tail.childNodes);
-    if (!(wantsHighlight && !window.hljs) && !(wantsMath && !window.katex)) keepRendered(text, holder);
+    if (!hasPending(holder)) keepRendered(text, holder);
   }
 
-  /** Start over (a library arrived: the kept blocks need it). */
   reset() {
     this.tail = document.createElement("div");
     this.tail.className = "tail";
