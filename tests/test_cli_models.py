@@ -17,16 +17,11 @@ from gprochat.server.backends.echo import EchoBackend
 
 from .conftest import ServerFactory
 from .processes import clean_env, run_cli
+from .routers import TWO_ECHO_MODELS
 from .scripted import LAST_CHUNK, RecordedRequest, ScriptedServer, chunk, full_response, head
 
 PASSWORD = "site-password"
-ROUTER = {
-    "router": {"default-model": "beta"},
-    "models": {
-        "alpha": {"deployments": [{"backend": "echo"}]},
-        "beta": {"deployments": [{"backend": "echo", "repeat": 2}]},
-    },
-}
+ROUTER = TWO_ECHO_MODELS
 
 
 @pytest.fixture

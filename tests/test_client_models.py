@@ -8,31 +8,22 @@ from collections.abc import Iterator
 import pytest
 
 from gprochat import AsyncClient, Client, ModelNotSupportedError
-from gprochat.providers import registry
-from gprochat.providers._models import clear_offered_models
 from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends.echo import EchoBackend
 
 from .conftest import ServerFactory
+from .routers import TWO_ECHO_MODELS, clear_client_caches
 from .scripted import RecordedRequest, ScriptedServer, full_response
 
 HELLO = [{"role": "user", "content": "Hello!"}]
-ROUTER = {
-    "router": {"default-model": "beta"},
-    "models": {
-        "alpha": {"deployments": [{"backend": "echo"}]},
-        "beta": {"deployments": [{"backend": "echo", "repeat": 2}]},
-    },
-}
+ROUTER = TWO_ECHO_MODELS
 
 
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
-    clear_offered_models()
-    registry.clear()
+    clear_client_caches()
     yield
-    clear_offered_models()
-    registry.clear()
+    clear_client_caches()
 
 
 @pytest.fixture

@@ -21,23 +21,18 @@ from gprochat import (
     ModelNotSupportedError,
 )
 from gprochat.protocol import generate_signature
-from gprochat.providers import AnsweredBy, registry
+from gprochat.providers import AnsweredBy
 from gprochat.providers._models import clear_offered_models
 from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends.echo import EchoBackend
 
 from ..conftest import ServerFactory
+from ..routers import TWO_ECHO_MODELS, clear_client_caches
 from ..scripted import LAST_CHUNK, RecordedRequest, ScriptedServer, chunk, closed_url, full_response, head
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 PASSWORD = "site-password"
-ROUTER = {
-    "router": {"default-model": "beta"},
-    "models": {
-        "alpha": {"deployments": [{"backend": "echo"}]},
-        "beta": {"deployments": [{"backend": "echo", "repeat": 2}]},
-    },
-}
+ROUTER = TWO_ECHO_MODELS
 
 
 def echoed(text: str, times: int = 1) -> str:
@@ -46,12 +41,9 @@ def echoed(text: str, times: int = 1) -> str:
 
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
-    # Ports are reused between tests: what a deployment offered may not leak to the next.
-    clear_offered_models()
-    registry.clear()
+    clear_client_caches()
     yield
-    clear_offered_models()
-    registry.clear()
+    clear_client_caches()
 
 
 @pytest.fixture

@@ -17,16 +17,11 @@ from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends.echo import EchoBackend
 
 from ..conftest import ServerFactory
+from ..routers import TWO_ECHO_MODELS
 from .helpers import error_message, post, signed
 
 PASSWORD = "site-password"
-ROUTER = {
-    "router": {"default-model": "beta"},
-    "models": {
-        "alpha": {"deployments": [{"backend": "echo"}]},
-        "beta": {"deployments": [{"backend": "echo", "repeat": 2}]},
-    },
-}
+ROUTER = TWO_ECHO_MODELS
 
 
 def answer_of(text: str, times: int = 1) -> bytes:
