@@ -85,6 +85,18 @@ async def test_models_list_and_retrieve(echo_server: BackgroundServer) -> None:
     assert missing[1]["error"]["code"] == "model_not_found"
 
 
+async def test_retrieving_a_model_with_an_empty_id_is_a_404_not_the_default(
+    echo_server: BackgroundServer,
+) -> None:
+    # "" means the default in a completion's "model"; in a URL it names nothing.
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{echo_server.base_url}/v1/models/") as response:
+            status, body = response.status, await response.json()
+    assert status == 404
+    assert body["error"]["code"] == "model_not_found"
+    assert "GET /v1/models lists them" in body["error"]["message"]
+
+
 async def test_models_were_created_when_the_server_started(make_server: ServerFactory) -> None:
     before = int(time.time())
     server = make_server()

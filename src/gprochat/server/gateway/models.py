@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from ...openai.types import Model, SyncPage
 from ..backends import Backend
 from ..guard import RequestGuard
+from ..refusals import Refusal
 from .conversation import resolve_model
 
 __all__ = ["ModelRoutes"]
@@ -38,7 +39,17 @@ class ModelRoutes:
 
     async def retrieve_model(self, request: Request) -> Response:
         await _admit(request)
-        model = self.model(resolve_model(_backend(request), request.path_params["model_id"]))
+        model_id = request.path_params["model_id"]
+        if not model_id:
+            # "" stands for the default in a completion's "model", not in a URL:
+            # GET /v1/models/ names no model, so it is no model's page.
+            raise Refusal(
+                404,
+                "GET /v1/models/ names no model; GET /v1/models lists them, "
+                "GET /v1/models/{id} describes one",
+                code="model_not_found",
+            )
+        model = self.model(resolve_model(_backend(request), model_id))
         return JSONResponse(model.model_dump(mode="json", exclude_unset=True))
 
 
