@@ -21,7 +21,7 @@ from gprochat import (
     ModelNotSupportedError,
 )
 from gprochat.protocol import generate_signature
-from gprochat.providers import AnsweredBy
+from gprochat.providers import AnsweredBy, _models
 from gprochat.providers._models import clear_offered_models
 from gprochat.server import BackgroundServer, ServerConfig
 from gprochat.server.backends.echo import EchoBackend
@@ -94,6 +94,38 @@ async def test_the_lookup_is_made_once_and_the_request_carries_the_model() -> No
         # The signature covers time and text only, as the seed's: the field does not change it.
         assert body["sign"] == generate_signature(body["time"], "Hello!", GPROChat.secret_key)
         assert "authorization" not in server.requests[0].headers
+
+
+async def test_a_kept_list_is_asked_again_for_a_name_it_lacks_and_after_five_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    offered = ["main", "fast"]
+
+    async def growing(request: RecordedRequest, writer: asyncio.StreamWriter) -> None:
+        if request.method == "GET" and request.path == "/api/models":
+            body = json.dumps({"models": offered, "default": "main"}).encode()
+            writer.write(full_response(200, body, {"Content-Type": "application/json"}))
+            return
+        writer.write(head() + chunk(request.json()["model"].encode()) + LAST_CHUNK)
+
+    now = [1000.0]
+    monkeypatch.setattr(_models, "_clock", lambda: now[0])
+    async with ScriptedServer(growing) as server:
+        assert await GPROChat.create_async("fast", HELLO, base_url=server.base_url) == "fast"
+        # The operator adds a model: a name the kept list lacks is asked for again at once.
+        offered.append("new")
+        assert await GPROChat.create_async("new", HELLO, base_url=server.base_url) == "new"
+        # ...and a name it holds is not, until the list is five minutes old.
+        offered.remove("fast")
+        assert await GPROChat.create_async("fast", HELLO, base_url=server.base_url) == "fast"
+        now[0] += _models.OFFERED_MODELS_TTL
+        with pytest.raises(ModelNotSupportedError, match="it offers main, new"):
+            await GPROChat.create_async("fast", HELLO, base_url=server.base_url)
+        assert [(r.method, r.path) for r in server.requests] == [
+            ("GET", "/api/models"), ("POST", "/api/generate"),
+            ("GET", "/api/models"), ("POST", "/api/generate"),
+            ("POST", "/api/generate"),
+            ("GET", "/api/models")]
 
 
 async def test_the_stock_names_make_no_lookup_and_send_no_model() -> None:

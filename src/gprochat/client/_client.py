@@ -271,9 +271,10 @@ class _Models:
     def __init__(self, settings: _Settings) -> None:
         self._settings = settings
 
-    async def _offered(self) -> tuple[str, ...]:
+    async def _offered(self, wanted: Optional[str] = None) -> tuple[str, ...]:
         """What the client's ``base_url`` offers besides the stock names (``GET /api/models``,
-        asked once per process); nothing without a ``base_url`` or from a stock server."""
+        kept a while, asked again when it lacks ``wanted``); nothing without a ``base_url``
+        or from a stock server."""
         options, provider = self._settings.options, self._settings.provider
         if not options.get("base_url"):
             return ()
@@ -282,6 +283,7 @@ class _Models:
             await pool.session(via), options["base_url"].rstrip("/"),
             password=provider._password(options.get("password")), proxy=via,
             timeout=resolve_timeout(options.get("timeout")), user_agent=USER_AGENT,
+            wanted=wanted,
         )
         return offered or ()
 
@@ -304,7 +306,7 @@ class _Models:
         elif is_stock_model(provider, model) or not self._settings.options.get("base_url"):
             name = provider.get_model(model)
         else:
-            offered = await self._offered()
+            offered = await self._offered(model)
             if model not in offered:
                 where = Deployment(self._settings.options["base_url"]).display
                 raise model_not_offered(provider, model, where, offered or None)

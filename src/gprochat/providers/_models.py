@@ -1,4 +1,4 @@
-"""Model names beyond the provider's stock ones: asked of the deployment, once per process.
+"""Model names beyond the provider's stock ones: asked of the deployment, kept a while.
 
 GeminiProChat's protocol has no model field; gprochat's server adds one (``"model":
 NAME`` in the body) and lists the names it takes at ``GET /api/models`` (docs/protocol.md).
@@ -16,13 +16,17 @@ others                                  the error its status means (as /api/gene
 ======================================  =============================================
 
 Answers (and 404s) are kept per deployment (its base URL and a digest of its password)
-for the life of the process, as the failover registry keeps its cool-downs.
+for ``OFFERED_MODELS_TTL`` seconds, as a resolver keeps an address: a deployment's
+operator may change its router at any time. A name missing from a kept list is asked
+again at once (the deployment may have added it since) before it is refused; a kept 404
+(a stock server, which has no list to add to) is not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import TYPE_CHECKING, Optional
 
 import aiohttp
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from .base import ProviderModelMixin
 
 __all__ = [
+    "OFFERED_MODELS_TTL",
     "ModelNotOfferedError",
     "clear_offered_models",
     "is_stock_model",
@@ -45,8 +50,13 @@ __all__ = [
     "stock_names",
 ]
 
+OFFERED_MODELS_TTL = 300.0
+"""Seconds a deployment's list of models is kept before it is asked again."""
+
 _lock = threading.Lock()
-_offered: dict[tuple[str, str], Optional[tuple[str, ...]]] = {}
+# deployment -> (when it was asked, on the monotonic clock; what it listed)
+_offered: dict[tuple[str, str], tuple[float, Optional[tuple[str, ...]]]] = {}
+_clock = time.monotonic
 
 
 def is_stock_model(provider: type[ProviderModelMixin], model: Optional[str]) -> bool:
@@ -70,13 +80,20 @@ async def offered_models(
     proxy: Optional[Proxy],
     timeout: Timeout,
     user_agent: str,
+    wanted: Optional[str] = None,
 ) -> Optional[tuple[str, ...]]:
     """The names ``base_url``'s ``/api/models`` lists (default first); ``None`` when it has
-    none (a 404: a stock GeminiProChat server). Cached per deployment for the process."""
+    none (a 404: a stock GeminiProChat server). Kept per deployment for
+    ``OFFERED_MODELS_TTL`` seconds; asked again at once when a kept list lacks ``wanted``."""
     key = _key(base_url, password)
     with _lock:
-        if key in _offered:
-            return _offered[key]
+        kept = _offered.get(key)
+    if kept is not None:
+        asked_at, kept_names = kept
+        if _clock() - asked_at < OFFERED_MODELS_TTL and (
+            wanted is None or kept_names is None or wanted in kept_names
+        ):
+            return kept_names
     url = base_url + protocol.MODELS_PATH
     headers = {"accept": "application/json", "user-agent": user_agent}
     if password:
@@ -98,7 +115,7 @@ async def offered_models(
         valid = isinstance(listed, list) and all(isinstance(name, str) for name in listed)
         names = tuple(listed) if valid and listed is not None else None
     with _lock:
-        _offered[key] = names
+        _offered[key] = (_clock(), names)
     return names
 
 

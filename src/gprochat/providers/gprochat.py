@@ -187,7 +187,7 @@ class GPROChat(AsyncGeneratorProvider, ProviderModelMixin):
                 base_url = endpoint.removesuffix(protocol.GENERATE_PATH)
                 offered = await offered_models(
                     session, base_url, password=password, proxy=via, timeout=timeout,
-                    user_agent=USER_AGENT,
+                    user_agent=USER_AGENT, wanted=extension,
                 )
                 if offered is None or extension not in offered:
                     raise model_not_offered(cls, extension, Deployment(base_url).display, offered)
