@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from gprochat.errors import ImageError
+from gprochat.images import Image
 from gprochat.server import BackgroundServer, ServerConfig, create_app
 
 from .test_browser import reload, sent_bodies, wait_answers
@@ -274,6 +276,37 @@ def test_refused_files_are_explained_and_nothing_is_sent(
     page.wait_for_timeout(300)  # had anything been sent, it would have reached the server by now
     assert server.counted.generate == 0
     assert page.locator(".message").count() == 0
+    assert page.errors == []
+
+
+def test_a_refused_file_is_named_by_its_bytes_as_the_server_names_it(
+    counted_server: Callable[..., Served], page_of: Any
+) -> None:
+    server = counted_server()
+    page = page_of(server.base_url)
+    error = page.locator("#attach-error")
+    bmp = b"BM" + (70).to_bytes(4, "little") + bytes(4) + (54).to_bytes(4, "little") + bytes(56)
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(40)
+    svg16 = '<svg xmlns="http://www.w3.org/2000/svg"/>'.encode("utf-16")
+    noise = bytes([0x00, 0x9c, 0x13, 0xfe]) * 16
+    # Every one claims to be a PNG by its name and type: the bytes decide.
+    pdf = b"%PDF-1.7\n" + bytes(40)
+    choose(page, ("scan.png", "image/png", bmp), ("IMG_0001.png", "image/png", heic),
+           ("paper.png", "image/png", pdf),
+           ("drawing.png", "image/png", svg16), ("noise.png", "image/png", noise))
+    page.wait_for_function("() => document.getElementById('attach-error').textContent.includes('noise.png')")
+    text = error.inner_text()
+    assert "“scan.png” is a BMP image: attach a PNG, JPEG, WebP or GIF image (convert it)." in text
+    assert "“IMG_0001.png” is a HEIC image: attach" in text
+    assert "“paper.png” is a PDF document: attach" in text
+    assert "“drawing.png” is an SVG drawing (SVG can carry scripts), not an image" in text
+    assert "“noise.png” is not an image this server takes: its bytes are not" in text
+    assert page.locator("#attachments .attachment").count() == 0
+    # The server names each the same way, so the page and a refusal from /api/generate agree.
+    for data, named in ((bmp, "a BMP image"), (heic, "a HEIC image"), (pdf, "a PDF document")):
+        with pytest.raises(ImageError, match=named):
+            Image.from_bytes(data)
+    assert server.counted.generate == 0
     assert page.errors == []
 
 

@@ -40,15 +40,82 @@ export function sniffImageType(head) {
   return null;
 }
 
-function describeBytes(head) {
-  const text = new TextDecoder("utf-8", { fatal: false }).decode(head).trimStart();
-  if (text.startsWith("<")) return /svg/i.test(text) ? "an SVG drawing (SVG can carry scripts)" : "markup (HTML or XML)";
-  try {
-    new TextDecoder("utf-8", { fatal: true }).decode(head);
-    return "text";
-  } catch (_) {
-    return "not an image";
+// Other formats a person may well attach, told by their first bytes so that the
+// refusal names them, as the server's own refusals do (gprochat/images.py).
+const OTHER_FORMATS = [
+  [[0x49, 0x49, 0x2a, 0x00], "a TIFF image"],
+  [[0x4d, 0x4d, 0x00, 0x2a], "a TIFF image"],
+  [[0x00, 0x00, 0x01, 0x00], "an ICO icon"],
+  [[0x00, 0x00, 0x02, 0x00], "a CUR cursor"],
+  [[0xff, 0x0a], "a JPEG XL image"],
+  [[0x00, 0x00, 0x00, 0x0c, 0x4a, 0x58, 0x4c, 0x20], "a JPEG XL image"],
+  [[0x38, 0x42, 0x50, 0x53], "a Photoshop (PSD) image"],
+  [[0x25, 0x50, 0x44, 0x46, 0x2d], "a PDF document"],
+  [[0x50, 0x4b, 0x03, 0x04], "a ZIP archive (or a document in one: DOCX, ODT, EPUB)"],
+  [[0x50, 0x4b, 0x05, 0x06], "a ZIP archive"],
+  [[0x1f, 0x8b], "gzip-compressed data (an SVGZ drawing, or an archive)"],
+  [[0x4f, 0x67, 0x67, 0x53], "an Ogg audio or video file"],
+  [[0x49, 0x44, 0x33], "an MP3 audio file"],
+  [[0x66, 0x4c, 0x61, 0x43], "a FLAC audio file"],
+  [[0x1a, 0x45, 0xdf, 0xa3], "a Matroska or WebM video"],
+];
+// ISO media files (an ftyp box): the major brand says which.
+const FTYP_BRANDS = {
+  avif: "an AVIF image", avis: "an AVIF image sequence",
+  heic: "a HEIC image", heix: "a HEIC image", heim: "a HEIC image", heis: "a HEIC image",
+  hevc: "a HEIC image sequence", hevx: "a HEIC image sequence",
+  mif1: "a HEIF image", msf1: "a HEIF image sequence",
+};
+const RIFF_FORMATS = { WAVE: "a WAVE audio file", "AVI ": "an AVI video" };
+
+function otherFormat(head) {
+  const latin1 = (from, to) => String.fromCharCode(...head.subarray(from, to));
+  if (latin1(0, 2) === "BM" && head.length >= 14 && head.subarray(6, 10).every((b) => b === 0)) {
+    return "a BMP image";
   }
+  if (latin1(4, 8) === "ftyp") {
+    const brand = latin1(8, 12);
+    return FTYP_BRANDS[brand] || `an ISO media file (brand “${brand}”: a video, or an image format this server does not take)`;
+  }
+  if (latin1(0, 4) === "RIFF") return RIFF_FORMATS[latin1(8, 12)] || "a RIFF file (audio or video)";
+  const found = OTHER_FORMATS.find(([magic]) => magic.every((byte, i) => head[i] === byte));
+  return found ? found[1] : null;
+}
+
+function asText(head) {
+  const utf16 = (encoding) => new TextDecoder(encoding, { fatal: true }).decode(head.subarray(0, head.length & ~1));
+  try {
+    if ((head[0] === 0xff && head[1] === 0xfe) || (head[0] === 0xfe && head[1] === 0xff)) {
+      return utf16(head[0] === 0xff ? "utf-16le" : "utf-16be");
+    }
+    if (head[0] === 0x3c && head[1] === 0 && head[3] === 0) return utf16("utf-16le");
+    if (head[0] === 0 && head[1] === 0x3c && head[2] === 0) return utf16("utf-16be");
+  } catch (_) {
+    return null;
+  }
+  if (head.includes(0)) return null;
+  try {
+    // A character cut by the end of the slice is not a reason to call it binary.
+    return new TextDecoder("utf-8", { fatal: true }).decode(head, { stream: true });
+  } catch (_) {
+    return null;
+  }
+}
+
+/** Why a file that is not one of the four raster types is refused, in words. */
+function refusalOf(name, head) {
+  const other = otherFormat(head);
+  if (other) return `“${name}” is ${other}: attach ${ACCEPTED} (convert it).`;
+  const text = asText(head);
+  if (text === null) {
+    return `“${name}” is not an image this server takes: its bytes are not ${ACCEPTED}, `
+      + `nor another format it knows; attach ${ACCEPTED}.`;
+  }
+  const start = text.replace(/^[\ufeff \t\r\n]+/, "");
+  const what = start.startsWith("<")
+    ? (/svg/i.test(start) ? "an SVG drawing (SVG can carry scripts)" : "markup (HTML or XML)")
+    : "text";
+  return `“${name}” is ${what}, not an image this server takes: attach ${ACCEPTED}.`;
 }
 
 export function formatBytes(count) {
@@ -82,7 +149,7 @@ export async function readImage(file) {
   }
   const head = new Uint8Array(await file.slice(0, 32).arrayBuffer());
   const type = sniffImageType(head);
-  if (!type) throw new Error(`“${name}” is ${describeBytes(head)}, not an image this server takes: attach ${ACCEPTED}.`);
+  if (!type) throw new Error(refusalOf(name, head));
   return { type, data: await base64Of(file), size: file.size, name };
 }
 
