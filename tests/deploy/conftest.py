@@ -316,5 +316,10 @@ def deployment(proxy_kind: type[Proxy], certificate: Certificate) -> Iterator[Ca
         return proxy
 
     yield start
+    for process in started:
+        # Shown by pytest only when the test failed: what the proxy and gprochat logged.
+        name = getattr(process, "name", "gprochat")
+        print(f"----- {name} log -----")
+        print(process.logs() if isinstance(process, Proxy) else process.output())
     for process in reversed(started):
         process.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from gprochat.server import BackgroundServer, ServerConfig
+from gprochat.server.http import HOLD_BYTES
 
 from ..conftest import ServerFactory
 from .helpers import image_part, png, signed
@@ -317,3 +319,107 @@ def test_the_body_limit_refuses_at_its_exact_byte(make_server: ServerFactory, fr
         else:
             assert b"padded" in answer
 
+
+
+# -- an answer that comes before the body (a refusal) -----------------------------
+
+
+class EarlyApp:
+    """Answers 429 at once, reading no body; ``answered`` is set once it has sent all."""
+
+    BODY = b'{"error": {"message": "Too many requests"}}'
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await RecordingApp()(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.BODY))]})
+        await send({"type": "http.response.body", "body": self.BODY})
+        self.answered.set()
+
+
+@pytest.fixture
+def early() -> Iterator[tuple[EarlyApp, BackgroundServer]]:
+    app = EarlyApp()
+    server = BackgroundServer(ServerConfig(body_idle_timeout=2), app=app).start()
+    try:
+        yield app, server
+    finally:
+        server.stop()
+
+
+def _arrives_within(sock: socket.socket, seconds: float) -> bool:
+    readable, _, _ = select.select([sock], [], [], seconds)
+    return bool(readable)
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    """Everything until the server's FIN (a reset fails the test: the answer is lost)."""
+    data = b""
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    return data
+
+
+def test_an_early_answer_waits_for_the_rest_of_a_small_body(
+    early: tuple[EarlyApp, BackgroundServer],
+) -> None:
+    # A proxy writing the body from its own client while the answer arrives can lose the
+    # answer (Go's HTTP/1 server: Caddy); once the body is in, nothing races.
+    app, server = early
+    body = json.dumps(signed("Hi")).encode()
+    with _connect(server) as sock:
+        sock.sendall(_head(len(body)) + body[:10])
+        assert app.answered.wait(30)
+        assert not _arrives_within(sock, 0.5), "the answer was sent before the body was in"
+        sock.sendall(body[10:])
+        answer = _read_to_close(sock)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429 ")
+    assert b"connection: close" in head.lower()
+    assert rest == EarlyApp.BODY
+
+
+def test_a_held_answer_is_sent_when_the_body_stops_coming(
+    early: tuple[EarlyApp, BackgroundServer],
+) -> None:
+    app, server = early
+    with _connect(server) as sock:
+        sock.sendall(_head(1000) + b"{")
+        assert app.answered.wait(30)
+        # The body falls silent: after body_idle_timeout (2 s) the answer goes, not a 408.
+        answer = _read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 429 ")
+    assert answer.endswith(EarlyApp.BODY)
+
+
+def test_an_early_answer_to_a_large_remainder_is_sent_at_once(
+    early: tuple[EarlyApp, BackgroundServer],
+) -> None:
+    app, server = early
+    with _connect(server) as sock:
+        sock.sendall(_head(HOLD_BYTES + 1) + b"{")
+        assert app.answered.wait(30)
+        # Nothing more is sent: the answer comes anyway, then the lingering close.
+        assert _arrives_within(sock, 30)
+        head = sock.recv(1 << 16)
+        assert head.startswith(b"HTTP/1.1 429 ")
+        sock.sendall(bytes(HOLD_BYTES))  # read and dropped while the server lingers
+        sock.shutdown(socket.SHUT_WR)
+        _read_to_close(sock)
+
+
+def test_an_early_answer_to_a_client_awaiting_100_continue_is_sent_at_once() -> None:
+    # It sends no body until told to: the final answer goes instead of "100 Continue"
+    # (held for the body, it would wait for the body's timeouts, here far away).
+    app = EarlyApp()
+    with BackgroundServer(ServerConfig(body_idle_timeout=300, body_timeout=600), app=app) as server, \
+            _connect(server) as sock:
+        sock.sendall(_head(1000, extra=b"Expect: 100-continue\r\n"))
+        assert app.answered.wait(30)
+        assert _arrives_within(sock, 30)
+        assert sock.recv(1 << 16).startswith(b"HTTP/1.1 429 ")

@@ -33,11 +33,22 @@ folding. ``LimitedHttpProtocol`` adds what a server on the internet also needs
       body, and the answer (a 413) came first          up to drain_bytes of the body are read
                                                        and dropped, for up to drain_timeout,
                                                        before the close
+    is answered early (a 429) while at most          the answer is held until those bytes
+      HOLD_BYTES of its body are still to come         have come (or the body's timeouts
+                                                       pass), then sent, then the close
 
 "Then close" is always a lingering close: the answer is written, the sending side
 is shut (FIN), and what the client still sends is read and dropped (bounded as
 above) until it closes. (Closing a socket with unread data sends a reset, which
 destroys the answer in the client's receive buffer.)
+
+An early answer to a small body is held until the body is in, because a proxy may be
+writing that body from its own client while the answer arrives: Go's HTTP/1 server
+(Caddy, Traefik) then reads and drops the rest of its client's body for its reply,
+under the proxy's own copy of it, which fails the proxy's upstream connection and
+cuts the answer after its head (seen through Caddy: a 429 with 0 of its 117 body
+bytes). Once the body is in, nothing races; a larger remainder is answered at once
+(Go does not read more than 256 KiB for its reply, and a 413 should not wait).
 
 Each refusal above is one access-log line and one count in the metrics, like any
 other answer: the app (``observe.py``) puts a callable taking a ``Refusal`` in the
@@ -80,6 +91,10 @@ REFUSAL_OBSERVER = "gprochat.http.refusal_observer"
 #: The scope key of a request the app was reading when the HTTP layer refused it.
 REFUSED_KEY = "gprochat.http.refused"
 
+
+#: An answer started while at most this many bytes of its request's body are still to
+#: come waits for them (uvicorn's buffer before it pauses reading: 64 KiB).
+HOLD_BYTES = 64 * 1024
 
 # head: the request line and headers are due; body: the request is being read (or
 # answered, once its body is complete); idle: between requests; drain: closing.
@@ -301,6 +316,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 return
         super().on_body(body)
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        held = _held(self.cycle)
+        if held is not None:
+            held.release()
+
     def _take_body(self, cycle: _Cycle, data: bytes) -> bytes:
         """Keep the bytes received as the body's next piece, without the parser (whose
         ``on_body`` would copy them); return what follows the body (a pipelined request)."""
@@ -383,7 +404,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             )
 
     def on_response_complete(self) -> None:
-        if self._phase == "drain":  # no keep-alive: the connection closes once drained
+        if self._phase == "drain" or _held(self.cycle) is not None:
+            # No keep-alive: the connection closes once drained (or once the held answer
+            # is sent, then drained).
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
@@ -417,7 +440,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return self._started + limits.header_timeout
         if self._phase == "body":
             cycle = self.cycle
-            if cycle is None or not cycle.more_body or cycle.response_complete:
+            if cycle is None or not cycle.more_body or (cycle.response_complete and _held(cycle) is None):
                 return None  # the body is complete: the answer has no deadline here
             return min(self._started + limits.body_timeout, self._last_body + limits.body_idle_timeout)
         if self._phase == "drain":
@@ -450,6 +473,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                     f"Request headers not received within {limits.header_timeout:g} s; "
                     "send the whole request head at once.",
                 )
+        elif self._phase == "body" and (held := _held(self.cycle)) is not None:
+            # The body did not come in time: the answer waited for it long enough.
+            held.release()
         elif self._phase == "body":
             slow = "silent for" if now - self._last_body >= limits.body_idle_timeout else "longer than"
             seconds = limits.body_idle_timeout if slow == "silent for" else limits.body_timeout
@@ -546,23 +572,50 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 
 class _LingeringTransport:
-    """What an early answer's cycle closes: a lingering close instead of a reset."""
+    """What an early answer's cycle writes to and closes: a lingering close instead of a
+    reset, and, while ``held``, the answer kept until ``release`` (the body is in)."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: LimitedHttpProtocol) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: LimitedHttpProtocol, *, hold: bool) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._held: list[bytes] | None = [] if hold else None
+        self._close_due = False
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def release(self) -> None:
+        """Send what was held, and close (lingering) if the answer is complete."""
+        held, self._held = self._held, None
+        if held and not self._transport.is_closing():
+            self._transport.write(b"".join(held))
+        if self._close_due:
+            self._protocol.linger()
 
     def write(self, data: bytes) -> None:
-        self._transport.write(data)
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self._transport.write(data)
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
     def close(self) -> None:
-        self._protocol.linger()
+        if self._held is not None:
+            self._close_due = True
+        else:
+            self._protocol.linger()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
+
+
+def _held(cycle: RequestResponseCycle | None) -> _LingeringTransport | None:
+    """``cycle``'s transport if it holds the answer until the body is in, else None."""
+    transport = getattr(cycle, "transport", None)
+    return transport if isinstance(transport, _LingeringTransport) and transport.held else None
 
 
 _CONNECTION_CLOSE = (b"connection", b"close")
@@ -622,9 +675,13 @@ class _Cycle(RequestResponseCycle):
             if self.more_body:
                 protocol = self.transport.get_protocol()
                 if isinstance(protocol, LimitedHttpProtocol):
-                    # The body will not be read (a 413, say): answer, then close lingering.
+                    # The body will not be read (a 413, say): answer, then close lingering;
+                    # when little of it is still to come, answer once it is in (see above).
                     self.keep_alive = False
-                    self.transport = _LingeringTransport(self.transport, protocol)  # type: ignore[assignment]
+                    # (Not a client waiting for "100 Continue": it sends no body now.)
+                    left = None if self.declared_length is None else self.declared_length - self.received
+                    hold = left is not None and left <= HOLD_BYTES and not self.waiting_for_100_continue
+                    self.transport = _LingeringTransport(self.transport, protocol, hold=hold)  # type: ignore[assignment]
             if self.scope["http_version"] == "1.0":
                 message = self._for_http_1_0(message)
         elif self._close_delimited and message["type"] == "http.response.body":
