@@ -216,7 +216,7 @@ class Image:
         """The base64 text (sliced out of its data URL or body when first asked for)."""
         text, start, end = self.data_span
         if isinstance(text, bytes):
-            return text[start:end].decode("ascii")
+            return str(memoryview(text)[start:end], "ascii")  # decoded from where it is
         return text[start:end] if start or end != len(text) else text
 
     @property
@@ -325,6 +325,8 @@ class Image:
     def decode(self) -> bytes:
         """The image's bytes (for a backend that needs them, such as a local model)."""
         text, start, end = self.data_span
+        if isinstance(text, bytes):  # checked strict base64 already: decoded from where it is
+            return binascii.a2b_base64(memoryview(text)[start:end])
         return base64.b64decode(text[start:end] if start or end != len(text) else text)
 
     @property
@@ -425,8 +427,8 @@ class Base64Run:
         return self.buffer[self.start : self.data_start].decode("ascii")
 
     def text(self) -> str:
-        """The whole string (a copy)."""
-        return self.buffer[self.start : self.end].decode("ascii")
+        """The whole string (decoded from the buffer, not sliced out of it first)."""
+        return str(memoryview(self.buffer)[self.start : self.end], "ascii")
 
     def __repr__(self) -> str:
         return f"Base64Run({self.prefix!r}, {self.end - self.data_start} characters)"

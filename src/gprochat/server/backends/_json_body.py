@@ -5,9 +5,10 @@ whole body to bytes) and aiohttp would then hold the whole body while sending it
 a 5 MiB image, three more copies of 7 MiB and ~20 ms of CPU (docs/benchmarks.md, B8).
 A backend puts ``Spliced(prefix, data)`` where an image's text goes (Gemini's
 ``inline_data.data``, OpenAI's data URL); ``JSONBody`` serializes the rest with a
-placeholder there and, when aiohttp sends it, writes the base64 text (checked ASCII,
-nothing to escape) in slices as the connection takes them. ``materialize`` gives the
-plain JSON value (for tests and logs).
+placeholder there and, when aiohttp sends it, writes the base64 (checked ASCII,
+nothing to escape) in slices as the connection takes them: encoded from text, or, for
+an image kept in the request body's bytes (``Image.data_span``), views of those bytes,
+not copied. ``materialize`` gives the plain JSON value (for tests and logs).
 """
 
 from __future__ import annotations
