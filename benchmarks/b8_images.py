@@ -77,7 +77,12 @@ class _Process:
         self.process = subprocess.Popen(
             python_cmd("benchmarks.b8_images", kind, str(fd), json.dumps(options)),
             pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env)
-        wait_until_ready(self.process, self.base_url + "/healthz", 30, interval=0.05)
+        try:
+            # 90 s: importing the app takes long on a machine busy with other benchmarks.
+            wait_until_ready(self.process, self.base_url + "/healthz", 90, interval=0.05)
+        except BaseException:
+            self.stop()  # not left running when the harness gives up on it
+            raise
 
     def cpu_ns(self) -> int:
         """CPU time of every thread of the process so far, in nanoseconds."""

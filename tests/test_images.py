@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from gprochat.errors import ImageError
-from gprochat.images import Image, load_image, parse_data_url, sniff_image_type
+from gprochat.images import Base64Run, Image, base64_run, load_image, parse_data_url, sniff_image_type
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 SAMPLES = {
@@ -172,8 +172,8 @@ def test_the_size_is_checked_once_exactly_before_the_scan() -> None:
 def test_an_image_from_a_data_url_keeps_the_url_and_copies_nothing_until_asked() -> None:
     url = "data:image/png;base64," + b64(PNG)
     image = Image.from_data_url(url)
-    text, start = image.data_span
-    assert text is url and start == len("data:image/png;base64,")
+    text, start, end = image.data_span
+    assert text is url and start == len("data:image/png;base64,") and end == len(url)
     assert image.data_url is url  # already in the canonical form: the URL itself
     assert image.data == b64(PNG) and image.decode() == PNG
     other = Image.from_data_url("data:image/png;name=x;base64," + b64(PNG))
@@ -253,3 +253,91 @@ def test_nul_bytes_are_binary_and_text_is_text(raw: bytes, what: str) -> None:
         "PNG, JPEG, WebP or GIF image, nor another format it knows; send PNG, JPEG, WebP or GIF"
     )
     assert str(caught.value) == expected
+
+
+# -- base64_run: a string of a request body's bytes, checked where it is -----------------
+
+LONG = b64(PNG + bytes(100_000))  # longer than a scan slice (32 KiB)
+
+
+def run_of(text: str) -> Base64Run | None:
+    body = b'{"data": "' + text.encode() + b'"}'
+    return base64_run(body, 10, len(body) - 2)
+
+
+def test_a_run_of_bare_base64_is_taken_where_it_is() -> None:
+    run = run_of(LONG)
+    assert run is not None and (run.data_start, run.prefix) == (run.start, "")
+    assert run.text() == LONG
+    image = Image.from_base64(run, "image/png")
+    assert (image.mime_type, image.size, image.data) == ("image/png", len(PNG) + 100_000, LONG)
+    assert image.data_span == (run.buffer, run.start, run.end)  # the body's bytes, not a copy
+    assert image.decode() == PNG + bytes(100_000) and image == Image.from_base64(LONG)
+
+
+def test_a_run_of_a_data_url_knows_its_prefix() -> None:
+    url = "DATA:image/png;name=x.png;base64," + LONG
+    run = run_of(url)
+    assert run is not None and run.prefix == url[: url.index(",") + 1] and run.text() == url
+    image = Image.from_base64(run, "image/png")
+    assert image.data == LONG and image.data_url == "data:image/png;base64," + LONG
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        LONG[:40_000] + "=" + LONG[40_001:],  # padding in the middle
+        LONG[:-4] + "A===",  # three '=' at the end
+        "=" + LONG[1:],
+        LONG[:50_000] + " " + LONG[50_001:],  # whitespace, in a later slice
+        LONG[:50_000] + "\n" + LONG[50_001:],
+        LONG[:70_000] + "-" + LONG[70_001:],  # the URL-safe alphabet
+        LONG[:70_000] + "_" + LONG[70_001:],
+        LONG[:70_000] + "é" + LONG[70_001:],  # non-ASCII
+        LONG[:-1] + "!",
+        "data:image/png;base64",  # a data URL without its ',' (none within 256 characters)
+        "data:image/png;" + "x" * 300 + ";base64," + LONG,
+        "data:image/pngé;base64," + LONG,  # a prefix that is not ASCII
+        "data:image/png;base64," + LONG[:1000] + "." + LONG[1001:],
+        "data:image/png;base64,",
+        "AA=",
+    ],
+    ids=["= inside", "===", "= first", "space", "newline", "-", "_", "non-ASCII", "!",
+         "no comma", "long prefix", "non-ASCII prefix", "url with '.'", "empty url", "short"],
+)
+def test_what_is_not_a_clean_run_stays_text_and_is_refused_as_ever(text: str) -> None:
+    assert run_of(text) is None
+    if not text.lower().startswith("data:"):
+        with pytest.raises(ImageError, match=r"not valid base64|too much '='|multiple of 4"):
+            Image.from_base64(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (LONG[:-2] + "AAA", "its length (.*) is not a multiple of 4"),
+        (LONG[:-2] + "=", "multiple of 4"),
+        (b64(b"\x00" * 60_000), "is not an image this server takes"),
+        (b64(b'<svg xmlns="http://www.w3.org/2000/svg">' + b" " * 60_000 + b"</svg>"), "SVG"),
+        (b64(b"%PDF-1.7" + bytes(60_000)), "a PDF document"),
+    ],
+)
+def test_a_run_is_refused_for_what_a_string_is_refused_for(text: str, says: str) -> None:
+    run = run_of(text)
+    assert run is not None
+    with pytest.raises(ImageError, match=says) as from_run:
+        Image.from_base64(run, where="messages[0].parts[1]")
+    with pytest.raises(ImageError) as from_text:
+        Image.from_base64(text, where="messages[0].parts[1]")
+    assert str(from_run.value) == str(from_text.value)
+
+
+def test_a_run_over_the_limit_and_of_another_type_is_refused_in_the_same_words() -> None:
+    run = run_of(LONG)
+    assert run is not None
+    for call in ({"max_bytes": 1000}, {"declared_type": "image/jpeg"}):
+        with pytest.raises(ImageError) as from_run:
+            Image.from_base64(run, **call)
+        with pytest.raises(ImageError) as from_text:
+            Image.from_base64(LONG, **call)
+        assert (str(from_run.value), from_run.value.status) == (str(from_text.value), from_text.value.status)

@@ -11,6 +11,11 @@ numbers (never from the declared type); the size follows from the length.
 ``parse_data_url`` is the one reader of data URLs. The SHA-256 is computed
 only when someone asks for it (the echo backend, the conversation log).
 
+A large image need not become text at all: ``base64_run`` checks a string of a
+request body's bytes where it is (``protocol.decode_body_keeping_base64`` finds them),
+and an ``Image`` built from that ``Base64Run`` keeps the body's bytes, which a backend
+writes on as they are.
+
 Only raster types are accepted: PNG, JPEG, WebP and GIF (no SVG: it is a document
 that can carry scripts).
 
@@ -40,8 +45,10 @@ __all__ = [
     "IMAGE_TYPES",
     "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_IMAGES",
+    "Base64Run",
     "Image",
     "ImageSource",
+    "base64_run",
     "sniff_image_type",
     "load_image",
     "parse_data_url",
@@ -62,6 +69,8 @@ _DATA_URL = re.compile(r"data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
 # The base64 characters checked at a time: a slice well under glibc's mmap threshold
 # (128 KiB), so scanning a large image reuses one small block of memory.
 _SCAN_CHARS = 32 * 1024
+# The longest data URL prefix (``data:<type>;<parameters>,``) ``base64_run`` reads.
+_MAX_PREFIX = 256
 
 ImageSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", "Image"]
 
@@ -190,25 +199,30 @@ class Image:
     ``from_data_url`` or ``load_image`` (bytes, a path or a data URL); each checks the
     bytes and raises ``ImageError`` saying what is wrong.
 
-    The base64 stays in the text it arrived in: ``data_span`` is that text and where
-    the base64 starts in it (for a data URL, the URL itself), so a writer that takes
-    it from there copies nothing; ``data`` slices it out, once, when first asked for.
+    The base64 stays where it arrived: ``data_span`` is that text (or, from a
+    ``Base64Run``, the request body's bytes) and where the base64 starts and ends in
+    it, so a writer that takes it from there copies nothing; ``data`` slices it out
+    (as text), once, when first asked for.
     """
 
     mime_type: str
     size: int
-    _text: str
+    _text: Union[str, bytes]
     _start: int = 0
+    _end: Optional[int] = None  # None: to the end of _text
 
     @functools.cached_property
     def data(self) -> str:
-        """The base64 text (sliced out of its data URL when first asked for)."""
-        return self._text[self._start :] if self._start else self._text
+        """The base64 text (sliced out of its data URL or body when first asked for)."""
+        text, start, end = self.data_span
+        if isinstance(text, bytes):
+            return str(memoryview(text)[start:end], "ascii")  # decoded from where it is
+        return text[start:end] if start or end != len(text) else text
 
     @property
-    def data_span(self) -> tuple[str, int]:
-        """The text holding the base64, and the offset where it starts (to its end)."""
-        return self._text, self._start
+    def data_span(self) -> tuple[Union[str, bytes], int, int]:
+        """The text (or bytes) holding the base64, and where it starts and ends in it."""
+        return self._text, self._start, len(self._text) if self._end is None else self._end
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Image):
@@ -226,7 +240,7 @@ class Image:
     @classmethod
     def from_base64(
         cls,
-        data: str,
+        data: Union[str, Base64Run],
         declared_type: Optional[str] = None,
         *,
         start: int = 0,
@@ -236,14 +250,21 @@ class Image:
         """Check base64 text as received; ``where`` names the part in error messages.
 
         The base64 is ``data[start:]`` (a data URL's is checked and kept where it is, in
-        the URL: see ``data_span``). It must be strict base64 (no whitespace, padding
-        where it belongs); the bytes must be a raster image whose magic numbers agree
-        with ``declared_type`` (when one is given) and that is at most ``max_bytes``
-        long. The size follows from the length and is checked once, before the scan.
+        the URL: see ``data_span``), or a ``Base64Run``'s (``start`` is then unused: the
+        run knows where its base64 starts, and its alphabet is already checked). It
+        must be strict base64 (no whitespace, padding where it belongs); the bytes must
+        be a raster image whose magic numbers agree with ``declared_type`` (when one is
+        given) and that is at most ``max_bytes`` long. The size follows from the length
+        and is checked once, before the scan.
         """
-        if not isinstance(data, str):
+        text: Union[str, bytes]
+        if isinstance(data, Base64Run):
+            text, start, end, scanned = data.buffer, data.data_start, data.end, True
+        elif isinstance(data, str):
+            text, end, scanned = data, len(data), False
+        else:
             raise ImageError(f"{where} data must be a base64 string, not {type(data).__name__}", where=where)
-        length = len(data) - start
+        length = end - start
         if length <= 0:
             raise ImageError(f"{where} is empty: attach a PNG, JPEG, WebP or GIF image", where=where)
         if length % 4:
@@ -251,8 +272,8 @@ class Image:
                 f"{where} is not valid base64: its length ({length}) is not a multiple of 4",
                 where=where,
             )
-        tail = data[-3:]
-        padding = len(tail) - len(tail.rstrip("="))
+        tail = text[end - 3 : end]
+        padding = len(tail) - len(tail.rstrip(b"=") if isinstance(tail, bytes) else tail.rstrip("="))
         if padding > 2:
             raise ImageError(f"{where} is not valid base64: too much '=' padding at its end", where=where)
         size = length // 4 * 3 - padding
@@ -262,8 +283,10 @@ class Image:
                 where=where,
                 status=413,
             )
-        _check_alphabet(data, start, len(data) - padding, where)
-        head = binascii.a2b_base64(data[start : start + _HEAD_CHARS])
+        if not scanned:
+            assert isinstance(text, str)
+            _check_alphabet(text, start, end - padding, where)
+        head = binascii.a2b_base64(text[start : min(start + _HEAD_CHARS, end)])
         real = sniff_image_type(head)
         if real is None:
             raise ImageError(_not_accepted(where, head, server=True), where=where)
@@ -276,7 +299,9 @@ class Image:
                 "send the image's real type",
                 where=where,
             )
-        return cls(mime_type=real, size=size, _text=data, _start=start)
+        if isinstance(text, bytes):
+            return cls(mime_type=real, size=size, _text=text, _start=start, _end=end)
+        return cls(mime_type=real, size=size, _text=text, _start=start)
 
     @classmethod
     def from_bytes(cls, raw: Union[bytes, bytearray, memoryview], *, where: str = "image") -> Image:
@@ -299,15 +324,17 @@ class Image:
 
     def decode(self) -> bytes:
         """The image's bytes (for a backend that needs them, such as a local model)."""
-        text, start = self.data_span
-        return base64.b64decode(text[start:] if start else text)
+        text, start, end = self.data_span
+        if isinstance(text, bytes):  # checked strict base64 already: decoded from where it is
+            return binascii.a2b_base64(memoryview(text)[start:end])
+        return base64.b64decode(text[start:end] if start or end != len(text) else text)
 
     @property
     def data_url(self) -> str:
         """``data:<mime_type>;base64,<data>`` (the URL it came in, when it has that form)."""
         prefix = f"data:{self.mime_type};base64,"
-        text, start = self.data_span
-        if start == len(prefix) and text.startswith(prefix):
+        text, start, end = self.data_span
+        if isinstance(text, str) and start == len(prefix) and end == len(text) and text.startswith(prefix):
             return text
         return prefix + self.data
 
@@ -377,6 +404,61 @@ def _check_alphabet(data: str, start: int, end: int, where: str) -> None:
                 "and '/' (no whitespace, no URL-safe '-' or '_'; '=' only at the end)",
                 where=where,
             )
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Base64Run:
+    """A JSON string left in a request body's bytes: ``buffer[start:end]``, whose base64
+    (``buffer[data_start:end]``, after a data URL's prefix if it has one) is known to be
+    all base64 alphabet, with at most two ``=`` at its end.
+
+    Only ``base64_run`` makes one (it checks the alphabet); ``Image.from_base64`` then
+    checks the rest (length, padding, size, magic numbers) without scanning it again.
+    """
+
+    buffer: bytes
+    start: int
+    data_start: int
+    end: int
+
+    @property
+    def prefix(self) -> str:
+        """A data URL's ``data:<type>;base64,`` ("" for bare base64)."""
+        return self.buffer[self.start : self.data_start].decode("ascii")
+
+    def text(self) -> str:
+        """The whole string (decoded from the buffer, not sliced out of it first)."""
+        return str(memoryview(self.buffer)[self.start : self.end], "ascii")
+
+    def __repr__(self) -> str:
+        return f"Base64Run({self.prefix!r}, {self.end - self.data_start} characters)"
+
+
+def base64_run(buffer: bytes, start: int, end: int) -> Optional[Base64Run]:
+    """``buffer[start:end]`` as a ``Base64Run`` if it is base64 or a data URL of base64, else None.
+
+    The string must hold no escape (the caller knows: it found the string's end). Bare
+    base64 is taken when every character is in the alphabet, with at most two ``=`` at
+    the end; a data URL when it starts ``data:`` (any case), its prefix up to the first
+    ',' is at most 256 ASCII characters, and what follows the ',' is base64 as above.
+    Anything else (whitespace, ``-``/``_``, an ``=`` inside, non-ASCII) is None: the
+    caller parses it as text, and ``Image.from_base64`` refuses it as it always has.
+    The scan is ``_check_alphabet``'s, on bytes: a slice at a time, no copy of the run.
+    """
+    data_start = start
+    if buffer[start : start + 5].lower() == b"data:":
+        comma = buffer.find(b",", start, min(end, start + _MAX_PREFIX))
+        if comma < 0 or not buffer[start:comma].isascii():
+            return None
+        data_start = comma + 1
+    if end - data_start < 4:
+        return None
+    tail = buffer[end - 2 : end]
+    stop = end - (len(tail) - len(tail.rstrip(b"=")))
+    for offset in range(data_start, stop, _SCAN_CHARS):
+        if buffer[offset : min(offset + _SCAN_CHARS, stop)].translate(None, _ALPHABET):
+            return None
+    return Base64Run(buffer, start, data_start, end)
 
 
 def load_image(source: ImageSource, *, where: str = "image") -> Image:

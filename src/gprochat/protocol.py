@@ -19,9 +19,10 @@ import email.utils
 import hashlib
 import hmac
 import json
+import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Optional
 
 from pydantic import (
@@ -35,7 +36,7 @@ from pydantic import (
 )
 
 from .errors import ImageError, ProtocolError
-from .images import Image
+from .images import Base64Run, Image, base64_run
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -62,6 +63,8 @@ __all__ = [
     "parse_generate_request",
     "parse_json",
     "decode_body",
+    "decode_body_keeping_base64",
+    "GENERATE_IMAGE_PATH",
     "error_body",
     "parse_error_body",
     "password_matches",
@@ -402,22 +405,118 @@ def decode_body(body: bytes) -> str:
         raise InvalidRequest(f"Request body is not UTF-8: {exc.reason}.") from exc
 
 
-def parse_json(body: bytes | str) -> Any:
+# Strings at least this long are looked at by decode_body_keeping_base64 (a 48 KiB image).
+_KEEP_CHARS = 64 * 1024
+# The quotes and backslashes decode_body_keeping_base64 steps over before giving up (a
+# body of many small strings is then decoded whole, as any body is).
+_LEXER_STEPS = 50_000
+
+#: Where an image's base64 is in an ``/api/generate`` body (``int``: any list index).
+GENERATE_IMAGE_PATH: tuple[str | type[int], ...] = ("messages", int, "parts", int, "inline_data", "data")
+
+
+def decode_body_keeping_base64(body: bytes) -> tuple[str, dict[str, Base64Run]]:
+    """``decode_body(body)``, except that each large base64 string stays in ``body``.
+
+    Each JSON string of at least 64 KiB without escapes that is base64, or a data URL
+    of base64 (``images.base64_run``, which checks the alphabet), is replaced in the
+    text by a short placeholder (its data URL prefix, then a token with a random
+    nonce); the second value maps each placeholder to its ``Base64Run``. Parse the text
+    with ``parse_json(text, kept, images_at=...)``: the runs where images go stay
+    placeholders (the route builds each ``Image`` from its run), any other is put back
+    as the text it was. So a 5 MiB image is neither decoded to text, nor copied by the
+    JSON parser, nor encoded again on its way upstream (docs/benchmarks.md, B8).
+
+    Nothing kept (a small body, no such string, UTF-16/32, more than 50,000 strings and
+    escapes before the end): the text is ``decode_body(body)``, and so is any error.
+    """
+    if len(body) < _KEEP_CHARS or json.detect_encoding(body) != "utf-8":
+        return decode_body(body), {}
+    runs = [run for start, end in _long_strings(body) if (run := base64_run(body, start, end))]
+    if not runs:
+        return decode_body(body), {}
+    nonce = secrets.token_hex(8)
+    pieces: list[bytes] = []
+    kept: dict[str, Base64Run] = {}
+    done = 0
+    for index, run in enumerate(runs):
+        placeholder = f"{run.prefix}gprochat-kept-{nonce}-{index}"
+        kept[placeholder] = run
+        pieces += (body[done : run.start], placeholder.encode("ascii"))
+        done = run.end
+    pieces.append(body[done:])
+    try:
+        return b"".join(pieces).decode("utf-8"), kept
+    except UnicodeDecodeError:
+        return decode_body(body), {}  # raises InvalidRequest naming the error
+
+
+def _long_strings(body: bytes) -> list[tuple[int, int]]:
+    """Where each JSON string of ``body`` at least ``_KEEP_CHARS`` long, with no escape, is.
+
+    Reads only quotes and backslashes (``bytes.find``), as a JSON parser reads strings;
+    a body that is not JSON gives spans the parser refuses anyway. Gives up (no span)
+    after ``_LEXER_STEPS`` steps.
+    """
+    spans: list[tuple[int, int]] = []
+    find, size = body.find, len(body)
+    backslash = -1  # the next backslash at or after where the scan is (size: none)
+    position = steps = 0
+    while (opening := find(b'"', position)) >= 0:
+        at, escaped = opening + 1, False
+        while True:
+            steps += 1
+            if steps > _LEXER_STEPS:
+                return []
+            closing = find(b'"', at)
+            if closing < 0:
+                return spans  # an unterminated string: the parser names it
+            if backslash < at:
+                backslash = find(b"\\", at)
+                if backslash < 0:
+                    backslash = size
+            if backslash > closing:
+                break
+            escaped, at = True, backslash + 2  # the escaped character, whatever it is
+        if not escaped and closing - opening - 1 >= _KEEP_CHARS:
+            spans.append((opening + 1, closing))
+        position = closing + 1
+    return spans
+
+
+def parse_json(
+    body: bytes | str,
+    kept: Mapping[str, Base64Run] | None = None,
+    *,
+    images_at: tuple[str | type[int], ...] = (),
+    data_urls: bool = False,
+) -> Any:
     """A request body's JSON, or ``InvalidRequest`` saying what is wrong with it.
 
     Stricter than ``json.loads`` where a server must be: no ``NaN``/``Infinity``, no
     number too large for a float, no integer longer than 100 digits, no nesting deeper
     than Python's recursion limit, and no lone UTF-16 surrogate (``"\\ud800"``): none
     of them can be a real request, and each would otherwise fail later, unnamed.
-    ``body`` is the bytes received, or their text (``decode_body``).
+    ``body`` is the bytes received, or their text (``decode_body``), or
+    ``decode_body_keeping_base64``'s text with its ``kept`` runs: a run's placeholder
+    stays at ``images_at`` (a path of keys, ``int`` for any list index) when it has
+    the shape an image has there (a data URL when ``data_urls``, bare base64 if not);
+    every other run is put back as its text. The result is ``parse_json`` of the
+    original body, placeholders aside; so are its errors.
     """
     text = body if isinstance(body, str) else decode_body(body)
     try:
         data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
+        if kept:  # the error, and its position, as in the body itself
+            return parse_json(decode_body(next(iter(kept.values())).buffer))
         raise InvalidRequest(f"Request body is not valid JSON: {exc.msg} at position {exc.pos}.") from exc
     except RecursionError as exc:
         raise InvalidRequest("Request body is nested too deeply to be a request.") from exc
+    if kept:
+        data, found = _put_back(data, kept, images_at, data_urls)
+        if found != len(kept):  # cannot happen with the lexer above; never guess
+            return parse_json(decode_body(next(iter(kept.values())).buffer))
     # A lone surrogate can only arrive as a \uD800-\uDFFF escape: none without a
     # backslash (one memchr, where looking for "\\ud" scans a large body character by
     # character).
@@ -427,6 +526,53 @@ def parse_json(body: bytes | str) -> Any:
             "it is not a character; send valid Unicode."
         )
     return data
+
+
+def _put_back(
+    data: Any, kept: Mapping[str, Base64Run], images_at: tuple[str | type[int], ...], data_urls: bool
+) -> tuple[Any, int]:
+    """``data`` with every kept run not at ``images_at`` as its text; and how many were found."""
+    found = 0
+    stack: list[tuple[Any, int]] = []  # (a dict or list, how much of images_at its path matches)
+
+    def value(item: Any, depth: int) -> Any:
+        nonlocal found
+        run = kept.get(item) if isinstance(item, str) else None
+        if run is None:
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth))
+            return item
+        found += 1
+        if images_at and depth == len(images_at) and (run.data_start > run.start) == data_urls:
+            return item
+        return run.text()
+
+    def step(depth: int, key: str | int) -> int:
+        if 0 <= depth < len(images_at):
+            wanted = images_at[depth]
+            if (wanted is int) if isinstance(key, int) else (wanted == key):
+                return depth + 1
+        return -1
+
+    root = value(data, 0)
+    while stack:
+        container, depth = stack.pop()
+        if isinstance(container, list):
+            for index, item in enumerate(container):
+                container[index] = value(item, step(depth, index))
+            continue
+        items = list(container.items())
+        if any(key in kept for key, _ in items):
+            container.clear()  # a key kept: the same order, the key as its text
+            for key, item in items:
+                if key in kept:
+                    found += 1
+                    key = kept[key].text()
+                container[key] = value(item, step(depth, key))
+        else:
+            for key, item in items:
+                container[key] = value(item, step(depth, key))
+    return root, found
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -448,15 +594,17 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def generate_body_json(body: bytes | str) -> dict[str, Any]:
+def generate_body_json(body: bytes | str, kept: Mapping[str, Base64Run] | None = None) -> dict[str, Any]:
     """A ``/api/generate`` body's JSON object, not yet validated, or ``InvalidRequest``.
 
     A server counts what it must bound in it (``RequestGuard.check_part_count``) before
-    ``parse_generate_request`` builds a model per part.
+    ``parse_generate_request`` builds a model per part. With ``kept`` (the text is
+    ``decode_body_keeping_base64``'s), an image's ``inline_data.data`` may be the
+    placeholder of a run in ``kept``.
     """
     if not body.strip():
         raise InvalidRequest("Empty request body: send a JSON object with messages, time, pass and sign.")
-    data = parse_json(body)
+    data = parse_json(body, kept, images_at=GENERATE_IMAGE_PATH)
     if not isinstance(data, dict):
         raise InvalidRequest(f"Request body must be a JSON object, not {type(data).__name__}.")
     return data

@@ -36,7 +36,7 @@ from starlette.types import Scope
 
 from .. import protocol
 from ..errors import ImageError, SharedStateError
-from ..images import Image
+from ..images import Base64Run, Image
 from .refusals import Refusal
 from .stores import SharedState, translate_rate_storage_error
 
@@ -435,15 +435,16 @@ class RequestGuard:
 
     def check_images(
         self,
-        messages: Sequence[Sequence[tuple[int, str, str]]],
+        messages: Sequence[Sequence[tuple[int, str, str | Base64Run]]],
         where: str = "messages[{index}].parts[{part}]",
     ) -> list[tuple[Image, ...]]:
         """Each message's images, checked, in order; a ``Refusal`` names the part and the limit.
 
         ``messages`` holds, per message, its image parts as ``(part number, declared
-        type, base64)``; ``where`` formats a part's position the way the route's clients
-        name it. Each image's bytes must be a raster type (``gprochat.images``), at most
-        ``max_image_bytes`` long (413); at most ``max_images`` in a request (413).
+        type, base64)``, the base64 as text or as a ``Base64Run`` of the body; ``where``
+        formats a part's position the way the route's clients name it. Each image's
+        bytes must be a raster type (``gprochat.images``), at most ``max_image_bytes``
+        long (413); at most ``max_images`` in a request (413).
         """
         self.check_image_count(sum(len(parts) for parts in messages))
         checked: list[tuple[Image, ...]] = []

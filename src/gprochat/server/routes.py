@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import protocol
+from ..images import Base64Run
 from .backends import Backend, Conversation, Turn
 from .config import ServerConfig
 from .guard import RequestGuard
@@ -49,9 +50,10 @@ async def generate(request: Request) -> Response:
     guard: RequestGuard = state.guard
     body = await guard.admit(request, "generate")
     try:
-        text = protocol.decode_body(body)
-        del body  # parsed from its text alone: a large image is held twice, not three times
-        data = protocol.generate_body_json(text)
+        # A large image's base64 stays in the body's bytes (no text, no copy by the parser).
+        text, kept = protocol.decode_body_keeping_base64(body)
+        del body  # else parsed from its text alone: a large body is held twice, not three times
+        data = protocol.generate_body_json(text, kept)
         del text
         guard.check_part_count(data, "parts")  # before a model is built per part
         generate_request = protocol.parse_generate_request(data)
@@ -59,12 +61,14 @@ async def generate(request: Request) -> Response:
         raise Refusal(400, exc.message) from exc
     del data
     messages = generate_request.messages
-    image_parts = _image_parts(messages)
+    image_parts = _image_parts(messages, kept)
     guard.check_conversation([m.text for m in messages])
-    if sum(len(data) for parts in image_parts for _, _, data in parts) > _CHECK_IN_THREAD:
-        # Checking scans the base64 once (about 1 ms per MiB, gprochat.images): a large
-        # request's images are scanned off the event loop, so that the answers already
-        # streaming are not held up meanwhile.
+    as_text = [b64 for parts in image_parts for _, _, b64 in parts if isinstance(b64, str)]
+    if sum(len(b64) for b64 in as_text) > _CHECK_IN_THREAD:
+        # Checking scans base64 text once (about 1 ms per MiB, gprochat.images; a run kept
+        # in the body was scanned while decoding it): a large request's images are
+        # scanned off the event loop, so that the answers already streaming are not held
+        # up meanwhile.
         images = await asyncio.to_thread(guard.check_images, image_parts)
     else:
         images = guard.check_images(image_parts)
@@ -114,15 +118,18 @@ def _chosen_model(backend: Backend, model: str | None) -> str | None:
     return resolved
 
 
-def _image_parts(messages: list[protocol.WireMessage]) -> list[list[tuple[int, str, str]]]:
-    """Each message's image parts as ``guard.check_images`` takes them.
+def _image_parts(
+    messages: list[protocol.WireMessage], kept: Mapping[str, Base64Run]
+) -> list[list[tuple[int, str, str | Base64Run]]]:
+    """Each message's image parts as ``guard.check_images`` takes them (a placeholder
+    of ``kept`` as its run: its alphabet is checked already, the rest is not).
 
     Only user messages may hold images: a model's turn is the text it answered (the
     OpenAI API and the local model have no image in an assistant's message either).
     """
-    found: list[list[tuple[int, str, str]]] = []
+    found: list[list[tuple[int, str, str | Base64Run]]] = []
     for index, message in enumerate(messages):
-        parts = [(number, part.inline_data.mime_type, part.inline_data.data)
+        parts = [(number, part.inline_data.mime_type, kept.get(part.inline_data.data, part.inline_data.data))
                  for number, part in enumerate(message.parts) if part.inline_data is not None]
         if parts and message.role != "user":
             raise Refusal(

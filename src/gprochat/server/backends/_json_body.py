@@ -5,9 +5,10 @@ whole body to bytes) and aiohttp would then hold the whole body while sending it
 a 5 MiB image, three more copies of 7 MiB and ~20 ms of CPU (docs/benchmarks.md, B8).
 A backend puts ``Spliced(prefix, data)`` where an image's text goes (Gemini's
 ``inline_data.data``, OpenAI's data URL); ``JSONBody`` serializes the rest with a
-placeholder there and, when aiohttp sends it, writes the base64 text (checked ASCII,
-nothing to escape) in slices as the connection takes them. ``materialize`` gives the
-plain JSON value (for tests and logs).
+placeholder there and, when aiohttp sends it, writes the base64 (checked ASCII,
+nothing to escape) in slices as the connection takes them: encoded from text, or, for
+an image kept in the request body's bytes (``Image.data_span``), views of those bytes,
+not copied. ``materialize`` gives the plain JSON value (for tests and logs).
 """
 
 from __future__ import annotations
@@ -31,18 +32,29 @@ _SLICE = 64 * 1024
 
 @dataclass(frozen=True)
 class Spliced:
-    """A JSON string value: ``prefix`` (any text) then ``data[start:]`` (base64, as received).
+    """A JSON string value: ``prefix`` (any text) then ``data[start:end]`` (base64, as received).
 
-    ``start`` lets the base64 stay in the text it came in (``Image.data_span``: a data URL).
+    ``start`` and ``end`` let the base64 stay where it came (``Image.data_span``: a data
+    URL, or the request body's bytes, which are written on as they are).
     """
 
     prefix: str
-    data: str
+    data: str | bytes
     start: int = 0
+    end: int | None = None
+
+    @property
+    def stop(self) -> int:
+        return len(self.data) if self.end is None else self.end
+
+    @property
+    def base64(self) -> str:
+        piece = self.data[self.start : self.stop]
+        return piece.decode("ascii") if isinstance(piece, bytes) else piece
 
     @property
     def text(self) -> str:
-        return self.prefix + self.data[self.start :]
+        return self.prefix + self.base64
 
 
 def materialize(value: Any) -> Any:
@@ -81,7 +93,7 @@ class JSONBody(Payload):
         super().__init__(body, content_type="application/json")
         # base64 is ASCII: 1 byte a character
         self._size = sum(
-            len(p) if isinstance(p, bytes) else len(p.data) - p.start for p in pieces
+            len(p) if isinstance(p, bytes) else p.stop - p.start for p in pieces
         )
 
     async def write(self, writer: AbstractStreamWriter) -> None:
@@ -89,12 +101,17 @@ class JSONBody(Payload):
             if isinstance(piece, bytes):
                 await writer.write(piece)
                 continue
-            data = piece.data
-            for start in range(piece.start, len(data), _SLICE):
-                await writer.write(data[start : start + _SLICE].encode("ascii"))
+            data, stop = piece.data, piece.stop
+            if isinstance(data, bytes):  # the request body's bytes: written as they are
+                view = memoryview(data)
+                for start in range(piece.start, stop, _SLICE):
+                    await writer.write(view[start : min(start + _SLICE, stop)])
+                continue
+            for start in range(piece.start, stop, _SLICE):
+                await writer.write(data[start : min(start + _SLICE, stop)].encode("ascii"))
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return "".join(
-            p.decode(encoding, errors) if isinstance(p, bytes) else p.data[p.start :]
+            p.decode(encoding, errors) if isinstance(p, bytes) else p.base64
             for p in self._pieces
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Optional
 
 from pydantic import ValidationError
@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from ... import protocol
 from ...errors import InvalidParameterError
+from ...images import Base64Run
 from ...openai.builder import CompletionBuilder, estimate_usage, stream_chunk_json
 from ...openai.params import check_parameters, normalize_messages
 from ...openai.requests import ChatCompletionRequest
@@ -39,7 +40,7 @@ from ..streaming import AnswerFailed, ChunkStream, answer_conversation, encode_h
 from .conversation import resolve_model, to_conversation
 from .errors import from_validation_error
 from .fetch import ImageFetcher
-from .images import check_images, split_images
+from .images import IMAGE_URL_PATH, check_images, split_images
 
 __all__ = ["create_chat_completion", "parse_request"]
 
@@ -49,11 +50,16 @@ _SSE_HEADERS = encode_headers("text/event-stream; charset=utf-8", STREAM_HEADERS
 
 
 def parse_request(
-    body: bytes | str, content_type: Optional[str] = None, guard: Optional[RequestGuard] = None
+    body: bytes | str,
+    content_type: Optional[str] = None,
+    guard: Optional[RequestGuard] = None,
+    kept: Optional[Mapping[str, Base64Run]] = None,
 ) -> ChatCompletionRequest:
     """The request (from the body or its text), or ``Refusal(400)`` naming what is wrong.
 
     With a ``guard``, its content parts are counted (413) before the models are built.
+    With ``kept`` (the text is ``protocol.decode_body_keeping_base64``'s), an image
+    part's data URL may be the placeholder of a run in ``kept``.
     """
     media_type = (content_type or "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -64,7 +70,7 @@ def parse_request(
     if not body.strip():
         raise Refusal(400, "Empty request body: send a JSON object with model and messages.")
     try:
-        data = protocol.parse_json(body)
+        data = protocol.parse_json(body, kept, images_at=IMAGE_URL_PATH, data_urls=True)
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
     if guard is not None:
@@ -80,11 +86,12 @@ async def create_chat_completion(request: Request) -> Response:
     guard: RequestGuard = state.guard
     raw = await guard.admit(request, "gateway", bearer=True)
     try:
-        text = protocol.decode_body(raw)
+        # A large image's base64 stays in the body's bytes (no text, no copy by the parser).
+        text, kept = protocol.decode_body_keeping_base64(raw)
     except protocol.InvalidRequest as exc:
         raise Refusal(400, exc.message) from exc
-    del raw  # parsed from its text alone: a large image is held twice, not three times
-    body = parse_request(text, request.headers.get("content-type"), guard)
+    del raw  # else parsed from its text alone: a large body is held twice, not three times
+    body = parse_request(text, request.headers.get("content-type"), guard, kept)
     del text
     config: ServerConfig = state.config
     try:
@@ -99,7 +106,7 @@ async def create_chat_completion(request: Request) -> Response:
     guard.check_conversation([m["content"] for m in messages], where="messages[{index}]")
     backend: Backend = state.backend
     model = resolve_model(backend, body.model)
-    images = await check_images(image_parts, guard, _image_fetcher(state))
+    images = await check_images(image_parts, guard, _image_fetcher(state), kept)
     report = AnswerReport()
     conversation = to_conversation(model, messages, body, system_prompt=config.system_prompt,
                                    report=report, images=images)

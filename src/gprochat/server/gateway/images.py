@@ -27,12 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ...errors import ImageError
-from ...images import Image, parse_data_url
+from ...images import Base64Run, Image, parse_data_url
 from ..guard import RequestGuard
 from ..refusals import Refusal
 from .fetch import ImageFetcher, shown_url
 
-__all__ = ["ImagePart", "check_images", "split_images"]
+__all__ = ["IMAGE_URL_PATH", "ImagePart", "check_images", "split_images"]
+
+#: Where an image's data URL is in a request body (``int``: any list index).
+IMAGE_URL_PATH: tuple[str | type[int], ...] = ("messages", int, "content", int, "image_url", "url")
 
 
 @dataclass(frozen=True, eq=False)  # compared (and hashed) by identity, not by a URL of megabytes
@@ -149,13 +152,16 @@ async def check_images(
     parts: Sequence[Sequence[ImagePart]],
     guard: RequestGuard,
     fetcher: Optional[ImageFetcher],
+    kept: Optional[Mapping[str, Base64Run]] = None,
 ) -> list[tuple[Image, ...]]:
     """Each message's images, checked; remote ones fetched (concurrently).
 
     The count first (nothing decoded, nothing fetched beyond ``--max-images``), then the
-    data URLs (checked where they are in the request: the ``Image`` keeps the URL and
-    where its base64 starts, nothing is copied out of it), then the fetches.
+    data URLs (checked where they are in the request: the ``Image`` keeps the URL, or
+    the body's bytes for a URL that is a placeholder of ``kept``, and where its base64
+    starts; nothing is copied out of it), then the fetches.
     """
+    kept = kept or {}
     guard.check_image_count(sum(len(found) for found in parts), param="messages")
     limit = guard.max_image_bytes or None
     checked: dict[ImagePart, Image] = {}
@@ -165,7 +171,8 @@ async def check_images(
                 with _refused():
                     declared, start = parse_data_url(part.url, where=f"{part.where}.image_url.url")
                     checked[part] = Image.from_base64(
-                        part.url, declared, start=start, where=part.where, max_bytes=limit
+                        kept.get(part.url, part.url), declared, start=start, where=part.where,
+                        max_bytes=limit,
                     )
     remote = [part for found in parts for part in found if part.remote]
     if remote:
