@@ -155,16 +155,16 @@ _COUNT_READS_IN_FRAMES = """
     try { callback(time); } finally { inFrame = false; }
   });
   const watch = (proto, name) => {
-    const property = Object.getOwnPropertyDescriptor(proto, name);
-    const wrapped = { ...property };
-    if (property.get) wrapped.get = function () { if (inFrame) reads.push(`get ${name}`); return property.get.call(this); };
-    if (property.set) wrapped.set = function (v) { if (inFrame) reads.push(`set ${name}`); property.set.call(this, v); };
-    if (property.value) wrapped.value = function (...args) { if (inFrame) reads.push(name); return property.value.apply(this, args); };
-    Object.defineProperty(proto, name, wrapped);
+    const { get, set, value } = Object.getOwnPropertyDescriptor(proto, name);
+    const note = (what) => { if (inFrame) reads.push(what); };
+    const wrapped = {};
+    if (get) wrapped.get = function () { note(`get ${name}`); return get.call(this); };
+    if (set) wrapped.set = function (v) { note(`set ${name}`); set.call(this, v); };
+    if (value) wrapped.value = function (...args) { note(name); return value.apply(this, args); };
+    Object.defineProperty(proto, name, { ...wrapped, configurable: true });
   };
-  for (const name of ["scrollHeight", "scrollTop", "clientHeight", "getBoundingClientRect", "scrollIntoView"]) {
-    watch(Element.prototype, name);
-  }
+  const reading = ["scrollHeight", "scrollTop", "clientHeight", "getBoundingClientRect", "scrollIntoView"];
+  for (const name of reading) watch(Element.prototype, name);
   for (const name of ["offsetHeight", "offsetTop"]) watch(HTMLElement.prototype, name);
 })();
 """
