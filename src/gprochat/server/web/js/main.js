@@ -270,8 +270,8 @@ function scrollToBottom() {
   follower.observe(thread);
 }
 
-// Only a move up leaves the bottom: the view moved down by `follower` is dispatched
-// a frame later, when the answer may have grown again in between.
+// Only a move up leaves the bottom: the scroll event of a move down made by `follower`
+// arrives a frame later, when the answer may have grown again in between.
 let lastTop = 0;
 ui.scroller.addEventListener("scroll", () => {
   const top = ui.scroller.scrollTop;
