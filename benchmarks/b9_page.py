@@ -79,7 +79,12 @@ class _Server:
         self.process = subprocess.Popen(
             python_cmd("benchmarks.b9_page", str(fd), str(words_per_chunk)),
             pass_fds=(fd,), stdin=subprocess.DEVNULL, env=child_env())
-        wait_until_ready(self.process, self.base_url + "/healthz", 30, interval=0.05)
+        try:
+            # (a loaded machine has taken over 30 s to start it)
+            wait_until_ready(self.process, self.base_url + "/healthz", 120, interval=0.05)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -323,14 +328,48 @@ def _inside(timed: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[st
     return found
 
 
+# Trace events in which the page's own JavaScript runs: a layout inside one of them
+# was forced by the script (it read a size or a position while the layout was stale).
+_SCRIPT_EVENTS = {"FunctionCall", "EventDispatch", "FireAnimationFrame", "TimerFire",
+                  "v8.callFunction", "EvaluateScript", "RunMicrotasks", "FireIdleCallback"}
+
+
+def _print_layouts(timed: list[dict[str, Any]]) -> None:
+    """Count the main thread's layouts: those of the frames' own updates, and those
+    forced by script (inside a script event), with the script event they were in."""
+    from collections import defaultdict
+
+    own: list[float] = []
+    forced: dict[str, list[float]] = defaultdict(list)
+    open_script: list[dict[str, Any]] = []  # the script events that may contain the next one
+    for event in timed:
+        open_script = [e for e in open_script if e["ts"] + e["dur"] > event["ts"]]
+        if event["name"] in _SCRIPT_EVENTS:
+            open_script.append(event)
+        elif event["name"] == "Layout":
+            if open_script:
+                forced[_event_label(open_script[-1])].append(event["dur"] / 1000)
+            else:
+                own.append(event["dur"] / 1000)
+    print(f"layouts in the frames' own updates: {len(own)}, {sum(own):.0f} ms, "
+          f"longest {max(own, default=0):.1f} ms")
+    total = [ms for each in forced.values() for ms in each]
+    print(f"layouts forced by script: {len(total)}, {sum(total):.0f} ms, "
+          f"longest {max(total, default=0):.1f} ms")
+    for where, each in sorted(forced.items(), key=lambda item: -sum(item[1]))[:6]:
+        print(f"    {len(each):4d} x, {sum(each):6.0f} ms, longest {max(each):5.1f} ms  in {where}")
+
+
 def trace(name: str) -> None:
     """Print the page's main-thread tasks over 50 ms during one answer, and what filled them.
 
     ``python -m benchmarks.b9_page --trace markdown`` (or ``code``): one round streamed
     as B9 streams it, with Chromium's trace and its sampling profiler on (both slow the
-    page down somewhat). Per long task: when it started after the first one, the trace
-    events directly inside it (script, style, layout, paint; 2 ms or more) and the
-    JavaScript functions with the most samples (self time).
+    page down somewhat). First the layouts over the whole answer: those of the frames'
+    own updates, and those forced by script (a script read a size while the layout was
+    stale), by the script event they were in. Then per long task: when it started after
+    the first one, the trace events directly inside it (script, style, layout, paint;
+    2 ms or more) and the JavaScript functions with the most samples (self time).
     """
     from collections import Counter
 
@@ -364,6 +403,7 @@ def trace(name: str) -> None:
     timed = sorted((e for e in events if (e["pid"], e["tid"]) in mains and e.get("ph") == "X" and "dur" in e),
                    key=lambda e: (e["ts"], -e["dur"]))
     tasks = [e for e in timed if e["name"] == "RunTask" and e["dur"] > 50_000]
+    _print_layouts(timed)
     for task in tasks:
         end = task["ts"] + task["dur"]
         print(f"task at +{(task['ts'] - tasks[0]['ts']) / 1000:.0f} ms: {task['dur'] / 1000:.0f} ms")

@@ -212,7 +212,7 @@ function renderConversation(toBottom = true) {
   showTemperature(conversation);
   setBusy(Boolean(run));
   renderList();
-  scrollToBottom(toBottom);
+  if (toBottom) scrollToBottom();
 }
 
 function renderList() {
@@ -244,14 +244,40 @@ function setBusy(busy) {
   ui.composer.classList.toggle("busy", busy);
 }
 
-function scrollToBottom(force = false) {
-  if (force) stickToBottom = true;
+// ---- following the answer -------------------------------------------------------
+//
+// The view stays at the bottom while the person is there (within FOLLOW_PX of it):
+// as an answer grows, as the composer grows, as the window changes. Reading the
+// scroller's size right after the page changed makes the browser lay the page out
+// there and then (a long code block's layout, on every paint), so nothing reads it
+// then: a scroll event (dispatched at the start of a frame, the layout done) says
+// whether the person is at the bottom, and a ResizeObserver (called after the frame's
+// layout, before it is painted) moves the view down, at most once a frame.
+const FOLLOW_PX = 48;
+const thread = ui.scroller.querySelector(".thread");
+const follower = new ResizeObserver(() => {
   if (stickToBottom) ui.scroller.scrollTop = ui.scroller.scrollHeight;
+});
+follower.observe(thread);
+follower.observe(ui.scroller);
+
+/** Go to the bottom and follow from there (a new message, a conversation opened). */
+function scrollToBottom() {
+  stickToBottom = true;
+  // Observed afresh, the thread is reported after the next layout even if its size
+  // did not change (another conversation of the same height).
+  follower.unobserve(thread);
+  follower.observe(thread);
 }
 
+// Only a move up leaves the bottom: the scroll event of a move down made by `follower`
+// arrives a frame later, when the answer may have grown again in between.
+let lastTop = 0;
 ui.scroller.addEventListener("scroll", () => {
-  const distance = ui.scroller.scrollHeight - ui.scroller.scrollTop - ui.scroller.clientHeight;
-  stickToBottom = distance < 48;
+  const top = ui.scroller.scrollTop;
+  const atBottom = ui.scroller.scrollHeight - top - ui.scroller.clientHeight < FOLLOW_PX;
+  stickToBottom = top < lastTop ? atBottom : stickToBottom || atBottom;
+  lastTop = top;
 });
 
 function announce(text) {
@@ -311,7 +337,6 @@ async function ask(id, into = null) {
     run.view.update(answer.content);
     if (store.currentId === id) {
       if (!run.element.isConnected) renderConversation(false);
-      scrollToBottom();
     }
   };
   paint();
