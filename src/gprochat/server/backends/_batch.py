@@ -95,10 +95,28 @@ class ThreadTuner:
         self._probe: list[float] = []
         self._probing = False
         self._size = 0
+        # What it chose, for the debug log (``report``): steps and seconds per thread count.
+        self.steps: dict[int, int] = {}
+        self.seconds: dict[int, float] = {}
+        self.probes = 0
+        self._chosen = most
+
+    def report(self) -> str:
+        """The steps decoded at each thread count since the last report, and the probes."""
+        text = ", ".join(f"{self.steps[n]} step(s) in {self.seconds[n]:.2f} s at {n} thread(s)"
+                         for n in sorted(self.steps, reverse=True))
+        text += f"; {self.probes} probe(s), now {self.threads} thread(s)"
+        self.steps, self.seconds, self.probes = {}, {}, 0
+        return text
 
     def choose(self, size: int, generating_only: bool) -> int:
         """The threads for the next step, of ``size`` tokens (``generating_only``: one
         token of each answer, no prompt)."""
+        self._chosen = self._choose(size, generating_only)
+        self.steps[self._chosen] = self.steps.get(self._chosen, 0) + 1
+        return self._chosen
+
+    def _choose(self, size: int, generating_only: bool) -> int:
         self._size = size if generating_only else 0
         if self.most == 1:
             return 1
@@ -107,6 +125,7 @@ class ThreadTuner:
         steady = len(self._recent) == self.PROBE and all(known == size for known, _ in self._recent)
         if self._size and steady and self._clock() >= self._next_probe:
             self._probing = True
+            self.probes += 1
             return self._other()
         return self.threads
 
@@ -115,6 +134,7 @@ class ThreadTuner:
 
     def took(self, seconds: float) -> None:
         """How long the step ``choose`` was asked for took."""
+        self.seconds[self._chosen] = self.seconds.get(self._chosen, 0.0) + seconds
         if not self._probing:
             if self._size:
                 self._recent.append((self._size, seconds))
@@ -279,6 +299,7 @@ class BatchEngine:
 
     def _run(self) -> None:
         active: list[Job] = []
+        busy_since = stepping = 0.0  # for the debug log: the batch's wall time, its steps' time
         while True:
             with self._wake:
                 while not self._inbox and not active and not self._closed:
@@ -287,6 +308,8 @@ class BatchEngine:
                     break
                 arrived = list(self._inbox)
                 self._inbox.clear()
+            if not active:
+                busy_since, stepping = time.perf_counter(), 0.0
             try:
                 for job in arrived:
                     active.append(job)
@@ -299,10 +322,16 @@ class BatchEngine:
                     active.remove(job)
                     self._retire(job, None if job.cancel.is_set() else job.finish_reason)
                 if active:
+                    began = time.perf_counter()
                     self._step(active)
+                    stepping += time.perf_counter() - began
                 for job in [job for job in active if job.finish_reason]:
                     active.remove(job)
                     self._retire(job, job.finish_reason)
+                if not active and logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("local backend: the batch is empty; since it was last: %.2f s, "
+                                 "%.2f s in steps: %s", time.perf_counter() - busy_since, stepping,
+                                 self.tuner.report())
             except Exception as exc:  # llama.cpp failed: every answer in the batch is lost
                 logger.exception("local backend: generation failed")
                 error = exc if isinstance(exc, BackendError) else BackendError(
