@@ -333,6 +333,47 @@ def test_the_engine_leaves_two_threads_for_one_when_one_is_faster_and_comes_back
     assert again.index(2) * 0.016 <= tuner.MAX_INTERVAL + 1
 
 
+def test_on_a_quiet_machine_probes_of_one_thread_grow_rare() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    # 16 answers at once: two threads decode a step in 155 ms, one in 210 ms. Probing
+    # every second cost about a tenth of the speed; backing off, it costs a few percent.
+    seconds = {2: 0.155, 1: 0.210}
+    chosen = run_steps(tuner, clock, seconds, 1000)
+    assert tuner.threads == 2
+    lost = chosen.count(1) * (seconds[1] - seconds[2])
+    assert lost < 0.02 * clock.now, (chosen.count(1), clock.now)
+
+
+def test_steps_that_turn_slow_call_for_a_probe_at_once() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 20_000)  # quiet for 200 s: probes are rare
+    assert tuner.threads == 2
+    # Other work starts: two threads crawl. The next two slow steps call for a probe,
+    # whatever the interval had grown to, and the probe moves to one thread.
+    busy = run_steps(tuner, clock, {2: 0.300, 1: 0.030}, 10)
+    assert busy[:2] == [2, 2] and busy[2:] == [1] * 8, busy
+    assert tuner.threads == 1
+
+
+def test_a_machine_that_is_a_little_slower_for_good_is_probed_once_not_at_every_step() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 5000)
+    # Everything 1.6 times slower (another process on the memory bus): two threads are
+    # still faster. One probe says so; the slower steps are the new measure.
+    slower = run_steps(tuner, clock, {2: 0.016, 1: 0.026}, 2000)
+    assert tuner.threads == 2
+    assert slower.count(1) <= 2 * 3, slower.count(1)
+
+
 def test_the_tuner_compares_only_steps_of_the_same_size() -> None:
     from gprochat.server.backends._batch import ThreadTuner
 

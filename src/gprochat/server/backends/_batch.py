@@ -71,12 +71,16 @@ class ThreadTuner:
     processes, a thread the kernel has paused keeps the others spinning for a whole
     time slice at each barrier, and several threads end far slower than one (measured
     in docs/benchmarks.md, "B6 on a busy machine"); on an idle machine they are faster.
-    So the engine measures: every ``interval`` seconds it decodes ``PROBE`` steps with
-    the other choice, compares their times with the steps just before (the same
-    answers, one token each: steps of the same size), and keeps the faster. A probe
-    towards more threads that loses waits twice as long before the next one (up to
-    ``MAX_INTERVAL``, or ``COST`` times the probe's own time when that is longer), so
-    on a busy machine the slow steps cost little.
+    So the engine measures: now and then it decodes ``PROBE`` steps with the other
+    choice, compares their times with the steps just before (the same answers, one
+    token each: steps of the same size), and keeps the faster.
+
+    A probe is a few slow steps when it loses, so a probe that loses waits twice as
+    long before the next one in the same direction (from ``INTERVAL`` up to
+    ``MAX_INTERVAL``, and at least ``COST`` times the probe's own time). To leave many
+    threads as soon as the machine gets busy all the same, steps that turn
+    ``SLOWDOWN`` times slower than the fastest of their size since the last probe call
+    for a probe towards one thread at once.
     """
 
     PROBE = 2
@@ -84,14 +88,17 @@ class ThreadTuner:
     MAX_INTERVAL = 32.0
     MARGIN = 0.9  # the other choice must be 10% faster to be taken
     COST = 20
+    SLOWDOWN = 1.5
 
     def __init__(self, most: int, clock: Callable[[], float]) -> None:
         self.most = most
         self.threads = most
         self._clock = clock
         self._next_probe = clock() + self.INTERVAL
-        self._up_interval = self.INTERVAL  # before the next probe towards more threads
+        # Before the next probe towards more threads (True) or fewer (False).
+        self._interval = {True: self.INTERVAL, False: self.INTERVAL}
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.PROBE)  # (step size, seconds)
+        self._fastest: dict[int, float] = {}  # step size -> seconds, at these threads since the last probe
         self._probe: list[float] = []
         self._probing = False
         self._size = 0
@@ -138,6 +145,7 @@ class ThreadTuner:
         if not self._probing:
             if self._size:
                 self._recent.append((self._size, seconds))
+                self._watch(seconds)
             else:
                 self._recent.clear()
             return
@@ -148,24 +156,35 @@ class ThreadTuner:
         if len(self._probe) == self.PROBE:
             self._end_probe(min(self._probe) < min(t for _, t in self._recent) * self.MARGIN)
 
+    def _watch(self, seconds: float) -> None:
+        """Call for a probe towards one thread now when the last steps, of one size, all
+        took ``SLOWDOWN`` times longer than the fastest of that size."""
+        fastest = self._fastest.get(self._size)
+        if fastest is None or seconds < fastest:
+            self._fastest[self._size] = seconds
+            return
+        if (self.threads > 1 and len(self._recent) == self.PROBE
+                and all(took > fastest * self.SLOWDOWN for _, took in self._recent)):
+            self._next_probe = min(self._next_probe, self._clock())
+
     def _end_probe(self, faster: Optional[bool]) -> None:
         towards_more = self._other() > self.threads
         if faster:
             self.threads = self._other()
-            self._up_interval = self.INTERVAL
+            self._interval = {True: self.INTERVAL, False: self.INTERVAL}
             logger.debug("local backend: a context now decodes with %d thread(s), measured faster",
                          self.threads)
-        elif faster is not None and towards_more:
+        elif faster is not None:
             # Twice as long each time, and never less than COST times what the probe took,
-            # so on a crowded machine, where a slow step may take seconds, probing costs
-            # at most 1 / COST of the time.
-            self._up_interval = max(min(self._up_interval * 2, self.MAX_INTERVAL),
-                                    self.COST * sum(self._probe))
+            # so on a crowded machine, where a slow step may take seconds, and on a quiet
+            # one, where one thread is always slower, probing costs little.
+            self._interval[towards_more] = max(min(self._interval[towards_more] * 2, self.MAX_INTERVAL),
+                                               self.COST * sum(self._probe))
         self._probe = []
         self._probing = False
         self._recent.clear()
-        wait = self._up_interval if self._other() > self.threads else self.INTERVAL
-        self._next_probe = self._clock() + wait
+        self._fastest.clear()  # the machine may have changed: learn again
+        self._next_probe = self._clock() + self._interval[self._other() > self.threads]
 
 
 PREFILL_WHILE_STREAMING = 256
