@@ -158,7 +158,7 @@ class _Server:
 
 # ``gprochat serve`` with the engine's ThreadTuner off: the threads stay as given.
 _FIXED_THREADS = ("import sys; from gprochat.server.backends._batch import ThreadTuner; "
-                  "ThreadTuner.INTERVAL = float('inf'); from gprochat.cli import main; "
+                  "ThreadTuner.AUTO = False; from gprochat.cli import main; "
                   "sys.argv[0] = 'gprochat'; main()")
 
 

@@ -131,6 +131,44 @@ def test_prompts_that_arrive_together_share_what_they_have_in_common() -> None:
     assert engine.shared_tokens == 2 * (engine.prompt_tokens // 3 - 1)
 
 
+def test_a_few_tokens_in_common_are_computed_again_not_waited_for_or_copied_back() -> None:
+    """Prompts that share only the chat template's head (each system message starts with
+    its own nonce) neither wait a step for one another nor copy a kept conversation back
+    into the cache for those few tokens."""
+    import uuid
+
+    backend = loaded(parallel=4, n_ctx=2048, max_tokens=8)
+    engine = backend._engines[0]
+    followed, restored = [], []
+    step, restore = engine._step, engine._restore
+
+    def watched(active: list[Job]) -> None:
+        followed.extend(job.follow is not None for job in active)
+        step(active)
+
+    def restoring(cells: Any, job: Job, length: int) -> None:
+        restored.append(length)
+        restore(cells, job, length)
+
+    engine._step, engine._restore = watched, restoring
+
+    def fresh() -> Conversation:
+        return Conversation(message=CAPITAL, system=f"[{uuid.uuid4().hex}] You are a helpful assistant.")
+
+    async def main() -> list[str]:
+        try:
+            together = await asyncio.gather(*(collect(backend, fresh()) for _ in range(3)))
+            assert engine._kept  # kept, but sharing too little with the next to be used
+            return [*together, await collect(backend, fresh())]
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    assert all("Paris" in answer for answer in answers)
+    # (A prompt already computed may still lend its few cells: that copies nothing.)
+    assert not any(followed) and not restored, restored
+
+
 def loaded(**options: Any) -> Any:
     """A ``LocalBackend`` with the default model, loaded."""
     require_local_model()
@@ -143,6 +181,52 @@ def loaded(**options: Any) -> Any:
 
 async def collect(backend: Any, conversation: Conversation) -> str:
     return "".join([piece async for piece in backend.stream(conversation)])
+
+
+def test_greedy_answers_are_the_tokens_llama_cpps_own_samplers_choose() -> None:
+    """The engine picks greedy tokens itself (``_sample``); llama.cpp's penalties and
+    greedy samplers, given the same logits and the same answer so far, agree at every
+    token, and the repeat penalty changed some choices (the test reaches that code)."""
+    import llama_cpp
+
+    backend = loaded(parallel=4, n_ctx=2048, max_tokens=96, repeat_penalty=1.3)
+    engine = backend._engines[0]
+    chains: dict[int, Any] = {}
+    agreed, penalized = [0], [0]
+    ours = engine._sample
+
+    def checked(job: Job, index: int) -> int:
+        chosen = ours(job, index)
+        if id(job) not in chains:  # what the engine used before: penalties, then greedy
+            chain = chains[id(job)] = llama_cpp.llama_sampler_chain_init(
+                llama_cpp.llama_sampler_chain_default_params())
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(
+                engine._n_vocab, 64, job.sampling.repeat_penalty, 0.0, 0.0))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        theirs = llama_cpp.llama_sampler_sample(chains[id(job)], engine._ctx, index)
+        assert chosen == theirs, (chosen, theirs, job.generated)
+        agreed[0] += 1
+        row = llama_cpp.llama_get_logits_ith(engine._ctx, index)
+        if max(range(engine._n_vocab), key=lambda token: row[token]) != chosen:
+            penalized[0] += 1
+        return chosen
+
+    engine._sample = checked
+    prompts = ["Write a long story about a dragon who learns to cook.", "List the numbers from one to fifty.",
+               "Repeat the word 'cat' many times.", CAPITAL]
+
+    async def main() -> list[str]:
+        try:
+            return await asyncio.gather(*(collect(backend, Conversation(message=p)) for p in prompts))
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    for chain in chains.values():
+        llama_cpp.llama_sampler_free(chain)
+    # A disagreement fails the engine's step, and with it every answer.
+    assert all(answer.strip() for answer in answers)
+    assert agreed[0] >= 100 and penalized[0] > 0, (agreed, penalized)
 
 
 def test_a_request_may_ask_for_fewer_tokens_than_the_server_allows_not_more() -> None:

@@ -62,6 +62,12 @@ _PENALTY_LAST_N = 64
 KEPT = 8
 """Finished conversations kept in the cache for the next ones to start from."""
 
+WORTH_SHARING = 32
+"""Prompt tokens a shared beginning must have (or half the prompt, when that is fewer)
+to be taken from a kept conversation or waited for: a kept conversation is copied back
+whole before it is cut to the shared part, into cells that widen every step's attention
+until it leaves, and a prompt that waits for another loses a step."""
+
 
 class ThreadTuner:
     """Chooses, step by step, between the context's threads and one thread.
@@ -83,6 +89,7 @@ class ThreadTuner:
     for a probe towards one thread at once.
     """
 
+    AUTO = True  # False: never probes, the threads stay as given (benchmarks compare with that)
     PROBE = 2
     INTERVAL = 1.0
     MAX_INTERVAL = 32.0
@@ -125,8 +132,8 @@ class ThreadTuner:
 
     def _choose(self, size: int, generating_only: bool) -> int:
         self._size = size if generating_only else 0
-        if self.most == 1:
-            return 1
+        if self.most == 1 or not self.AUTO:
+            return self.threads
         if self._probing:
             return self._other()
         steady = len(self._recent) == self.PROBE and all(known == size for known, _ in self._recent)
@@ -284,6 +291,10 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        import numpy  # llama-cpp-python's own dependency
+
+        self._numpy = numpy
+        self._logits_row = ctypes.c_float * self._n_vocab
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self.prompt_tokens = 0  # prompt tokens of the answers started: computed or shared
@@ -332,7 +343,7 @@ class BatchEngine:
             try:
                 for job in arrived:
                     active.append(job)
-                    job.sampler = self._sampler(job.sampling)
+                    job.sampler = self._sampler(job.sampling) if job.sampling.temperature else None
                     if job.media is not None:
                         self._read_media(job)
                     else:
@@ -379,7 +390,7 @@ class BatchEngine:
                 f"The local model could not read the images: {exc}", status=500))
             job.cancel.set()  # retired, without END, before the next step
             return
-        token = self._llama_cpp.llama_sampler_sample(job.sampler, self._ctx, -1)
+        token = self._sample(job, -1)
         self._advance(job, token)
 
     def _step(self, active: list[Job]) -> None:
@@ -434,7 +445,7 @@ class BatchEngine:
                                "retry shortly", status=503)
         for job in active:
             if job.logits_at >= 0:
-                token = self._llama_cpp.llama_sampler_sample(job.sampler, self._ctx, job.logits_at)
+                token = self._sample(job, job.logits_at)
                 self._advance(job, token)
 
     def _advance(self, job: Job, token: int) -> None:
@@ -505,14 +516,19 @@ class BatchEngine:
             if common > lead and other.follow is None:
                 leader, lead = other, common
         self.prompt_tokens += len(job.tokens)
+        worth = min(WORTH_SHARING, len(job.tokens) // 2)
         if leader is not None and leader.fed < min(lead, len(job.tokens) - 1):
-            job.follow = (leader, lead)  # shared once the leader has computed it (_step)
+            if lead >= worth:  # (else the kept one, sharing less, is not worth it either)
+                job.follow = (leader, lead)  # shared once the leader has computed it (_step)
         elif leader is not None:
             self._share(leader.seq_id, job, lead)
-        elif source is not None:
-            self._kept.remove(source)  # used: the most recent now
-            self._kept.append(source)
-            self._restore(source[0], job, best)
+        elif source is not None and best >= worth:
+            self._restore_kept(source, job, best)
+
+    def _restore_kept(self, source: tuple[Any, list[int]], job: Job, length: int) -> None:
+        self._kept.remove(source)  # used: the most recent now
+        self._kept.append(source)
+        self._restore(source[0], job, length)
 
     def _share(self, source: int, job: Job, length: int) -> None:
         length = min(length, len(job.tokens) - 1)  # the last prompt token is computed: its logits
@@ -574,6 +590,34 @@ class BatchEngine:
             job.done(reason, job.generated)  # before END: the owner's report is complete by then
             if reason is not None:
                 job.emit(END)
+
+    def _sample(self, job: Job, index: int) -> int:
+        """The next token from the logits at batch ``index`` (-1: the last).
+
+        Greedy answers are chosen here, as llama.cpp's penalties and greedy samplers
+        would choose them (the same float32 arithmetic, the first of equal logits), but
+        without their pass over every token of the vocabulary (a hash lookup each), which
+        took most of a step's time outside llama_decode: a few milliseconds for 16
+        answers. Other answers go through the llama.cpp sampler chain.
+        """
+        llama_cpp = self._llama_cpp
+        if job.sampling.temperature != 0:
+            return int(llama_cpp.llama_sampler_sample(job.sampler, self._ctx, index))
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        if not pointer:
+            raise BackendError(f"The local model gave no logits for batch index {index}", status=500)
+        numpy = self._numpy
+        logits = numpy.frombuffer(self._logits_row.from_address(ctypes.addressof(pointer.contents)),
+                                  dtype=numpy.float32)
+        penalty = numpy.float32(job.sampling.repeat_penalty)
+        window = job.output[-_PENALTY_LAST_N:]
+        if not window or penalty == 1:
+            return int(logits.argmax())
+        seen = numpy.fromiter(set(window), dtype=numpy.intp)
+        scores = logits.copy()
+        values = scores[seen]
+        scores[seen] = numpy.where(values <= 0, values * penalty, values / penalty)
+        return int(scores.argmax())
 
     def _sampler(self, sampling: Sampling) -> Any:
         """A llama.cpp sampler chain: repeat penalty, then greedy or top-k/top-p/min-p."""
