@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -283,7 +284,7 @@ def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> Non
 
 
 def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
-    from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
+    from gprochat.server.backends._batch import JUST_STARTED, PREFILL_WHILE_STREAMING
 
     # One thread: on a machine busy with other work, two threads that wait for each
     # other at every layer can slow to a crawl; what is tested here is the order.
@@ -310,9 +311,14 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
                    sampling=Sampling(0, 1, 1.1), stop=[], emit=emit, done=lambda r, g: None)
 
     try:
-        # The story has 64 tokens to go, the long prompt needs `pieces` steps.
-        engine.submit(make("story", story, 64))
+        # The story has 64 tokens to go, the long prompt needs `pieces` steps. It arrives
+        # once the story has streamed for a while (not in the same wave: JUST_STARTED).
+        first = make("story", story, 64)
+        engine.submit(first)
         assert streaming.wait(300)
+        deadline = time.monotonic() + 300  # guards against a hang
+        while first.generated < JUST_STARTED and time.monotonic() < deadline:
+            time.sleep(0.001)
         submitted = len(events)
         engine.submit(make("long", long_prompt, 1))
         # Guards against a hang, not speed tests.
@@ -322,6 +328,50 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     # The story kept streaming while the long prompt was computed, a piece per step.
     meanwhile = events[submitted: events.index("long ended")].count("story")
     assert meanwhile >= pieces, (pieces, meanwhile)
+
+
+def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows() -> None:
+    """Chats that arrive together: once the first have their first token, the rest of the
+    prompts are not fed in streaming-sized pieces (their answers are as young)."""
+    import uuid
+
+    from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
+
+    backend = loaded(parallel=16, n_ctx=4096, max_tokens=4)
+    engine = backend._engines[0]
+    # 15 prompts of about 62 tokens, each with its own nonce (nothing to share).
+    prompts = [backend._prepare(Conversation(
+        message="Write a long story about a dragon who learns to cook.",
+        system=f"[{uuid.uuid5(uuid.NAMESPACE_URL, str(index)).hex}] You are a helpful assistant."))[0]
+        for index in range(15)]
+    total = sum(map(len, prompts))
+    assert engine.n_batch < total <= 2 * engine.n_batch - 16
+    assert total > engine.n_batch + PREFILL_WHILE_STREAMING  # in pieces, a third step
+    feeding: list[int] = []  # per step: the prompt tokens not yet computed before it
+    step = engine._step
+
+    def watched(active: list[Job]) -> None:
+        feeding.append(sum(len(job.tokens) - job.fed for job in active))
+        step(active)
+
+    engine._step = watched
+    ended = threading.Semaphore(0)
+
+    def emit(item: object) -> None:
+        if item is END or isinstance(item, BaseException):
+            ended.release()
+
+    jobs = [Job(seq_id=index, tokens=tokens, limit=4, sampling=Sampling(0, 1, 1.1), stop=[], emit=emit,
+                done=lambda r, g: None) for index, tokens in enumerate(prompts)]
+    try:
+        with engine._wake:  # all arrive before the engine's next look at its inbox
+            for job in jobs:
+                engine.submit(job)
+        for _ in jobs:
+            assert ended.acquire(timeout=300)  # guards against a hang
+    finally:
+        asyncio.run(backend.aclose())
+    assert feeding[0] == total and feeding[2] == 0, feeding[:4]
 
 
 def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:

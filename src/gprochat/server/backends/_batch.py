@@ -95,7 +95,7 @@ class ThreadTuner:
     MAX_INTERVAL = 32.0
     MARGIN = 0.9  # the other choice must be 10% faster to be taken
     COST = 20
-    SLOWDOWN = 1.5
+    SLOWDOWN = 2.0
 
     def __init__(self, most: int, clock: Callable[[], float]) -> None:
         self.most = most
@@ -197,6 +197,12 @@ class ThreadTuner:
 PREFILL_WHILE_STREAMING = 256
 """Prompt tokens one step may compute while answers are streaming: a long prompt is fed
 in pieces of this size, so the others' next tokens wait for one piece, not for all of it."""
+
+JUST_STARTED = 4
+"""Answers with fewer tokens than this have only just started (in the same wave as the
+prompts still waiting): while every answer in the batch is that young, a step computes
+as much of the waiting prompts as ``n_batch`` allows, so the last of a burst of chats
+gets its first token sooner (the first ones' next tokens wait a step longer)."""
 
 
 @dataclass(frozen=True)
@@ -421,7 +427,8 @@ class BatchEngine:
                 add(job.output[-1], job.cached, job.seq_id, True)
                 job.cached += 1
         generating = n
-        budget = self.n_batch if n == 0 else min(self.n_batch, n + PREFILL_WHILE_STREAMING)
+        streaming = n > 0 and any(job.generated >= JUST_STARTED for job in active if not job.prefilling)
+        budget = min(self.n_batch, n + PREFILL_WHILE_STREAMING) if streaming else self.n_batch
         for job in active:
             if job.prefilling and job.follow is None and n < budget:
                 take = min(len(job.tokens) - job.fed, budget - n)
