@@ -21,6 +21,8 @@ step's attention runs over (the cache's highest used cell), for every answer. A 
 sequence starts from the longest beginning it has in common with a kept conversation
 (copied back into the cache) or an answer being generated; when a prompt that arrived
 with it has more in common but is not computed yet, it waits for that one and shares it.
+Copying back and waiting are done only for a beginning worth it (``WORTH_SHARING``): the
+chat template's first few tokens are computed again.
 
 A conversation with images (``Job.media``, prepared by ``_mtmd``) is read differently:
 when it arrives, the engine decodes its whole prompt, text and images' embeddings, into
@@ -603,9 +605,9 @@ class BatchEngine:
 
         Greedy answers are chosen here, as llama.cpp's penalties and greedy samplers
         would choose them (the same float32 arithmetic, the first of equal logits), but
-        without their pass over every token of the vocabulary (a hash lookup each), which
-        took most of a step's time outside llama_decode: a few milliseconds for 16
-        answers. Other answers go through the llama.cpp sampler chain.
+        without their pass over every token of the vocabulary with a hash lookup each,
+        while llama.cpp's threads wait for the next step (docs/benchmarks.md, "B6 vs
+        llama-server"). Other answers go through the llama.cpp sampler chain.
         """
         llama_cpp = self._llama_cpp
         if job.sampling.temperature != 0:
