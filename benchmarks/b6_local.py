@@ -624,8 +624,8 @@ async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> An
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.b6_local llama-server [--quick] [--rounds N] [--peer-threads N]
-    [--our-threads N] [--nice N]``: B6's llama-server rows alone (the rest of B6 takes most
-    of its time)."""
+    [--our-threads N] [--fixed-threads] [--tuner-log] [--nice N]``: B6's llama-server rows
+    alone (the rest of B6 takes most of its time)."""
     import argparse
 
     from gprochat.server.backends._gguf import default_model_path
