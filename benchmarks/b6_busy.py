@@ -54,7 +54,7 @@ def _child(threads: int, tokens: int, budget: float) -> dict[str, Any]:
     from gprochat.server.backends.base import AnswerReport, Conversation
 
     if os.environ.get("B6_BUSY_FIXED"):
-        ThreadTuner.INTERVAL = float("inf")  # never probes: the threads stay as given
+        ThreadTuner.AUTO = False  # never probes: the threads stay as given
 
     backend = LocalBackend(parallel=4, n_ctx=2048, max_tokens=tokens, threads=threads or None)
     started = time.perf_counter()

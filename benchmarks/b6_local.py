@@ -127,6 +127,7 @@ class _Server:
     def __init__(self, name: str, command: list[str], port: int, ready_path: str,
                  niceness: int = 0) -> None:
         self.name = name
+        self.reported = 0  # log lines already printed by _print_tuner_reports
         self.base_url = f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
@@ -155,11 +156,19 @@ class _Server:
         self.log.close()
 
 
-def _ours(model: str, flags: list[str], niceness: int = 0) -> _Server:
+# ``gprochat serve`` with the engine's ThreadTuner off: the threads stay as given.
+_FIXED_THREADS = ("import sys; from gprochat.server.backends._batch import ThreadTuner; "
+                  "ThreadTuner.AUTO = False; from gprochat.cli import main; "
+                  "sys.argv[0] = 'gprochat'; main()")
+
+
+def _ours(model: str, flags: list[str], niceness: int = 0, *, fixed_threads: bool = False,
+          log_level: str = "warning") -> _Server:
     port = free_port()
-    command = [sys.executable, "-m", "gprochat.cli", "serve", "--backend", "local", "--model-path", model,
+    start = ["-c", _FIXED_THREADS] if fixed_threads else ["-m", "gprochat.cli"]
+    command = [sys.executable, *start, "serve", "--backend", "local", "--model-path", model,
                "--host", "127.0.0.1", "--port", str(port), "--rate-limit", "off", "--max-streams", "0",
-               "--log-level", "warning", *flags]
+               "--log-level", log_level, *flags]
     return _Server("gprochat serve --backend local", command, port, "/healthz", niceness)
 
 
@@ -536,7 +545,7 @@ def _renice(niceness: int) -> None:
 
 def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = None,
                      peer_threads: int = THREADS, our_flags: tuple[str, ...] = (),
-                     niceness: int = 0) -> list[Row]:
+                     niceness: int = 0, fixed_threads: bool = False, tuner_log: bool = False) -> list[Row]:
     from .peers import locate_llama_server
 
     binary, note = locate_llama_server()
@@ -551,7 +560,8 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
     levels = (1, 4, 16)
     if niceness:
         _renice(niceness)  # the client too: it times both sides
-    ours, peer = _ours(model, list(our_flags), niceness), None
+    ours, peer = _ours(model, list(our_flags), niceness, fixed_threads=fixed_threads,
+                       log_level="debug" if tuner_log else "warning"), None
     rates: dict[tuple[str, int], list[float]] = {}
     ttfts: dict[tuple[str, int], list[float]] = {}
     short = dict.fromkeys([(side, level) for side in ("ours", "peer") for level in levels], 0)
@@ -569,12 +579,15 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
                     ttfts.setdefault((side, level), []).extend(firsts)
                     # Give or take one token that tokenizing the text again may merge.
                     short[side, level] += sum(length < LLAMA_SERVER_TOKENS - 1 for length in lengths)
+                    if tuner_log and side == "ours":
+                        _print_tuner_reports(ours, f"round {index + 1}, {level} chat(s)")
     finally:
         ours.stop()
         if peer is not None:
             peer.stop()
     settings = (f"{rounds} round(s); llama-server -t {peer_threads}"
                 + (f"; ours {' '.join(our_flags)}" if our_flags else "")
+                + ("; ours with its threads fixed (ThreadTuner off)" if fixed_threads else "")
                 + (f"; both servers and the client at nice {niceness}" if niceness else "")
                 + f"; {note}; ")
     rows = []
@@ -593,6 +606,15 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
     return rows
 
 
+def _print_tuner_reports(server: _Server, what: str) -> None:
+    """The engine's debug lines on its threads (``ThreadTuner.report``) since the last call."""
+    lines = [line for line in server.output().splitlines() if "the batch is empty" in line]
+    seen, server.reported = server.reported, len(lines)
+    for line in lines[seen:]:
+        print(f"B6 tuner, {what}: {line.split('since it was last: ', 1)[-1].rstrip(chr(34) + '}')}",
+              file=sys.stderr)
+
+
 async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> Answer:
     import aiohttp
 
@@ -602,8 +624,8 @@ async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> An
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.b6_local llama-server [--quick] [--rounds N] [--peer-threads N]
-    [--our-threads N] [--nice N]``: B6's llama-server rows alone (the rest of B6 takes most
-    of its time)."""
+    [--our-threads N] [--fixed-threads] [--tuner-log] [--nice N]``: B6's llama-server rows
+    alone (the rest of B6 takes most of its time)."""
     import argparse
 
     from gprochat.server.backends._gguf import default_model_path
@@ -617,6 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-threads", type=int, default=THREADS,
                         help="llama-server's -t and -tb (default: one per physical core, as ours)")
     parser.add_argument("--our-threads", type=int, help="our server's --threads (default: its own)")
+    parser.add_argument("--fixed-threads", action="store_true",
+                        help="our server with its ThreadTuner off: its threads stay as given")
+    parser.add_argument("--tuner-log", action="store_true",
+                        help="our server at --log-level debug; print how many steps ran at each "
+                        "thread count after each of its batches")
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness of both servers (each in its own session) and of this process: "
                         "on a machine shared with other work, -19 (as root) gives both sides the CPU "
@@ -627,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     model = str(os.environ.get("GPROCHAT_MODEL_PATH") or default_model_path())
     llama = Llama(model_path=model, n_ctx=512, vocab_only=True, verbose=False)  # counts tokens
     flags = ("--threads", str(args.our_threads)) if args.our_threads else ()
-    rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads, flags, args.nice)
+    rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads, flags, args.nice,
+                            args.fixed_threads, args.tuner_log)
     print(format_table(rows))
     notes = [f"- {row.metric}: {row.note}" for row in rows if row.note]
     if notes:

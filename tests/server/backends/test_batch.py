@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -131,6 +132,44 @@ def test_prompts_that_arrive_together_share_what_they_have_in_common() -> None:
     assert engine.shared_tokens == 2 * (engine.prompt_tokens // 3 - 1)
 
 
+def test_a_few_tokens_in_common_are_computed_again_not_waited_for_or_copied_back() -> None:
+    """Prompts that share only the chat template's head (each system message starts with
+    its own nonce) neither wait a step for one another nor copy a kept conversation back
+    into the cache for those few tokens."""
+    import uuid
+
+    backend = loaded(parallel=4, n_ctx=2048, max_tokens=8)
+    engine = backend._engines[0]
+    followed, restored = [], []
+    step, restore = engine._step, engine._restore
+
+    def watched(active: list[Job]) -> None:
+        followed.extend(job.follow is not None for job in active)
+        step(active)
+
+    def restoring(cells: Any, job: Job, length: int) -> None:
+        restored.append(length)
+        restore(cells, job, length)
+
+    engine._step, engine._restore = watched, restoring
+
+    def fresh() -> Conversation:
+        return Conversation(message=CAPITAL, system=f"[{uuid.uuid4().hex}] You are a helpful assistant.")
+
+    async def main() -> list[str]:
+        try:
+            together = await asyncio.gather(*(collect(backend, fresh()) for _ in range(3)))
+            assert engine._kept  # kept, but sharing too little with the next to be used
+            return [*together, await collect(backend, fresh())]
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    assert all("Paris" in answer for answer in answers)
+    # (A prompt already computed may still lend its few cells: that copies nothing.)
+    assert not any(followed) and not restored, restored
+
+
 def loaded(**options: Any) -> Any:
     """A ``LocalBackend`` with the default model, loaded."""
     require_local_model()
@@ -143,6 +182,52 @@ def loaded(**options: Any) -> Any:
 
 async def collect(backend: Any, conversation: Conversation) -> str:
     return "".join([piece async for piece in backend.stream(conversation)])
+
+
+def test_greedy_answers_are_the_tokens_llama_cpps_own_samplers_choose() -> None:
+    """The engine picks greedy tokens itself (``_sample``); llama.cpp's penalties and
+    greedy samplers, given the same logits and the same answer so far, agree at every
+    token, and the repeat penalty changed some choices (the test reaches that code)."""
+    import llama_cpp
+
+    backend = loaded(parallel=4, n_ctx=2048, max_tokens=96, repeat_penalty=1.3)
+    engine = backend._engines[0]
+    chains: dict[int, Any] = {}
+    agreed, penalized = [0], [0]
+    ours = engine._sample
+
+    def checked(job: Job, index: int) -> int:
+        chosen = ours(job, index)
+        if id(job) not in chains:  # what the engine used before: penalties, then greedy
+            chain = chains[id(job)] = llama_cpp.llama_sampler_chain_init(
+                llama_cpp.llama_sampler_chain_default_params())
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(
+                engine._n_vocab, 64, job.sampling.repeat_penalty, 0.0, 0.0))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        theirs = llama_cpp.llama_sampler_sample(chains[id(job)], engine._ctx, index)
+        assert chosen == theirs, (chosen, theirs, job.generated)
+        agreed[0] += 1
+        row = llama_cpp.llama_get_logits_ith(engine._ctx, index)
+        if max(range(engine._n_vocab), key=lambda token: row[token]) != chosen:
+            penalized[0] += 1
+        return chosen
+
+    engine._sample = checked
+    prompts = ["Write a long story about a dragon who learns to cook.", "List the numbers from one to fifty.",
+               "Repeat the word 'cat' many times.", CAPITAL]
+
+    async def main() -> list[str]:
+        try:
+            return await asyncio.gather(*(collect(backend, Conversation(message=p)) for p in prompts))
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    for chain in chains.values():
+        llama_cpp.llama_sampler_free(chain)
+    # A disagreement fails the engine's step, and with it every answer.
+    assert all(answer.strip() for answer in answers)
+    assert agreed[0] >= 100 and penalized[0] > 0, (agreed, penalized)
 
 
 def test_a_request_may_ask_for_fewer_tokens_than_the_server_allows_not_more() -> None:
@@ -199,7 +284,7 @@ def test_a_job_that_is_cancelled_frees_its_place_and_sends_nothing_more() -> Non
 
 
 def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
-    from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
+    from gprochat.server.backends._batch import JUST_STARTED, PREFILL_WHILE_STREAMING
 
     # One thread: on a machine busy with other work, two threads that wait for each
     # other at every layer can slow to a crawl; what is tested here is the order.
@@ -226,9 +311,14 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
                    sampling=Sampling(0, 1, 1.1), stop=[], emit=emit, done=lambda r, g: None)
 
     try:
-        # The story has 64 tokens to go, the long prompt needs `pieces` steps.
-        engine.submit(make("story", story, 64))
+        # The story has 64 tokens to go, the long prompt needs `pieces` steps. It arrives
+        # once the story has streamed for a while (not in the same wave: JUST_STARTED).
+        first = make("story", story, 64)
+        engine.submit(first)
         assert streaming.wait(300)
+        deadline = time.monotonic() + 300  # guards against a hang
+        while first.generated < JUST_STARTED and time.monotonic() < deadline:
+            time.sleep(0.001)
         submitted = len(events)
         engine.submit(make("long", long_prompt, 1))
         # Guards against a hang, not speed tests.
@@ -238,6 +328,50 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     # The story kept streaming while the long prompt was computed, a piece per step.
     meanwhile = events[submitted: events.index("long ended")].count("story")
     assert meanwhile >= pieces, (pieces, meanwhile)
+
+
+def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows() -> None:
+    """Chats that arrive together: once the first have their first token, the rest of the
+    prompts are not fed in streaming-sized pieces (their answers are as young)."""
+    import uuid
+
+    from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
+
+    backend = loaded(parallel=16, n_ctx=4096, max_tokens=4)
+    engine = backend._engines[0]
+    # 15 prompts of about 62 tokens, each with its own nonce (nothing to share).
+    prompts = [backend._prepare(Conversation(
+        message="Write a long story about a dragon who learns to cook.",
+        system=f"[{uuid.uuid5(uuid.NAMESPACE_URL, str(index)).hex}] You are a helpful assistant."))[0]
+        for index in range(15)]
+    total = sum(map(len, prompts))
+    assert engine.n_batch < total <= 2 * engine.n_batch - 16
+    assert total > engine.n_batch + PREFILL_WHILE_STREAMING  # in pieces, a third step
+    feeding: list[int] = []  # per step: the prompt tokens not yet computed before it
+    step = engine._step
+
+    def watched(active: list[Job]) -> None:
+        feeding.append(sum(len(job.tokens) - job.fed for job in active))
+        step(active)
+
+    engine._step = watched
+    ended = threading.Semaphore(0)
+
+    def emit(item: object) -> None:
+        if item is END or isinstance(item, BaseException):
+            ended.release()
+
+    jobs = [Job(seq_id=index, tokens=tokens, limit=4, sampling=Sampling(0, 1, 1.1), stop=[], emit=emit,
+                done=lambda r, g: None) for index, tokens in enumerate(prompts)]
+    try:
+        with engine._wake:  # all arrive before the engine's next look at its inbox
+            for job in jobs:
+                engine.submit(job)
+        for _ in jobs:
+            assert ended.acquire(timeout=300)  # guards against a hang
+    finally:
+        asyncio.run(backend.aclose())
+    assert feeding[0] == total and feeding[2] == 0, feeding[:4]
 
 
 def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:
@@ -331,6 +465,47 @@ def test_the_engine_leaves_two_threads_for_one_when_one_is_faster_and_comes_back
     again = run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 3000)
     assert tuner.threads == 2
     assert again.index(2) * 0.016 <= tuner.MAX_INTERVAL + 1
+
+
+def test_on_a_quiet_machine_probes_of_one_thread_grow_rare() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    # 16 answers at once: two threads decode a step in 155 ms, one in 210 ms. Probing
+    # every second cost about a tenth of the speed; backing off, it costs a few percent.
+    seconds = {2: 0.155, 1: 0.210}
+    chosen = run_steps(tuner, clock, seconds, 1000)
+    assert tuner.threads == 2
+    lost = chosen.count(1) * (seconds[1] - seconds[2])
+    assert lost < 0.02 * clock.now, (chosen.count(1), clock.now)
+
+
+def test_steps_that_turn_slow_call_for_a_probe_at_once() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 20_000)  # quiet for 200 s: probes are rare
+    assert tuner.threads == 2
+    # Other work starts: two threads crawl. The next two slow steps call for a probe,
+    # whatever the interval had grown to, and the probe moves to one thread.
+    busy = run_steps(tuner, clock, {2: 0.300, 1: 0.030}, 10)
+    assert busy[:2] == [2, 2] and busy[2:] == [1] * 8, busy
+    assert tuner.threads == 1
+
+
+def test_a_machine_that_is_a_little_slower_for_good_is_probed_once_not_at_every_step() -> None:
+    from gprochat.server.backends._batch import ThreadTuner
+
+    clock = StepClock()
+    tuner = ThreadTuner(2, clock)
+    run_steps(tuner, clock, {2: 0.010, 1: 0.016}, 5000)
+    # Everything 1.6 times slower (another process on the memory bus): two threads are
+    # still faster. One probe says so; the slower steps are the new measure.
+    slower = run_steps(tuner, clock, {2: 0.016, 1: 0.026}, 2000)
+    assert tuner.threads == 2
+    assert slower.count(1) <= 2 * 3, slower.count(1)
 
 
 def test_the_tuner_compares_only_steps_of_the_same_size() -> None:

@@ -21,6 +21,8 @@ step's attention runs over (the cache's highest used cell), for every answer. A 
 sequence starts from the longest beginning it has in common with a kept conversation
 (copied back into the cache) or an answer being generated; when a prompt that arrived
 with it has more in common but is not computed yet, it waits for that one and shares it.
+Copying back and waiting are done only for a beginning worth it (``WORTH_SHARING``): the
+chat template's first few tokens are computed again.
 
 A conversation with images (``Job.media``, prepared by ``_mtmd``) is read differently:
 when it arrives, the engine decodes its whole prompt, text and images' embeddings, into
@@ -62,6 +64,12 @@ _PENALTY_LAST_N = 64
 KEPT = 8
 """Finished conversations kept in the cache for the next ones to start from."""
 
+WORTH_SHARING = 32
+"""Prompt tokens a shared beginning must have (or half the prompt, when that is fewer)
+to be taken from a kept conversation or waited for: a kept conversation is copied back
+whole before it is cut to the shared part, into cells that widen every step's attention
+until it leaves, and a prompt that waits for another loses a step."""
+
 
 class ThreadTuner:
     """Chooses, step by step, between the context's threads and one thread.
@@ -71,42 +79,69 @@ class ThreadTuner:
     processes, a thread the kernel has paused keeps the others spinning for a whole
     time slice at each barrier, and several threads end far slower than one (measured
     in docs/benchmarks.md, "B6 on a busy machine"); on an idle machine they are faster.
-    So the engine measures: every ``interval`` seconds it decodes ``PROBE`` steps with
-    the other choice, compares their times with the steps just before (the same
-    answers, one token each: steps of the same size), and keeps the faster. A probe
-    towards more threads that loses waits twice as long before the next one (up to
-    ``MAX_INTERVAL``, or ``COST`` times the probe's own time when that is longer), so
-    on a busy machine the slow steps cost little.
+    So the engine measures: now and then it decodes ``PROBE`` steps with the other
+    choice, compares their times with the steps just before (the same answers, one
+    token each: steps of the same size), and keeps the faster.
+
+    A probe is a few slow steps when it loses, so a probe that loses waits twice as
+    long before the next one in the same direction (from ``INTERVAL`` up to
+    ``MAX_INTERVAL``, and at least ``COST`` times the probe's own time). To leave many
+    threads as soon as the machine gets busy all the same, steps that turn
+    ``SLOWDOWN`` times slower than the fastest of their size since the last probe call
+    for a probe towards one thread at once.
     """
 
+    AUTO = True  # False: never probes, the threads stay as given (benchmarks compare with that)
     PROBE = 2
     INTERVAL = 1.0
     MAX_INTERVAL = 32.0
     MARGIN = 0.9  # the other choice must be 10% faster to be taken
     COST = 20
+    SLOWDOWN = 2.0
 
     def __init__(self, most: int, clock: Callable[[], float]) -> None:
         self.most = most
         self.threads = most
         self._clock = clock
         self._next_probe = clock() + self.INTERVAL
-        self._up_interval = self.INTERVAL  # before the next probe towards more threads
+        # Before the next probe towards more threads (True) or fewer (False).
+        self._interval = {True: self.INTERVAL, False: self.INTERVAL}
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.PROBE)  # (step size, seconds)
+        self._fastest: dict[int, float] = {}  # step size -> seconds, at these threads since the last probe
         self._probe: list[float] = []
         self._probing = False
         self._size = 0
+        # What it chose, for the debug log (``report``): steps and seconds per thread count.
+        self.steps: dict[int, int] = {}
+        self.seconds: dict[int, float] = {}
+        self.probes = 0
+        self._chosen = most
+
+    def report(self) -> str:
+        """The steps decoded at each thread count since the last report, and the probes."""
+        text = ", ".join(f"{self.steps[n]} step(s) in {self.seconds[n]:.2f} s at {n} thread(s)"
+                         for n in sorted(self.steps, reverse=True))
+        text += f"; {self.probes} probe(s), now {self.threads} thread(s)"
+        self.steps, self.seconds, self.probes = {}, {}, 0
+        return text
 
     def choose(self, size: int, generating_only: bool) -> int:
         """The threads for the next step, of ``size`` tokens (``generating_only``: one
         token of each answer, no prompt)."""
+        self._chosen = self._choose(size, generating_only)
+        self.steps[self._chosen] = self.steps.get(self._chosen, 0) + 1
+        return self._chosen
+
+    def _choose(self, size: int, generating_only: bool) -> int:
         self._size = size if generating_only else 0
-        if self.most == 1:
-            return 1
+        if self.most == 1 or not self.AUTO:
+            return self.threads
         if self._probing:
             return self._other()
         steady = len(self._recent) == self.PROBE and all(known == size for known, _ in self._recent)
         if self._size and steady and self._clock() >= self._next_probe:
             self._probing = True
+            self.probes += 1
             return self._other()
         return self.threads
 
@@ -115,9 +150,11 @@ class ThreadTuner:
 
     def took(self, seconds: float) -> None:
         """How long the step ``choose`` was asked for took."""
+        self.seconds[self._chosen] = self.seconds.get(self._chosen, 0.0) + seconds
         if not self._probing:
             if self._size:
                 self._recent.append((self._size, seconds))
+                self._watch(seconds)
             else:
                 self._recent.clear()
             return
@@ -128,29 +165,46 @@ class ThreadTuner:
         if len(self._probe) == self.PROBE:
             self._end_probe(min(self._probe) < min(t for _, t in self._recent) * self.MARGIN)
 
+    def _watch(self, seconds: float) -> None:
+        """Call for a probe towards one thread now when the last steps, of one size, all
+        took ``SLOWDOWN`` times longer than the fastest of that size."""
+        fastest = self._fastest.get(self._size)
+        if fastest is None or seconds < fastest:
+            self._fastest[self._size] = seconds
+            return
+        if (self.threads > 1 and len(self._recent) == self.PROBE
+                and all(took > fastest * self.SLOWDOWN for _, took in self._recent)):
+            self._next_probe = min(self._next_probe, self._clock())
+
     def _end_probe(self, faster: Optional[bool]) -> None:
         towards_more = self._other() > self.threads
         if faster:
             self.threads = self._other()
-            self._up_interval = self.INTERVAL
+            self._interval = {True: self.INTERVAL, False: self.INTERVAL}
             logger.debug("local backend: a context now decodes with %d thread(s), measured faster",
                          self.threads)
-        elif faster is not None and towards_more:
+        elif faster is not None:
             # Twice as long each time, and never less than COST times what the probe took,
-            # so on a crowded machine, where a slow step may take seconds, probing costs
-            # at most 1 / COST of the time.
-            self._up_interval = max(min(self._up_interval * 2, self.MAX_INTERVAL),
-                                    self.COST * sum(self._probe))
+            # so on a crowded machine, where a slow step may take seconds, and on a quiet
+            # one, where one thread is always slower, probing costs little.
+            self._interval[towards_more] = max(min(self._interval[towards_more] * 2, self.MAX_INTERVAL),
+                                               self.COST * sum(self._probe))
         self._probe = []
         self._probing = False
         self._recent.clear()
-        wait = self._up_interval if self._other() > self.threads else self.INTERVAL
-        self._next_probe = self._clock() + wait
+        self._fastest.clear()  # the machine may have changed: learn again
+        self._next_probe = self._clock() + self._interval[self._other() > self.threads]
 
 
 PREFILL_WHILE_STREAMING = 256
 """Prompt tokens one step may compute while answers are streaming: a long prompt is fed
 in pieces of this size, so the others' next tokens wait for one piece, not for all of it."""
+
+JUST_STARTED = 4
+"""Answers with fewer tokens than this have only just started (in the same wave as the
+prompts still waiting): while every answer in the batch is that young, a step computes
+as much of the waiting prompts as ``n_batch`` allows, so the last of a burst of chats
+gets its first token sooner (the first ones' next tokens wait a step longer)."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +299,10 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        import numpy  # llama-cpp-python's own dependency
+
+        self._numpy = numpy
+        self._logits_row = ctypes.c_float * self._n_vocab
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
         self.prompt_tokens = 0  # prompt tokens of the answers started: computed or shared
@@ -279,6 +337,7 @@ class BatchEngine:
 
     def _run(self) -> None:
         active: list[Job] = []
+        busy_since = stepping = 0.0  # for the debug log: the batch's wall time, its steps' time
         while True:
             with self._wake:
                 while not self._inbox and not active and not self._closed:
@@ -287,10 +346,12 @@ class BatchEngine:
                     break
                 arrived = list(self._inbox)
                 self._inbox.clear()
+            if not active:
+                busy_since, stepping = time.perf_counter(), 0.0
             try:
                 for job in arrived:
                     active.append(job)
-                    job.sampler = self._sampler(job.sampling)
+                    job.sampler = self._sampler(job.sampling) if job.sampling.temperature else None
                     if job.media is not None:
                         self._read_media(job)
                     else:
@@ -299,10 +360,16 @@ class BatchEngine:
                     active.remove(job)
                     self._retire(job, None if job.cancel.is_set() else job.finish_reason)
                 if active:
+                    began = time.perf_counter()
                     self._step(active)
+                    stepping += time.perf_counter() - began
                 for job in [job for job in active if job.finish_reason]:
                     active.remove(job)
                     self._retire(job, job.finish_reason)
+                if not active and logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("local backend: the batch is empty; since it was last: %.2f s, "
+                                 "%.2f s in steps: %s", time.perf_counter() - busy_since, stepping,
+                                 self.tuner.report())
             except Exception as exc:  # llama.cpp failed: every answer in the batch is lost
                 logger.exception("local backend: generation failed")
                 error = exc if isinstance(exc, BackendError) else BackendError(
@@ -331,7 +398,7 @@ class BatchEngine:
                 f"The local model could not read the images: {exc}", status=500))
             job.cancel.set()  # retired, without END, before the next step
             return
-        token = self._llama_cpp.llama_sampler_sample(job.sampler, self._ctx, -1)
+        token = self._sample(job, -1)
         self._advance(job, token)
 
     def _step(self, active: list[Job]) -> None:
@@ -362,7 +429,8 @@ class BatchEngine:
                 add(job.output[-1], job.cached, job.seq_id, True)
                 job.cached += 1
         generating = n
-        budget = self.n_batch if n == 0 else min(self.n_batch, n + PREFILL_WHILE_STREAMING)
+        streaming = n > 0 and any(job.generated >= JUST_STARTED for job in active if not job.prefilling)
+        budget = min(self.n_batch, n + PREFILL_WHILE_STREAMING) if streaming else self.n_batch
         for job in active:
             if job.prefilling and job.follow is None and n < budget:
                 take = min(len(job.tokens) - job.fed, budget - n)
@@ -386,7 +454,7 @@ class BatchEngine:
                                "retry shortly", status=503)
         for job in active:
             if job.logits_at >= 0:
-                token = self._llama_cpp.llama_sampler_sample(job.sampler, self._ctx, job.logits_at)
+                token = self._sample(job, job.logits_at)
                 self._advance(job, token)
 
     def _advance(self, job: Job, token: int) -> None:
@@ -457,14 +525,19 @@ class BatchEngine:
             if common > lead and other.follow is None:
                 leader, lead = other, common
         self.prompt_tokens += len(job.tokens)
+        worth = min(WORTH_SHARING, len(job.tokens) // 2)
         if leader is not None and leader.fed < min(lead, len(job.tokens) - 1):
-            job.follow = (leader, lead)  # shared once the leader has computed it (_step)
+            if lead >= worth:  # (else the kept one, sharing less, is not worth it either)
+                job.follow = (leader, lead)  # shared once the leader has computed it (_step)
         elif leader is not None:
             self._share(leader.seq_id, job, lead)
-        elif source is not None:
-            self._kept.remove(source)  # used: the most recent now
-            self._kept.append(source)
-            self._restore(source[0], job, best)
+        elif source is not None and best >= worth:
+            self._restore_kept(source, job, best)
+
+    def _restore_kept(self, source: tuple[Any, list[int]], job: Job, length: int) -> None:
+        self._kept.remove(source)  # used: the most recent now
+        self._kept.append(source)
+        self._restore(source[0], job, length)
 
     def _share(self, source: int, job: Job, length: int) -> None:
         length = min(length, len(job.tokens) - 1)  # the last prompt token is computed: its logits
@@ -526,6 +599,34 @@ class BatchEngine:
             job.done(reason, job.generated)  # before END: the owner's report is complete by then
             if reason is not None:
                 job.emit(END)
+
+    def _sample(self, job: Job, index: int) -> int:
+        """The next token from the logits at batch ``index`` (-1: the last).
+
+        Greedy answers are chosen here, as llama.cpp's penalties and greedy samplers
+        would choose them (the same float32 arithmetic, the first of equal logits), but
+        without their pass over every token of the vocabulary with a hash lookup each,
+        while llama.cpp's threads wait for the next step (docs/benchmarks.md, "B6 vs
+        llama-server"). Other answers go through the llama.cpp sampler chain.
+        """
+        llama_cpp = self._llama_cpp
+        if job.sampling.temperature != 0:
+            return int(llama_cpp.llama_sampler_sample(job.sampler, self._ctx, index))
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        if not pointer:
+            raise BackendError(f"The local model gave no logits for batch index {index}", status=500)
+        numpy = self._numpy
+        logits = numpy.frombuffer(self._logits_row.from_address(ctypes.addressof(pointer.contents)),
+                                  dtype=numpy.float32)
+        penalty = numpy.float32(job.sampling.repeat_penalty)
+        window = job.output[-_PENALTY_LAST_N:]
+        if not window or penalty == 1:
+            return int(logits.argmax())
+        seen = numpy.fromiter(set(window), dtype=numpy.intp)
+        scores = logits.copy()
+        values = scores[seen]
+        scores[seen] = numpy.where(values <= 0, values * penalty, values / penalty)
+        return int(scores.argmax())
 
     def _sampler(self, sampling: Sampling) -> Any:
         """A llama.cpp sampler chain: repeat penalty, then greedy or top-k/top-p/min-p."""
