@@ -299,7 +299,7 @@ class BatchEngine:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        import numpy  # llama-cpp-python's own dependency
+        import numpy  # the local extra's (llama-cpp-python depends on it too)
 
         self._numpy = numpy
         self._logits_row = ctypes.c_float * self._n_vocab
