@@ -621,6 +621,12 @@ def _held(cycle: RequestResponseCycle | None) -> _LingeringTransport | None:
 _CONNECTION_CLOSE = (b"connection", b"close")
 
 
+def _closing(message: Any) -> Any:
+    """``http.response.start`` ``message`` saying ``Connection: close`` (once)."""
+    headers = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"]
+    return {**message, "headers": [*headers, _CONNECTION_CLOSE]}
+
+
 class _Cycle(RequestResponseCycle):
     """uvicorn's request cycle, for the requests that need more than it does.
 
@@ -682,6 +688,7 @@ class _Cycle(RequestResponseCycle):
                     left = None if self.declared_length is None else self.declared_length - self.received
                     hold = left is not None and left <= HOLD_BYTES and not self.waiting_for_100_continue
                     self.transport = _LingeringTransport(self.transport, protocol, hold=hold)  # type: ignore[assignment]
+                    message = _closing(message)  # said by us: uvicorn 0.51 does not for keep_alive
             if self.scope["http_version"] == "1.0":
                 message = self._for_http_1_0(message)
         elif self._close_delimited and message["type"] == "http.response.body":
@@ -693,10 +700,9 @@ class _Cycle(RequestResponseCycle):
     def _for_http_1_0(self, message: Any) -> Any:
         self.keep_alive = False  # uvicorn closes after an HTTP/1.0 answer: say so
         headers = [
-            (name, value) for name, value in message.get("headers", [])
-            if name.lower() not in (b"connection", b"transfer-encoding")
+            (name, value) for name, value in _closing(message)["headers"]
+            if name.lower() != b"transfer-encoding"
         ]
-        headers.append(_CONNECTION_CLOSE)
         has_length = any(name.lower() == b"content-length" for name, _ in headers)
         if not (has_length or self.scope["method"] == "HEAD" or message["status"] in (204, 304)):
             self.chunked_encoding = False
