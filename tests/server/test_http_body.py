@@ -41,13 +41,8 @@ class RecordingApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _lifespan(receive, send)
+            return
         messages: list[list[Any]] = []
         digest = hashlib.sha256()
         more = True
@@ -66,14 +61,22 @@ class RecordingApp:
         await send({"type": "http.response.body", "body": answer})
 
 
+async def _lifespan(receive: Any, send: Any) -> None:
+    """An ASGI lifespan with nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 @pytest.fixture
 def recorder() -> Iterator[tuple[RecordingApp, BackgroundServer]]:
     app = RecordingApp()
-    server = BackgroundServer(ServerConfig(body_idle_timeout=5), app=app).start()
-    try:
+    with BackgroundServer(ServerConfig(body_idle_timeout=5), app=app) as server:
         yield app, server
-    finally:
-        server.stop()
 
 
 # -- raw socket helpers -----------------------------------------------------------
@@ -334,7 +337,7 @@ class EarlyApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await RecordingApp()(scope, receive, send)
+            await _lifespan(receive, send)
             return
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.BODY))]})
@@ -345,11 +348,8 @@ class EarlyApp:
 @pytest.fixture
 def early() -> Iterator[tuple[EarlyApp, BackgroundServer]]:
     app = EarlyApp()
-    server = BackgroundServer(ServerConfig(body_idle_timeout=2), app=app).start()
-    try:
+    with BackgroundServer(ServerConfig(body_idle_timeout=2), app=app) as server:
         yield app, server
-    finally:
-        server.stop()
 
 
 def _arrives_within(sock: socket.socket, seconds: float) -> bool:
