@@ -199,11 +199,8 @@ def test_greedy_answers_are_the_tokens_llama_cpps_own_samplers_choose() -> None:
     def checked(job: Job, index: int) -> int:
         chosen = ours(job, index)
         if id(job) not in chains:  # what the engine used before: penalties, then greedy
-            chain = chains[id(job)] = llama_cpp.llama_sampler_chain_init(
-                llama_cpp.llama_sampler_chain_default_params())
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(
-                engine._n_vocab, 64, job.sampling.repeat_penalty, 0.0, 0.0))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            assert job.sampling.temperature == 0
+            chains[id(job)] = engine._sampler(job.sampling)
         theirs = llama_cpp.llama_sampler_sample(chains[id(job)], engine._ctx, index)
         assert chosen == theirs, (chosen, theirs, job.generated)
         agreed[0] += 1

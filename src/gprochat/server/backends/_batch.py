@@ -629,7 +629,10 @@ class BatchEngine:
         return int(scores.argmax())
 
     def _sampler(self, sampling: Sampling) -> Any:
-        """A llama.cpp sampler chain: repeat penalty, then greedy or top-k/top-p/min-p."""
+        """A llama.cpp sampler chain: repeat penalty, then greedy or top-k/top-p/min-p.
+
+        The engine uses it for sampled answers only; the greedy chain is what ``_sample``
+        reproduces for greedy ones (and what the tests check it against)."""
         llama_cpp = self._llama_cpp
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
