@@ -543,3 +543,82 @@ def test_on_a_crowded_machine_probing_more_threads_costs_little_however_slow_it_
     assert tuner.threads == 1
     slow = sum(seconds[2] for threads in chosen[10:] if threads == 2)
     assert slow < 0.1 * clock.now, (slow, clock.now)
+
+
+def _held_prepares(backend: Any, engine: Any) -> threading.Event:
+    """Let the first prompt reach the engine, then the others: every ``_prepare`` but the
+    first waits until the engine has been handed a job (so without the gathering, the
+    engine would start that job alone)."""
+    first_in = threading.Event()
+    prepare, submit = backend._prepare, engine.submit
+    calls = iter(range(1_000))
+
+    def held_prepare(conversation: Conversation) -> Any:
+        if next(calls):
+            assert first_in.wait(120)
+        return prepare(conversation)
+
+    def submitted(job: Job, arrived: Any = None) -> None:
+        submit(job, arrived)
+        first_in.set()
+
+    backend._prepare, engine.submit = held_prepare, submitted
+    return first_in
+
+
+def test_chats_that_reach_the_backend_together_start_in_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle engine waits for the prompts still being prepared beside the first (up to
+    GATHER, made long here: the wait must end because they arrived, not by the clock)."""
+    from gprochat.server.backends import _batch
+
+    monkeypatch.setattr(_batch, "GATHER", 600.0)
+    backend = loaded(parallel=4, n_ctx=2048, max_tokens=2)
+    engine = backend._engines[0]
+    chats = [Conversation(message=f"Question {index}: what is {index} plus {index}?") for index in range(4)]
+    total = sum(len(backend._prepare(chat)[0]) for chat in chats)
+    _held_prepares(backend, engine)
+    feeding: list[int] = []
+    step = engine._step
+
+    def watched(active: list[Job]) -> None:
+        feeding.append(sum(len(job.tokens) - job.fed for job in active))
+        step(active)
+
+    engine._step = watched
+
+    async def main() -> list[str]:
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(collect(backend, chat) for chat in chats)), 120)
+        finally:
+            await backend.aclose()
+
+    answers = asyncio.run(main())
+    assert all(answers)
+    assert feeding[0] == total, feeding[:3]  # all four prompts in the first step
+
+
+def test_a_chat_refused_before_its_engine_holds_up_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt that fails while being prepared (too long for the context) stops counting
+    as coming, and the engine waiting for it starts the others at once."""
+    from gprochat.errors import BackendError
+    from gprochat.server.backends import _batch
+
+    monkeypatch.setattr(_batch, "GATHER", 600.0)
+    backend = loaded(parallel=2, n_ctx=512, max_tokens=2)
+    _held_prepares(backend, backend._engines[0])
+    too_long = Conversation(message="word " * 2_000)
+
+    async def main() -> tuple[str, BaseException]:
+        try:
+            answer, refused = await asyncio.wait_for(asyncio.gather(
+                collect(backend, Conversation(message=CAPITAL)), collect(backend, too_long),
+                return_exceptions=True), 120)
+            assert isinstance(answer, str) and isinstance(refused, BaseException), (answer, refused)
+            return answer, refused
+        finally:
+            await backend.aclose()
+
+    answer, refused = asyncio.run(main())
+    assert answer
+    assert isinstance(refused, BackendError) and refused.status == 413, refused
+    assert backend._coming == 0

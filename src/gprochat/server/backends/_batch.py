@@ -207,6 +207,15 @@ as much of the waiting prompts as ``n_batch`` allows, so the last of a burst of 
 gets its first token sooner (the first ones' next tokens wait a step longer)."""
 
 
+GATHER = 0.02
+"""How long an idle engine, given a prompt, waits at most for prompts that are being
+prepared at the same moment (rendered and tokenized in worker threads) so that they start
+in the same step. A burst of chats reaches the engine over a few milliseconds, and each
+decode has a fixed cost (about 50 ms for a prompt step of the default model on two
+cores): four chats that start in one step instead of two get their first tokens a fifth
+sooner. A prompt that arrives alone waits for nothing (no other is being prepared)."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How the next token is chosen: greedy at temperature 0, else top-k/top-p/min-p."""
@@ -269,7 +278,7 @@ class BatchEngine:
     """
 
     def __init__(self, model: Any, *, n_ctx: int, parallel: int, threads: int, n_batch: int = 512,
-                 name: str = "gprochat-local") -> None:
+                 name: str = "gprochat-local", coming: Callable[[], int] = lambda: 0) -> None:
         from ._llama import import_binding
 
         llama_cpp = import_binding()
@@ -309,16 +318,27 @@ class BatchEngine:
         self.shared_tokens = 0  # of those, the ones taken from the cache instead of computed
         self._inbox: deque[Job] = deque()
         self._wake = threading.Condition()
+        # How many prompts are being prepared for submit() right now (see GATHER).
+        self._coming = coming
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Hand ``job`` to the engine's thread (from any thread)."""
+    def submit(self, job: Job, arrived: Optional[Callable[[], None]] = None) -> None:
+        """Hand ``job`` to the engine's thread (from any thread). ``arrived`` is called
+        under the engine's lock as the job goes in: there the caller stops counting it
+        as coming, so the engine never sees it neither coming nor in the inbox."""
         with self._wake:
             if self._closed:
                 raise BackendError("The server is shutting down", status=503)
+            if arrived is not None:
+                arrived()
             self._inbox.append(job)
+            self._wake.notify()
+
+    def nudge(self) -> None:
+        """Wake the engine's thread to look again at the prompts coming (one was dropped)."""
+        with self._wake:
             self._wake.notify()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -342,6 +362,8 @@ class BatchEngine:
             with self._wake:
                 while not self._inbox and not active and not self._closed:
                     self._wake.wait()
+                if not active:
+                    self._gather()
                 if self._closed:
                     break
                 arrived = list(self._inbox)
@@ -383,6 +405,17 @@ class BatchEngine:
         for job in [*active, *self._inbox]:
             job.emit(stopping)
             self._retire(job, None)
+
+    def _gather(self) -> None:
+        """Idle with a prompt to start: wait (up to ``GATHER``, holding the lock's
+        condition) while other prompts are still being prepared and the step has room."""
+        deadline = time.perf_counter() + GATHER
+        while (not self._closed and self._coming() > 0
+               and sum(len(job.tokens) for job in self._inbox) < self.n_batch):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            self._wake.wait(left)
 
     def _read_media(self, job: Job) -> None:
         """Decode a prompt with images into the job's sequence and take its first token.

@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -256,6 +256,9 @@ class LocalBackend(Backend):
         self.context_tokens = n_ctx  # known once loaded: see _load
         self._loader: Optional[threading.Thread] = None
         self._closed = False
+        # Answers between stream()'s start and their engine's inbox (changed on the event
+        # loop's thread only; read by the engines, which wait for them when idle).
+        self._coming = 0
 
     # -- loading ---------------------------------------------------------------
 
@@ -285,7 +288,7 @@ class LocalBackend(Backend):
                 self._projector = Projector(self.mmproj_path, self._model, self.threads)
             self._engines = [
                 BatchEngine(self._model, n_ctx=self.n_ctx, parallel=self.parallel, threads=self.threads,
-                            name=f"gprochat-local-{index}")
+                            name=f"gprochat-local-{index}", coming=lambda: self._coming)
                 for index in range(self.slots)
             ]
             # The longest conversation: the cache's room for answers, within what the
@@ -450,6 +453,48 @@ class LocalBackend(Backend):
     async def stream(self, conversation: Conversation) -> AsyncIterator[str]:
         self._refuse_images(conversation)
         capacity = self._ready()
+        self._coming += 1
+        counted = True
+
+        def arrived() -> None:  # called by engine.submit, under its lock
+            nonlocal counted
+            counted = False
+            self._coming -= 1
+
+        try:
+            job, texts = await self._submit(conversation, capacity, arrived)
+        finally:
+            if counted:  # refused or cancelled before it reached an engine
+                self._coming -= 1
+                for waiting in self._engines:
+                    waiting.nudge()
+        try:
+            while True:
+                item = await texts.get()
+                parts: list[str] = []
+                # Text that arrived meanwhile goes out together: fewer, larger writes.
+                while True:
+                    if item is END:
+                        break
+                    if isinstance(item, BaseException):
+                        if parts:
+                            yield "".join(parts)
+                        raise item
+                    parts.append(str(item))
+                    if texts.empty():
+                        break
+                    item = texts.get_nowait()
+                if parts:
+                    yield "".join(parts)
+                if item is END:
+                    return
+        finally:
+            job.cancel.set()  # the engine drops the sequence before its next token
+
+    async def _submit(self, conversation: Conversation, capacity: Capacity,
+                      arrived: Callable[[], None]) -> tuple[Job, asyncio.Queue[object]]:
+        """Prepare the prompt, wait for room in a context, and hand the job to its engine;
+        returns the job and the queue its texts arrive on."""
         tokens, media, stop = await asyncio.to_thread(self._prepare, conversation)
         prompt_cells = media.cells if media is not None else len(tokens)
         limit = min(conversation.max_tokens or self.max_tokens, self.max_tokens,
@@ -499,34 +544,13 @@ class LocalBackend(Backend):
             media=media,
         )
         try:
-            engine.submit(job)  # the engine closes the media prompt once the job has left it
+            engine.submit(job, arrived)  # the engine closes the media prompt once the job has left it
         except BackendError:
             capacity.release(engine, seq_id, need)
             if media is not None:
                 media.close()
             raise
-        try:
-            while True:
-                item = await texts.get()
-                parts: list[str] = []
-                # Text that arrived meanwhile goes out together: fewer, larger writes.
-                while True:
-                    if item is END:
-                        break
-                    if isinstance(item, BaseException):
-                        if parts:
-                            yield "".join(parts)
-                        raise item
-                    parts.append(str(item))
-                    if texts.empty():
-                        break
-                    item = texts.get_nowait()
-                if parts:
-                    yield "".join(parts)
-                if item is END:
-                    return
-        finally:
-            job.cancel.set()  # the engine drops the sequence before its next token
+        return job, texts
 
     def _free(self) -> None:
         engines, self._engines = self._engines, []
