@@ -327,13 +327,19 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     assert meanwhile >= pieces, (pieces, meanwhile)
 
 
-def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows() -> None:
-    """Chats that arrive together: once the first have their first token, the rest of the
-    prompts are not fed in streaming-sized pieces (their answers are as young)."""
+@pytest.mark.parametrize("n_batch", [512, None])
+def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows(
+        n_batch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chats that arrive together: at the default batch size (2048 tokens, llama.cpp
+    splitting it into its ubatches) all in the first step; in a batch of 512 tokens,
+    once the first have their first token, the rest of the prompts are not fed in
+    streaming-sized pieces (their answers are as young)."""
     import uuid
 
     from gprochat.server.backends._batch import PREFILL_WHILE_STREAMING
 
+    if n_batch is not None:
+        monkeypatch.setitem(BatchEngine.__init__.__kwdefaults__, "n_batch", n_batch)
     backend = loaded(parallel=16, n_ctx=4096, max_tokens=4)
     engine = backend._engines[0]
     # 15 prompts of about 62 tokens, each with its own nonce (nothing to share).
@@ -342,8 +348,11 @@ def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows() ->
         system=f"[{uuid.uuid5(uuid.NAMESPACE_URL, str(index)).hex}] You are a helpful assistant."))[0]
         for index in range(15)]
     total = sum(map(len, prompts))
-    assert engine.n_batch < total <= 2 * engine.n_batch - 16
-    assert total > engine.n_batch + PREFILL_WHILE_STREAMING  # in pieces, a third step
+    if n_batch is None:
+        assert total < engine.n_batch
+    else:
+        assert engine.n_batch < total <= 2 * engine.n_batch - 16
+        assert total > engine.n_batch + PREFILL_WHILE_STREAMING  # in pieces, a third step
     feeding: list[int] = []  # per step: the prompt tokens not yet computed before it
     step = engine._step
 
@@ -368,7 +377,7 @@ def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows() ->
             assert ended.acquire(timeout=300)  # guards against a hang
     finally:
         asyncio.run(backend.aclose())
-    assert feeding[0] == total and feeding[2] == 0, feeding[:4]
+    assert feeding[0] == total and feeding[1 if n_batch is None else 2] == 0, feeding[:4]
 
 
 def test_a_storm_of_abandoned_requests_gives_every_place_back() -> None:

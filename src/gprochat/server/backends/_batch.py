@@ -274,10 +274,12 @@ class BatchEngine:
 
     ``model`` is a loaded ``_llama.Model`` (its weights and vocabulary are shared by
     every engine made from it); ``n_batch`` bounds the tokens decoded in one step, so a
-    long prompt is fed in pieces while the other answers keep streaming.
+    long prompt is fed in pieces while the other answers keep streaming. llama.cpp
+    computes a step in ubatches of at most 512 tokens (its compute buffers are sized for
+    those); 2048, as llama-server's default, lets a burst of new chats start in one step.
     """
 
-    def __init__(self, model: Any, *, n_ctx: int, parallel: int, threads: int, n_batch: int = 512,
+    def __init__(self, model: Any, *, n_ctx: int, parallel: int, threads: int, n_batch: int = 2048,
                  name: str = "gprochat-local", coming: Callable[[], int] = lambda: 0) -> None:
         from ._llama import import_binding
 
@@ -293,7 +295,7 @@ class BatchEngine:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = self.n_batch
-        params.n_ubatch = self.n_batch
+        params.n_ubatch = self.n_ubatch = min(self.n_batch, 512)
         params.n_seq_max = parallel
         params.kv_unified = True  # one pool of cells: a sequence may use all of them
         params.n_threads = threads
@@ -423,7 +425,7 @@ class BatchEngine:
         if job.cancel.is_set():
             return
         try:
-            job.cached = job.media.evaluate(self._ctx, job.seq_id, self.n_batch)
+            job.cached = job.media.evaluate(self._ctx, job.seq_id, self.n_ubatch)
             self.prompt_tokens += job.media.cells
         except Exception as exc:
             logger.warning("local backend: a prompt with images could not be read: %s", exc)
