@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from typing import Any
@@ -327,6 +328,19 @@ def test_a_long_prompt_is_fed_in_pieces_while_other_answers_stream() -> None:
     assert meanwhile >= pieces, (pieces, meanwhile)
 
 
+def watch_feeding(engine: BatchEngine) -> list[int]:
+    """A list the engine fills, per step, with the prompt tokens not yet computed before it."""
+    feeding: list[int] = []
+    step = engine._step
+
+    def watched(active: list[Job]) -> None:
+        feeding.append(sum(len(job.tokens) - job.fed for job in active))
+        step(active)
+
+    engine._step = watched
+    return feeding
+
+
 @pytest.mark.parametrize("n_batch", [512, None])
 def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows(
         n_batch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,14 +367,7 @@ def test_a_burst_of_prompts_is_computed_in_as_few_steps_as_the_batch_allows(
     else:
         assert engine.n_batch < total <= 2 * engine.n_batch - 16
         assert total > engine.n_batch + PREFILL_WHILE_STREAMING  # in pieces, a third step
-    feeding: list[int] = []  # per step: the prompt tokens not yet computed before it
-    step = engine._step
-
-    def watched(active: list[Job]) -> None:
-        feeding.append(sum(len(job.tokens) - job.fed for job in active))
-        step(active)
-
-    engine._step = watched
+    feeding = watch_feeding(engine)
     ended = threading.Semaphore(0)
 
     def emit(item: object) -> None:
@@ -560,7 +567,7 @@ def _held_prepares(backend: Any, engine: Any) -> threading.Event:
     engine would start that job alone)."""
     first_in = threading.Event()
     prepare, submit = backend._prepare, engine.submit
-    calls = iter(range(1_000))
+    calls = itertools.count()
 
     def held_prepare(conversation: Conversation) -> Any:
         if next(calls):
@@ -586,14 +593,7 @@ def test_chats_that_reach_the_backend_together_start_in_one_step(monkeypatch: py
     chats = [Conversation(message=f"Question {index}: what is {index} plus {index}?") for index in range(4)]
     total = sum(len(backend._prepare(chat)[0]) for chat in chats)
     _held_prepares(backend, engine)
-    feeding: list[int] = []
-    step = engine._step
-
-    def watched(active: list[Job]) -> None:
-        feeding.append(sum(len(job.tokens) - job.fed for job in active))
-        step(active)
-
-    engine._step = watched
+    feeding = watch_feeding(engine)
 
     async def main() -> list[str]:
         try:
