@@ -166,8 +166,14 @@ def test_focus_returns_to_the_menu_button_after_rename(web_server: Any, page_of:
         page.click("#more")
         page.click("#rename")
         page.locator("#rename-dialog[open]").wait_for()
+        # The page returns focus in the dialog's "close" event, which the browser fires
+        # in a task after `open` turns false: wait for that event (a listener added now
+        # runs after the page's own), not for `open`.
+        page.evaluate("""() => { window.renameClosed = new Promise((resolve) =>
+            document.getElementById('rename-dialog').addEventListener('close', resolve, { once: true }));
+        }""")
         page.keyboard.press(close)
-        page.wait_for_function("() => !document.getElementById('rename-dialog').open")
+        page.evaluate("() => window.renameClosed")
         assert page.evaluate("() => document.activeElement.id") == "more", close
 
 
