@@ -137,7 +137,12 @@ class ThreadTuner:
         if self.most == 1 or not self.AUTO:
             return self.threads
         if self._probing:
-            return self._other()
+            if self._size and all(known == self._size for known, _ in self._recent):
+                return self._other()
+            # A prompt, or a batch of another size (answers came or went, or the batch
+            # emptied and the next chats arrived): the probe has nothing to compare this
+            # step with, and a prompt at the other count may be seconds lost. No verdict.
+            self._end_probe(None)
         steady = len(self._recent) == self.PROBE and all(known == size for known, _ in self._recent)
         if self._size and steady and self._clock() >= self._next_probe:
             self._probing = True
@@ -157,9 +162,6 @@ class ThreadTuner:
                 self._watch(seconds)
             else:
                 self._recent.clear()
-            return
-        if not self._size or any(known != self._size for known, _ in self._recent):
-            self._end_probe(None)  # not like the steps before it: no verdict
             return
         self._probe.append(seconds)
         if len(self._probe) == self.PROBE:
