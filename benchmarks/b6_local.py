@@ -39,6 +39,9 @@ our default), all on 127.0.0.1.
   rounds; the note says how many answers of each side were shorter than 128 tokens.
   ``--nice N`` starts each server in its own session at niceness N (and this process
   at N too), so on a machine shared with other work both get the CPU alike.
+  ``--tokens N`` and ``--chats N ...`` narrow a run: ``--tokens 4 --chats 16`` is mostly
+  the first tokens of bursts of 16 chats, a few seconds a round, so 30 rounds take
+  minutes (short answers end often, as chats do, and start the next burst at once).
 
 Skipped, saying why, when llama-cpp-python, its server extra or the model is missing.
 """
@@ -464,8 +467,8 @@ LONG_PROMPTS = [
 ]
 
 
-async def _unseen_batch(base_url: str, model: str, level: int, round_index: int,
-                        count: Any) -> tuple[float, list[float], list[int]]:
+async def _unseen_batch(base_url: str, model: str, level: int, round_index: int, count: Any,
+                        tokens: int = LLAMA_SERVER_TOKENS) -> tuple[float, list[float], list[int]]:
     """``level`` chats at once, each with a system message no server has seen; returns
     (aggregate tokens/s, times to first token, each answer's tokens)."""
     import uuid
@@ -473,7 +476,7 @@ async def _unseen_batch(base_url: str, model: str, level: int, round_index: int,
     import aiohttp
 
     async def one(index: int) -> Answer:
-        body = {"model": model, "max_tokens": LLAMA_SERVER_TOKENS, "stream": True, "temperature": 0,
+        body = {"model": model, "max_tokens": tokens, "stream": True, "temperature": 0,
                 "seed": SEED, "messages": [
                     {"role": "system", "content": f"[{uuid.uuid4().hex}] {SYSTEM}"},
                     {"role": "user",
@@ -545,7 +548,8 @@ def _renice(niceness: int) -> None:
 
 def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = None,
                      peer_threads: int = THREADS, our_flags: tuple[str, ...] = (),
-                     niceness: int = 0, fixed_threads: bool = False, tuner_log: bool = False) -> list[Row]:
+                     niceness: int = 0, fixed_threads: bool = False, tuner_log: bool = False,
+                     tokens: int = LLAMA_SERVER_TOKENS, levels: tuple[int, ...] = (1, 4, 16)) -> list[Row]:
     from .peers import locate_llama_server
 
     binary, note = locate_llama_server()
@@ -557,7 +561,6 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
         return len(llama.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
 
     rounds = rounds or (1 if quick else 3)
-    levels = (1, 4, 16)
     if niceness:
         _renice(niceness)  # the client too: it times both sides
     ours, peer = _ours(model, list(our_flags), niceness, fixed_threads=fixed_threads,
@@ -574,11 +577,11 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
                 for side in order:
                     server, name = (ours, our_model) if side == "ours" else (peer, "llama-server")
                     rate, firsts, lengths = asyncio.run(
-                        _unseen_batch(server.base_url, name, level, index, count))
+                        _unseen_batch(server.base_url, name, level, index, count, tokens))
                     rates.setdefault((side, level), []).append(rate)
                     ttfts.setdefault((side, level), []).append(firsts)
                     # Give or take one token that tokenizing the text again may merge.
-                    short[side, level] += sum(length < LLAMA_SERVER_TOKENS - 1 for length in lengths)
+                    short[side, level] += sum(length < tokens - 1 for length in lengths)
                     if tuner_log and side == "ours":
                         _print_tuner_reports(ours, f"round {index + 1}, {level} chat(s)")
     finally:
@@ -592,9 +595,9 @@ def _vs_llama_server(model: str, llama: Any, quick: bool, rounds: int | None = N
                 + f"; {note}; ")
     rows = []
     for level in levels:
-        what = f"{level} chat{'s' if level > 1 else ''}, unseen prompts, {LLAMA_SERVER_TOKENS} tokens"
+        what = f"{level} chat{'s' if level > 1 else ''}, unseen prompts, {tokens} tokens"
         a, b = rates["ours", level], rates["peer", level]
-        shorter = (f"answers shorter than {LLAMA_SERVER_TOKENS} tokens: ours {short['ours', level]}, "
+        shorter = (f"answers shorter than {tokens} tokens: ours {short['ours', level]}, "
                    f"llama-server {short['peer', level]}, of {rounds * level} each")
         rows.append(Row("B6", f"aggregate tokens/s vs llama-server, {what}", statistics.median(a),
                         statistics.median(b), "tok/s", paired_ratio(a, b), 1.0, "higher", ">= llama-server",
@@ -631,8 +634,8 @@ async def _single(base_url: str, model: str, prompt: str, max_tokens: int) -> An
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.b6_local llama-server [--quick] [--rounds N] [--peer-threads N]
-    [--our-threads N] [--fixed-threads] [--tuner-log] [--nice N]``: B6's llama-server rows
-    alone (the rest of B6 takes most of its time)."""
+    [--our-threads N] [--fixed-threads] [--tuner-log] [--nice N] [--tokens N] [--chats N ...]``:
+    B6's llama-server rows alone (the rest of B6 takes most of its time)."""
     import argparse
 
     from gprochat.server.backends._gguf import default_model_path
@@ -655,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="niceness of both servers (each in its own session) and of this process: "
                         "on a machine shared with other work, -19 (as root) gives both sides the CPU "
                         "alike (default: 0, as started)")
+    parser.add_argument("--tokens", type=int, default=LLAMA_SERVER_TOKENS,
+                        help=f"each answer's max_tokens (default {LLAMA_SERVER_TOKENS}); a few tokens "
+                        "make a round mostly its first tokens, so many rounds fit in a few minutes")
+    parser.add_argument("--chats", type=int, nargs="+", default=[1, 4, 16],
+                        help="the concurrencies, chats at once (default: 1 4 16)")
     args = parser.parse_args(argv)
     from llama_cpp import Llama
 
@@ -662,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     llama = Llama(model_path=model, n_ctx=512, vocab_only=True, verbose=False)  # counts tokens
     flags = ("--threads", str(args.our_threads)) if args.our_threads else ()
     rows = _vs_llama_server(model, llama, args.quick, args.rounds, args.peer_threads, flags, args.nice,
-                            args.fixed_threads, args.tuner_log)
+                            args.fixed_threads, args.tuner_log, args.tokens, tuple(args.chats))
     print(format_table(rows))
     notes = [f"- {row.metric}: {row.note}" for row in rows if row.note]
     if notes:

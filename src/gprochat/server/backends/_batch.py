@@ -81,7 +81,9 @@ class ThreadTuner:
     in docs/benchmarks.md, "B6 on a busy machine"); on an idle machine they are faster.
     So the engine measures: now and then it decodes ``PROBE`` steps with the other
     choice, compares their times with the steps just before (the same answers, one
-    token each: steps of the same size), and keeps the faster.
+    token each: steps of the same size), and keeps the faster. Any other step (a prompt,
+    answers that came or went) ends a probe without a verdict before it runs, so the
+    next chats' prompts are never computed at the probe's count.
 
     A probe is a few slow steps when it loses, so a probe that loses waits twice as
     long before the next one in the same direction (from ``INTERVAL`` up to
