@@ -539,11 +539,12 @@ def test_a_probe_open_when_the_answers_end_does_not_compute_the_next_prompts() -
 
     clock = StepClock()
     tuner = ThreadTuner(2, clock)
-    # Steps of 16 answers; when a probe is due, the next is its first step of one
-    # thread, and the answers end there (they reached their last token), the probe open.
-    chosen = run_steps(tuner, clock, {2: 0.155, 1: 0.210}, 2)
+    seconds = {2: 0.155, 1: 0.210}  # a step of 16 answers
+    # When a probe is due, the next step is its first of one thread, and the answers
+    # end there (they reached their last token), the probe open.
+    chosen = run_steps(tuner, clock, seconds, 2)
     clock.now += tuner.INTERVAL
-    chosen += run_steps(tuner, clock, {2: 0.155, 1: 0.210}, 1)
+    chosen += run_steps(tuner, clock, seconds, 1)
     assert chosen == [2, 2, 1], chosen
     # The next 16 chats arrive together: their prompts, about 1,000 tokens, are one step.
     # It has nothing to compare with the probe's: it runs at the threads chosen (two),
@@ -552,7 +553,7 @@ def test_a_probe_open_when_the_answers_end_does_not_compute_the_next_prompts() -
     tuner.took(3.5)
     assert tuner.threads == 2
     # The answers' steps that follow are measured again before the next probe.
-    assert run_steps(tuner, clock, {2: 0.155, 1: 0.210}, 2) == [2, 2]
+    assert run_steps(tuner, clock, seconds, 2) == [2, 2]
 
 
 def test_a_real_engine_answers_while_it_tunes_its_threads() -> None:

@@ -138,15 +138,16 @@ class ThreadTuner:
         self._size = size if generating_only else 0
         if self.most == 1 or not self.AUTO:
             return self.threads
+        # Answers' steps of the size the last ones had: what a probe compares.
+        like_before = bool(self._size) and all(known == self._size for known, _ in self._recent)
         if self._probing:
-            if self._size and all(known == self._size for known, _ in self._recent):
+            if like_before:
                 return self._other()
             # A prompt, or a batch of another size (answers came or went, or the batch
             # emptied and the next chats arrived): the probe has nothing to compare this
             # step with, and a prompt at the other count may be seconds lost. No verdict.
             self._end_probe(None)
-        steady = len(self._recent) == self.PROBE and all(known == size for known, _ in self._recent)
-        if self._size and steady and self._clock() >= self._next_probe:
+        elif like_before and len(self._recent) == self.PROBE and self._clock() >= self._next_probe:
             self._probing = True
             self.probes += 1
             return self._other()
@@ -415,13 +416,8 @@ class BatchEngine:
     def _gather(self) -> None:
         """Idle with a prompt to start: wait (up to ``GATHER``, holding the lock's
         condition) while other prompts are still being prepared and the step has room."""
-        deadline = time.perf_counter() + GATHER
-        while (not self._closed and self._coming() > 0
-               and sum(len(job.tokens) for job in self._inbox) < self.n_batch):
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            self._wake.wait(left)
+        self._wake.wait_for(lambda: self._closed or self._coming() <= 0
+                            or sum(len(job.tokens) for job in self._inbox) >= self.n_batch, GATHER)
 
     def _read_media(self, job: Job) -> None:
         """Decode a prompt with images into the job's sequence and take its first token.
